@@ -1,0 +1,68 @@
+// vigil-aggregator: parses flags, sets up the event loop and signals, and runs a Server.
+#include <signal.h>
+
+#include <kj/async-unix.h>
+
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "aggregator/server.h"
+#include "userspace/common/log.h"
+
+ABSL_FLAG(std::string, rpc_addr, "127.0.0.1", "Address for agent RPC connections.");
+ABSL_FLAG(int32_t, rpc_port, 9470, "Port for agent RPC connections (0 picks a free port).");
+ABSL_FLAG(std::string, http_addr, "127.0.0.1", "Address of /metrics and the HTTP API.");
+ABSL_FLAG(int32_t, http_port, 9471, "Port of /metrics and the HTTP API (0 picks a free port).");
+ABSL_FLAG(int32_t, heartbeat_ms, 10000, "Heartbeat interval asked of agents, in ms.");
+ABSL_FLAG(std::string, ready_file, "", "Write the bound ports here once listening.");
+ABSL_FLAG(bool, verbose, false, "Log debug detail.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "vigil-aggregator: receives frames from vigil-agents and serves them as Prometheus "
+      "metrics.\nExample: vigil-aggregator --rpc_port=9470 --http_port=9471");
+  absl::ParseCommandLine(argc, argv);
+  vigil::setLogProgram("vigil-aggregator");
+  if (absl::GetFlag(FLAGS_verbose)) {
+    vigil::setLogLevel(vigil::LogLevel::kDebug);
+  }
+  vigil::aggregator::ServerOptions options;
+  options.rpc_addr = absl::GetFlag(FLAGS_rpc_addr);
+  options.http_addr = absl::GetFlag(FLAGS_http_addr);
+  for (auto [flag, value, out] :
+       {std::tuple{"rpc_port", absl::GetFlag(FLAGS_rpc_port), &options.rpc_port},
+        std::tuple{"http_port", absl::GetFlag(FLAGS_http_port), &options.http_port}}) {
+    if (value < 0 || value > 65535) {
+      fprintf(stderr, "vigil-aggregator: --%s must be 0..65535, got %d\n", flag, value);
+      return 2;
+    }
+    *out = static_cast<uint16_t>(value);
+  }
+  int32_t hb = absl::GetFlag(FLAGS_heartbeat_ms);
+  if (hb < 100) {
+    fprintf(stderr, "vigil-aggregator: --heartbeat_ms must be at least 100\n");
+    return 2;
+  }
+  options.ingest.heartbeat_interval_ms = static_cast<uint32_t>(hb);
+  options.ready_file = absl::GetFlag(FLAGS_ready_file);
+
+  kj::UnixEventPort::captureSignal(SIGINT);
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  signal(SIGPIPE, SIG_IGN);
+  auto io = kj::setupAsyncIo();
+  auto server = vigil::aggregator::Server::create(std::move(options), io);
+  if (!server.ok()) {
+    fprintf(stderr, "vigil-aggregator: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  VIGIL_LOG_INFO("agents connect to %s:%d; metrics at http://%s:%d/metrics",
+                 absl::GetFlag(FLAGS_rpc_addr), (*server)->rpcPort(),
+                 absl::GetFlag(FLAGS_http_addr), (*server)->httpPort());
+  auto stop = io.unixEventPort.onSignal(SIGINT)
+                  .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
+                  .then([](siginfo_t info) { VIGIL_LOG_INFO("signal %d: exiting", info.si_signo); });
+  stop.exclusiveJoin((*server)->run()).wait(io.waitScope);
+  return 0;
+}

@@ -1,0 +1,126 @@
+#include "aggregator/store.h"
+
+#include "userspace/common/frame_metrics.h"
+
+namespace vigil::aggregator {
+
+AgentRecord& Store::record(const std::string& agent_id) {
+  auto& slot = agents_[agent_id];
+  if (!slot) {
+    slot = std::make_unique<AgentRecord>();
+    slot->info.agent_id = agent_id;
+  }
+  return *slot;
+}
+
+uint64_t Store::agentConnected(const AgentInfo& info, uint64_t boot_epoch, int64_t now_ns) {
+  AgentRecord& r = record(info.agent_id);
+  r.info = info;
+  if (r.boot_epoch != boot_epoch) {
+    // A new agent process: its seq restarts at 1 and its cumulative counters at zero.
+    r.boot_epoch = boot_epoch;
+    r.last_seq = 0;
+    r.processes.clear();
+  }
+  r.online = true;
+  r.last_seen_ns = now_ns;
+  r.connected_since_ns = now_ns;
+  return r.last_seq;
+}
+
+void Store::agentDisconnected(const std::string& agent_id, int64_t now_ns) {
+  auto it = agents_.find(agent_id);
+  if (it != agents_.end()) {
+    it->second->online = false;
+  }
+}
+
+void Store::heartbeat(const std::string& agent_id, int64_t now_ns) {
+  auto it = agents_.find(agent_id);
+  if (it != agents_.end()) {
+    it->second->last_seen_ns = now_ns;
+  }
+}
+
+bool Store::isDuplicate(const std::string& agent_id, uint64_t boot_epoch, uint64_t seq) const {
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end()) {
+    return false;
+  }
+  return it->second->boot_epoch == boot_epoch && seq <= it->second->last_seq;
+}
+
+void Store::apply(const Snapshot& frame, int64_t now_ns) {
+  AgentRecord& r = record(frame.agent.agent_id);
+  if (r.boot_epoch != frame.boot_epoch) {
+    r.boot_epoch = frame.boot_epoch;
+    r.processes.clear();
+  }
+  r.last_seq = frame.seq;
+  r.last_seen_ns = now_ns;
+  r.frames++;
+  r.config_version = frame.config_version;
+  r.host = frame.host;
+  r.self = frame.self;
+  r.histograms = frame.histograms;
+  r.containers = frame.containers;
+  r.collectors = frame.collectors;
+  r.syscall_duty_cycle = frame.syscall_duty_cycle;
+  r.interval_ms = frame.interval_ms;
+  for (const auto& [pid, p] : frame.processes) {
+    auto& entry = r.processes[pid];
+    if (entry.stats.comm != p.comm && !entry.stats.comm.empty()) {
+      // pid reuse: a different program under the same pid starts from zero.
+      entry = {};
+    }
+    entry.stats = p;
+    entry.last_seen_ns = now_ns;
+  }
+  for (auto it = r.processes.begin(); it != r.processes.end();) {
+    auto cur = it++;
+    if (now_ns - cur->second.last_seen_ns > options_.process_ttl_ns) {
+      r.processes.erase(cur);
+    }
+  }
+}
+
+void Store::render(PromWriter& out, int64_t now_ns) {
+  declareFrameFamilies(out);
+  out.family("vigil_agent_up", MetricType::kGauge,
+             "1 while the agent holds a connection to this aggregator.");
+  out.family("vigil_agent_last_seen_timestamp_seconds", MetricType::kGauge,
+             "Unix time of the agent's last frame or heartbeat.");
+  out.family("vigil_agent_info", MetricType::kGauge, "Agent identity; always 1.");
+  out.family("vigil_agent_frames_received_total", MetricType::kCounter,
+             "Frames accepted from the agent in its current boot epoch.");
+  for (auto& [id, rec] : agents_) {
+    AgentRecord& r = *rec;
+    ExpositionOptions opts;
+    opts.base_labels = {{"node", r.info.node_name.empty() ? id : r.info.node_name}};
+    Labels agent_labels = opts.base_labels;
+    agent_labels.emplace_back("agent_id", id);
+    out.sample("vigil_agent_up", agent_labels, r.online ? 1 : 0);
+    out.sample("vigil_agent_last_seen_timestamp_seconds", agent_labels, r.last_seen_ns / 1e9);
+    Labels info = agent_labels;
+    info.emplace_back("version", r.info.version);
+    info.emplace_back("kernel", r.info.kernel);
+    out.sample("vigil_agent_info", info, 1);
+    out.sample("vigil_agent_frames_received_total", agent_labels, static_cast<double>(r.frames));
+
+    Snapshot view;
+    view.host = r.host;
+    view.self = r.self;
+    view.histograms = r.histograms;
+    view.containers = r.containers;
+    view.collectors = r.collectors;
+    view.syscall_duty_cycle = r.syscall_duty_cycle;
+    view.interval_ms = r.interval_ms;
+    view.config_version = r.config_version;
+    for (const auto& [pid, p] : r.processes) {
+      view.processes.emplace(pid, p.stats);
+    }
+    writeSnapshotMetrics(view, opts, out);
+  }
+}
+
+}  // namespace vigil::aggregator

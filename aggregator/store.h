@@ -1,0 +1,73 @@
+// The aggregator's view of the fleet: one entry per agent with its identity, liveness, delivery
+// position (boot epoch, last accepted seq) and the latest state it reported. Frames are applied
+// in sequence order; the store renders everything as Prometheus text for GET /metrics.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "capnp/snapshot.h"
+#include "userspace/common/prom_text.h"
+
+namespace vigil::aggregator {
+
+struct StoreOptions {
+  // How long an exited or vanished process stays visible after its last report.
+  int64_t process_ttl_ns = 5LL * 60 * 1000000000;
+};
+
+struct AgentRecord {
+  AgentInfo info;
+  uint64_t boot_epoch = 0;
+  uint64_t last_seq = 0;
+  bool online = false;
+  int64_t last_seen_ns = 0;
+  int64_t connected_since_ns = 0;
+  uint64_t config_version = 0;
+  uint64_t frames = 0;
+
+  struct Process {
+    ProcessStats stats;
+    int64_t last_seen_ns = 0;
+  };
+  absl::flat_hash_map<uint32_t, Process> processes;
+  std::vector<MetricSample> host;
+  std::vector<MetricSample> self;
+  std::vector<HistogramSample> histograms;
+  std::vector<ContainerStats> containers;
+  std::vector<CollectorState> collectors;
+  double syscall_duty_cycle = 0;
+  uint32_t interval_ms = 0;
+};
+
+class Store {
+ public:
+  explicit Store(StoreOptions options = {}) : options_(options) {}
+
+  // Marks an agent connected; returns the last seq accepted for (agent, boot_epoch).
+  uint64_t agentConnected(const AgentInfo& info, uint64_t boot_epoch, int64_t now_ns);
+  void agentDisconnected(const std::string& agent_id, int64_t now_ns);
+  void heartbeat(const std::string& agent_id, int64_t now_ns);
+
+  // True if (agent, epoch, seq) was already applied.
+  bool isDuplicate(const std::string& agent_id, uint64_t boot_epoch, uint64_t seq) const;
+
+  // Applies a frame's content. The caller has checked it is not a duplicate.
+  void apply(const Snapshot& frame, int64_t now_ns);
+
+  void render(PromWriter& out, int64_t now_ns);
+
+  const absl::flat_hash_map<std::string, std::unique_ptr<AgentRecord>>& agents() const {
+    return agents_;
+  }
+
+ private:
+  AgentRecord& record(const std::string& agent_id);
+
+  StoreOptions options_;
+  absl::flat_hash_map<std::string, std::unique_ptr<AgentRecord>> agents_;
+};
+
+}  // namespace vigil::aggregator

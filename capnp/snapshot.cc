@@ -1,0 +1,231 @@
+#include "capnp/snapshot.h"
+
+namespace vigil {
+namespace {
+
+void writeLabels(const Labels& labels, capnp::List<wire::Label>::Builder out) {
+  for (size_t i = 0; i < labels.size(); ++i) {
+    out[i].setKey(labels[i].first);
+    out[i].setValue(labels[i].second);
+  }
+}
+
+Labels readLabels(capnp::List<wire::Label>::Reader in) {
+  Labels out;
+  out.reserve(in.size());
+  for (auto l : in) {
+    out.emplace_back(l.getKey().cStr(), l.getValue().cStr());
+  }
+  return out;
+}
+
+void writeMetrics(const std::vector<MetricSample>& in, capnp::List<wire::Metric>::Builder out) {
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i].setName(in[i].name);
+    writeLabels(in[i].labels, out[i].initLabels(in[i].labels.size()));
+    out[i].setValue(in[i].value);
+    out[i].setKind(in[i].counter ? wire::Metric::Kind::COUNTER : wire::Metric::Kind::GAUGE);
+  }
+}
+
+void readMetrics(capnp::List<wire::Metric>::Reader in, std::vector<MetricSample>& out) {
+  out.reserve(in.size());
+  for (auto m : in) {
+    out.push_back(MetricSample{m.getName().cStr(), readLabels(m.getLabels()), m.getValue(),
+                               m.getKind() == wire::Metric::Kind::COUNTER});
+  }
+}
+
+}  // namespace
+
+void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
+  auto frame = message.initRoot<wire::Frame>();
+  auto agent = frame.initAgent();
+  agent.setAgentId(s.agent.agent_id);
+  agent.setNodeName(s.agent.node_name);
+  agent.setVersion(s.agent.version);
+  agent.setKernel(s.agent.kernel);
+  writeLabels(s.agent.labels, agent.initLabels(s.agent.labels.size()));
+  frame.setBootEpoch(s.boot_epoch);
+  frame.setSeq(s.seq);
+  frame.setIntervalStartNs(s.start_unix_ns);
+  frame.setIntervalEndNs(s.end_unix_ns);
+  frame.setConfigVersion(s.config_version);
+  frame.setIntervalMs(s.interval_ms);
+  frame.setSyscallDutyCycle(s.syscall_duty_cycle);
+
+  writeMetrics(s.host, frame.initHost(s.host.size()));
+  writeMetrics(s.self, frame.initSelf(s.self.size()));
+
+  auto procs = frame.initProcesses(s.processes.size());
+  size_t i = 0;
+  for (const auto& [pid, p] : s.processes) {
+    auto o = procs[i++];
+    o.setPid(p.pid);
+    o.setComm(p.comm);
+    o.setCgroupId(p.cgroup_id);
+    o.setCmdline(p.cmdline);
+    o.setContainerId(p.container_id);
+    o.setCpuNs(p.cpu_ns);
+    o.setVoluntarySwitches(p.voluntary_switches);
+    o.setInvoluntarySwitches(p.involuntary_switches);
+    o.setSyscalls(p.syscalls);
+    o.setSyscallErrors(p.syscall_errors);
+    auto errnos = o.initTopErrnos(p.top_errnos.size());
+    for (size_t j = 0; j < p.top_errnos.size(); ++j) {
+      errnos[j].setErrno(p.top_errnos[j].first);
+      errnos[j].setCount(p.top_errnos[j].second);
+    }
+    o.setTcpTxBytes(p.tcp_tx_bytes);
+    o.setTcpRxBytes(p.tcp_rx_bytes);
+    o.setUdpTxBytes(p.udp_tx_bytes);
+    o.setUdpRxBytes(p.udp_rx_bytes);
+    o.setTcpRetransmits(p.tcp_retransmits);
+    o.setTcpActiveOpens(p.tcp_active_opens);
+    o.setTcpPassiveOpens(p.tcp_passive_opens);
+    o.setTcpConnectFailures(p.tcp_connect_failures);
+    o.setTcpResetsSent(p.tcp_resets_sent);
+    o.setTcpResetsReceived(p.tcp_resets_received);
+    o.setBlockReadBytes(p.block_read_bytes);
+    o.setBlockWriteBytes(p.block_write_bytes);
+    o.setBlockReadOps(p.block_read_ops);
+    o.setBlockWriteOps(p.block_write_ops);
+    o.setExited(p.exited);
+  }
+
+  auto conts = frame.initContainers(s.containers.size());
+  for (size_t j = 0; j < s.containers.size(); ++j) {
+    const ContainerStats& c = s.containers[j];
+    auto o = conts[j];
+    o.setCgroupId(c.cgroup_id);
+    o.setCgroupPath(c.cgroup_path);
+    o.setContainerId(c.container_id);
+    o.setRuntime(c.runtime);
+    o.setPodUid(c.pod_uid);
+    o.setQosClass(c.qos_class);
+    o.setSystemdUnit(c.systemd_unit);
+    o.setCpuNs(c.cpu_ns);
+    o.setSyscalls(c.syscalls);
+    o.setSyscallErrors(c.syscall_errors);
+    o.setTcpTxBytes(c.tcp_tx_bytes);
+    o.setTcpRxBytes(c.tcp_rx_bytes);
+    o.setBlockReadBytes(c.block_read_bytes);
+    o.setBlockWriteBytes(c.block_write_bytes);
+    o.setProcesses(c.processes);
+  }
+
+  auto hists = frame.initHistograms(s.histograms.size());
+  for (size_t j = 0; j < s.histograms.size(); ++j) {
+    const HistogramSample& h = s.histograms[j];
+    auto o = hists[j];
+    o.setName(h.name);
+    writeLabels(h.labels, o.initLabels(h.labels.size()));
+    o.setUnitNs(h.unit_ns);
+    auto b = o.initBuckets(h.buckets.size());
+    for (size_t k = 0; k < h.buckets.size(); ++k) {
+      b.set(k, h.buckets[k]);
+    }
+    o.setCount(h.count);
+    o.setSumUnits(h.sum_units);
+  }
+
+  auto events = frame.initEvents(s.events.size());
+  for (size_t j = 0; j < s.events.size(); ++j) {
+    events.setWithCaveats(j, s.events[j].getReader());
+  }
+
+  auto cols = frame.initCollectors(s.collectors.size());
+  for (size_t j = 0; j < s.collectors.size(); ++j) {
+    cols[j].setName(s.collectors[j].name);
+    cols[j].setUp(s.collectors[j].up);
+    cols[j].setReason(s.collectors[j].reason);
+  }
+}
+
+void fromWire(wire::Frame::Reader frame, Snapshot& s) {
+  auto agent = frame.getAgent();
+  s.agent.agent_id = agent.getAgentId().cStr();
+  s.agent.node_name = agent.getNodeName().cStr();
+  s.agent.version = agent.getVersion().cStr();
+  s.agent.kernel = agent.getKernel().cStr();
+  s.agent.labels = readLabels(agent.getLabels());
+  s.boot_epoch = frame.getBootEpoch();
+  s.seq = frame.getSeq();
+  s.start_unix_ns = frame.getIntervalStartNs();
+  s.end_unix_ns = frame.getIntervalEndNs();
+  s.config_version = frame.getConfigVersion();
+  s.interval_ms = frame.getIntervalMs();
+  s.syscall_duty_cycle = frame.getSyscallDutyCycle();
+  readMetrics(frame.getHost(), s.host);
+  readMetrics(frame.getSelf(), s.self);
+
+  for (auto o : frame.getProcesses()) {
+    ProcessStats& p = s.process(o.getPid());
+    p.comm = o.getComm().cStr();
+    p.cgroup_id = o.getCgroupId();
+    p.cmdline = o.getCmdline().cStr();
+    p.container_id = o.getContainerId().cStr();
+    p.cpu_ns = o.getCpuNs();
+    p.voluntary_switches = o.getVoluntarySwitches();
+    p.involuntary_switches = o.getInvoluntarySwitches();
+    p.syscalls = o.getSyscalls();
+    p.syscall_errors = o.getSyscallErrors();
+    for (auto e : o.getTopErrnos()) {
+      p.top_errnos.emplace_back(e.getErrno(), e.getCount());
+    }
+    p.tcp_tx_bytes = o.getTcpTxBytes();
+    p.tcp_rx_bytes = o.getTcpRxBytes();
+    p.udp_tx_bytes = o.getUdpTxBytes();
+    p.udp_rx_bytes = o.getUdpRxBytes();
+    p.tcp_retransmits = o.getTcpRetransmits();
+    p.tcp_active_opens = o.getTcpActiveOpens();
+    p.tcp_passive_opens = o.getTcpPassiveOpens();
+    p.tcp_connect_failures = o.getTcpConnectFailures();
+    p.tcp_resets_sent = o.getTcpResetsSent();
+    p.tcp_resets_received = o.getTcpResetsReceived();
+    p.block_read_bytes = o.getBlockReadBytes();
+    p.block_write_bytes = o.getBlockWriteBytes();
+    p.block_read_ops = o.getBlockReadOps();
+    p.block_write_ops = o.getBlockWriteOps();
+    p.exited = o.getExited();
+  }
+  for (auto o : frame.getContainers()) {
+    ContainerStats c;
+    c.cgroup_id = o.getCgroupId();
+    c.cgroup_path = o.getCgroupPath().cStr();
+    c.container_id = o.getContainerId().cStr();
+    c.runtime = o.getRuntime().cStr();
+    c.pod_uid = o.getPodUid().cStr();
+    c.qos_class = o.getQosClass().cStr();
+    c.systemd_unit = o.getSystemdUnit().cStr();
+    c.cpu_ns = o.getCpuNs();
+    c.syscalls = o.getSyscalls();
+    c.syscall_errors = o.getSyscallErrors();
+    c.tcp_tx_bytes = o.getTcpTxBytes();
+    c.tcp_rx_bytes = o.getTcpRxBytes();
+    c.block_read_bytes = o.getBlockReadBytes();
+    c.block_write_bytes = o.getBlockWriteBytes();
+    c.processes = o.getProcesses();
+    s.containers.push_back(std::move(c));
+  }
+  for (auto o : frame.getHistograms()) {
+    HistogramSample h;
+    h.name = o.getName().cStr();
+    h.labels = readLabels(o.getLabels());
+    h.unit_ns = o.getUnitNs();
+    for (auto b : o.getBuckets()) {
+      h.buckets.push_back(b);
+    }
+    h.count = o.getCount();
+    h.sum_units = o.getSumUnits();
+    s.histograms.push_back(std::move(h));
+  }
+  for (auto c : frame.getCollectors()) {
+    s.collectors.push_back(CollectorState{c.getName().cStr(), c.getUp(), c.getReason().cStr()});
+  }
+  for (auto e : frame.getEvents()) {
+    s.events.push_back(s.event_arena.getOrphanage().newOrphanCopy(e));
+  }
+}
+
+}  // namespace vigil

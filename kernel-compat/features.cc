@@ -1,0 +1,61 @@
+#include "kernel-compat/features.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace vigil::compat {
+
+bool haveKernelBtf() { return access("/sys/kernel/btf/vmlinux", R_OK) == 0; }
+
+bool haveBtfTracepoint(const std::string& tracepoint) {
+  if (!haveKernelBtf()) {
+    return false;
+  }
+  // libbpf resolves tp_btf targets through the "btf_trace_<name>" typedef in vmlinux BTF.
+  return libbpf_find_vmlinux_btf_id(tracepoint.c_str(), BPF_TRACE_RAW_TP) > 0;
+}
+
+bool haveRingBuffer() { return libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, nullptr) == 1; }
+
+std::string tracefsMount() {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string line;
+  while (std::getline(mounts, line)) {
+    std::istringstream fields(line);
+    std::string dev, dir, type;
+    fields >> dev >> dir >> type;
+    if (type == "tracefs") {
+      return dir;
+    }
+  }
+  return "";
+}
+
+std::string ensureTracefs() {
+  std::string mounted = tracefsMount();
+  if (!mounted.empty()) {
+    return mounted;
+  }
+  const char* dir = "/sys/kernel/tracing";
+  if (mount("nodev", dir, "tracefs", 0, nullptr) != 0) {
+    return "";
+  }
+  return dir;
+}
+
+bool haveTracepoint(const std::string& category, const std::string& name) {
+  std::string root = tracefsMount();
+  if (root.empty()) {
+    return false;
+  }
+  struct stat st;
+  return stat((root + "/events/" + category + "/" + name + "/id").c_str(), &st) == 0;
+}
+
+}  // namespace vigil::compat

@@ -1,0 +1,30 @@
+// Load-time feature probes. Collectors ask these before loading a BPF object and switch off
+// (bpf_program__set_autoload(false)) the programs whose attach type the kernel lacks. Every
+// probe tests for the feature itself, never for a kernel version.
+#pragma once
+
+#include <string>
+
+namespace vigil::compat {
+
+// Kernel BTF is present (/sys/kernel/btf/vmlinux), so CO-RE and tp_btf can work.
+bool haveKernelBtf();
+
+// A BTF-typed raw tracepoint named `tracepoint` (e.g. "sched_switch") exists, so a tp_btf
+// program can attach to it.
+bool haveBtfTracepoint(const std::string& tracepoint);
+
+// The kernel supports BPF ring buffers (5.8+); otherwise events need a perf buffer.
+bool haveRingBuffer();
+
+// Where tracefs is mounted ("" when it is not). SEC("tracepoint/...") programs need it.
+std::string tracefsMount();
+
+// Mounts tracefs at /sys/kernel/tracing if no tracefs is mounted. Returns the mount point or ""
+// when it cannot (no privilege, no tracefs in the kernel).
+std::string ensureTracefs();
+
+// A classic tracepoint category/name exists (needs tracefs).
+bool haveTracepoint(const std::string& category, const std::string& name);
+
+}  // namespace vigil::compat

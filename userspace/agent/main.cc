@@ -1,0 +1,88 @@
+// vigil-agent: parses flags, sets up the event loop and signals, and runs an Agent.
+#include <signal.h>
+
+#include <kj/async-unix.h>
+
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "userspace/agent/agent.h"
+#include "userspace/collectors/bpf_util.h"
+#include "userspace/common/log.h"
+
+ABSL_FLAG(std::string, aggregator, "127.0.0.1:9470",
+          "Aggregator RPC address host:port (comma-separated list for sharding).");
+ABSL_FLAG(std::string, http_addr, "127.0.0.1", "Address of the local /metrics and /healthz.");
+ABSL_FLAG(int32_t, http_port, 9472, "Port of the local HTTP endpoint (0 picks a free port).");
+ABSL_FLAG(absl::Duration, interval, absl::Seconds(10), "Collection interval (at least 1s).");
+ABSL_FLAG(std::string, node_name, "", "Node name (default: host name).");
+ABSL_FLAG(std::string, agent_id, "", "Agent identity (default: node name).");
+ABSL_FLAG(std::string, labels, "", "Extra labels for this agent, k=v,k=v.");
+ABSL_FLAG(std::string, token, "", "Bearer token presented to the aggregator.");
+ABSL_FLAG(std::string, ready_file, "", "Write the bound HTTP port here once listening.");
+ABSL_FLAG(int64_t, max_queue_bytes, 64 << 20, "Bound of the unacknowledged frame queue.");
+ABSL_FLAG(bool, verbose, false, "Log debug detail, including libbpf's messages.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "vigil-agent: eBPF node agent. Collects per-process kernel metrics and ships them to "
+      "vigil-aggregator.\nExample: sudo vigil-agent --aggregator=127.0.0.1:9470 --interval=10s");
+  absl::ParseCommandLine(argc, argv);
+  vigil::setLogProgram("vigil-agent");
+  bool verbose = absl::GetFlag(FLAGS_verbose);
+  if (verbose) {
+    vigil::setLogLevel(vigil::LogLevel::kDebug);
+  }
+  vigil::installLibbpfLogger(verbose);
+
+  vigil::AgentOptions options;
+  options.aggregators = absl::StrSplit(absl::GetFlag(FLAGS_aggregator), ',', absl::SkipEmpty());
+  options.http_addr = absl::GetFlag(FLAGS_http_addr);
+  int32_t port = absl::GetFlag(FLAGS_http_port);
+  if (port < 0 || port > 65535) {
+    fprintf(stderr, "vigil-agent: --http_port must be 0..65535, got %d\n", port);
+    return 2;
+  }
+  options.http_port = static_cast<uint16_t>(port);
+  options.interval = absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_interval)) * kj::MILLISECONDS;
+  options.node_name = absl::GetFlag(FLAGS_node_name);
+  options.agent_id = absl::GetFlag(FLAGS_agent_id);
+  for (absl::string_view kv : absl::StrSplit(absl::GetFlag(FLAGS_labels), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (p.first.empty()) {
+      fprintf(stderr, "vigil-agent: --labels entry '%s' is not k=v\n", std::string(kv).c_str());
+      return 2;
+    }
+    options.labels.push_back(p);
+  }
+  options.token = absl::GetFlag(FLAGS_token);
+  options.ready_file = absl::GetFlag(FLAGS_ready_file);
+  options.max_queue_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_queue_bytes));
+  options.verbose = verbose;
+
+  kj::UnixEventPort::captureSignal(SIGINT);
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  signal(SIGPIPE, SIG_IGN);
+  auto io = kj::setupAsyncIo();
+
+  auto agent = vigil::Agent::create(std::move(options), io);
+  if (!agent.ok()) {
+    fprintf(stderr, "vigil-agent: %s\n", std::string(agent.status().message()).c_str());
+    return 1;
+  }
+  VIGIL_LOG_INFO("serving http://%s:%d/metrics, shipping to %s",
+                 absl::GetFlag(FLAGS_http_addr), (*agent)->httpPort(),
+                 absl::GetFlag(FLAGS_aggregator));
+  auto stop = io.unixEventPort.onSignal(SIGINT)
+                  .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
+                  .then([](siginfo_t info) {
+                    VIGIL_LOG_INFO("signal %d: detaching BPF programs and exiting", info.si_signo);
+                  });
+  stop.exclusiveJoin((*agent)->run()).wait(io.waitScope);
+  agent->reset();  // destroys the collectors, which detach and unload their BPF objects
+  return 0;
+}

@@ -1,0 +1,98 @@
+#include "absl/strings/string_view.h"
+#include "userspace/collectors/bpf_util.h"
+
+#include <bpf/libbpf.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "userspace/common/log.h"
+
+namespace vigil {
+namespace {
+
+bool g_verbose = false;
+std::mutex g_last_mu;
+std::string g_last_warning;
+
+int libbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
+  char buf[1024];
+  int n = vsnprintf(buf, sizeof(buf), format, args);
+  std::string line(buf, n > 0 ? std::min<size_t>(n, sizeof(buf) - 1) : 0);
+  while (!line.empty() && line.back() == '\n') {
+    line.pop_back();
+  }
+  if (level == LIBBPF_WARN) {
+    std::lock_guard<std::mutex> lock(g_last_mu);
+    g_last_warning = line;
+  }
+  if (g_verbose || level == LIBBPF_WARN) {
+    logLine(g_verbose ? LogLevel::kInfo : LogLevel::kDebug, absl::StrCat("libbpf: ", line));
+  }
+  return 0;
+}
+
+}  // namespace
+
+void installLibbpfLogger(bool verbose) {
+  g_verbose = verbose;
+  libbpf_set_print(libbpfPrint);
+}
+
+std::string lastLibbpfWarning() {
+  std::lock_guard<std::mutex> lock(g_last_mu);
+  return g_last_warning;
+}
+
+absl::Status bpfError(absl::string_view what, int err) {
+  if (err > 0) {
+    err = -err;
+  }
+  std::string detail = lastLibbpfWarning();
+  std::string suffix = detail.empty() ? "" : absl::StrCat(" (libbpf: ", detail, ")");
+  switch (-err) {
+    case EPERM:
+    case EACCES:
+      return absl::PermissionDeniedError(absl::StrCat(
+          what, ": permission denied loading BPF; run as root (sudo) or grant CAP_BPF, "
+                "CAP_PERFMON and CAP_SYS_RESOURCE",
+          suffix));
+    case ENOENT:
+    case ESRCH:
+      return absl::NotFoundError(absl::StrCat(
+          what, ": the kernel lacks a tracepoint or type this program needs", suffix));
+    case EINVAL:
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, ": the kernel rejected the program (verifier or unsupported feature)", suffix));
+    case ENOSYS:
+    case EOPNOTSUPP:
+      return absl::UnimplementedError(
+          absl::StrCat(what, ": this kernel does not support BPF (CONFIG_BPF_SYSCALL)", suffix));
+    default:
+      return absl::InternalError(
+          absl::StrCat(what, ": BPF load failed: ", strerror(-err), suffix));
+  }
+}
+
+int possibleCpus() {
+  static int n = libbpf_num_possible_cpus();
+  return n > 0 ? n : 1;
+}
+
+uint64_t sumPerCpuCounter(int map_fd, uint32_t idx) {
+  std::vector<uint64_t> values(possibleCpus());
+  if (bpf_map_lookup_elem(map_fd, &idx, values.data()) != 0) {
+    return 0;
+  }
+  uint64_t sum = 0;
+  for (uint64_t v : values) {
+    sum += v;
+  }
+  return sum;
+}
+
+}  // namespace vigil

@@ -1,0 +1,38 @@
+// Helpers shared by the BPF collectors: routing libbpf's log into ours, turning load errors into
+// one actionable line, and reading per-CPU maps.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace vigil {
+
+// Routes libbpf's messages to our log (debug level unless `verbose`). The most recent warning is
+// kept so a load failure can say what the verifier or libbpf complained about.
+void installLibbpfLogger(bool verbose);
+std::string lastLibbpfWarning();
+
+// Maps a negative errno from libbpf into a status with the cause and the fix.
+absl::Status bpfError(absl::string_view what, int err);
+
+// Number of possible CPUs (the length of a per-CPU map value array).
+int possibleCpus();
+
+// Iterates a hash map's keys and reads each per-CPU value (value_size bytes per CPU, rounded up
+// to 8 as the kernel lays them out). `visit` gets the key and the raw values of all CPUs.
+// Returns the number of keys visited.
+template <typename Key, typename Value>
+size_t forEachPerCpu(int map_fd, const std::function<void(const Key&, const std::vector<Value>&)>&
+                                     visit);
+
+// Sums slot `idx` of a per-CPU __u64 array across CPUs.
+uint64_t sumPerCpuCounter(int map_fd, uint32_t idx);
+
+}  // namespace vigil
+
+#include "userspace/collectors/bpf_util_inl.h"

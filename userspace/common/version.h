@@ -1,0 +1,6 @@
+// vigil's version, set by CMake from project(VERSION ...).
+#pragma once
+
+namespace vigil {
+inline constexpr const char* kVigilVersion = VIGIL_VERSION_STRING;
+}  // namespace vigil
