@@ -50,15 +50,15 @@ class SessionImpl final : public wire::IngestSession::Server {
     Snapshot snap;
     fromWire((*decoded)->frame(), snap);
     if (snap.agent.agent_id != info_.agent_id) {
-      return refuse("agent_id_mismatch", absl::StrCat("frame claims agent '", snap.agent.agent_id,
-                                                      "' on a session registered as '",
-                                                      info_.agent_id, "'"));
+      return refuse("agent_id_mismatch",
+                    absl::StrCat("frame claims agent '", snap.agent.agent_id,
+                                 "' on a session registered as '", info_.agent_id, "'"));
     }
     if (snap.boot_epoch != boot_epoch_ || snap.seq != seq) {
-      return refuse("frame_header_mismatch",
-                    absl::StrCat("frame (epoch ", snap.boot_epoch, ", seq ", snap.seq,
-                                 ") does not match the push (epoch ", boot_epoch_, ", seq ", seq,
-                                 ")"));
+      return refuse(
+          "frame_header_mismatch",
+          absl::StrCat("frame (epoch ", snap.boot_epoch, ", seq ", snap.seq,
+                       ") does not match the push (epoch ", boot_epoch_, ", seq ", seq, ")"));
     }
     ingest_.store_.apply(snap, unixNanos());
     ingest_.stats_.frames_accepted++;

@@ -60,9 +60,10 @@ int main(int argc, char** argv) {
   VIGIL_LOG_INFO("agents connect to %s:%d; metrics at http://%s:%d/metrics",
                  absl::GetFlag(FLAGS_rpc_addr), (*server)->rpcPort(),
                  absl::GetFlag(FLAGS_http_addr), (*server)->httpPort());
-  auto stop = io.unixEventPort.onSignal(SIGINT)
-                  .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
-                  .then([](siginfo_t info) { VIGIL_LOG_INFO("signal %d: exiting", info.si_signo); });
+  auto stop =
+      io.unixEventPort.onSignal(SIGINT)
+          .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
+          .then([](siginfo_t info) { VIGIL_LOG_INFO("signal %d: exiting", info.si_signo); });
   stop.exclusiveJoin((*server)->run()).wait(io.waitScope);
   return 0;
 }

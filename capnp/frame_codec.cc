@@ -27,9 +27,8 @@ kj::Array<kj::byte> encodeFrame(capnp::MessageBuilder& message, wire::Encoding e
 absl::StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(kj::ArrayPtr<const kj::byte> payload,
                                                           wire::Encoding encoding) {
   if (payload.size() > kMaxPayloadBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("frame payload of ", payload.size(), " bytes exceeds the limit of ",
-                     kMaxPayloadBytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frame payload of ", payload.size(), " bytes exceeds the limit of ", kMaxPayloadBytes));
   }
   std::unique_ptr<DecodedFrame> out(new DecodedFrame());
   switch (encoding) {
@@ -42,9 +41,9 @@ absl::StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(kj::ArrayPtr<const kj:
         return absl::InvalidArgumentError("frame payload is not zstd data");
       }
       if (size == ZSTD_CONTENTSIZE_UNKNOWN || size > kMaxDecodedBytes) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "zstd frame declares an unknown or oversized content size (limit ", kMaxDecodedBytes,
-            " bytes)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("zstd frame declares an unknown or oversized content size (limit ",
+                         kMaxDecodedBytes, " bytes)"));
       }
       out->decoded_ = kj::heapArray<kj::byte>(size);
       size_t n = ZSTD_decompress(out->decoded_.begin(), size, payload.begin(), payload.size());
@@ -62,17 +61,17 @@ absl::StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(kj::ArrayPtr<const kj:
   // Cap'n Proto reports malformed input by throwing kj::Exception; this is the boundary where
   // that becomes a Status.
   DecodedFrame* raw = out.get();
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([raw]() {
-                auto& input = raw->input_.emplace(raw->decoded_.asPtr());
-                capnp::ReaderOptions options;
-                options.traversalLimitInWords = kMaxDecodedBytes / 8 * 2;
-                raw->reader_ = &raw->packed_reader_.emplace(input, options);
-                auto frame = raw->reader_->getRoot<wire::Frame>();
-                // Full traversal validates every pointer up front.
-                (void)frame.totalSize();
-                capnp::MallocMessageBuilder scratch;
-                scratch.setRoot(frame);
-              })) {
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([raw]() {
+                 auto& input = raw->input_.emplace(raw->decoded_.asPtr());
+                 capnp::ReaderOptions options;
+                 options.traversalLimitInWords = kMaxDecodedBytes / 8 * 2;
+                 raw->reader_ = &raw->packed_reader_.emplace(input, options);
+                 auto frame = raw->reader_->getRoot<wire::Frame>();
+                 // Full traversal validates every pointer up front.
+                 (void)frame.totalSize();
+                 capnp::MallocMessageBuilder scratch;
+                 scratch.setRoot(frame);
+               })) {
     return absl::InvalidArgumentError(
         absl::StrCat("malformed frame: ", e->getDescription().cStr()));
   }

@@ -13,12 +13,10 @@
  * 2f064a59a11f ("sched: Change task_struct::state").
  */
 struct task_struct___pre_5_14 {
-	long state;
+  long state;
 } __attribute__((preserve_access_index));
 
-static __always_inline __u32 vigil_task_state(struct task_struct *task)
-{
-	if (bpf_core_field_exists(task->__state))
-		return BPF_CORE_READ(task, __state);
-	return (__u32)BPF_CORE_READ((struct task_struct___pre_5_14 *)task, state);
+static __always_inline __u32 vigil_task_state(struct task_struct* task) {
+  if (bpf_core_field_exists(task->__state)) return BPF_CORE_READ(task, __state);
+  return (__u32)BPF_CORE_READ((struct task_struct___pre_5_14*)task, state);
 }

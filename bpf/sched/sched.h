@@ -13,17 +13,17 @@
 
 /* Value of proc_stats (a per-CPU hash keyed by tgid); userspace sums the CPUs. */
 struct sched_proc_stats {
-	__u64 oncpu_ns;
-	__u64 voluntary_switches;
-	__u64 involuntary_switches;
-	__u64 cgroup_id;
-	char comm[VIGIL_COMM_LEN];
+  __u64 oncpu_ns;
+  __u64 voluntary_switches;
+  __u64 involuntary_switches;
+  __u64 cgroup_id;
+  char comm[VIGIL_COMM_LEN];
 };
 
 /* Slots of the sched_counters per-CPU array. */
 enum sched_counter {
-	SCHED_COUNTER_PROC_MAP_FULL = 0, /* proc_stats had no room for a new tgid */
-	SCHED_COUNTER_MAX,
+  SCHED_COUNTER_PROC_MAP_FULL = 0, /* proc_stats had no room for a new tgid */
+  SCHED_COUNTER_MAX,
 };
 
 #ifdef __cplusplus

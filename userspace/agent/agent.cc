@@ -39,7 +39,8 @@ uint64_t residentBytes() {
 double selfCpuSeconds() {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 absl::Status writeReadyFile(const std::string& path, const std::string& content) {
@@ -83,13 +84,13 @@ Agent::Agent(AgentOptions options, kj::AsyncIoContext& io, uint64_t boot_epoch)
         u.boot_epoch = boot_epoch_;
         u.token = options_.token;
         u.max_queue_bytes = options_.max_queue_bytes;
+        u.max_backoff = options_.reconnect_max;
         return u;
       }()) {}
 
 Agent::~Agent() = default;
 
-absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options,
-                                                     kj::AsyncIoContext& io) {
+absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::AsyncIoContext& io) {
   if (options.interval < 1 * kj::SECONDS) {
     return absl::InvalidArgumentError("--interval must be at least 1s");
   }
@@ -115,8 +116,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options,
   agent->http_listener_ = kj::mv(*listener);
   agent->http_port_ = agent->http_listener_->getPort();
   Agent* self = agent.get();
-  agent->http_ = kj::heap<HttpServer>(
-      io.provider->getTimer(), [self](const HttpRequest& r) { return self->handleHttp(r); });
+  agent->http_ = kj::heap<HttpServer>(io.provider->getTimer(),
+                                      [self](const HttpRequest& r) { return self->handleHttp(r); });
   if (!agent->options_.ready_file.empty()) {
     auto st = writeReadyFile(agent->options_.ready_file,
                              absl::StrCat("http_port=", agent->http_port_, "\n"));
@@ -175,10 +176,10 @@ void Agent::collectOnce() {
 
 void Agent::appendSelfMetrics(std::vector<MetricSample>& out) {
   uplink_.appendSelfMetrics(out);
-  out.push_back(MetricSample{"vigil_agent_collect_seconds_total", {}, collect_ns_total_ / 1e9,
-                             true});
-  out.push_back(MetricSample{"vigil_agent_resident_memory_bytes", {},
-                             static_cast<double>(residentBytes()), false});
+  out.push_back(
+      MetricSample{"vigil_agent_collect_seconds_total", {}, collect_ns_total_ / 1e9, true});
+  out.push_back(MetricSample{
+      "vigil_agent_resident_memory_bytes", {}, static_cast<double>(residentBytes()), false});
   out.push_back(MetricSample{"vigil_agent_cpu_seconds_total", {}, selfCpuSeconds(), true});
   out.push_back(MetricSample{"vigil_agent_boot_epoch_seconds", {}, boot_epoch_ / 1e9, false});
 }
@@ -204,8 +205,8 @@ std::string Agent::renderMetrics(bool open_metrics) {
 
 kj::Promise<HttpReply> Agent::handleHttp(const HttpRequest& request) {
   if (request.path == "/healthz") {
-    return HttpReply::text(200, absl::StrCat("ok\nuplink_connected ",
-                                             uplink_.stats().connected ? 1 : 0, "\n"));
+    return HttpReply::text(
+        200, absl::StrCat("ok\nuplink_connected ", uplink_.stats().connected ? 1 : 0, "\n"));
   }
   if (request.path == "/metrics") {
     bool om = request.accept.find("application/openmetrics-text") != std::string::npos;

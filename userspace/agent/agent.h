@@ -28,6 +28,7 @@ struct AgentOptions {
   std::string token;
   std::string ready_file;  // written once the HTTP port is bound: "http_port=N\n"
   size_t max_queue_bytes = 64 << 20;
+  kj::Duration reconnect_max = 30 * kj::SECONDS;
   bool verbose = false;
 };
 

@@ -25,6 +25,8 @@ ABSL_FLAG(std::string, labels, "", "Extra labels for this agent, k=v,k=v.");
 ABSL_FLAG(std::string, token, "", "Bearer token presented to the aggregator.");
 ABSL_FLAG(std::string, ready_file, "", "Write the bound HTTP port here once listening.");
 ABSL_FLAG(int64_t, max_queue_bytes, 64 << 20, "Bound of the unacknowledged frame queue.");
+ABSL_FLAG(absl::Duration, reconnect_max, absl::Seconds(30),
+          "Longest wait between reconnect attempts (backoff doubles from 0.5s, with jitter).");
 ABSL_FLAG(bool, verbose, false, "Log debug detail, including libbpf's messages.");
 
 int main(int argc, char** argv) {
@@ -63,6 +65,8 @@ int main(int argc, char** argv) {
   options.ready_file = absl::GetFlag(FLAGS_ready_file);
   options.max_queue_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_queue_bytes));
   options.verbose = verbose;
+  options.reconnect_max =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_reconnect_max)) * kj::MILLISECONDS;
 
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);
@@ -74,9 +78,8 @@ int main(int argc, char** argv) {
     fprintf(stderr, "vigil-agent: %s\n", std::string(agent.status().message()).c_str());
     return 1;
   }
-  VIGIL_LOG_INFO("serving http://%s:%d/metrics, shipping to %s",
-                 absl::GetFlag(FLAGS_http_addr), (*agent)->httpPort(),
-                 absl::GetFlag(FLAGS_aggregator));
+  VIGIL_LOG_INFO("serving http://%s:%d/metrics, shipping to %s", absl::GetFlag(FLAGS_http_addr),
+                 (*agent)->httpPort(), absl::GetFlag(FLAGS_aggregator));
   auto stop = io.unixEventPort.onSignal(SIGINT)
                   .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
                   .then([](siginfo_t info) {

@@ -51,7 +51,7 @@ void Uplink::enqueue(uint64_t seq, kj::Array<kj::byte> payload) {
     stats_.frames_dropped_queue_full++;
   }
   stats_.queue_frames = queue_.size();
-  KJ_IF_MAYBE(waiter, frame_waiter_) {
+  KJ_IF_MAYBE (waiter, frame_waiter_) {
     (*waiter)->fulfill();
     frame_waiter_ = nullptr;
   }
@@ -93,8 +93,7 @@ kj::Promise<void> Uplink::run() {
         kj::Duration delay = nextBackoff();
         VIGIL_LOG_WARN("aggregator %s %s (%s); retrying in %.1fs with %d frame(s) queued",
                        options_.aggregators[0], was_connected ? "connection lost" : "unreachable",
-                       e.getDescription().cStr(), delay / kj::MILLISECONDS / 1000.0,
-                       queue_.size());
+                       e.getDescription().cStr(), delay / kj::MILLISECONDS / 1000.0, queue_.size());
         return io_.getTimer().afterDelay(delay).then([this]() { return run(); });
       });
 }
@@ -125,21 +124,21 @@ kj::Promise<void> Uplink::connectAndPump() {
         hello.setToken(options_.token);
         hello.setProtocolVersion(0);
         req.setControl(kj::heap<AgentControlImpl>());
-        return req.send().then([this, &conn](capnp::Response<wire::Aggregator::RegisterResults>
-                                                  resp) {
-          conn.session = resp.getSession();
-          stats_.heartbeat_interval_ms = resp.getHeartbeatIntervalMs();
-          stats_.connected = true;
-          stats_.connects++;
-          attempt_ = 0;
-          ackThrough(resp.getLastSeq());
-          VIGIL_LOG_INFO("connected to aggregator %s (%d frame(s) to send)",
-                         options_.aggregators[0], queue_.size());
-          auto disconnected = conn.client.onDisconnect().then([]() -> kj::Promise<void> {
-            return KJ_EXCEPTION(DISCONNECTED, "aggregator closed the connection");
-          });
-          return pump().exclusiveJoin(heartbeatLoop()).exclusiveJoin(kj::mv(disconnected));
-        });
+        return req.send().then(
+            [this, &conn](capnp::Response<wire::Aggregator::RegisterResults> resp) {
+              conn.session = resp.getSession();
+              stats_.heartbeat_interval_ms = resp.getHeartbeatIntervalMs();
+              stats_.connected = true;
+              stats_.connects++;
+              attempt_ = 0;
+              ackThrough(resp.getLastSeq());
+              VIGIL_LOG_INFO("connected to aggregator %s (%d frame(s) to send)",
+                             options_.aggregators[0], queue_.size());
+              auto disconnected = conn.client.onDisconnect().then([]() -> kj::Promise<void> {
+                return KJ_EXCEPTION(DISCONNECTED, "aggregator closed the connection");
+              });
+              return pump().exclusiveJoin(heartbeatLoop()).exclusiveJoin(kj::mv(disconnected));
+            });
       });
 }
 
@@ -154,7 +153,7 @@ kj::Promise<void> Uplink::waitForFrame() {
 
 kj::Promise<void> Uplink::pump() {
   return waitForFrame().then([this]() {
-    KJ_IF_MAYBE(conn, connection_) {
+    KJ_IF_MAYBE (conn, connection_) {
       const Pending& next = queue_.front();
       auto req = (*conn)->session.pushRequest();
       req.setSeq(next.seq);
@@ -165,8 +164,8 @@ kj::Promise<void> Uplink::pump() {
       return req.send().then(
           [this, seq](capnp::Response<wire::IngestSession::PushResults> resp) {
             auto ack = resp.getAck();
-            KJ_REQUIRE(ack.getSeq() == seq, "aggregator acknowledged the wrong frame",
-                       ack.getSeq(), seq);
+            KJ_REQUIRE(ack.getSeq() == seq, "aggregator acknowledged the wrong frame", ack.getSeq(),
+                       seq);
             stats_.frames_acked++;
             if (ack.getDuplicate()) {
               stats_.frames_duplicate++;
@@ -195,16 +194,16 @@ kj::Promise<void> Uplink::pump() {
 kj::Promise<void> Uplink::heartbeatLoop() {
   uint32_t ms = stats_.heartbeat_interval_ms ? stats_.heartbeat_interval_ms : 10000;
   return io_.getTimer().afterDelay(ms * kj::MILLISECONDS).then([this, ms]() {
-    KJ_IF_MAYBE(conn, connection_) {
+    KJ_IF_MAYBE (conn, connection_) {
       auto reply = (*conn)->session.heartbeatRequest().send().then(
           [this](capnp::Response<wire::IngestSession::HeartbeatResults> resp) {
             if (resp.getHeartbeatIntervalMs() >= 100) {
               stats_.heartbeat_interval_ms = resp.getHeartbeatIntervalMs();
             }
           });
-      return io_.getTimer()
-          .timeoutAfter(2 * ms * kj::MILLISECONDS, kj::mv(reply))
-          .then([this]() { return heartbeatLoop(); });
+      return io_.getTimer().timeoutAfter(2 * ms * kj::MILLISECONDS, kj::mv(reply)).then([this]() {
+        return heartbeatLoop();
+      });
     }
     return kj::Promise<void>(KJ_EXCEPTION(DISCONNECTED, "no connection"));
   });

@@ -57,14 +57,15 @@ absl::Status bpfError(absl::string_view what, int err) {
   switch (-err) {
     case EPERM:
     case EACCES:
-      return absl::PermissionDeniedError(absl::StrCat(
-          what, ": permission denied loading BPF; run as root (sudo) or grant CAP_BPF, "
-                "CAP_PERFMON and CAP_SYS_RESOURCE",
-          suffix));
+      return absl::PermissionDeniedError(
+          absl::StrCat(what,
+                       ": permission denied loading BPF; run as root (sudo) or grant CAP_BPF, "
+                       "CAP_PERFMON and CAP_SYS_RESOURCE",
+                       suffix));
     case ENOENT:
     case ESRCH:
-      return absl::NotFoundError(absl::StrCat(
-          what, ": the kernel lacks a tracepoint or type this program needs", suffix));
+      return absl::NotFoundError(
+          absl::StrCat(what, ": the kernel lacks a tracepoint or type this program needs", suffix));
     case EINVAL:
       return absl::FailedPreconditionError(absl::StrCat(
           what, ": the kernel rejected the program (verifier or unsupported feature)", suffix));
@@ -73,8 +74,7 @@ absl::Status bpfError(absl::string_view what, int err) {
       return absl::UnimplementedError(
           absl::StrCat(what, ": this kernel does not support BPF (CONFIG_BPF_SYSCALL)", suffix));
     default:
-      return absl::InternalError(
-          absl::StrCat(what, ": BPF load failed: ", strerror(-err), suffix));
+      return absl::InternalError(absl::StrCat(what, ": BPF load failed: ", strerror(-err), suffix));
   }
 }
 

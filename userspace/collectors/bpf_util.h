@@ -27,8 +27,8 @@ int possibleCpus();
 // to 8 as the kernel lays them out). `visit` gets the key and the raw values of all CPUs.
 // Returns the number of keys visited.
 template <typename Key, typename Value>
-size_t forEachPerCpu(int map_fd, const std::function<void(const Key&, const std::vector<Value>&)>&
-                                     visit);
+size_t forEachPerCpu(int map_fd,
+                     const std::function<void(const Key&, const std::vector<Value>&)>& visit);
 
 // Sums slot `idx` of a per-CPU __u64 array across CPUs.
 uint64_t sumPerCpuCounter(int map_fd, uint32_t idx);

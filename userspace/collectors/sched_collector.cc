@@ -21,8 +21,7 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
   }
   skel->rodata->targ_tgid = options.only_tgid;
   bool btf = compat::haveBtfTracepoint("sched_switch");
-  bpf_program__set_autoload(btf ? skel->progs.sched_switch_raw : skel->progs.sched_switch_btf,
-                            false);
+  bpf_program__set_autoload(btf ? skel->progs.vigil_sched_raw : skel->progs.vigil_sched_btf, false);
   int err = sched_bpf::load(skel);
   if (err == 0) {
     err = sched_bpf::attach(skel);
@@ -66,12 +65,12 @@ void SchedCollector::collect(Snapshot& out) {
   for (uint32_t tgid : gone) {
     bpf_map_delete_elem(fd, &tgid);
   }
-  out.self.push_back(MetricSample{
-      "vigil_bpf_map_full_total",
-      {{"map", "sched_proc_stats"}},
-      static_cast<double>(
-          sumPerCpuCounter(bpf_map__fd(skel_->maps.sched_counters), SCHED_COUNTER_PROC_MAP_FULL)),
-      true});
+  out.self.push_back(
+      MetricSample{"vigil_bpf_map_full_total",
+                   {{"map", "sched_proc_stats"}},
+                   static_cast<double>(sumPerCpuCounter(bpf_map__fd(skel_->maps.sched_counters),
+                                                        SCHED_COUNTER_PROC_MAP_FULL)),
+                   true});
   out.collectors.push_back(CollectorState{"sched", true, ""});
 }
 

@@ -81,7 +81,7 @@ kj::Promise<void> HttpServer::request(kj::HttpMethod method, kj::StringPtr url,
 
   auto req = kj::heap<HttpRequest>();
   req->method = method;
-  KJ_IF_MAYBE(parsed, kj::Url::tryParse(url, kj::Url::HTTP_REQUEST)) {
+  KJ_IF_MAYBE (parsed, kj::Url::tryParse(url, kj::Url::HTTP_REQUEST)) {
     std::string path;
     for (auto& part : parsed->path) {
       absl::StrAppend(&path, "/", part.cStr());
@@ -93,13 +93,17 @@ kj::Promise<void> HttpServer::request(kj::HttpMethod method, kj::StringPtr url,
   } else {
     return send(HttpReply::text(400, "malformed request URL\n"));
   }
-  KJ_IF_MAYBE(auth, headers.get(authorization_)) { req->authorization = auth->cStr(); }
-  KJ_IF_MAYBE(acc, headers.get(accept_)) { req->accept = acc->cStr(); }
+  KJ_IF_MAYBE (auth, headers.get(authorization_)) {
+    req->authorization = auth->cStr();
+  }
+  KJ_IF_MAYBE (acc, headers.get(accept_)) {
+    req->accept = acc->cStr();
+  }
 
-  KJ_IF_MAYBE(length, body.tryGetLength()) {
+  KJ_IF_MAYBE (length, body.tryGetLength()) {
     if (*length > kMaxBodyBytes) {
-      return send(HttpReply::text(
-          413, absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes\n")));
+      return send(
+          HttpReply::text(413, absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes\n")));
     }
   }
   return body.readAllText(kMaxBodyBytes + 1)
@@ -110,7 +114,8 @@ kj::Promise<void> HttpServer::request(kj::HttpMethod method, kj::StringPtr url,
         }
         req->body = std::string(text.cStr(), text.size());
         auto& ref = *req;
-        return handler_(ref).then([send](HttpReply reply) { return send(std::move(reply)); })
+        return handler_(ref)
+            .then([send](HttpReply reply) { return send(std::move(reply)); })
             .attach(kj::mv(req));
       });
 }
@@ -121,10 +126,10 @@ absl::StatusOr<kj::Own<kj::ConnectionReceiver>> listenTcp(kj::Network& network,
                                                           const std::string& what_flag) {
   kj::Own<kj::ConnectionReceiver> receiver;
   std::string where = absl::StrCat(host, ":", port);
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
-                auto addr = network.parseAddress(host, port).wait(wait_scope);
-                receiver = addr->listen();
-              })) {
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                 auto addr = network.parseAddress(host, port).wait(wait_scope);
+                 receiver = addr->listen();
+               })) {
     std::string why = e->getDescription().cStr();
     if (why.find("EADDRINUSE") != std::string::npos ||
         why.find("Address already in use") != std::string::npos) {

@@ -43,8 +43,8 @@ void logLine(LogLevel level, absl::string_view message) {
   gmtime_r(&ts.tv_sec, &tm);
   char stamp[32];
   strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-  std::string line = absl::StrFormat("%s.%03dZ %s %s: %s\n", stamp, ts.tv_nsec / 1000000,
-                                     program(), levelName(level), message);
+  std::string line = absl::StrFormat("%s.%03dZ %s %s: %s\n", stamp, ts.tv_nsec / 1000000, program(),
+                                     levelName(level), message);
   // One write per line keeps lines whole when several threads log.
   ssize_t ignored = write(STDERR_FILENO, line.data(), line.size());
   (void)ignored;

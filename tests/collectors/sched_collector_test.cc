@@ -1,0 +1,119 @@
+#include "userspace/collectors/sched_collector.h"
+
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <thread>
+
+#include "tests/support/test_support.h"
+
+namespace vigil {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Child;
+
+// A child that burns `seconds` of CPU, then sleeps until killed.
+Child burnThenSleep(double seconds) {
+  return Child::fork([seconds]() {
+    testing::burnCpu(seconds);
+    pause();
+    return 0;
+  });
+}
+
+char procState(pid_t pid) {
+  std::string stat = testing::readFile("/proc/" + std::to_string(pid) + "/stat");
+  auto p = stat.rfind(')');
+  return p == std::string::npos || p + 2 >= stat.size() ? '?' : stat[p + 2];
+}
+
+TEST_CASE("on-CPU time of a burner matches /proc utime+stime within 10%") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  auto collector = SchedCollector::create(SchedOptions{});
+  REQUIRE(collector.ok());
+  Child child = burnThenSleep(1.0);
+  REQUIRE(testing::waitFor([&]() { return procState(child.pid()) == 'S'; }, 10s, 10ms));
+  double expected = testing::procCpuSeconds(child.pid());
+  Snapshot snap;
+  (*collector)->collect(snap);
+  REQUIRE(snap.processes.count(child.pid()) == 1);
+  const ProcessStats& p = snap.processes[child.pid()];
+  double seen = p.cpu_ns / 1e9;
+  INFO("bpf " << seen << "s, /proc " << expected << "s");
+  CHECK(expected >= 0.9);
+  CHECK(seen == Approx(expected).epsilon(0.10));
+  CHECK(p.comm == "sched_collector");  // comm of the forked test binary, 15 bytes max
+  CHECK(p.cgroup_id != 0);
+  CHECK_FALSE(p.exited);
+}
+
+TEST_CASE("voluntary switches count each sleep of a sleeping process") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  auto collector = SchedCollector::create(SchedOptions{});
+  REQUIRE(collector.ok());
+  Child child = Child::fork([]() {
+    for (int i = 0; i < 200; ++i) {
+      usleep(1000);
+    }
+    pause();
+    return 0;
+  });
+  REQUIRE(testing::waitFor(
+      [&]() {
+        Snapshot snap;
+        (*collector)->collect(snap);
+        auto it = snap.processes.find(child.pid());
+        return it != snap.processes.end() && it->second.voluntary_switches >= 201;
+      },
+      10s));
+}
+
+TEST_CASE("an exited process is reported once with exited set, then retired") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  auto collector = SchedCollector::create(SchedOptions{});
+  REQUIRE(collector.ok());
+  Child child = Child::fork([]() {
+    testing::burnCpu(0.2);
+    return 0;
+  });
+  pid_t pid = child.pid();
+  REQUIRE(child.wait(10s).has_value());
+  Snapshot first;
+  (*collector)->collect(first);
+  REQUIRE(first.processes.count(pid) == 1);
+  CHECK(first.processes[pid].exited);
+  CHECK(first.processes[pid].cpu_ns >= 150000000);
+  Snapshot second;
+  (*collector)->collect(second);
+  CHECK(second.processes.count(pid) == 0);
+}
+
+TEST_CASE("the collector reports itself up and exports its map-full counter") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  auto collector = SchedCollector::create(SchedOptions{});
+  REQUIRE(collector.ok());
+  Snapshot snap;
+  (*collector)->collect(snap);
+  REQUIRE(snap.collectors.size() == 1);
+  CHECK(snap.collectors[0].name == "sched");
+  CHECK(snap.collectors[0].up);
+  bool found = false;
+  for (const auto& m : snap.self) {
+    found |= m.name == "vigil_bpf_map_full_total";
+  }
+  CHECK(found);
+}
+
+}  // namespace
+}  // namespace vigil
