@@ -189,11 +189,26 @@ HttpResult httpRequest(uint16_t port, const std::string& method, const std::stri
     close(fd);
     return result;
   }
+  // Read until the body announced by Content-Length is complete (servers may keep the
+  // connection open despite "Connection: close"), or until EOF for chunked/unsized replies.
   std::string response;
   char buf[65536];
   ssize_t n;
   while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
     response.append(buf, n);
+    auto end = response.find("\r\n\r\n");
+    if (end == std::string::npos) {
+      continue;
+    }
+    std::string lower = response.substr(0, end);
+    for (char& c : lower) {
+      c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    }
+    auto cl = lower.find("content-length:");
+    if (cl != std::string::npos &&
+        response.size() >= end + 4 + std::stoul(lower.substr(cl + 15))) {
+      break;
+    }
   }
   close(fd);
   auto header_end = response.find("\r\n\r\n");
@@ -203,7 +218,8 @@ HttpResult httpRequest(uint16_t port, const std::string& method, const std::stri
   result.status = std::stoi(response.substr(9, 3));
   std::string headers = response.substr(0, header_end);
   result.body = response.substr(header_end + 4);
-  if (headers.find("Transfer-Encoding: chunked") != std::string::npos) {
+  if (headers.find("Transfer-Encoding: chunked") != std::string::npos ||
+      headers.find("transfer-encoding: chunked") != std::string::npos) {
     std::string decoded;
     size_t pos = 0;
     while (pos < result.body.size()) {
