@@ -29,7 +29,7 @@ TEST_CASE("frames already applied in the same boot epoch are duplicates") {
   store.apply(s, 0);
   CHECK(store.isDuplicate("a", 1, 1));
   CHECK_FALSE(store.isDuplicate("a", 1, 2));
-  CHECK_FALSE(store.isDuplicate("a", 2, 1));  // new epoch: seq restarts
+  CHECK_FALSE(store.isDuplicate("a", 2, 1));          // new epoch: seq restarts
   CHECK(store.agentConnected(info("a"), 1, 0) == 1);  // reconnect resumes after seq 1
   CHECK(store.agentConnected(info("a"), 2, 0) == 0);  // restart: new epoch
 }

@@ -22,8 +22,8 @@ void fillSnapshot(Snapshot& s) {
   p.voluntary_switches = 10;
   p.top_errnos = {{11, 7}, {2, 3}};
   s.host.push_back(MetricSample{"vigil_host_load1", {}, 0.5, false});
-  s.histograms.push_back(HistogramSample{"vigil_runqueue_latency_seconds", {}, 1000, {1, 2, 3}, 6,
-                                         12});
+  s.histograms.push_back(
+      HistogramSample{"vigil_runqueue_latency_seconds", {}, 1000, {1, 2, 3}, 6, 12});
   auto ev = s.newEvent();
   ev.setPid(99);
   ev.initExec().setFilename("/bin/true");
@@ -91,8 +91,8 @@ TEST_CASE("an oversized payload and a decompression bomb are refused before allo
   std::vector<char> out(ZSTD_compressBound(zeros.size()));
   size_t n = ZSTD_compress(out.data(), out.size(), zeros.data(), zeros.size(), 1);
   REQUIRE_FALSE(ZSTD_isError(n));
-  auto bomb = decodeFrame(
-      kj::arrayPtr(reinterpret_cast<const kj::byte*>(out.data()), n), wire::Encoding::PACKED_ZSTD);
+  auto bomb = decodeFrame(kj::arrayPtr(reinterpret_cast<const kj::byte*>(out.data()), n),
+                          wire::Encoding::PACKED_ZSTD);
   REQUIRE_FALSE(bomb.ok());
   CHECK(std::string(bomb.status().message()).find("oversized") != std::string::npos);
 }

@@ -33,11 +33,11 @@ struct Pipeline {
     REQUIRE(http);
     rpc_port = *rpc;
     agg_http = *http;
-    agent = Child::spawn({testing::binaryPath("vigil-agent"),
-                          "--aggregator=127.0.0.1:" + std::to_string(rpc_port), "--http_port=0",
-                          "--interval=1s", "--node_name=test-node", "--reconnect_max=2s",
-                          "--ready_file=" + dir.file("agent.ready")},
-                         dir.file("agent.log"));
+    agent = Child::spawn(
+        {testing::binaryPath("vigil-agent"), "--aggregator=127.0.0.1:" + std::to_string(rpc_port),
+         "--http_port=0", "--interval=1s", "--node_name=test-node", "--reconnect_max=2s",
+         "--ready_file=" + dir.file("agent.ready")},
+        dir.file("agent.log"));
     auto ah = testing::readReadyPort(dir.file("agent.ready"), "http_port", 20s);
     INFO(testing::readFile(dir.file("agent.log")));
     REQUIRE(ah);
@@ -45,8 +45,8 @@ struct Pipeline {
   }
 
   std::string logs() const {
-    return "aggregator log:\n" + testing::readFile(dir.file("aggregator.log")) +
-           "\nagent log:\n" + testing::readFile(dir.file("agent.log"));
+    return "aggregator log:\n" + testing::readFile(dir.file("aggregator.log")) + "\nagent log:\n" +
+           testing::readFile(dir.file("agent.log"));
   }
 };
 
@@ -62,8 +62,8 @@ TEST_CASE("a CPU burner's time reaches the aggregator's /metrics within 15% of /
   });
   std::string pid = std::to_string(burner.pid());
   // The burner has used its second once it sleeps.
-  REQUIRE(testing::waitFor(
-      [&]() { return testing::procCpuSeconds(burner.pid()) >= 0.99; }, 20s, 20ms));
+  REQUIRE(
+      testing::waitFor([&]() { return testing::procCpuSeconds(burner.pid()) >= 0.99; }, 20s, 20ms));
   std::this_thread::sleep_for(100ms);
   double expected = testing::procCpuSeconds(burner.pid());
 
@@ -119,10 +119,10 @@ TEST_CASE("the agent keeps collecting while the aggregator is down and delivers 
   auto queued = testing::httpGet(p.agent_http, "/metrics");
   CHECK(testing::promValue(queued.body, "vigil_agent_uplink_connected", {}) == 0.0);
   // Same ports again.
-  p.aggregator = Child::spawn({testing::binaryPath("vigil-aggregator"),
-                               "--rpc_port=" + std::to_string(p.rpc_port),
-                               "--http_port=" + std::to_string(p.agg_http)},
-                              p.dir.file("aggregator2.log"));
+  p.aggregator = Child::spawn(
+      {testing::binaryPath("vigil-aggregator"), "--rpc_port=" + std::to_string(p.rpc_port),
+       "--http_port=" + std::to_string(p.agg_http)},
+      p.dir.file("aggregator2.log"));
   bool drained = testing::waitFor(
       [&]() {
         auto r = testing::httpGet(p.agent_http, "/metrics");
@@ -133,8 +133,7 @@ TEST_CASE("the agent keeps collecting while the aggregator is down and delivers 
   INFO(p.logs());
   CHECK(drained);
   auto r = testing::httpGet(p.agg_http, "/metrics");
-  CHECK(testing::promValue(r.body, "vigil_agent_frames_received_total",
-                           {{"agent_id", "test-node"}})
+  CHECK(testing::promValue(r.body, "vigil_agent_frames_received_total", {{"agent_id", "test-node"}})
             .value_or(0) >= 2);
 }
 
@@ -143,6 +142,8 @@ TEST_CASE("SIGTERM stops the agent and leaves no vigil BPF program in the kernel
     return;
   }
   Pipeline p;
+  std::vector<int> progs = testing::bpfProgramsOwnedBy(p.agent.pid());
+  REQUIRE_FALSE(progs.empty());
   p.agent.signal(SIGTERM);
   auto status = p.agent.wait(10s);
   REQUIRE(status.has_value());
@@ -151,11 +152,12 @@ TEST_CASE("SIGTERM stops the agent and leaves no vigil BPF program in the kernel
   // Programs are freed asynchronously after their last fd closes; give the kernel a moment.
   bool clean = testing::waitFor(
       [&]() {
-        FILE* f = popen("bpftool prog show 2>/dev/null | grep -c 'name vigil_'", "r");
-        char buf[32] = {0};
-        fgets(buf, sizeof(buf), f);
-        pclose(f);
-        return atoi(buf) == 0;
+        for (int id : progs) {
+          if (testing::bpfProgramExists(id)) {
+            return false;
+          }
+        }
+        return true;
       },
       5s);
   CHECK(clean);

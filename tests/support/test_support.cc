@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -77,9 +78,7 @@ Child Child::fork(const std::function<int()>& fn) {
   return Child(pid);
 }
 
-Child::Child(Child&& other) noexcept : pid_(other.pid_), reaped_(other.reaped_) {
-  other.pid_ = -1;
-}
+Child::Child(Child&& other) noexcept : pid_(other.pid_), reaped_(other.reaped_) { other.pid_ = -1; }
 
 Child& Child::operator=(Child&& other) noexcept {
   std::swap(pid_, other.pid_);
@@ -205,8 +204,7 @@ HttpResult httpRequest(uint16_t port, const std::string& method, const std::stri
       c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
     }
     auto cl = lower.find("content-length:");
-    if (cl != std::string::npos &&
-        response.size() >= end + 4 + std::stoul(lower.substr(cl + 15))) {
+    if (cl != std::string::npos && response.size() >= end + 4 + std::stoul(lower.substr(cl + 15))) {
       break;
     }
   }
@@ -308,6 +306,45 @@ void burnCpu(double seconds) {
       return;
     }
   }
+}
+
+std::string shell(const std::string& command) {
+  std::string out;
+  FILE* f = popen(command.c_str(), "r");
+  if (f == nullptr) {
+    return out;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+    out.append(buf, n);
+  }
+  pclose(f);
+  return out;
+}
+
+std::vector<int> bpfProgramsOwnedBy(pid_t pid) {
+  std::vector<int> ids;
+  auto progs = nlohmann::json::parse(shell("bpftool -j prog show 2>/dev/null"), nullptr, false);
+  if (!progs.is_array()) {
+    return ids;
+  }
+  for (const auto& p : progs) {
+    if (!p.contains("pids")) {
+      continue;
+    }
+    for (const auto& owner : p["pids"]) {
+      if (owner.value("pid", -1) == pid) {
+        ids.push_back(p.value("id", -1));
+      }
+    }
+  }
+  return ids;
+}
+
+bool bpfProgramExists(int id) {
+  return shell("bpftool prog show id " + std::to_string(id) + " >/dev/null 2>&1 && echo yes") ==
+         "yes\n";
 }
 
 std::string readFile(const std::string& path) {

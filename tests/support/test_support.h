@@ -84,6 +84,14 @@ double procCpuSeconds(pid_t pid);
 // Burns CPU in this thread until `seconds` of thread CPU time are used.
 void burnCpu(double seconds);
 
+// IDs of the BPF programs a process holds open (bpftool prog show's "pids"), and whether a
+// program ID still exists. Lets a test check cleanup without racing other BPF users.
+std::vector<int> bpfProgramsOwnedBy(pid_t pid);
+bool bpfProgramExists(int id);
+
+// Output of a shell command.
+std::string shell(const std::string& command);
+
 // Contents of a file ("" if unreadable).
 std::string readFile(const std::string& path);
 

@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capnp/frame_codec.h"
-#include "userspace/collectors/sched_collector.h"
+#include "userspace/collectors/registry.h"
 #include "userspace/common/frame_metrics.h"
 #include "userspace/common/log.h"
 #include "userspace/common/version.h"
@@ -76,6 +76,7 @@ AgentInfo localAgentInfo(const std::string& node_name, const std::string& agent_
 Agent::Agent(AgentOptions options, kj::AsyncIoContext& io, uint64_t boot_epoch)
     : options_(std::move(options)),
       io_(io),
+      context_{io.provider->getTimer(), io.unixEventPort},
       boot_epoch_(boot_epoch),
       uplink_(*io.provider, [this]() {
         UplinkOptions u;
@@ -100,13 +101,28 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   std::unique_ptr<Agent> agent(
       new Agent(std::move(options), io, static_cast<uint64_t>(unixNowNs())));
 
-  auto sched = SchedCollector::create(SchedOptions{});
-  if (!sched.ok()) {
-    // The sched collector is the agent's core; without it there is nothing to ship.
-    return sched.status();
+  CollectorConfig& config = agent->collector_config_;
+  config.interval = agent->options_.interval;
+  for (const std::string& name : collectorNames()) {
+    if (config.disabled.contains(name)) {
+      agent->disabled_collectors_.push_back(CollectorState{name, false, "disabled by config"});
+      continue;
+    }
+    auto c = createCollector(name, config);
+    if (!c.ok()) {
+      if (absl::IsPermissionDenied(c.status())) {
+        return c.status();  // no BPF at all: nothing useful can run
+      }
+      VIGIL_LOG_WARN("collector %s disabled: %s", name, c.status().message());
+      agent->disabled_collectors_.push_back(
+          CollectorState{name, false, std::string(c.status().message())});
+      continue;
+    }
+    agent->collectors_.push_back(std::move(*c));
   }
-  VIGIL_LOG_INFO("sched collector attached (%s)", std::string((*sched)->attachMode()));
-  agent->collectors_.push_back(std::move(*sched));
+  if (agent->collectors_.empty()) {
+    return absl::FailedPreconditionError("no collector could start; see the lines above");
+  }
 
   auto listener = listenTcp(io.provider->getNetwork(), io.waitScope, agent->options_.http_addr,
                             agent->options_.http_port, "http_port");
@@ -130,9 +146,13 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
 
 kj::Promise<void> Agent::run() {
   auto now = io_.provider->getTimer().now();
-  return collectLoop(now + options_.interval)
-      .exclusiveJoin(uplink_.run())
-      .exclusiveJoin(http_->listen(*http_listener_));
+  kj::Promise<void> all = collectLoop(now + options_.interval)
+                              .exclusiveJoin(uplink_.run())
+                              .exclusiveJoin(http_->listen(*http_listener_));
+  for (auto& c : collectors_) {
+    all = all.exclusiveJoin(c->run(context_));
+  }
+  return all;
 }
 
 kj::Promise<void> Agent::collectLoop(kj::TimePoint next) {

@@ -55,6 +55,8 @@ class Agent {
 
   AgentOptions options_;
   kj::AsyncIoContext& io_;
+  CollectorContext context_;
+  CollectorConfig collector_config_;
   std::vector<std::unique_ptr<Collector>> collectors_;
   std::vector<CollectorState> disabled_collectors_;
   uint64_t boot_epoch_;  // before uplink_, which is built from it

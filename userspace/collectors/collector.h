@@ -1,19 +1,47 @@
 // The interface between data sources and the agent. A collector owns its BPF object or /proc
-// reader; once per interval the agent calls collect() on its own thread and the collector adds
-// what it knows to the Snapshot being built. Collectors never block for long and never throw.
+// reader. Once per interval the agent calls collect() on its own thread and the collector adds
+// what it knows to the Snapshot being built. Collectors that need to act between intervals
+// (duty-cycled attachment, draining a ring buffer) do so in run(), on the same event loop.
+// Collectors never block for long and never throw.
 #pragma once
 
-#include "absl/strings/string_view.h"
+#include <kj/async-unix.h>
+#include <kj/time.h>
 
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
 #include "capnp/snapshot.h"
 
 namespace vigil {
+
+// What the agent's config says about collection. Pushed configs (see docs/architecture.md)
+// change it at run time; the agent then recreates the collectors whose settings changed.
+struct CollectorConfig {
+  absl::flat_hash_set<std::string> disabled;  // collector names
+  std::string syscall_mode = "sampled";       // sampled | continuous | off
+  double syscall_duty_cycle = 0.1;            // fraction of each interval, in sampled mode
+  kj::Duration interval = 10 * kj::SECONDS;
+  std::vector<std::string> mask_patterns;  // extra regexes masked in argv/cmdline
+  std::vector<std::string> comm_filter;    // when non-empty, only these comms are reported
+  uint32_t only_tgid = 0;                  // CLI --pid: account this process only
+};
+
+// Event-loop facilities a collector may use in run().
+struct CollectorContext {
+  kj::Timer& timer;
+  kj::UnixEventPort& event_port;
+};
 
 class Collector {
  public:
   virtual ~Collector() = default;
   virtual absl::string_view name() const = 0;
   virtual void collect(Snapshot& out) = 0;
+  // Background work between intervals; the promise is dropped when the collector is removed.
+  virtual kj::Promise<void> run(CollectorContext& context) { return kj::NEVER_DONE; }
 };
 
 }  // namespace vigil
