@@ -142,8 +142,16 @@ TEST_CASE("SIGTERM stops the agent and leaves no vigil BPF program in the kernel
     return;
   }
   Pipeline p;
-  std::vector<int> progs = testing::bpfProgramsOwnedBy(p.agent.pid());
-  REQUIRE_FALSE(progs.empty());
+  std::vector<int> progs;
+  REQUIRE(testing::waitFor(
+      [&]() {
+        progs = testing::bpfProgramIdsInMetrics(testing::httpGet(p.agent_http, "/metrics").body);
+        return !progs.empty();
+      },
+      10s));
+  for (int id : progs) {
+    CHECK(testing::bpfProgramExists(id));
+  }
   p.agent.signal(SIGTERM);
   auto status = p.agent.wait(10s);
   REQUIRE(status.has_value());

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -323,21 +322,12 @@ std::string shell(const std::string& command) {
   return out;
 }
 
-std::vector<int> bpfProgramsOwnedBy(pid_t pid) {
+std::vector<int> bpfProgramIdsInMetrics(const std::string& metrics_text) {
   std::vector<int> ids;
-  auto progs = nlohmann::json::parse(shell("bpftool -j prog show 2>/dev/null"), nullptr, false);
-  if (!progs.is_array()) {
-    return ids;
-  }
-  for (const auto& p : progs) {
-    if (!p.contains("pids")) {
-      continue;
-    }
-    for (const auto& owner : p["pids"]) {
-      if (owner.value("pid", -1) == pid) {
-        ids.push_back(p.value("id", -1));
-      }
-    }
+  std::regex re("vigil_bpf_program_runs_total\\{[^}]*id=\"([0-9]+)\"");
+  for (auto it = std::sregex_iterator(metrics_text.begin(), metrics_text.end(), re);
+       it != std::sregex_iterator(); ++it) {
+    ids.push_back(std::stoi((*it)[1]));
   }
   return ids;
 }

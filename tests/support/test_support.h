@@ -84,9 +84,10 @@ double procCpuSeconds(pid_t pid);
 // Burns CPU in this thread until `seconds` of thread CPU time are used.
 void burnCpu(double seconds);
 
-// IDs of the BPF programs a process holds open (bpftool prog show's "pids"), and whether a
-// program ID still exists. Lets a test check cleanup without racing other BPF users.
-std::vector<int> bpfProgramsOwnedBy(pid_t pid);
+// IDs of the BPF programs listed in a vigil /metrics page (vigil_bpf_program_runs_total's
+// id label), and whether a program ID still exists in the kernel. Lets a test check cleanup
+// without racing other BPF users.
+std::vector<int> bpfProgramIdsInMetrics(const std::string& metrics_text);
 bool bpfProgramExists(int id);
 
 // Output of a shell command.

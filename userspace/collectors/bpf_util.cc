@@ -1,6 +1,7 @@
 #include "absl/strings/string_view.h"
 #include "userspace/collectors/bpf_util.h"
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
@@ -81,6 +82,26 @@ absl::Status bpfError(absl::string_view what, int err) {
 int possibleCpus() {
   static int n = libbpf_num_possible_cpus();
   return n > 0 ? n : 1;
+}
+
+void appendProgramStats(const bpf_object* obj, std::vector<MetricSample>& out) {
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    int fd = bpf_program__fd(prog);
+    if (fd < 0) {
+      continue;  // not loaded (autoload off)
+    }
+    bpf_prog_info info = {};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+      continue;
+    }
+    Labels labels = {{"program", bpf_program__name(prog)}, {"id", absl::StrCat(info.id)}};
+    out.push_back(
+        MetricSample{"vigil_bpf_program_run_seconds_total", labels, info.run_time_ns / 1e9, true});
+    out.push_back(MetricSample{"vigil_bpf_program_runs_total", labels,
+                               static_cast<double>(info.run_cnt), true});
+  }
 }
 
 uint64_t sumPerCpuCounter(int map_fd, uint32_t idx) {

@@ -9,6 +9,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "capnp/snapshot.h"
+
+struct bpf_object;
 
 namespace vigil {
 
@@ -29,6 +32,11 @@ int possibleCpus();
 template <typename Key, typename Value>
 size_t forEachPerCpu(int map_fd,
                      const std::function<void(const Key&, const std::vector<Value>&)>& visit);
+
+// Appends, for each loaded program of `obj`, its id and (when kernel.bpf_stats_enabled=1) its
+// cumulative run time and run count: vigil_bpf_program_run_seconds_total and
+// vigil_bpf_program_runs_total, labelled {program, id}.
+void appendProgramStats(const bpf_object* obj, std::vector<MetricSample>& out);
 
 // Sums slot `idx` of a per-CPU __u64 array across CPUs.
 uint64_t sumPerCpuCounter(int map_fd, uint32_t idx);

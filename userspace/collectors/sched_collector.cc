@@ -71,6 +71,7 @@ void SchedCollector::collect(Snapshot& out) {
                    static_cast<double>(sumPerCpuCounter(bpf_map__fd(skel_->maps.sched_counters),
                                                         SCHED_COUNTER_PROC_MAP_FULL)),
                    true});
+  appendProgramStats(skel_->obj, out.self);
   out.collectors.push_back(CollectorState{"sched", true, ""});
 }
 
