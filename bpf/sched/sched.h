@@ -20,14 +20,32 @@ struct sched_proc_stats {
   char comm[VIGIL_COMM_LEN];
 };
 
+/*
+ * Run-queue latency histograms (runq_proc keyed by tgid, runq_cgroup keyed by cgroup v2 id,
+ * runq_host): slot i counts waits w (microseconds) with 2^i <= w < 2^(i+1); slot 0 also holds
+ * w < 1; the last slot is open-ended (>= 2^(SCHED_HIST_SLOTS-1) us, about 67 s).
+ */
+#define SCHED_HIST_SLOTS 27
+
+struct sched_hist {
+  __u64 slots[SCHED_HIST_SLOTS];
+  __u64 sum_us;
+};
+
 /* Slots of the sched_counters per-CPU array. */
 enum sched_counter {
   SCHED_COUNTER_PROC_MAP_FULL = 0, /* proc_stats had no room for a new tgid */
+  SCHED_COUNTER_RUNQ_START_FULL,   /* runq_start could not record an enqueue time */
+  SCHED_COUNTER_RUNQ_PROC_FULL,    /* runq_proc had no room for a new tgid */
+  SCHED_COUNTER_RUNQ_CGROUP_FULL,  /* runq_cgroup had no room for a new cgroup */
   SCHED_COUNTER_MAX,
 };
 
 #ifdef __cplusplus
 static_assert(sizeof(sched_proc_stats) == 48, "sched_proc_stats layout changed");
+static_assert(sizeof(sched_hist) == 8 * (SCHED_HIST_SLOTS + 1), "sched_hist layout changed");
 #else
 _Static_assert(sizeof(struct sched_proc_stats) == 48, "sched_proc_stats layout changed");
+_Static_assert(sizeof(struct sched_hist) == 8 * (SCHED_HIST_SLOTS + 1),
+               "sched_hist layout changed");
 #endif

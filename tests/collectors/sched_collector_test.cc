@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <sched.h>
 #include <thread>
 
 #include "tests/support/test_support.h"
@@ -113,6 +114,86 @@ TEST_CASE("the collector reports itself up and exports its map-full counter") {
     found |= m.name == "vigil_bpf_map_full_total";
   }
   CHECK(found);
+}
+
+}  // namespace
+}  // namespace vigil
+
+namespace vigil {
+namespace {
+
+// Samples at or above 1 ms: log2 buckets in microseconds, bucket i starts at 2^i us, so bucket 10
+// (1024 us) is the first whose every value is >= 1 ms.
+uint64_t samplesAtLeast1ms(const HistogramSample& h) {
+  REQUIRE(h.unit_ns == 1000);
+  uint64_t n = 0;
+  for (size_t i = 10; i < h.buckets.size(); ++i) {
+    n += h.buckets[i];
+  }
+  return n;
+}
+
+TEST_CASE("two CPU-bound threads pinned to one CPU wait in the run queue for >= 1 ms") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  SchedOptions options;
+  options.max_process_histograms = 1000000;  // this test wants its pid whatever else is running
+  auto collector = SchedCollector::create(options);
+  REQUIRE(collector.ok());
+  Child child = Child::fork([]() {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (sched_setaffinity(0, sizeof(one), &one) != 0) {
+      return 2;
+    }
+    // Threads inherit the affinity; both spin on CPU 0 for 1.5 s of wall time.
+    auto spin = []() {
+      struct timespec start, now;
+      clock_gettime(CLOCK_MONOTONIC, &start);
+      volatile uint64_t x = 0;
+      do {
+        for (int i = 0; i < 10000; ++i) {
+          x = x + i;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+      } while ((now.tv_sec - start.tv_sec) * 1e9 + (now.tv_nsec - start.tv_nsec) < 1.5e9);
+    };
+    std::thread a(spin);
+    std::thread b(spin);
+    a.join();
+    b.join();
+    pause();
+    return 0;
+  });
+  std::this_thread::sleep_for(2s);
+  Snapshot snap;
+  (*collector)->collect(snap);
+  const HistogramSample* mine = nullptr;
+  const HistogramSample* host = nullptr;
+  for (const HistogramSample& h : snap.histograms) {
+    if (h.name == "vigil_process_runqueue_latency_seconds") {
+      for (const auto& [k, v] : h.labels) {
+        if (k == "pid" && v == std::to_string(child.pid())) {
+          mine = &h;
+        }
+      }
+    }
+    if (h.name == "vigil_runqueue_latency_seconds") {
+      host = &h;
+    }
+  }
+  REQUIRE(host != nullptr);
+  REQUIRE(mine != nullptr);
+  INFO("samples >= 1ms: " << samplesAtLeast1ms(*mine) << " of " << mine->count);
+  CHECK(samplesAtLeast1ms(*mine) >= 50);
+  CHECK(host->count >= mine->count);
+  bool cgroup_seen = false;
+  for (const HistogramSample& h : snap.histograms) {
+    cgroup_seen |= h.name == "vigil_cgroup_runqueue_latency_seconds" && h.count > 0;
+  }
+  CHECK(cgroup_seen);
 }
 
 }  // namespace

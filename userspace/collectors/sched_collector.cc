@@ -3,8 +3,11 @@
 #include <bpf/bpf.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include "kernel-compat/features.h"
 #include "sched.skel.h"
@@ -12,6 +15,44 @@
 #include "userspace/collectors/bpf_util.h"
 
 namespace vigil {
+namespace {
+
+constexpr uint64_t kMicrosecond = 1000;
+
+HistogramSample toSample(const char* name, Labels labels, const sched_hist& h) {
+  HistogramSample s;
+  s.name = name;
+  s.labels = std::move(labels);
+  s.unit_ns = kMicrosecond;
+  s.buckets.assign(std::begin(h.slots), std::end(h.slots));
+  for (uint64_t b : s.buckets) {
+    s.count += b;
+  }
+  s.sum_units = h.sum_us;
+  return s;
+}
+
+// Reads every entry of a (not per-CPU) hash map.
+template <typename Key, typename Value>
+std::vector<std::pair<Key, Value>> readHash(int fd) {
+  std::vector<std::pair<Key, Value>> out;
+  Key key{};
+  Key next{};
+  const Key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    Value v{};
+    if (bpf_map_lookup_elem(fd, &key, &v) == 0) {
+      out.emplace_back(key, v);
+    }
+  }
+  return out;
+}
+
+bool processGone(uint32_t tgid) { return kill(static_cast<pid_t>(tgid), 0) != 0 && errno == ESRCH; }
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
     const SchedOptions& options) {
@@ -20,8 +61,13 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
     return bpfError("sched: open", -errno);
   }
   skel->rodata->targ_tgid = options.only_tgid;
-  bool btf = compat::haveBtfTracepoint("sched_switch");
+  // All three tracepoints came with the same kernels; one probe decides for the set.
+  bool btf = compat::haveBtfTracepoint("sched_switch") &&
+             compat::haveBtfTracepoint("sched_wakeup") &&
+             compat::haveBtfTracepoint("sched_wakeup_new");
   bpf_program__set_autoload(btf ? skel->progs.vigil_sched_raw : skel->progs.vigil_sched_btf, false);
+  bpf_program__set_autoload(btf ? skel->progs.vigil_wake_raw : skel->progs.vigil_wake_btf, false);
+  bpf_program__set_autoload(btf ? skel->progs.vigil_wnew_raw : skel->progs.vigil_wnew_btf, false);
   int err = sched_bpf::load(skel);
   if (err == 0) {
     err = sched_bpf::attach(skel);
@@ -30,7 +76,8 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
     sched_bpf::destroy(skel);
     return bpfError("sched", err);
   }
-  return std::unique_ptr<SchedCollector>(new SchedCollector(skel, btf ? "tp_btf" : "raw_tp"));
+  return std::unique_ptr<SchedCollector>(
+      new SchedCollector(skel, btf ? "tp_btf" : "raw_tp", options));
 }
 
 SchedCollector::~SchedCollector() { sched_bpf::destroy(skel_); }
@@ -57,7 +104,7 @@ void SchedCollector::collect(Snapshot& out) {
         }
         // A reaped process can accrue no more time: report it this once, then retire it. A
         // zombie still answers kill(0), so its final switch has been counted by then.
-        if (kill(static_cast<pid_t>(tgid), 0) != 0 && errno == ESRCH) {
+        if (processGone(tgid)) {
           p.exited = true;
           gone.push_back(tgid);
         }
@@ -65,14 +112,72 @@ void SchedCollector::collect(Snapshot& out) {
   for (uint32_t tgid : gone) {
     bpf_map_delete_elem(fd, &tgid);
   }
-  out.self.push_back(
-      MetricSample{"vigil_bpf_map_full_total",
-                   {{"map", "sched_proc_stats"}},
-                   static_cast<double>(sumPerCpuCounter(bpf_map__fd(skel_->maps.sched_counters),
-                                                        SCHED_COUNTER_PROC_MAP_FULL)),
-                   true});
+  collectRunqueue(out, gone);
+  int counters = bpf_map__fd(skel_->maps.sched_counters);
+  const std::pair<const char*, sched_counter> full[] = {
+      {"sched_proc_stats", SCHED_COUNTER_PROC_MAP_FULL},
+      {"sched_runq_start", SCHED_COUNTER_RUNQ_START_FULL},
+      {"sched_runq_proc", SCHED_COUNTER_RUNQ_PROC_FULL},
+      {"sched_runq_cgroup", SCHED_COUNTER_RUNQ_CGROUP_FULL},
+  };
+  for (const auto& [map, idx] : full) {
+    out.self.push_back(MetricSample{"vigil_bpf_map_full_total",
+                                    {{"map", map}},
+                                    static_cast<double>(sumPerCpuCounter(counters, idx)),
+                                    true});
+  }
   appendProgramStats(skel_->obj, out.self);
   out.collectors.push_back(CollectorState{"sched", true, ""});
+}
+
+}  // namespace vigil
+
+namespace vigil {
+
+void SchedCollector::collectRunqueue(Snapshot& out, const std::vector<uint32_t>& gone) {
+  // Host: a per-CPU array of one histogram.
+  std::vector<sched_hist> cpus(possibleCpus());
+  uint32_t zero = 0;
+  sched_hist host{};
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.runq_host), &zero, cpus.data()) == 0) {
+    for (const sched_hist& c : cpus) {
+      for (int i = 0; i < SCHED_HIST_SLOTS; ++i) {
+        host.slots[i] += c.slots[i];
+      }
+      host.sum_us += c.sum_us;
+    }
+  }
+  out.histograms.push_back(toSample("vigil_runqueue_latency_seconds", {}, host));
+
+  for (const auto& [cgid, h] :
+       readHash<uint64_t, sched_hist>(bpf_map__fd(skel_->maps.runq_cgroup))) {
+    out.histograms.push_back(
+        toSample("vigil_cgroup_runqueue_latency_seconds", {{"cgroup_id", absl::StrCat(cgid)}}, h));
+  }
+
+  // Per process: the processes that waited longest, up to the cap.
+  int proc_fd = bpf_map__fd(skel_->maps.runq_proc);
+  auto procs = readHash<uint32_t, sched_hist>(proc_fd);
+  std::sort(procs.begin(), procs.end(),
+            [](const auto& a, const auto& b) { return a.second.sum_us > b.second.sum_us; });
+  size_t dropped = 0;
+  for (size_t i = 0; i < procs.size(); ++i) {
+    uint32_t tgid = procs[i].first;
+    if (i < options_.max_process_histograms) {
+      auto it = out.processes.find(tgid);
+      std::string comm = it != out.processes.end() ? it->second.comm : "";
+      out.histograms.push_back(toSample("vigil_process_runqueue_latency_seconds",
+                                        {{"pid", absl::StrCat(tgid)}, {"comm", comm}},
+                                        procs[i].second));
+    } else {
+      ++dropped;
+    }
+    if (std::find(gone.begin(), gone.end(), tgid) != gone.end() || processGone(tgid)) {
+      bpf_map_delete_elem(proc_fd, &tgid);
+    }
+  }
+  out.self.push_back(MetricSample{
+      "vigil_runqueue_process_histograms_dropped", {}, static_cast<double>(dropped), false});
 }
 
 }  // namespace vigil

@@ -1,10 +1,16 @@
-// Scheduler collector: on-CPU time and context switches per process, from the sched BPF object
-// (bpf/sched). Counters accumulate in the kernel; collect() reads them and retires the entries
-// of processes that have exited, after reporting their final values once.
+// Scheduler collector: on-CPU time, context switches and run-queue latency, from the sched BPF
+// object (bpf/sched). Counters and histograms accumulate in the kernel; collect() reads them and
+// retires the entries of processes that have exited, after reporting their final values once.
+//
+// Run-queue latency is exported as three histogram families (see docs/metrics.md, "Kernel
+// collectors"): host-wide, per cgroup (bounded by the kernel map, 1024 cgroups) and per process.
+// Per-process histograms are capped at `max_process_histograms` series per frame, choosing the
+// processes with the most cumulative waiting; the rest are counted, not silently dropped.
 #pragma once
 
 #include "absl/strings/string_view.h"
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "userspace/collectors/collector.h"
@@ -15,6 +21,7 @@ namespace vigil {
 
 struct SchedOptions {
   uint32_t only_tgid = 0;  // 0: every process
+  size_t max_process_histograms = 32;
 };
 
 class SchedCollector final : public Collector {
@@ -29,10 +36,14 @@ class SchedCollector final : public Collector {
   absl::string_view attachMode() const { return attach_mode_; }
 
  private:
-  explicit SchedCollector(sched_bpf* skel, const char* mode) : skel_(skel), attach_mode_(mode) {}
+  SchedCollector(sched_bpf* skel, const char* mode, const SchedOptions& options)
+      : skel_(skel), attach_mode_(mode), options_(options) {}
+
+  void collectRunqueue(Snapshot& out, const std::vector<uint32_t>& gone);
 
   sched_bpf* skel_;
   const char* attach_mode_;
+  SchedOptions options_;
 };
 
 }  // namespace vigil
