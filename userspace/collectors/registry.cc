@@ -1,19 +1,50 @@
 #include "userspace/collectors/registry.h"
 
 #include "absl/strings/str_cat.h"
+#include "userspace/collectors/block_collector.h"
 #include "userspace/collectors/sched_collector.h"
+#include "userspace/collectors/syscall_collector.h"
 
 namespace vigil {
 
 const std::vector<std::string>& collectorNames() {
-  static const std::vector<std::string> names = {"sched"};
+  static const std::vector<std::string> names = {"sched", "syscalls", "block"};
   return names;
 }
 
 absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& name,
                                                            const CollectorConfig& config) {
   if (name == "sched") {
-    auto c = SchedCollector::create(SchedOptions{config.only_tgid});
+    SchedOptions options;
+    options.only_tgid = config.only_tgid;
+    auto c = SchedCollector::create(options);
+    if (!c.ok()) {
+      return c.status();
+    }
+    return std::unique_ptr<Collector>(std::move(*c));
+  }
+  if (name == "syscalls") {
+    auto mode = parseSyscallMode(config.syscall_mode);
+    if (!mode.ok()) {
+      return mode.status();
+    }
+    SyscallOptions options;
+    options.mode = *mode;
+    options.duty_cycle = config.syscall_duty_cycle;
+    options.interval = config.interval;
+    options.only_tgid = config.only_tgid;
+    // Latency costs two clock reads and a task-storage lookup per syscall, over the per-event
+    // budget of continuous mode; sampled mode pays it only while attached
+    // (docs/syscall-sampling.md).
+    options.latency = *mode == SyscallMode::kSampled;
+    auto c = SyscallCollector::create(options);
+    if (!c.ok()) {
+      return c.status();
+    }
+    return std::unique_ptr<Collector>(std::move(*c));
+  }
+  if (name == "block") {
+    auto c = BlockCollector::create(BlockOptions{config.only_tgid});
     if (!c.ok()) {
       return c.status();
     }

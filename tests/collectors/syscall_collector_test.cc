@@ -1,0 +1,372 @@
+#include "userspace/collectors/syscall_collector.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <kj/async-io.h>
+#include <thread>
+
+#include "syscalls_empty.skel.h"
+#include "tests/support/test_support.h"
+
+namespace vigil {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Child;
+
+// A pipe the child writes one byte to when its workload is done.
+struct DonePipe {
+  int fds[2] = {-1, -1};
+  DonePipe() { REQUIRE(pipe(fds) == 0); }
+  ~DonePipe() {
+    close(fds[0]);
+    close(fds[1]);
+  }
+  void signal() {
+    char c = 1;
+    (void)!write(fds[1], &c, 1);
+  }
+  bool wait() {
+    char c;
+    return read(fds[0], &c, 1) == 1;
+  }
+};
+
+// Runs `work` in a child, waits until it is done, and returns the child (sleeping, alive).
+Child runChild(DonePipe& done, const std::function<void()>& work) {
+  Child child = Child::fork([&done, work]() {
+    work();
+    done.signal();
+    pause();
+    return 0;
+  });
+  REQUIRE(done.wait());
+  return child;
+}
+
+SyscallOptions continuous() {
+  SyscallOptions o;
+  o.mode = SyscallMode::kContinuous;
+  return o;
+}
+
+TEST_CASE("a child making exactly 200,000 getppid() calls is counted in [200000, 201000]") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  SyscallOptions options = continuous();
+  bool raw = GENERATE(false, true);
+  options.force_raw_tp = raw;
+  auto collector = SyscallCollector::create(options);
+  REQUIRE(collector.ok());
+  CHECK((*collector)->attachMode() == (raw ? "raw_tp" : "tp_btf"));
+  DonePipe done;
+  Child child = runChild(done, []() {
+    for (int i = 0; i < 200000; ++i) {
+      syscall(SYS_getppid);
+    }
+  });
+  Snapshot snap;
+  (*collector)->collect(snap);
+  REQUIRE(snap.processes.count(child.pid()) == 1);
+  const ProcessStats& p = snap.processes[child.pid()];
+  INFO("mode " << (raw ? "raw_tp" : "tp_btf") << ", syscalls " << p.syscalls);
+  CHECK(p.syscalls >= 200000);
+  CHECK(p.syscalls <= 201000);
+  CHECK(p.comm == "syscall_collect");
+  CHECK(p.cgroup_id != 0);
+  CHECK(snap.syscall_duty_cycle == 1.0);
+  // The latency histogram saw at least the child's calls.
+  bool hist = false;
+  for (const HistogramSample& h : snap.histograms) {
+    if (h.name == "vigil_syscall_latency_seconds") {
+      hist = true;
+      CHECK(h.count >= 200000);
+      CHECK(h.unit_ns == 1);
+    }
+  }
+  CHECK(hist);
+}
+
+TEST_CASE("1000 opens of a missing path count 1000 failures with ENOENT on top") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  auto collector = SyscallCollector::create(continuous());
+  REQUIRE(collector.ok());
+  DonePipe done;
+  Child child = runChild(done, []() {
+    for (int i = 0; i < 1000; ++i) {
+      int fd = open("/nonexistent-vigil-test/file", O_RDONLY);
+      if (fd >= 0) {
+        close(fd);
+      }
+    }
+  });
+  Snapshot snap;
+  (*collector)->collect(snap);
+  REQUIRE(snap.processes.count(child.pid()) == 1);
+  const ProcessStats& p = snap.processes[child.pid()];
+  CHECK(p.syscall_errors >= 1000);
+  CHECK(p.syscall_errors <= 1010);
+  REQUIRE_FALSE(p.top_errnos.empty());
+  CHECK(p.top_errnos[0].first == ENOENT);
+  CHECK(p.top_errnos[0].second >= 1000);
+  CHECK(p.syscalls >= 1000);
+}
+
+TEST_CASE("off mode attaches nothing and reports the collector down") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  SyscallOptions options;
+  options.mode = SyscallMode::kOff;
+  auto collector = SyscallCollector::create(options);
+  REQUIRE(collector.ok());
+  CHECK_FALSE((*collector)->attached());
+  CHECK((*collector)->programIds().empty());
+  Snapshot snap;
+  (*collector)->collect(snap);
+  REQUIRE(snap.collectors.size() == 1);
+  CHECK(snap.collectors[0].name == "syscalls");
+  CHECK_FALSE(snap.collectors[0].up);
+  CHECK(snap.syscall_duty_cycle == 0);
+  CHECK(snap.processes.empty());
+}
+
+TEST_CASE("bad syscall settings are refused with a clear error") {
+  CHECK(parseSyscallMode("sampled").ok());
+  auto bad = parseSyscallMode("always");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message().find("always") != absl::string_view::npos);
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  SyscallOptions options;
+  options.duty_cycle = 0;
+  auto c = SyscallCollector::create(options);
+  REQUIRE_FALSE(c.ok());
+  CHECK(absl::IsInvalidArgument(c.status()));
+}
+
+// Whether the kernel has a BPF link for any of these program ids.
+bool kernelHasLinkFor(const std::vector<uint32_t>& prog_ids) {
+  uint32_t id = 0;
+  while (bpf_link_get_next_id(id, &id) == 0) {
+    int fd = bpf_link_get_fd_by_id(id);
+    if (fd < 0) {
+      continue;
+    }
+    bpf_link_info info = {};
+    uint32_t len = sizeof(info);
+    bool ours = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+                std::find(prog_ids.begin(), prog_ids.end(), info.prog_id) != prog_ids.end();
+    close(fd);
+    if (ours) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST_CASE("sampled mode attaches the programs for the duty cycle of each interval only") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  auto io = kj::setupAsyncIo();
+  kj::Timer& timer = io.provider->getTimer();
+  CollectorContext context{timer, io.unixEventPort};
+  SyscallOptions options;
+  options.mode = SyscallMode::kSampled;
+  options.duty_cycle = 0.3;
+  options.interval = 1 * kj::SECONDS;
+  auto collector = SyscallCollector::create(options);
+  REQUIRE(collector.ok());
+  SyscallCollector& c = **collector;
+  std::vector<uint32_t> ids = c.programIds();
+  REQUIRE(ids.size() == 2);  // sys_enter (latency) and sys_exit
+  auto start = timer.now();
+  kj::Promise<void> running = c.run(context).eagerlyEvaluate(nullptr);
+  // The kj timer fires in time order, so these checks land inside the intended phase even when
+  // the machine is slow: window [0, 0.3 s) attached, [0.3 s, 1 s) detached, then again.
+  auto at = [&](int ms) { timer.atTime(start + ms * kj::MILLISECONDS).wait(io.waitScope); };
+  at(100);
+  CHECK(c.attached());
+  CHECK(kernelHasLinkFor(ids));
+  at(600);
+  CHECK_FALSE(c.attached());
+  CHECK_FALSE(kernelHasLinkFor(ids));
+  at(1100);
+  CHECK(c.attached());
+  CHECK(kernelHasLinkFor(ids));
+  at(1600);
+  CHECK_FALSE(c.attached());
+  Snapshot snap;
+  c.collect(snap);
+  INFO("attached fraction " << snap.syscall_duty_cycle);
+  CHECK(snap.syscall_duty_cycle > 0.15);
+  CHECK(snap.syscall_duty_cycle < 0.6);
+  bool windows = false;
+  for (const MetricSample& m : snap.self) {
+    if (m.name == "vigil_syscall_attach_windows_total") {
+      windows = true;
+      CHECK(m.value == 2);
+    }
+  }
+  CHECK(windows);
+}
+
+TEST_CASE("sampled mode scales a steady getppid loop's count to about its true total") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  // The child counts its own calls in shared memory. Each iteration also spins ~2 us, so the
+  // slowdown the attached programs cause (a few hundred ns per call) barely changes its rate.
+  auto* calls = static_cast<std::atomic<uint64_t>*>(mmap(nullptr, sizeof(std::atomic<uint64_t>),
+                                                         PROT_READ | PROT_WRITE,
+                                                         MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  REQUIRE(calls != MAP_FAILED);
+  new (calls) std::atomic<uint64_t>(0);
+  Child child = Child::fork([calls]() {
+    for (;;) {
+      syscall(SYS_getppid);
+      calls->fetch_add(1, std::memory_order_relaxed);
+      struct timespec t0, t;
+      clock_gettime(CLOCK_MONOTONIC, &t0);  // vDSO: no syscall
+      do {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+      } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 2000);
+    }
+    return 0;
+  });
+  std::this_thread::sleep_for(200ms);
+
+  auto io = kj::setupAsyncIo();
+  kj::Timer& timer = io.provider->getTimer();
+  CollectorContext context{timer, io.unixEventPort};
+  SyscallOptions options;
+  options.mode = SyscallMode::kSampled;
+  options.duty_cycle = 0.5;
+  options.interval = 1 * kj::SECONDS;
+  options.latency = false;
+  uint64_t before = calls->load();
+  auto collector = SyscallCollector::create(options);
+  REQUIRE(collector.ok());
+  uint64_t after_create = calls->load();
+  auto start = timer.now();
+  kj::Promise<void> running = (*collector)->run(context).eagerlyEvaluate(nullptr);
+  timer.atTime(start + 4 * kj::SECONDS).wait(io.waitScope);  // four whole intervals
+  Snapshot snap;
+  (*collector)->collect(snap);
+  uint64_t truth = calls->load() - (before + after_create) / 2;
+  REQUIRE(snap.processes.count(child.pid()) == 1);
+  double estimate = static_cast<double>(snap.processes[child.pid()].syscalls);
+  INFO("estimate " << estimate << ", true " << truth << ", attached fraction "
+                   << snap.syscall_duty_cycle);
+  CHECK(estimate > 0.7 * truth);
+  CHECK(estimate < 1.3 * truth);
+  CHECK(snap.syscall_duty_cycle < 1.0);
+  munmap(calls, sizeof(std::atomic<uint64_t>));
+}
+
+// --- Cost measurement, not a test: run with `syscall_collector_test "[cost]"`. -------------
+// Attaches, in turn, empty programs and the collector's programs to sys_enter/sys_exit, drives
+// a getppid loop, and prints bpf_stats' run_time_ns / run_cnt per program and the loop's cost
+// per call. Numbers go to docs/syscall-sampling.md.
+
+struct ProgCost {
+  std::string name;
+  uint64_t run_ns = 0;
+  uint64_t runs = 0;
+};
+
+std::vector<ProgCost> progCosts(bpf_object* obj) {
+  std::vector<ProgCost> out;
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    int fd = bpf_program__fd(prog);
+    if (fd < 0) {
+      continue;
+    }
+    bpf_prog_info info = {};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
+      out.push_back(ProgCost{bpf_program__name(prog), info.run_time_ns, info.run_cnt});
+    }
+  }
+  return out;
+}
+
+double loopNsPerCall(int calls) {
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (int i = 0; i < calls; ++i) {
+    syscall(SYS_getppid);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  return ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / calls;
+}
+
+void report(const char* what, bpf_object* obj, double loop_ns) {
+  for (const ProgCost& c : progCosts(obj)) {
+    printf("%-28s %-16s runs %10llu  %6.1f ns/run\n", what, c.name.c_str(),
+           static_cast<unsigned long long>(c.runs), c.runs ? double(c.run_ns) / c.runs : 0.0);
+  }
+  printf("%-28s getppid loop: %.0f ns/call\n", what, loop_ns);
+}
+
+TEST_CASE("cost of the syscall programs against empty programs", "[.][cost]") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  const int kCalls = 2000000;
+  int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);  // on while the fd is open
+  REQUIRE(stats_fd >= 0);
+  for (int round = 0; round < 3; ++round) {
+    printf("round %d: no programs: getppid loop %.0f ns/call\n", round, loopNsPerCall(kCalls));
+    {
+      syscalls_empty_bpf* empty = syscalls_empty_bpf::open_and_load();
+      REQUIRE(empty != nullptr);
+      REQUIRE(syscalls_empty_bpf::attach(empty) == 0);
+      double ns = loopNsPerCall(kCalls);
+      report("empty", empty->obj, ns);
+      syscalls_empty_bpf::destroy(empty);
+    }
+    for (bool latency : {true, false}) {
+      SyscallOptions o = continuous();
+      o.latency = latency;
+      o.only_tgid = 0;
+      auto c = SyscallCollector::create(o);
+      REQUIRE(c.ok());
+      double ns = loopNsPerCall(kCalls);
+      Snapshot snap;
+      (*c)->collect(snap);
+      for (const MetricSample& m : snap.self) {
+        if (m.name == "vigil_bpf_program_runs_total") {
+          for (const MetricSample& t : snap.self) {
+            if (t.name == "vigil_bpf_program_run_seconds_total" && t.labels == m.labels) {
+              printf("%-28s %-16s runs %10.0f  %6.1f ns/run\n",
+                     latency ? "vigil (latency on)" : "vigil (latency off)",
+                     m.labels[0].second.c_str(), m.value, t.value * 1e9 / m.value);
+            }
+          }
+        }
+      }
+      printf("%-28s getppid loop: %.0f ns/call\n",
+             latency ? "vigil (latency on)" : "vigil (latency off)", ns);
+    }
+  }
+  close(stats_fd);
+}
+
+}  // namespace
+}  // namespace vigil

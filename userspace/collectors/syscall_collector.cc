@@ -1,0 +1,388 @@
+#include "userspace/collectors/syscall_collector.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <signal.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "kernel-compat/features.h"
+#include "syscalls.skel.h"
+#include "syscalls/syscalls.h"
+#include "userspace/collectors/bpf_util.h"
+#include "userspace/common/log.h"
+
+namespace vigil {
+namespace {
+
+int64_t monoNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+bool processGone(uint32_t tgid) { return kill(static_cast<pid_t>(tgid), 0) != 0 && errno == ESRCH; }
+
+uint64_t scaled(uint64_t raw, double fraction) {
+  if (fraction <= 0) {
+    return 0;
+  }
+  return static_cast<uint64_t>(std::llround(static_cast<double>(raw) / fraction));
+}
+
+}  // namespace
+
+absl::StatusOr<SyscallMode> parseSyscallMode(absl::string_view text) {
+  if (text == "off") {
+    return SyscallMode::kOff;
+  }
+  if (text == "sampled") {
+    return SyscallMode::kSampled;
+  }
+  if (text == "continuous") {
+    return SyscallMode::kContinuous;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("syscall_mode '", text, "' is not one of: sampled (default), continuous, off"));
+}
+
+SyscallCollector::SyscallCollector(syscalls_bpf* skel, const char* mode,
+                                   const SyscallOptions& options)
+    : skel_(skel), attach_mode_(mode), options_(options), created_ns_(monoNs()) {}
+
+absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
+    const SyscallOptions& options) {
+  if (options.mode == SyscallMode::kOff) {
+    return std::unique_ptr<SyscallCollector>(new SyscallCollector(nullptr, "", options));
+  }
+  if (options.mode == SyscallMode::kSampled &&
+      !(options.duty_cycle > 0 && options.duty_cycle <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("syscall_duty_cycle must be in (0, 1], got ", options.duty_cycle));
+  }
+  syscalls_bpf* skel = syscalls_bpf::open();
+  if (skel == nullptr) {
+    return bpfError("syscalls: open", -errno);
+  }
+  skel->rodata->targ_tgid = options.only_tgid;
+  bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("sys_enter") &&
+             compat::haveBtfTracepoint("sys_exit");
+  // Exactly one exit program and at most one enter program load; the rest stay out.
+  bpf_program* keep_enter =
+      options.latency ? (btf ? skel->progs.vigil_sysen_btf : skel->progs.vigil_sysen_raw) : nullptr;
+  bpf_program* keep_exit = options.latency
+                               ? (btf ? skel->progs.vigil_sysex_btf : skel->progs.vigil_sysex_raw)
+                               : (btf ? skel->progs.vigil_sysxc_btf : skel->progs.vigil_sysxc_raw);
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel->obj) {
+    bpf_program__set_autoload(prog, prog == keep_enter || prog == keep_exit);
+  }
+  int err = syscalls_bpf::load(skel);
+  if (err != 0) {
+    syscalls_bpf::destroy(skel);
+    return bpfError("syscalls", err);
+  }
+  std::unique_ptr<SyscallCollector> c(
+      new SyscallCollector(skel, btf ? "tp_btf" : "raw_tp", options));
+  // Both modes start attached: sampled mode's first window opens now, run() keeps the cadence.
+  absl::Status st = c->attach();
+  if (!st.ok()) {
+    return st;
+  }
+  return c;
+}
+
+SyscallCollector::~SyscallCollector() {
+  detach();
+  if (skel_ != nullptr) {
+    syscalls_bpf::destroy(skel_);
+  }
+}
+
+absl::Status SyscallCollector::attach() {
+  if (skel_ == nullptr || attached()) {
+    return absl::OkStatus();
+  }
+  bpf_program* enter = nullptr;
+  bpf_program* exit = nullptr;
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    if (bpf_program__fd(prog) < 0) {
+      continue;
+    }
+    if (absl::string_view(bpf_program__name(prog)).substr(0, 11) == "vigil_sysen") {
+      enter = prog;
+    } else {
+      exit = prog;
+    }
+  }
+  // A new window: start times stamped in an earlier one are stale (their exits went unseen).
+  skel_->bss->window += 1;
+  if (enter != nullptr) {
+    enter_link_ = bpf_program__attach(enter);
+    if (enter_link_ == nullptr) {
+      int err = -errno;
+      ++attach_failures_;
+      return bpfError("syscalls: attach sys_enter", err);
+    }
+  }
+  exit_link_ = bpf_program__attach(exit);
+  if (exit_link_ == nullptr) {
+    int err = -errno;
+    ++attach_failures_;
+    bpf_link__destroy(enter_link_);
+    enter_link_ = nullptr;
+    return bpfError("syscalls: attach sys_exit", err);
+  }
+  attached_since_ns_ = monoNs();
+  ++windows_;
+  return absl::OkStatus();
+}
+
+void SyscallCollector::detach() {
+  if (!attached()) {
+    return;
+  }
+  // Exit first, so no exit is counted whose enter could not have been stamped.
+  bpf_link__destroy(exit_link_);
+  exit_link_ = nullptr;
+  bpf_link__destroy(enter_link_);
+  enter_link_ = nullptr;
+  attached_ns_total_ += monoNs() - attached_since_ns_;
+}
+
+double SyscallCollector::attachedFraction() const {
+  if (skel_ == nullptr) {
+    return 0;
+  }
+  if (options_.mode == SyscallMode::kContinuous) {
+    return 1;
+  }
+  int64_t now = monoNs();
+  int64_t on = attached_ns_total_ + (attached() ? now - attached_since_ns_ : 0);
+  int64_t all = now - created_ns_;
+  if (all <= 0) {
+    return 1;
+  }
+  return std::min(1.0, static_cast<double>(on) / static_cast<double>(all));
+}
+
+std::vector<uint32_t> SyscallCollector::programIds() const {
+  std::vector<uint32_t> ids;
+  if (skel_ == nullptr) {
+    return ids;
+  }
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    int fd = bpf_program__fd(prog);
+    if (fd < 0) {
+      continue;
+    }
+    bpf_prog_info info = {};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
+      ids.push_back(info.id);
+    }
+  }
+  return ids;
+}
+
+kj::Promise<void> SyscallCollector::run(CollectorContext& context) {
+  if (skel_ == nullptr || options_.mode != SyscallMode::kSampled || options_.duty_cycle >= 1) {
+    return kj::NEVER_DONE;
+  }
+  return cycle(context.timer, context.timer.now());
+}
+
+kj::Promise<void> SyscallCollector::cycle(kj::Timer& timer, kj::TimePoint window_start) {
+  absl::Status st = attach();
+  if (!st.ok()) {
+    // Keep cycling: the next window tries again; the failure is counted and shown as down.
+    if (last_error_.empty()) {
+      VIGIL_LOG_WARN("%s", st.message());
+    }
+    last_error_ = std::string(st.message());
+  } else {
+    last_error_.clear();
+  }
+  int64_t interval_ns = options_.interval / kj::NANOSECONDS;
+  auto on = static_cast<int64_t>(static_cast<double>(interval_ns) * options_.duty_cycle) *
+            kj::NANOSECONDS;
+  return timer.atTime(window_start + on).then([this, &timer, window_start]() {
+    detach();
+    auto next = window_start + options_.interval;
+    if (next < timer.now()) {
+      next = timer.now();  // we fell behind (suspend, stall): keep the cadence from now
+    }
+    return timer.atTime(next).then([this, &timer, next]() { return cycle(timer, next); });
+  });
+}
+
+void SyscallCollector::collect(Snapshot& out) {
+  if (skel_ == nullptr) {
+    out.syscall_duty_cycle = 0;
+    out.collectors.push_back(CollectorState{"syscalls", false, "syscall_mode=off"});
+    return;
+  }
+  double fraction = attachedFraction();
+  out.syscall_duty_cycle = fraction;
+
+  // Errnos first, grouped per process.
+  int errno_fd = bpf_map__fd(skel_->maps.sys_errno);
+  absl::flat_hash_map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> errnos;
+  forEachPerCpu<syscall_errno_key, uint64_t>(
+      errno_fd, [&](const syscall_errno_key& k, const std::vector<uint64_t>& cpus) {
+        uint64_t n = 0;
+        for (uint64_t v : cpus) {
+          n += v;
+        }
+        errnos[k.tgid].emplace_back(k.err, n);
+      });
+
+  // Counts still in the per-CPU caches (see struct syscall_cache), by tgid.
+  absl::flat_hash_map<uint32_t, std::pair<uint64_t, uint64_t>> cached;
+  {
+    std::vector<syscall_cache> cpus(possibleCpus());
+    uint32_t zero = 0;
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sys_cache), &zero, cpus.data()) == 0) {
+      for (const syscall_cache& c : cpus) {
+        if (c.count != 0) {
+          cached[c.tgid].first += c.count;
+          cached[c.tgid].second += c.errors;
+        }
+      }
+    }
+  }
+
+  int proc_fd = bpf_map__fd(skel_->maps.sys_proc);
+  uint64_t live_syscalls = 0;
+  uint64_t live_errors = 0;
+  std::vector<uint32_t> gone;
+  forEachPerCpu<uint32_t, syscall_proc_stats>(
+      proc_fd, [&](const uint32_t& tgid, const std::vector<syscall_proc_stats>& cpus) {
+        uint64_t count = 0;
+        uint64_t errors = 0;
+        ProcessStats& p = out.process(tgid);
+        for (const syscall_proc_stats& v : cpus) {
+          count += v.count;
+          errors += v.errors;
+          if (p.comm.empty() && v.comm[0] != '\0') {
+            p.comm.assign(v.comm, strnlen(v.comm, sizeof(v.comm)));
+          }
+          if (p.cgroup_id == 0 && v.cgroup_id != 0) {
+            p.cgroup_id = v.cgroup_id;
+          }
+        }
+        auto in_cache = cached.find(tgid);
+        if (in_cache != cached.end()) {
+          count += in_cache->second.first;
+          errors += in_cache->second.second;
+        }
+        // A read racing the kernel's cache flush can see counts twice, once: never report less
+        // than before, so counters stay monotonic.
+        auto& last = last_raw_[tgid];
+        count = std::max(count, last.first);
+        errors = std::max(errors, last.second);
+        last = {count, errors};
+        p.syscalls = scaled(count, fraction);
+        p.syscall_errors = scaled(errors, fraction);
+        auto it = errnos.find(tgid);
+        if (it != errnos.end()) {
+          auto list = it->second;
+          std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
+            return a.second != b.second ? a.second > b.second : a.first < b.first;
+          });
+          if (list.size() > options_.top_errnos) {
+            list.resize(options_.top_errnos);
+          }
+          p.top_errnos.clear();
+          for (const auto& [err, n] : list) {
+            p.top_errnos.emplace_back(err, scaled(n, fraction));
+          }
+        }
+        if (processGone(tgid)) {
+          p.exited = true;
+          gone.push_back(tgid);
+          retired_syscalls_ += count;
+          retired_errors_ += errors;
+        } else {
+          live_syscalls += count;
+          live_errors += errors;
+        }
+      });
+  for (uint32_t tgid : gone) {
+    bpf_map_delete_elem(proc_fd, &tgid);
+    last_raw_.erase(tgid);
+    auto it = errnos.find(tgid);
+    if (it == errnos.end()) {
+      continue;
+    }
+    for (const auto& [err, n] : it->second) {
+      syscall_errno_key k{tgid, err};
+      bpf_map_delete_elem(errno_fd, &k);
+    }
+  }
+
+  out.host.push_back(
+      MetricSample{"vigil_syscalls_total",
+                   {},
+                   static_cast<double>(scaled(live_syscalls + retired_syscalls_, fraction)),
+                   true});
+  out.host.push_back(
+      MetricSample{"vigil_syscall_errors_total",
+                   {},
+                   static_cast<double>(scaled(live_errors + retired_errors_, fraction)),
+                   true});
+
+  if (options_.latency) {
+    std::vector<syscall_hist> cpus(possibleCpus());
+    uint32_t zero = 0;
+    HistogramSample h;
+    h.name = "vigil_syscall_latency_seconds";
+    h.unit_ns = 1;
+    h.buckets.assign(SYSCALL_HIST_SLOTS, 0);
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sys_latency), &zero, cpus.data()) == 0) {
+      uint64_t sum = 0;
+      for (const syscall_hist& c : cpus) {
+        for (int i = 0; i < SYSCALL_HIST_SLOTS; ++i) {
+          h.buckets[i] += c.slots[i];
+        }
+        sum += c.sum_ns;
+      }
+      for (uint64_t& b : h.buckets) {
+        b = scaled(b, fraction);
+        h.count += b;
+      }
+      h.sum_units = scaled(sum, fraction);
+    }
+    out.histograms.push_back(std::move(h));
+  }
+
+  int counters = bpf_map__fd(skel_->maps.sys_counters);
+  const std::pair<const char*, syscall_counter> full[] = {
+      {"syscalls_sys_proc", SYSCALL_COUNTER_PROC_MAP_FULL},
+      {"syscalls_sys_errno", SYSCALL_COUNTER_ERRNO_MAP_FULL},
+      {"syscalls_sys_start", SYSCALL_COUNTER_START_FAILED},
+  };
+  for (const auto& [map, idx] : full) {
+    out.self.push_back(MetricSample{"vigil_bpf_map_full_total",
+                                    {{"map", map}},
+                                    static_cast<double>(sumPerCpuCounter(counters, idx)),
+                                    true});
+  }
+  int64_t on_ns = attached_ns_total_ + (attached() ? monoNs() - attached_since_ns_ : 0);
+  out.self.push_back(MetricSample{"vigil_syscall_attached_seconds_total", {}, on_ns / 1e9, true});
+  out.self.push_back(
+      MetricSample{"vigil_syscall_attach_windows_total", {}, static_cast<double>(windows_), true});
+  out.self.push_back(MetricSample{
+      "vigil_syscall_attach_failures_total", {}, static_cast<double>(attach_failures_), true});
+  appendProgramStats(skel_->obj, out.self);
+  out.collectors.push_back(CollectorState{"syscalls", last_error_.empty(), last_error_});
+}
+
+}  // namespace vigil
