@@ -1,5 +1,7 @@
 #include "userspace/collectors/sched_collector.h"
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -8,6 +10,7 @@
 #include <sched.h>
 #include <thread>
 
+#include "sched_empty.skel.h"
 #include "tests/support/test_support.h"
 
 namespace vigil {
@@ -35,7 +38,9 @@ TEST_CASE("on-CPU time of a burner matches /proc utime+stime within 10%") {
   if (!testing::bpfAllowed("sched_collector_test")) {
     return;
   }
-  auto collector = SchedCollector::create(SchedOptions{});
+  SchedOptions options;
+  options.force_raw_tp = GENERATE(false, true);
+  auto collector = SchedCollector::create(options);
   REQUIRE(collector.ok());
   Child child = burnThenSleep(1.0);
   REQUIRE(testing::waitFor([&]() { return procState(child.pid()) == 'S'; }, 10s, 10ms));
@@ -139,8 +144,10 @@ TEST_CASE("two CPU-bound threads pinned to one CPU wait in the run queue for >= 
   }
   SchedOptions options;
   options.max_process_histograms = 1000000;  // this test wants its pid whatever else is running
+  options.force_raw_tp = GENERATE(false, true);
   auto collector = SchedCollector::create(options);
   REQUIRE(collector.ok());
+  CHECK((*collector)->attachMode() == (options.force_raw_tp ? "raw_tp" : "tp_btf"));
   Child child = Child::fork([]() {
     cpu_set_t one;
     CPU_ZERO(&one);
@@ -194,6 +201,78 @@ TEST_CASE("two CPU-bound threads pinned to one CPU wait in the run queue for >= 
     cgroup_seen |= h.name == "vigil_cgroup_runqueue_latency_seconds" && h.count > 0;
   }
   CHECK(cgroup_seen);
+}
+
+}  // namespace
+}  // namespace vigil
+
+namespace vigil {
+namespace {
+
+// --- Cost measurement, not a test: run with `sched_collector_test "[cost]"`. ---------------
+// Empty programs vs the collector's on the sched hooks, driven by a pipe ping-pong between two
+// processes (a wakeup and two switches per message). Prints bpf_stats run_time_ns / run_cnt.
+
+void pingPong(int rounds) {
+  int ab[2], ba[2];
+  REQUIRE(pipe(ab) == 0);
+  REQUIRE(pipe(ba) == 0);
+  Child peer = Child::fork([&]() {
+    char c;
+    for (int i = 0; i < rounds; ++i) {
+      if (read(ab[0], &c, 1) != 1 || write(ba[1], &c, 1) != 1) {
+        return 1;
+      }
+    }
+    return 0;
+  });
+  char c = 0;
+  for (int i = 0; i < rounds; ++i) {
+    REQUIRE(write(ab[1], &c, 1) == 1);
+    REQUIRE(read(ba[0], &c, 1) == 1);
+  }
+  peer.wait(10s);
+  for (int fd : {ab[0], ab[1], ba[0], ba[1]}) {
+    close(fd);
+  }
+}
+
+void printCosts(const char* what, const bpf_object* obj) {
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    int fd = bpf_program__fd(prog);
+    if (fd < 0) {
+      continue;
+    }
+    bpf_prog_info info = {};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.run_cnt > 0) {
+      printf("%-8s %-16s runs %9llu  %6.1f ns/run\n", what, bpf_program__name(prog),
+             static_cast<unsigned long long>(info.run_cnt),
+             static_cast<double>(info.run_time_ns) / info.run_cnt);
+    }
+  }
+}
+
+TEST_CASE("cost of the sched programs against empty programs", "[.][cost]") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  REQUIRE(stats_fd >= 0);
+  for (int round = 0; round < 3; ++round) {
+    sched_empty_bpf* empty = sched_empty_bpf::open_and_load();
+    REQUIRE(empty != nullptr);
+    REQUIRE(sched_empty_bpf::attach(empty) == 0);
+    pingPong(100000);
+    printCosts("empty", empty->obj);
+    sched_empty_bpf::destroy(empty);
+    auto c = SchedCollector::create(SchedOptions{});
+    REQUIRE(c.ok());
+    pingPong(100000);
+    printCosts("vigil", (*c)->object());
+  }
+  close(stats_fd);
 }
 
 }  // namespace

@@ -62,12 +62,14 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
   }
   skel->rodata->targ_tgid = options.only_tgid;
   // All three tracepoints came with the same kernels; one probe decides for the set.
-  bool btf = compat::haveBtfTracepoint("sched_switch") &&
+  bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("sched_switch") &&
              compat::haveBtfTracepoint("sched_wakeup") &&
              compat::haveBtfTracepoint("sched_wakeup_new");
   bpf_program__set_autoload(btf ? skel->progs.vigil_sched_raw : skel->progs.vigil_sched_btf, false);
   bpf_program__set_autoload(btf ? skel->progs.vigil_wake_raw : skel->progs.vigil_wake_btf, false);
   bpf_program__set_autoload(btf ? skel->progs.vigil_wnew_raw : skel->progs.vigil_wnew_btf, false);
+  // Enqueue times: task storage for tp_btf, an LRU hash for raw_tp; only one is created.
+  bpf_map__set_autocreate(btf ? skel->maps.runq_start : skel->maps.runq_ts, false);
   int err = sched_bpf::load(skel);
   if (err == 0) {
     err = sched_bpf::attach(skel);
@@ -81,6 +83,8 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
 }
 
 SchedCollector::~SchedCollector() { sched_bpf::destroy(skel_); }
+
+const bpf_object* SchedCollector::object() const { return skel_->obj; }
 
 void SchedCollector::collect(Snapshot& out) {
   int fd = bpf_map__fd(skel_->maps.proc_stats);

@@ -16,12 +16,14 @@
 #include "userspace/collectors/collector.h"
 
 struct sched_bpf;
+struct bpf_object;
 
 namespace vigil {
 
 struct SchedOptions {
   uint32_t only_tgid = 0;  // 0: every process
   size_t max_process_histograms = 32;
+  bool force_raw_tp = false;  // tests: use the raw_tp fallback even where tp_btf works
 };
 
 class SchedCollector final : public Collector {
@@ -31,6 +33,9 @@ class SchedCollector final : public Collector {
 
   absl::string_view name() const override { return "sched"; }
   void collect(Snapshot& out) override;
+
+  // The loaded BPF object (for cost measurements).
+  const bpf_object* object() const;
 
   // Which attach type was chosen ("tp_btf" or "raw_tp").
   absl::string_view attachMode() const { return attach_mode_; }
