@@ -200,8 +200,8 @@ absl::StatusOr<std::vector<LogRecord>> IngestLog::readAfter(int64_t after_id, si
 
 absl::StatusOr<int64_t> IngestLog::cursor(const std::string& consumer) {
   Stmt q;
-  if (sqlite3_prepare_v2(db_, "SELECT position FROM cursors WHERE consumer=?", -1, &q.s,
-                         nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_, "SELECT position FROM cursors WHERE consumer=?", -1, &q.s, nullptr) !=
+      SQLITE_OK) {
     return sqliteError("cursor");
   }
   sqlite3_bind_text(q.s, 1, consumer.data(), static_cast<int>(consumer.size()), SQLITE_TRANSIENT);
@@ -245,8 +245,8 @@ absl::StatusOr<RetentionResult> IngestLog::enforceRetention(int64_t now_ns) {
   RetentionResult result;
   // Age first, then size: walk the oldest records until both bounds hold.
   Stmt q;
-  if (sqlite3_prepare_v2(db_, "SELECT id, received_ns, LENGTH(payload) FROM frames ORDER BY id",
-                         -1, &q.s, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_, "SELECT id, received_ns, LENGTH(payload) FROM frames ORDER BY id", -1,
+                         &q.s, nullptr) != SQLITE_OK) {
     return sqliteError("retention");
   }
   int64_t cut_id = 0;

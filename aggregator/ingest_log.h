@@ -26,7 +26,7 @@ namespace vigil::aggregator {
 
 struct IngestLogOptions {
   int64_t max_age_ns = 6LL * 3600 * 1000000000;  // retention by age
-  int64_t max_bytes = 2LL << 30;                  // retention by payload bytes
+  int64_t max_bytes = 2LL << 30;                 // retention by payload bytes
 };
 
 struct LogRecord {

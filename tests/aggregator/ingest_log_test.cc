@@ -9,8 +9,7 @@ namespace {
 
 absl::StatusOr<bool> put(IngestLog& log, const std::string& agent, uint64_t epoch, uint64_t seq,
                          const std::string& payload, int64_t now = 1000) {
-  return log.append(agent, epoch, seq, wire::Encoding::PACKED, payload.data(), payload.size(),
-                    now);
+  return log.append(agent, epoch, seq, wire::Encoding::PACKED, payload.data(), payload.size(), now);
 }
 
 TEST_CASE("appends are deduplicated by agent, epoch and seq") {
@@ -60,8 +59,8 @@ TEST_CASE("retention drops the oldest records by age and by size") {
   opts.max_bytes = 10;
   auto log = IngestLog::open(dir.file("log.db"), opts);
   REQUIRE(log.ok());
-  REQUIRE(*put(**log, "a", 1, 1, "0123", 0));     // too old at now=200
-  REQUIRE(*put(**log, "a", 1, 2, "4567", 150));   // in age, but size pushes it out
+  REQUIRE(*put(**log, "a", 1, 1, "0123", 0));    // too old at now=200
+  REQUIRE(*put(**log, "a", 1, 2, "4567", 150));  // in age, but size pushes it out
   REQUIRE(*put(**log, "a", 1, 3, "89ab", 190));
   REQUIRE(*put(**log, "a", 1, 4, "cdef", 195));
   auto r = (*log)->enforceRetention(200);

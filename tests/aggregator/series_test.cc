@@ -6,7 +6,8 @@ namespace vigil::aggregator {
 namespace {
 
 TEST_CASE("selectors parse metric names and all four matcher kinds") {
-  auto s = parseSelector(R"(vigil_process_cpu_seconds_total{node="a", comm!="b",pid=~"1.*",x!~"y"})");
+  auto s =
+      parseSelector(R"(vigil_process_cpu_seconds_total{node="a", comm!="b",pid=~"1.*",x!~"y"})");
   REQUIRE(s.ok());
   CHECK(s->metric == "vigil_process_cpu_seconds_total");
   REQUIRE(s->matchers.size() == 4);
