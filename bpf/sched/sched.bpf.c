@@ -205,8 +205,9 @@ static __always_inline void account_prev(struct task_struct* prev, __u64 ran_ns,
     st->involuntary_switches += 1;
   else
     st->voluntary_switches += 1;
-  /* sched_switch fires before the context switch, so current is still prev. */
-  st->cgroup_id = bpf_get_current_cgroup_id();
+  /* The process may have moved: refresh. (A direct load under tp_btf; the helper otherwise,
+   * as sched_switch fires before the context switch and current is still prev.) */
+  st->cgroup_id = btf ? prev->cgroups->dfl_cgrp->kn->id : bpf_get_current_cgroup_id();
 }
 
 static __always_inline int on_switch(struct task_struct* prev, struct task_struct* next,
