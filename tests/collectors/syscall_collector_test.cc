@@ -124,6 +124,45 @@ TEST_CASE("1000 opens of a missing path count 1000 failures with ENOENT on top")
   CHECK(p.syscalls >= 1000);
 }
 
+TEST_CASE("only_tgid (the CLI's --pid) accounts that process only") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  int go[2];
+  REQUIRE(pipe(go) == 0);
+  DonePipe done;
+  Child child = Child::fork([&]() {
+    char c;
+    if (read(go[0], &c, 1) != 1) {
+      return 1;
+    }
+    for (int i = 0; i < 5000; ++i) {
+      syscall(SYS_getppid);
+    }
+    done.signal();
+    pause();
+    return 0;
+  });
+  SyscallOptions options = continuous();
+  options.only_tgid = static_cast<uint32_t>(child.pid());
+  auto collector = SyscallCollector::create(options);
+  REQUIRE(collector.ok());
+  char c = 1;
+  REQUIRE(write(go[1], &c, 1) == 1);
+  REQUIRE(done.wait());
+  for (int i = 0; i < 100; ++i) {
+    syscall(SYS_getppid);  // ours: must not show up
+  }
+  Snapshot snap;
+  (*collector)->collect(snap);
+  close(go[0]);
+  close(go[1]);
+  REQUIRE(snap.processes.size() == 1);
+  REQUIRE(snap.processes.count(child.pid()) == 1);
+  CHECK(snap.processes[child.pid()].syscalls >= 5000);
+  CHECK(snap.processes[child.pid()].syscalls <= 5100);
+}
+
 TEST_CASE("off mode attaches nothing and reports the collector down") {
   if (!testing::bpfAllowed("syscall_collector_test")) {
     return;

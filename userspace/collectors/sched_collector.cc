@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 
 #include "kernel-compat/features.h"
@@ -18,6 +19,7 @@ namespace vigil {
 namespace {
 
 constexpr uint64_t kMicrosecond = 1000;
+constexpr uint32_t kCgroupIdleCollects = 30;  // 5 minutes at the default 10 s interval
 
 HistogramSample toSample(const char* name, Labels labels, const sched_hist& h) {
   HistogramSample s;
@@ -153,11 +155,30 @@ void SchedCollector::collectRunqueue(Snapshot& out, const std::vector<uint32_t>&
   }
   out.histograms.push_back(toSample("vigil_runqueue_latency_seconds", {}, host));
 
-  for (const auto& [cgid, h] :
-       readHash<uint64_t, sched_hist>(bpf_map__fd(skel_->maps.runq_cgroup))) {
-    out.histograms.push_back(
-        toSample("vigil_cgroup_runqueue_latency_seconds", {{"cgroup_id", absl::StrCat(cgid)}}, h));
+  // Per cgroup. Removed cgroups would keep their entries forever, so an entry that has not
+  // changed for kCgroupIdleCollects collections is deleted; if the cgroup wakes up again it
+  // starts from zero (a counter reset to Prometheus).
+  int cg_fd = bpf_map__fd(skel_->maps.runq_cgroup);
+  absl::flat_hash_map<uint64_t, CgroupSeen> seen;
+  for (const auto& [cgid, h] : readHash<uint64_t, sched_hist>(cg_fd)) {
+    HistogramSample sample =
+        toSample("vigil_cgroup_runqueue_latency_seconds", {{"cgroup_id", absl::StrCat(cgid)}}, h);
+    CgroupSeen now{sample.count, 0};
+    auto it = cgroups_seen_.find(cgid);
+    if (it != cgroups_seen_.end() && it->second.count == sample.count) {
+      now.idle_collects = it->second.idle_collects + 1;
+    }
+    if (now.idle_collects >= kCgroupIdleCollects) {
+      bpf_map_delete_elem(cg_fd, &cgid);
+      ++cgroups_evicted_;
+      continue;
+    }
+    seen.emplace(cgid, now);
+    out.histograms.push_back(std::move(sample));
   }
+  cgroups_seen_ = std::move(seen);
+  out.self.push_back(MetricSample{
+      "vigil_runqueue_cgroups_evicted_total", {}, static_cast<double>(cgroups_evicted_), true});
 
   // Per process: the processes that waited longest, up to the cap.
   int proc_fd = bpf_map__fd(skel_->maps.runq_proc);

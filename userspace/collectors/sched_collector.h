@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "userspace/collectors/collector.h"
 
@@ -49,6 +50,12 @@ class SchedCollector final : public Collector {
   sched_bpf* skel_;
   const char* attach_mode_;
   SchedOptions options_;
+  struct CgroupSeen {
+    uint64_t count;
+    uint32_t idle_collects;
+  };
+  absl::flat_hash_map<uint64_t, CgroupSeen> cgroups_seen_;  // bounded by the kernel map
+  uint64_t cgroups_evicted_ = 0;
 };
 
 }  // namespace vigil

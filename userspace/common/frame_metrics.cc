@@ -69,6 +69,8 @@ constexpr Family kFamilies[] = {
      "Run-queue latency of the tasks of a cgroup v2 (label cgroup_id)."},
     {"vigil_runqueue_process_histograms_dropped", MetricType::kGauge,
      "Processes whose run-queue histogram was left out of this frame by the series cap."},
+    {"vigil_runqueue_cgroups_evicted_total", MetricType::kCounter,
+     "Per-cgroup run-queue histograms deleted after 30 idle collections (removed cgroups)."},
     {"vigil_syscalls_total", MetricType::kCounter,
      "Syscalls on the host (estimated when vigil_syscall_duty_cycle_ratio < 1)."},
     {"vigil_syscall_errors_total", MetricType::kCounter,
