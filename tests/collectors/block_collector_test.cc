@@ -68,8 +68,11 @@ TEST_CASE("writing and fsyncing 64 MiB with O_DIRECT is attributed to the writer
   }
   std::string disk = diskOf(st.st_dev);
 
-  auto collector = BlockCollector::create(BlockOptions{});
+  BlockOptions options;
+  options.force_raw_tp = GENERATE(false, true);
+  auto collector = BlockCollector::create(options);
   REQUIRE(collector.ok());
+  CHECK((*collector)->attachMode() == (options.force_raw_tp ? "raw_tp" : "tp_btf"));
   int done[2];
   REQUIRE(pipe(done) == 0);
   Child child = Child::fork([&]() {

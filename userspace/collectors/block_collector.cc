@@ -59,7 +59,7 @@ absl::StatusOr<std::unique_ptr<BlockCollector>> BlockCollector::create(
     return bpfError("block: open", -errno);
   }
   skel->rodata->targ_tgid = options.only_tgid;
-  bool btf = compat::haveBtfTracepoint("block_rq_insert") &&
+  bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("block_rq_insert") &&
              compat::haveBtfTracepoint("block_rq_issue") &&
              compat::haveBtfTracepoint("block_rq_complete");
   bpf_program__set_autoload(btf ? skel->progs.vigil_bins_raw : skel->progs.vigil_bins_btf, false);

@@ -19,7 +19,8 @@ struct block_bpf;
 namespace vigil {
 
 struct BlockOptions {
-  uint32_t only_tgid = 0;  // 0: every process
+  uint32_t only_tgid = 0;     // 0: every process
+  bool force_raw_tp = false;  // tests: use the raw_tp fallback even where tp_btf works
 };
 
 // The kernel name of a block device ("vda", "nvme0n1") from /sys/dev/block/M:m/uevent, or

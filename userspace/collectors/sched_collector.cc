@@ -1,6 +1,7 @@
 #include "userspace/collectors/sched_collector.h"
 
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -64,9 +65,12 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
   }
   skel->rodata->targ_tgid = options.only_tgid;
   // All three tracepoints came with the same kernels; one probe decides for the set.
-  bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("sched_switch") &&
-             compat::haveBtfTracepoint("sched_wakeup") &&
-             compat::haveBtfTracepoint("sched_wakeup_new");
+  // The tp_btf programs keep enqueue times in task storage (5.11+ for tracing programs); a
+  // kernel with BTF tracepoints but without it takes the raw_tp path.
+  bool btf =
+      !options.force_raw_tp && libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) == 1 &&
+      compat::haveBtfTracepoint("sched_switch") && compat::haveBtfTracepoint("sched_wakeup") &&
+      compat::haveBtfTracepoint("sched_wakeup_new");
   bpf_program__set_autoload(btf ? skel->progs.vigil_sched_raw : skel->progs.vigil_sched_btf, false);
   bpf_program__set_autoload(btf ? skel->progs.vigil_wake_raw : skel->progs.vigil_wake_btf, false);
   bpf_program__set_autoload(btf ? skel->progs.vigil_wnew_raw : skel->progs.vigil_wnew_btf, false);

@@ -70,12 +70,20 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     return bpfError("syscalls: open", -errno);
   }
   skel->rodata->targ_tgid = options.only_tgid;
+  SyscallOptions effective = options;
+  if (effective.latency && libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) != 1) {
+    VIGIL_LOG_WARN("syscalls: no BPF task storage in this kernel; syscall latency is off");
+    effective.latency = false;
+  }
+  // Start times live in task storage, needed only for latency (and absent before 5.11).
+  bpf_map__set_autocreate(skel->maps.sys_start, effective.latency);
   bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("sys_enter") &&
              compat::haveBtfTracepoint("sys_exit");
   // Exactly one exit program and at most one enter program load; the rest stay out.
-  bpf_program* keep_enter =
-      options.latency ? (btf ? skel->progs.vigil_sysen_btf : skel->progs.vigil_sysen_raw) : nullptr;
-  bpf_program* keep_exit = options.latency
+  bpf_program* keep_enter = effective.latency
+                                ? (btf ? skel->progs.vigil_sysen_btf : skel->progs.vigil_sysen_raw)
+                                : nullptr;
+  bpf_program* keep_exit = effective.latency
                                ? (btf ? skel->progs.vigil_sysex_btf : skel->progs.vigil_sysex_raw)
                                : (btf ? skel->progs.vigil_sysxc_btf : skel->progs.vigil_sysxc_raw);
   bpf_program* prog;
@@ -88,7 +96,7 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     return bpfError("syscalls", err);
   }
   std::unique_ptr<SyscallCollector> c(
-      new SyscallCollector(skel, btf ? "tp_btf" : "raw_tp", options));
+      new SyscallCollector(skel, btf ? "tp_btf" : "raw_tp", effective));
   // Both modes start attached: sampled mode's first window opens now, run() keeps the cadence.
   absl::Status st = c->attach();
   if (!st.ok()) {
