@@ -262,8 +262,7 @@ void runStorm(uint32_t ring_bytes, bool read_during_storm) {
       std::this_thread::sleep_for(20ms);
     }
   }
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   REQUIRE(WEXITSTATUS(*status) == 0);
   c.poll(0);
   Snapshot snap;
@@ -277,8 +276,7 @@ void runStorm(uint32_t ring_bytes, bool read_during_storm) {
   INFO("ring " << ring_bytes << " B: " << kExecs / seconds << " execs/s, seen " << seen
                << ", lost in kernel " << lost << ", dropped in userspace " << dropped);
   WARN("storm, ring " << ring_bytes << " B: " << static_cast<int>(kExecs / seconds)
-                      << " execs/s, seen " << seen << ", lost " << lost << ", dropped "
-                      << dropped);
+                      << " execs/s, seen " << seen << ", lost " << lost << ", dropped " << dropped);
   CHECK(c.generatedInKernel(ProcEventType::kExec) == kExecs);
   CHECK(seen + lost == kExecs);
   CHECK(execs_in_snapshots + dropped == seen);

@@ -24,8 +24,8 @@ static_assert(ProcessCollector::kTypes == VIGIL_PEV_TYPE_MAX, "event type count 
 
 // Signals reported by signal_generate: those whose default action kills the process and that
 // mean something went wrong (faults, aborts, kills), not an ordinary SIGTERM shutdown.
-constexpr int kFatalSignals[] = {SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS,  SIGFPE,
-                                 SIGKILL, SIGSEGV, SIGSYS, SIGXCPU, SIGXFSZ};
+constexpr int kFatalSignals[] = {SIGQUIT, SIGILL,  SIGTRAP, SIGABRT, SIGBUS, SIGFPE,
+                                 SIGKILL, SIGSEGV, SIGSYS,  SIGXCPU, SIGXFSZ};
 
 int64_t clockNs(clockid_t id) {
   struct timespec ts;
@@ -138,8 +138,8 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   std::unique_ptr<ProcessCollector> c(
       new ProcessCollector(skel, btf ? "tp_btf" : "raw_tp", options.max_buffered_events,
                            std::move(masker), std::move(mask_errors)));
-  c->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &ProcessCollector::onRecord,
-                              c.get(), nullptr);
+  c->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &ProcessCollector::onRecord, c.get(),
+                              nullptr);
   if (c->ring_ == nullptr) {
     return bpfError("process: ring buffer", -errno);
   }
@@ -350,22 +350,25 @@ void ProcessCollector::collect(Snapshot& out) {
     out.self.push_back(MetricSample{
         "vigil_events_generated_total", l,
         static_cast<double>(sumPerCpuCounter(counters, PROC_COUNTER_GENERATED_BASE + t)), true});
-    out.self.push_back(MetricSample{"vigil_events_dropped_total",
-                                    {{"collector", "process"},
-                                     {"type", procEventTypeName(t)},
-                                     {"reason", "buffer_full"}},
-                                    static_cast<double>(dropped_[t]), true});
+    out.self.push_back(MetricSample{
+        "vigil_events_dropped_total",
+        {{"collector", "process"}, {"type", procEventTypeName(t)}, {"reason", "buffer_full"}},
+        static_cast<double>(dropped_[t]),
+        true});
   }
   out.self.push_back(MetricSample{"vigil_events_malformed_total",
                                   {{"collector", "process"}},
-                                  static_cast<double>(malformed_), true});
+                                  static_cast<double>(malformed_),
+                                  true});
+  out.self.push_back(
+      MetricSample{"vigil_exec_argv_unreadable_total",
+                   {},
+                   static_cast<double>(sumPerCpuCounter(counters, PROC_COUNTER_ARGV_READ_FAIL)),
+                   true});
   out.self.push_back(MetricSample{
-      "vigil_exec_argv_unreadable_total", {},
-      static_cast<double>(sumPerCpuCounter(counters, PROC_COUNTER_ARGV_READ_FAIL)), true});
-  out.self.push_back(MetricSample{"vigil_masked_values_total", {},
-                                  static_cast<double>(masker_->maskedCount()), true});
-  out.self.push_back(MetricSample{"vigil_mask_pattern_errors", {},
-                                  static_cast<double>(mask_errors_.size()), false});
+      "vigil_masked_values_total", {}, static_cast<double>(masker_->maskedCount()), true});
+  out.self.push_back(MetricSample{
+      "vigil_mask_pattern_errors", {}, static_cast<double>(mask_errors_.size()), false});
   appendProgramStats(skel_->obj, out.self);
   out.collectors.push_back(CollectorState{"process", true, ""});
 }

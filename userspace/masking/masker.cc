@@ -15,16 +15,16 @@ namespace {
 
 // Words that make a flag or variable name a secret when they are one of its -_. separated parts.
 constexpr absl::string_view kSecretWords[] = {
-    "password", "passwd",  "pass",          "pwd",        "pw",         "passphrase",
-    "secret",   "secrets", "token",         "tokens",     "apikey",     "key",
-    "auth",     "cookie",  "authorization", "credential", "credentials", "privatekey",
-    "accesskey", "secretkey", "sessionkey", "clientsecret", "authtoken", "accesstoken"};
+    "password",  "passwd",    "pass",          "pwd",          "pw",          "passphrase",
+    "secret",    "secrets",   "token",         "tokens",       "apikey",      "key",
+    "auth",      "cookie",    "authorization", "credential",   "credentials", "privatekey",
+    "accesskey", "secretkey", "sessionkey",    "clientsecret", "authtoken",   "accesstoken"};
 
 // Substrings that make a name a secret wherever they occur (e.g. PGPASSWORD, MYSECRETVALUE).
 constexpr absl::string_view kSecretSubstrings[] = {
-    "password", "passwd", "passphrase", "secret", "token", "apikey", "api_key", "api-key",
-    "credential", "privatekey", "private_key", "private-key", "accesskey", "access_key",
-    "access-key"};
+    "password",    "passwd",      "passphrase", "secret",     "token",
+    "apikey",      "api_key",     "api-key",    "credential", "privatekey",
+    "private_key", "private-key", "accesskey",  "access_key", "access-key"};
 
 // A last part that says the value is a reference to a secret, not the secret itself.
 constexpr absl::string_view kReferenceSuffixes[] = {"file", "path", "dir", "type", "ttl"};
@@ -48,8 +48,8 @@ bool Masker::isSensitiveName(absl::string_view name) {
     return false;
   }
   std::string lower = absl::AsciiStrToLower(name);
-  std::vector<absl::string_view> parts = absl::StrSplit(lower, absl::ByAnyChar("-_."),
-                                                        absl::SkipEmpty());
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(lower, absl::ByAnyChar("-_."), absl::SkipEmpty());
   if (parts.empty()) {
     return false;
   }
@@ -152,7 +152,8 @@ bool Masker::maskKeyValues(std::string& text, bool whole_arg) const {
       --key_start;
     }
     size_t next = eq + 1;
-    if (key_start < eq && isSensitiveName(absl::string_view(text).substr(key_start, eq - key_start))) {
+    if (key_start < eq &&
+        isSensitiveName(absl::string_view(text).substr(key_start, eq - key_start))) {
       size_t end = eq + 1;
       if (whole_arg && key_start == 0) {
         end = text.size();  // --password=a b,c as one argument: all of it is the value
@@ -200,8 +201,8 @@ std::vector<std::string> Masker::maskArgs(std::vector<std::string> args) const {
     std::string& a = args[i];
     bool has_next = i + 1 < args.size() && !args[i + 1].empty();
     // --password VALUE / -token VALUE: the secret is the next argument.
-    if (a.size() > 1 && a[0] == '-' && a.find('=') == std::string::npos &&
-        isSensitiveName(a) && has_next && args[i + 1][0] != '-') {
+    if (a.size() > 1 && a[0] == '-' && a.find('=') == std::string::npos && isSensitiveName(a) &&
+        has_next && args[i + 1][0] != '-') {
       args[i + 1] = std::string(kMask);
       masked_.fetch_add(1, std::memory_order_relaxed);
       ++i;
@@ -229,9 +230,9 @@ std::vector<std::string> Masker::maskArgs(std::vector<std::string> args) const {
     }
     // "Authorization: Bearer" followed by the token as its own argument.
     std::string lower = absl::AsciiStrToLower(a);
-    if (has_next && (lower == "bearer" || (absl::StrContains(lower, "authorization") &&
-                                           (absl::EndsWith(lower, "bearer") ||
-                                            absl::EndsWith(lower, "basic"))))) {
+    if (has_next && (lower == "bearer" ||
+                     (absl::StrContains(lower, "authorization") &&
+                      (absl::EndsWith(lower, "bearer") || absl::EndsWith(lower, "basic"))))) {
       args[i + 1] = std::string(kMask);
       masked_.fetch_add(1, std::memory_order_relaxed);
       ++i;

@@ -48,7 +48,7 @@ class Masker {
   struct Rule {
     std::string source;
     std::regex re;
-    bool mask_group;  // mask sub-match 1 instead of the whole match
+    bool mask_group;     // mask sub-match 1 instead of the whole match
     std::string needle;  // a case-insensitive substring the text must contain, "" = always run
   };
 
