@@ -62,6 +62,26 @@ std::string fixedString(const char* s, size_t max) { return std::string(s, strnl
 
 }  // namespace
 
+void appendRecursionMisses(const bpf_object* obj, std::vector<MetricSample>& out) {
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    int fd = bpf_program__fd(prog);
+    if (fd < 0) {
+      continue;  // not loaded (the unused attach flavour)
+    }
+    bpf_prog_info info;
+    memset(&info, 0, sizeof(info));
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+      continue;
+    }
+    out.push_back(MetricSample{"vigil_bpf_program_recursion_misses_total",
+                               {{"program", bpf_program__name(prog)}},
+                               static_cast<double>(info.recursion_misses),
+                               true});
+  }
+}
+
 const char* procEventTypeName(int type) {
   switch (type) {
     case VIGIL_PEV_EXEC:
@@ -370,6 +390,7 @@ void ProcessCollector::collect(Snapshot& out) {
   out.self.push_back(MetricSample{
       "vigil_mask_pattern_errors", {}, static_cast<double>(mask_errors_.size()), false});
   appendProgramStats(skel_->obj, out.self);
+  appendRecursionMisses(skel_->obj, out.self);
   out.collectors.push_back(CollectorState{"process", true, ""});
 }
 

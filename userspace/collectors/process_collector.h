@@ -16,6 +16,7 @@
 #include "userspace/collectors/collector.h"
 #include "userspace/masking/masker.h"
 
+struct bpf_object;
 struct process_bpf;
 struct ring_buffer;
 
@@ -32,6 +33,11 @@ struct ProcessOptions {
 // Event types as in bpf/process/process.h, for the counters below.
 enum class ProcEventType : int { kExec = 1, kExit = 2, kFork = 3, kOomKill = 4, kSignal = 5 };
 const char* procEventTypeName(int type);
+
+// Appends vigil_bpf_program_recursion_misses_total{program} for each loaded program of `obj`:
+// invocations the kernel skipped because the same program was already running on that CPU
+// (e.g. a softirq interrupting it). Such skips are lost events, so they are exported.
+void appendRecursionMisses(const bpf_object* obj, std::vector<MetricSample>& out);
 
 class ProcessCollector final : public Collector {
  public:
