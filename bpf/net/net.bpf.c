@@ -139,7 +139,7 @@ static __always_inline void hist_add(__u32 tgid, __u32 kind, __u64 value) {
 
 /* Per-process stats of tgid, created with the given identity when new. */
 static __always_inline struct net_proc_stats* proc_for(__u32 tgid, const char* comm,
-                                                      __u64 cgroup_id) {
+                                                       __u64 cgroup_id) {
   struct net_proc_stats* st = bpf_map_lookup_elem(&proc_stats, &tgid);
   struct net_proc_stats init = {};
 
@@ -320,8 +320,8 @@ static __always_inline int on_length(struct sock* sk, int ret, int flags, bool s
   } else if (!info) {
     /* A connection that predates us: adopt it so retransmits and resets get an owner. */
     __u64 now = bpf_ktime_get_ns();
-    struct sock_info init = {.state_ts_ns = now, .open_ts_ns = now, .tgid = tgid,
-                             .cgroup_id = cgroup_id};
+    struct sock_info init = {
+        .state_ts_ns = now, .open_ts_ns = now, .tgid = tgid, .cgroup_id = cgroup_id};
 
     __builtin_memcpy(init.comm, comm, VIGIL_NET_COMM_LEN);
     if (bpf_map_update_elem(&socks, &key, &init, BPF_NOEXIST) != 0)

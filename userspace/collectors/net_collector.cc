@@ -321,8 +321,8 @@ void NetCollector::collect(Snapshot& out) {
 
   int counters = bpf_map__fd(skel_->maps.net_counters);
   auto counter = [&](uint32_t idx) { return static_cast<double>(sumPerCpuCounter(counters, idx)); };
-  out.host.push_back(MetricSample{
-      "vigil_tcp_retransmits_total", {}, counter(NET_COUNTER_RETRANSMITS), true});
+  out.host.push_back(
+      MetricSample{"vigil_tcp_retransmits_total", {}, counter(NET_COUNTER_RETRANSMITS), true});
   out.host.push_back(MetricSample{
       "vigil_tcp_resets_total", {{"direction", "sent"}}, counter(NET_COUNTER_RESETS_SENT), true});
   out.host.push_back(MetricSample{"vigil_tcp_resets_total",
@@ -359,13 +359,15 @@ void NetCollector::collect(Snapshot& out) {
                                   counter(NET_COUNTER_EVENTS_LOST), true});
   out.self.push_back(
       MetricSample{"vigil_events_generated_total", l, counter(NET_COUNTER_EVENTS_GENERATED), true});
-  out.self.push_back(MetricSample{
-      "vigil_events_dropped_total",
-      {{"collector", "net"}, {"type", "tcp_state"}, {"reason", "buffer_full"}},
-      static_cast<double>(dropped_),
-      true});
-  out.self.push_back(MetricSample{
-      "vigil_events_malformed_total", {{"collector", "net"}}, static_cast<double>(malformed_), true});
+  out.self.push_back(
+      MetricSample{"vigil_events_dropped_total",
+                   {{"collector", "net"}, {"type", "tcp_state"}, {"reason", "buffer_full"}},
+                   static_cast<double>(dropped_),
+                   true});
+  out.self.push_back(MetricSample{"vigil_events_malformed_total",
+                                  {{"collector", "net"}},
+                                  static_cast<double>(malformed_),
+                                  true});
   appendProgramStats(skel_->obj, out.self);
   appendRecursionMisses(skel_->obj, out.self);
   out.collectors.push_back(CollectorState{"net", true, ""});
