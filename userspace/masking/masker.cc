@@ -80,26 +80,26 @@ std::unique_ptr<Masker> Masker::create(const std::vector<std::string>& extra_pat
   struct Builtin {
     const char* re;
     bool icase;
-    bool group;
+    int group;
     const char* needle;
   };
   // Built-in rules beyond key=value and flag/value pairs; see docs/masking.md.
   static constexpr Builtin kBuiltins[] = {
       // scheme://user:password@host
-      {R"(([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):([^/\s@]+)@)", false, true, "://"},
+      {R"(([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):([^/\s@]+)@)", false, 2, "://"},
       // Authorization: Bearer <token>, Basic <credentials>
-      {R"(\bbearer\s+([A-Za-z0-9._~+/=\-]+))", true, true, "bearer"},
-      {R"(\bbasic\s+([A-Za-z0-9+/=]{8,}))", true, true, "basic"},
+      {R"(\bbearer\s+([A-Za-z0-9._~+/=\-]+))", true, 1, "bearer"},
+      {R"(\bbasic\s+([A-Za-z0-9+/=]{8,}))", true, 1, "basic"},
       // JSON-ish "password": "value"
       {R"###("[^"]*(?:password|passwd|secret|token|api_?key|credential)[^"]*"\s*:\s*"([^"]*)")###",
        true, true, "\""},
       // Token shapes that are secrets whatever their name: AWS access key ids, GitHub, Slack,
       // JWTs.
-      {R"(\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)", false, false, ""},
-      {R"(\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b)", false, false, "gh"},
-      {R"(\bgithub_pat_[A-Za-z0-9_]{30,})", false, false, "github_pat_"},
-      {R"(\bxox[abprs]-[A-Za-z0-9\-]{10,})", false, false, "xox"},
-      {R"(\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,})", false, false, "eyj"},
+      {R"(\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)", false, 0, ""},
+      {R"(\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b)", false, 0, "gh"},
+      {R"(\bgithub_pat_[A-Za-z0-9_]{30,})", false, 0, "github_pat_"},
+      {R"(\bxox[abprs]-[A-Za-z0-9\-]{10,})", false, 0, "xox"},
+      {R"(\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,})", false, 0, "eyj"},
   };
   for (const Builtin& b : kBuiltins) {
     auto f = b.icase ? flags | std::regex::icase : flags;
@@ -108,7 +108,8 @@ std::unique_ptr<Masker> Masker::create(const std::vector<std::string>& extra_pat
   for (const std::string& p : extra_patterns) {
     try {
       std::regex re(p, flags);
-      m->rules_.push_back(Rule{p, std::move(re), re.mark_count() > 0, ""});
+      int group = re.mark_count() > 0 ? 1 : 0;
+      m->rules_.push_back(Rule{p, std::move(re), group, ""});
     } catch (const std::regex_error& e) {
       if (errors != nullptr) {
         errors->push_back(absl::StrCat("mask pattern '", p, "' does not compile: ", e.what()));
@@ -124,7 +125,7 @@ bool Masker::applyRule(const Rule& rule, std::string& text) const {
     for (auto it = std::sregex_iterator(text.begin(), text.end(), rule.re);
          it != std::sregex_iterator(); ++it) {
       const std::smatch& m = *it;
-      size_t g = rule.mask_group && m.size() > 1 ? 1 : 0;
+      size_t g = static_cast<size_t>(rule.group) < m.size() ? static_cast<size_t>(rule.group) : 0;
       if (!m[g].matched || m.length(g) == 0 || m.str(g) == kMask) {
         continue;
       }
@@ -259,6 +260,14 @@ std::string Masker::maskCmdline(absl::string_view cmdline) const {
     args = absl::StrSplit(cmdline, ' ', absl::SkipEmpty());
   }
   return maskArgvJoined(std::move(args));
+}
+
+void maskSnapshotCmdlines(const Masker& masker, Snapshot& snap) {
+  for (auto& [pid, p] : snap.processes) {
+    if (!p.cmdline.empty()) {
+      p.cmdline = masker.maskCmdline(p.cmdline);
+    }
+  }
 }
 
 }  // namespace vigil

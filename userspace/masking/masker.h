@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "capnp/snapshot.h"
 
 namespace vigil {
 
@@ -48,7 +49,7 @@ class Masker {
   struct Rule {
     std::string source;
     std::regex re;
-    bool mask_group;     // mask sub-match 1 instead of the whole match
+    int group;           // the sub-match to mask (0: the whole match)
     std::string needle;  // a case-insensitive substring the text must contain, "" = always run
   };
 
@@ -59,5 +60,9 @@ class Masker {
   std::vector<Rule> rules_;
   mutable std::atomic<uint64_t> masked_{0};
 };
+
+// Masks every ProcessStats.cmdline of `snap` in place (collectors may fill cmdline raw; this
+// runs before the snapshot leaves the agent).
+void maskSnapshotCmdlines(const Masker& masker, Snapshot& snap);
 
 }  // namespace vigil
