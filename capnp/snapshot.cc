@@ -86,6 +86,11 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
     o.setTcpConnectFailures(p.tcp_connect_failures);
     o.setTcpResetsSent(p.tcp_resets_sent);
     o.setTcpResetsReceived(p.tcp_resets_received);
+    o.setTcpCloses(p.tcp_closes);
+    o.setTcpConnectRefused(p.tcp_connect_refused);
+    o.setTcpConnectTimeouts(p.tcp_connect_timeouts);
+    o.setTcpConnects(p.tcp_connects);
+    o.setTcpConnectLatencySumNs(p.tcp_connect_latency_sum_ns);
     o.setBlockReadBytes(p.block_read_bytes);
     o.setBlockWriteBytes(p.block_write_bytes);
     o.setBlockReadOps(p.block_read_ops);
@@ -183,6 +188,11 @@ void fromWire(wire::Frame::Reader frame, Snapshot& s) {
     p.tcp_connect_failures = o.getTcpConnectFailures();
     p.tcp_resets_sent = o.getTcpResetsSent();
     p.tcp_resets_received = o.getTcpResetsReceived();
+    p.tcp_closes = o.getTcpCloses();
+    p.tcp_connect_refused = o.getTcpConnectRefused();
+    p.tcp_connect_timeouts = o.getTcpConnectTimeouts();
+    p.tcp_connects = o.getTcpConnects();
+    p.tcp_connect_latency_sum_ns = o.getTcpConnectLatencySumNs();
     p.block_read_bytes = o.getBlockReadBytes();
     p.block_write_bytes = o.getBlockWriteBytes();
     p.block_read_ops = o.getBlockReadOps();

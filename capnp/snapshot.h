@@ -52,6 +52,11 @@ struct ProcessStats {
   uint64_t block_write_bytes = 0;
   uint64_t block_read_ops = 0;
   uint64_t block_write_ops = 0;
+  uint64_t tcp_closes = 0;
+  uint64_t tcp_connect_refused = 0;
+  uint64_t tcp_connect_timeouts = 0;
+  uint64_t tcp_connects = 0;  // connect-latency samples
+  uint64_t tcp_connect_latency_sum_ns = 0;
   bool exited = false;
 };
 

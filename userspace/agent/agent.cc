@@ -126,6 +126,19 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
     }
     agent->collectors_.push_back(std::move(*c));
   }
+  // Attribution and masking run on every snapshot after the collectors (docs/attribution.md,
+  // docs/masking.md).
+  auto attributor = Attributor::create();
+  if (attributor.ok()) {
+    agent->attributor_ = std::move(*attributor);
+  } else {
+    VIGIL_LOG_WARN("%s", attributor.status().message());
+  }
+  std::vector<std::string> mask_errors;
+  agent->masker_ = Masker::create(config.mask_patterns, &mask_errors);
+  for (const std::string& e : mask_errors) {
+    VIGIL_LOG_WARN("%s; pattern skipped", e);
+  }
   if (agent->collectors_.empty()) {
     return absl::FailedPreconditionError("no collector could start; see the lines above");
   }
@@ -188,6 +201,10 @@ void Agent::collectOnce() {
   for (auto& c : collectors_) {
     c->collect(*snap);
   }
+  if (attributor_) {
+    attributor_->annotate(*snap);
+  }
+  maskSnapshotCmdlines(*masker_, *snap);
   for (const auto& d : disabled_collectors_) {
     snap->collectors.push_back(d);
   }

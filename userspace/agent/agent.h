@@ -12,8 +12,10 @@
 #include "absl/status/statusor.h"
 #include "capnp/snapshot.h"
 #include "userspace/agent/uplink.h"
+#include "userspace/attribution/attributor.h"
 #include "userspace/collectors/collector.h"
 #include "userspace/common/http_server.h"
+#include "userspace/masking/masker.h"
 
 namespace vigil {
 
@@ -59,6 +61,8 @@ class Agent {
   CollectorConfig collector_config_;
   std::vector<std::unique_ptr<Collector>> collectors_;
   std::vector<CollectorState> disabled_collectors_;
+  std::unique_ptr<Attributor> attributor_;  // null when no cgroup2 mount was found
+  std::unique_ptr<Masker> masker_;
   uint64_t boot_epoch_;  // before uplink_, which is built from it
   Uplink uplink_;
   kj::Own<HttpServer> http_;

@@ -41,6 +41,14 @@ constexpr Family kFamilies[] = {
     {"vigil_process_tcp_connect_failures_total", MetricType::kCounter,
      "TCP connects that never reached ESTABLISHED."},
     {"vigil_process_tcp_resets_total", MetricType::kCounter, "TCP resets by direction."},
+    {"vigil_process_tcp_closes_total", MetricType::kCounter,
+     "Established TCP connections of the process that closed."},
+    {"vigil_process_tcp_connect_errors_total", MetricType::kCounter,
+     "Failed TCP connects by socket error (refused: ECONNREFUSED, timed_out: ETIMEDOUT)."},
+    {"vigil_process_tcp_connects_total", MetricType::kCounter,
+     "TCP connects that reached ESTABLISHED (connect-latency samples)."},
+    {"vigil_process_tcp_connect_latency_seconds_total", MetricType::kCounter,
+     "Sum of SYN_SENT -> ESTABLISHED times of the process's connects."},
     {"vigil_process_block_bytes_total", MetricType::kCounter,
      "Block I/O bytes issued by the process, by op (read, write)."},
     {"vigil_process_block_ops_total", MetricType::kCounter,
@@ -145,6 +153,16 @@ void writeProcessMetrics(const ProcessStats& p, const ExpositionOptions& opts, M
                p.tcp_resets_sent, opts);
   counterIfSet(out, "vigil_process_tcp_resets_total", with(l, {{"direction", "received"}}),
                p.tcp_resets_received, opts);
+  counterIfSet(out, "vigil_process_tcp_closes_total", l, p.tcp_closes, opts);
+  counterIfSet(out, "vigil_process_tcp_connect_errors_total", with(l, {{"reason", "refused"}}),
+               p.tcp_connect_refused, opts);
+  counterIfSet(out, "vigil_process_tcp_connect_errors_total", with(l, {{"reason", "timed_out"}}),
+               p.tcp_connect_timeouts, opts);
+  counterIfSet(out, "vigil_process_tcp_connects_total", l, p.tcp_connects, opts);
+  if (p.tcp_connect_latency_sum_ns != 0) {
+    out.sample("vigil_process_tcp_connect_latency_seconds_total", l,
+               p.tcp_connect_latency_sum_ns / 1e9, opts.timestamp_ms);
+  }
   counterIfSet(out, "vigil_process_block_bytes_total", with(l, {{"op", "read"}}),
                p.block_read_bytes, opts);
   counterIfSet(out, "vigil_process_block_bytes_total", with(l, {{"op", "write"}}),

@@ -1,0 +1,299 @@
+#include "userspace/collectors/net_collector.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cerrno>
+#include <chrono>
+#include <vector>
+
+#include "tests/support/test_support.h"
+
+namespace vigil {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Child;
+
+constexpr uint8_t kTcpEstablished = 1;
+constexpr uint8_t kTcpSynSent = 2;
+constexpr uint8_t kTcpClose = 7;
+
+sockaddr_in loopback(uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  return a;
+}
+
+uint16_t portOf(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
+}
+
+// A listening TCP socket on 127.0.0.1, port chosen by the kernel.
+int listener() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a = loopback(0);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  REQUIRE(listen(fd, 8) == 0);
+  return fd;
+}
+
+int connectTo(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a = loopback(port);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+int exitCode(Child& c) {
+  auto status = c.wait(30s);
+  REQUIRE(status.has_value());
+  REQUIRE(WIFEXITED(*status));
+  return WEXITSTATUS(*status);
+}
+
+const ProcessStats* find(const Snapshot& snap, pid_t pid) {
+  auto it = snap.processes.find(static_cast<uint32_t>(pid));
+  return it == snap.processes.end() ? nullptr : &it->second;
+}
+
+std::vector<wire::TcpStateEvent::Reader> tcpEvents(const Snapshot& snap, pid_t pid) {
+  std::vector<wire::TcpStateEvent::Reader> out;
+  for (const auto& o : snap.events) {
+    auto e = o.getReader();
+    if (e.getPid() == static_cast<uint32_t>(pid) && e.which() == wire::Event::TCP_STATE) {
+      out.push_back(e.getTcpState());
+    }
+  }
+  return out;
+}
+
+const HistogramSample* histogram(const Snapshot& snap, const std::string& name) {
+  for (const HistogramSample& h : snap.histograms) {
+    if (h.name == name) {
+      return &h;
+    }
+  }
+  return nullptr;
+}
+
+TEST_CASE("connecting to a closed loopback port is one refused connect of that pid") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  auto collector = NetCollector::create(NetOptions{});
+  REQUIRE(collector.ok());
+  CHECK((*collector)->bytesSource() == "sock_length");
+  // A port that was just free: bound, never listened on, closed.
+  int probe = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a = loopback(0);
+  REQUIRE(bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  uint16_t port = portOf(probe);
+  close(probe);
+
+  Child child = Child::fork([port]() { return connectTo(port) < 0 ? errno : 0; });
+  REQUIRE(exitCode(child) == ECONNREFUSED);
+  Snapshot snap;
+  (*collector)->poll(100);
+  (*collector)->collect(snap);
+  const ProcessStats* p = find(snap, child.pid());
+  REQUIRE(p != nullptr);
+  CHECK(p->tcp_active_opens == 1);
+  CHECK(p->tcp_connect_failures == 1);
+  CHECK(p->tcp_connect_refused == 1);
+  CHECK(p->tcp_connect_timeouts == 0);
+  CHECK(p->tcp_connects == 0);
+  CHECK(p->tcp_resets_received == 1);
+  CHECK(p->exited);
+  auto events = tcpEvents(snap, child.pid());
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].getOldState() == kTcpSynSent);
+  CHECK(events[0].getNewState() == kTcpClose);
+  CHECK(events[0].getSocketError() == ECONNREFUSED);
+  CHECK(events[0].getDport() == port);
+  CHECK(events[0].getFamily() == AF_INET);
+}
+
+TEST_CASE("10 MiB over loopback TCP: tx and rx bytes, one connect sample, one passive open") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  constexpr size_t kBytes = 10 << 20;
+  auto collector = NetCollector::create(NetOptions{});
+  REQUIRE(collector.ok());
+  int lfd = listener();
+  uint16_t port = portOf(lfd);
+  Child server = Child::fork([lfd]() {
+    int c = accept(lfd, nullptr, nullptr);
+    if (c < 0) {
+      return 1;
+    }
+    std::vector<char> buf(1 << 16);
+    size_t total = 0;
+    ssize_t n;
+    while ((n = read(c, buf.data(), buf.size())) > 0) {
+      total += static_cast<size_t>(n);
+    }
+    close(c);
+    return total == kBytes ? 0 : 2;
+  });
+  close(lfd);
+  Child client = Child::fork([port]() {
+    int fd = connectTo(port);
+    if (fd < 0) {
+      return 1;
+    }
+    std::vector<char> buf(1 << 16, 'x');
+    size_t sent = 0;
+    while (sent < kBytes) {
+      ssize_t n = write(fd, buf.data(), std::min(buf.size(), kBytes - sent));
+      if (n <= 0) {
+        return 2;
+      }
+      sent += static_cast<size_t>(n);
+    }
+    close(fd);
+    return 0;
+  });
+  REQUIRE(exitCode(client) == 0);
+  REQUIRE(exitCode(server) == 0);
+  Snapshot snap;
+  (*collector)->poll(100);
+  (*collector)->collect(snap);
+
+  const ProcessStats* c = find(snap, client.pid());
+  const ProcessStats* s = find(snap, server.pid());
+  REQUIRE(c != nullptr);
+  REQUIRE(s != nullptr);
+  INFO("client tx " << c->tcp_tx_bytes << ", server rx " << s->tcp_rx_bytes);
+  CHECK(c->tcp_tx_bytes == Approx(kBytes).epsilon(0.01));
+  CHECK(s->tcp_rx_bytes == Approx(kBytes).epsilon(0.01));
+  CHECK(c->tcp_active_opens == 1);
+  CHECK(c->tcp_connects == 1);
+  CHECK(c->tcp_connect_latency_sum_ns < 1'000'000'000ull);
+  CHECK(c->tcp_passive_opens == 0);
+  CHECK(s->tcp_passive_opens == 1);
+  CHECK(s->tcp_active_opens == 0);
+  CHECK(c->tcp_closes == 1);
+  CHECK(s->tcp_closes == 1);
+  CHECK(c->tcp_connect_failures == 0);
+
+  const HistogramSample* lat = histogram(snap, "vigil_tcp_connect_latency_seconds");
+  REQUIRE(lat != nullptr);
+  CHECK(lat->count >= 1);
+  const HistogramSample* rtt = histogram(snap, "vigil_tcp_srtt_seconds");
+  REQUIRE(rtt != nullptr);
+  CHECK(rtt->count >= 2);  // both ends left ESTABLISHED
+
+  // Lifecycle events: the client's established and closed, the server's likewise.
+  auto ce = tcpEvents(snap, client.pid());
+  REQUIRE(ce.size() == 2);
+  CHECK(ce[0].getNewState() == kTcpEstablished);
+  CHECK(ce[1].getNewState() == kTcpClose);
+  CHECK(ce[1].getTxBytes() == Approx(kBytes).epsilon(0.01));
+  auto se = tcpEvents(snap, server.pid());
+  REQUIRE(se.size() == 1);  // ESTABLISHED had no owner yet; the close has
+  CHECK(se[0].getNewState() == kTcpClose);
+  CHECK(se[0].getRxBytes() == Approx(kBytes).epsilon(0.01));
+}
+
+TEST_CASE("UDP datagrams over loopback count as UDP bytes of sender and receiver") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  auto collector = NetCollector::create(NetOptions{});
+  REQUIRE(collector.ok());
+  int rfd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a = loopback(0);
+  REQUIRE(bind(rfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  uint16_t port = portOf(rfd);
+  Child receiver = Child::fork([rfd]() {
+    char buf[2048];
+    size_t total = 0;
+    for (int i = 0; i < 10; ++i) {
+      ssize_t n = recv(rfd, buf, sizeof(buf), 0);
+      total += n > 0 ? static_cast<size_t>(n) : 0;
+    }
+    return total == 10000 ? 0 : 1;
+  });
+  close(rfd);
+  Child sender = Child::fork([port]() {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in to = loopback(port);
+    char buf[1000] = {};
+    for (int i = 0; i < 10; ++i) {
+      sendto(fd, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+    }
+    return 0;
+  });
+  REQUIRE(exitCode(sender) == 0);
+  REQUIRE(exitCode(receiver) == 0);
+  Snapshot snap;
+  (*collector)->collect(snap);
+  const ProcessStats* s = find(snap, sender.pid());
+  const ProcessStats* r = find(snap, receiver.pid());
+  REQUIRE(s != nullptr);
+  REQUIRE(r != nullptr);
+  CHECK(s->udp_tx_bytes == 10000);
+  CHECK(r->udp_rx_bytes == 10000);
+  CHECK(s->tcp_tx_bytes == 0);
+}
+
+TEST_CASE("an abortive close is one reset sent by the server and one received by the client") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  auto collector = NetCollector::create(NetOptions{});
+  REQUIRE(collector.ok());
+  int lfd = listener();
+  uint16_t port = portOf(lfd);
+  Child server = Child::fork([lfd]() {
+    int c = accept(lfd, nullptr, nullptr);
+    char b;
+    if (c < 0 || read(c, &b, 1) != 1) {
+      return 1;
+    }
+    linger l{1, 0};  // close() sends RST
+    setsockopt(c, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    close(c);
+    return 0;
+  });
+  close(lfd);
+  Child client = Child::fork([port]() {
+    int fd = connectTo(port);
+    if (fd < 0 || write(fd, "x", 1) != 1) {
+      return 1;
+    }
+    char b;
+    ssize_t n = read(fd, &b, 1);
+    return n < 0 && errno == ECONNRESET ? 0 : 2;
+  });
+  REQUIRE(exitCode(server) == 0);
+  REQUIRE(exitCode(client) == 0);
+  Snapshot snap;
+  (*collector)->collect(snap);
+  const ProcessStats* c = find(snap, client.pid());
+  const ProcessStats* s = find(snap, server.pid());
+  REQUIRE(c != nullptr);
+  REQUIRE(s != nullptr);
+  CHECK(s->tcp_resets_sent == 1);
+  CHECK(c->tcp_resets_received == 1);
+  CHECK(c->tcp_resets_sent == 0);
+}
+
+}  // namespace
+}  // namespace vigil

@@ -1,0 +1,376 @@
+#include "userspace/collectors/net_collector.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "kernel-compat/features.h"
+#include "net.skel.h"
+#include "net/net.h"
+#include "userspace/collectors/bpf_util.h"
+#include "userspace/collectors/process_collector.h"
+#include "userspace/common/log.h"
+
+namespace vigil {
+namespace {
+
+int64_t clockNs(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// Whether a tracepoint can be attached: through its BTF type when the kernel has BTF (tp_btf),
+// else through tracefs (the raw_tp target must exist as a classic tracepoint).
+bool haveHook(bool btf, const char* category, const char* name) {
+  if (btf) {
+    return compat::haveBtfTracepoint(name);
+  }
+  compat::ensureTracefs();
+  return compat::haveTracepoint(category, name);
+}
+
+}  // namespace
+
+NetCollector::NetCollector(net_bpf* skel, const char* mode, const char* bytes_source,
+                           size_t max_buffered)
+    : skel_(skel), attach_mode_(mode), bytes_source_(bytes_source), max_buffered_(max_buffered) {
+  for (Hist& h : retired_) {
+    h.buckets.assign(VIGIL_NET_HIST_SLOTS, 0);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOptions& options) {
+  if (!compat::haveRingBuffer()) {
+    return absl::FailedPreconditionError(
+        "net: this kernel has no BPF ring buffer (needs 5.8+); the net collector is off");
+  }
+  bool btf = compat::haveBtfTracepoint("inet_sock_set_state");
+  if (!btf && !haveHook(false, "sock", "inet_sock_set_state")) {
+    return absl::FailedPreconditionError(
+        "net: tracepoint sock/inet_sock_set_state is missing (kernel older than 4.16?); the net "
+        "collector is off");
+  }
+  net_bpf* skel = net_bpf::open();
+  if (skel == nullptr) {
+    return bpfError("net: open", -errno);
+  }
+  struct Hook {
+    const char* category;
+    const char* name;
+    bpf_program* btf_prog;
+    bpf_program* raw_prog;
+  };
+  Hook hooks[] = {
+      {"sock", "inet_sock_set_state", skel->progs.vigil_state_btf, skel->progs.vigil_state_raw},
+      {"tcp", "tcp_retransmit_skb", skel->progs.vigil_rtx_btf, skel->progs.vigil_rtx_raw},
+      {"tcp", "tcp_send_reset", skel->progs.vigil_rsts_btf, skel->progs.vigil_rsts_raw},
+      {"tcp", "tcp_receive_reset", skel->progs.vigil_rstr_btf, skel->progs.vigil_rstr_raw},
+      {"sock", "sock_send_length", skel->progs.vigil_send_btf, skel->progs.vigil_send_raw},
+      {"sock", "sock_recv_length", skel->progs.vigil_recv_btf, skel->progs.vigil_recv_raw},
+      {"tcp", "tcp_destroy_sock", skel->progs.vigil_dstr_btf, skel->progs.vigil_dstr_raw},
+  };
+  bool have_destroy = false;
+  bool have_lengths = true;
+  for (const Hook& h : hooks) {
+    bool present = haveHook(btf, h.category, h.name);
+    if (absl::string_view(h.name) == "tcp_destroy_sock") {
+      have_destroy = present;
+    }
+    bpf_program__set_autoload(btf ? h.raw_prog : h.btf_prog, false);
+    if (!present) {
+      bpf_program__set_autoload(btf ? h.btf_prog : h.raw_prog, false);
+      VIGIL_LOG_WARN("net: tracepoint %s/%s is missing on this kernel; its counters stay 0",
+                     h.category, h.name);
+      if (absl::string_view(h.name).find("_length") != absl::string_view::npos) {
+        have_lengths = false;
+      }
+    }
+  }
+  if (!have_lengths) {
+    // Both or neither: mixing exact per-call counts with close-time totals would double count.
+    bpf_program__set_autoload(skel->progs.vigil_send_btf, false);
+    bpf_program__set_autoload(skel->progs.vigil_send_raw, false);
+    bpf_program__set_autoload(skel->progs.vigil_recv_btf, false);
+    bpf_program__set_autoload(skel->progs.vigil_recv_raw, false);
+    VIGIL_LOG_WARN(
+        "net: no sock_send_length/sock_recv_length tracepoints; TCP bytes are taken from "
+        "tcp_sock when connections close, UDP bytes are not available");
+  }
+  skel->rodata->targ_tgid = options.only_tgid;
+  skel->rodata->bytes_from_tcp_sock = !have_lengths;
+  skel->rodata->delete_on_destroy = have_destroy;
+  bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
+  int err = net_bpf::load(skel);
+  if (err == 0) {
+    err = net_bpf::attach(skel);
+  }
+  if (err != 0) {
+    net_bpf::destroy(skel);
+    return bpfError("net", err);
+  }
+  std::unique_ptr<NetCollector> c(new NetCollector(skel, btf ? "tp_btf" : "raw_tp",
+                                                   have_lengths ? "sock_length" : "tcp_sock",
+                                                   options.max_buffered_events));
+  c->ring_ =
+      ring_buffer__new(bpf_map__fd(skel->maps.events), &NetCollector::onRecord, c.get(), nullptr);
+  if (c->ring_ == nullptr) {
+    return bpfError("net: ring buffer", -errno);
+  }
+  return c;
+}
+
+NetCollector::~NetCollector() {
+  observer_ = nullptr;
+  if (ring_ != nullptr) {
+    ring_buffer__free(ring_);
+  }
+  net_bpf::destroy(skel_);
+}
+
+int NetCollector::onRecord(void* ctx, void* data, size_t size) {
+  auto* self = static_cast<NetCollector*>(ctx);
+  net_tcp_event e;
+  if (size < sizeof(e)) {
+    ++self->malformed_;
+    return 0;
+  }
+  memcpy(&e, data, sizeof(e));
+  ++self->seen_;
+  if (self->buffered_.size() >= self->max_buffered_) {
+    ++self->dropped_;
+    return 0;
+  }
+  Buffered b;
+  b.pid = e.pid;
+  b.ktime_ns = e.ktime_ns;
+  b.cgroup_id = e.cgroup_id;
+  b.comm.assign(e.comm, strnlen(e.comm, sizeof(e.comm)));
+  b.family = e.family;
+  b.sport = e.sport;
+  b.dport = e.dport;
+  b.old_state = e.old_state;
+  b.new_state = e.new_state;
+  memcpy(b.saddr.data(), e.saddr, 16);
+  memcpy(b.daddr.data(), e.daddr, 16);
+  b.duration_ns = e.duration_ns;
+  b.lifetime_ns = e.lifetime_ns;
+  b.tx_bytes = e.tx_bytes;
+  b.rx_bytes = e.rx_bytes;
+  b.sk_err = e.sk_err;
+  b.srtt_us = e.srtt_us;
+  self->buffered_.push_back(std::move(b));
+  return 0;
+}
+
+int NetCollector::poll(int timeout_ms) {
+  int n = timeout_ms > 0 ? ring_buffer__poll(ring_, timeout_ms) : ring_buffer__consume(ring_);
+  return n < 0 ? 0 : n;
+}
+
+kj::Promise<void> NetCollector::drainOnReadable() {
+  return observer_->whenBecomesReadable().then([this]() {
+    poll(0);
+    return drainOnReadable();
+  });
+}
+
+kj::Promise<void> NetCollector::drainOnTimer(kj::Timer& timer) {
+  return timer.afterDelay(100 * kj::MILLISECONDS).then([this, &timer]() {
+    poll(0);
+    return drainOnTimer(timer);
+  });
+}
+
+kj::Promise<void> NetCollector::run(CollectorContext& context) {
+  observer_ = std::make_unique<kj::UnixEventPort::FdObserver>(
+      context.event_port, ring_buffer__epoll_fd(ring_),
+      kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  return drainOnReadable().exclusiveJoin(drainOnTimer(context.timer));
+}
+
+void NetCollector::collect(Snapshot& out) {
+  poll(0);
+  int64_t wall_minus_mono = clockNs(CLOCK_REALTIME) - clockNs(CLOCK_MONOTONIC);
+  for (const Buffered& b : buffered_) {
+    wire::Event::Builder ev = out.newEvent();
+    ev.setTimestampNs(static_cast<int64_t>(b.ktime_ns) + wall_minus_mono);
+    ev.setPid(b.pid);
+    ev.setComm(b.comm);
+    ev.setCgroupId(b.cgroup_id);
+    auto t = ev.initTcpState();
+    t.setFamily(b.family);
+    size_t alen = b.family == AF_INET ? 4 : 16;
+    t.setSaddr(kj::arrayPtr(b.saddr.data(), alen));
+    t.setDaddr(kj::arrayPtr(b.daddr.data(), alen));
+    t.setSport(b.sport);
+    t.setDport(b.dport);
+    t.setOldState(b.old_state);
+    t.setNewState(b.new_state);
+    t.setDurationNs(b.duration_ns);
+    t.setTxBytes(b.tx_bytes);
+    t.setRxBytes(b.rx_bytes);
+    t.setLifetimeNs(b.lifetime_ns);
+    t.setSocketError(b.sk_err);
+    t.setSrttUs(b.srtt_us);
+  }
+  buffered_.clear();
+
+  // Per-process counters; processes that are gone are reported once more, then retired.
+  int stats_fd = bpf_map__fd(skel_->maps.proc_stats);
+  std::vector<uint32_t> gone;
+  forEachPerCpu<uint32_t, net_proc_stats>(
+      stats_fd, [&](const uint32_t& tgid, const std::vector<net_proc_stats>& cpus) {
+        ProcessStats& p = out.process(tgid);
+        net_proc_stats sum{};
+        for (const net_proc_stats& v : cpus) {
+          sum.tcp_tx_bytes += v.tcp_tx_bytes;
+          sum.tcp_rx_bytes += v.tcp_rx_bytes;
+          sum.udp_tx_bytes += v.udp_tx_bytes;
+          sum.udp_rx_bytes += v.udp_rx_bytes;
+          sum.retransmits += v.retransmits;
+          sum.active_opens += v.active_opens;
+          sum.passive_opens += v.passive_opens;
+          sum.connect_failures += v.connect_failures;
+          sum.connect_refused += v.connect_refused;
+          sum.connect_timeouts += v.connect_timeouts;
+          sum.closes += v.closes;
+          sum.resets_sent += v.resets_sent;
+          sum.resets_received += v.resets_received;
+          if (p.comm.empty() && v.comm[0] != '\0') {
+            p.comm.assign(v.comm, strnlen(v.comm, sizeof(v.comm)));
+          }
+          if (p.cgroup_id == 0 && v.cgroup_id != 0) {
+            p.cgroup_id = v.cgroup_id;
+          }
+        }
+        p.tcp_tx_bytes = sum.tcp_tx_bytes;
+        p.tcp_rx_bytes = sum.tcp_rx_bytes;
+        p.udp_tx_bytes = sum.udp_tx_bytes;
+        p.udp_rx_bytes = sum.udp_rx_bytes;
+        p.tcp_retransmits = sum.retransmits;
+        p.tcp_active_opens = sum.active_opens;
+        p.tcp_passive_opens = sum.passive_opens;
+        p.tcp_connect_failures = sum.connect_failures;
+        p.tcp_connect_refused = sum.connect_refused;
+        p.tcp_connect_timeouts = sum.connect_timeouts;
+        p.tcp_closes = sum.closes;
+        p.tcp_resets_sent = sum.resets_sent;
+        p.tcp_resets_received = sum.resets_received;
+        if (kill(static_cast<pid_t>(tgid), 0) != 0 && errno == ESRCH) {
+          p.exited = true;
+          gone.push_back(tgid);
+        }
+      });
+
+  // Histograms: per-process connect counts go to ProcessStats; all are summed host-wide.
+  absl::flat_hash_set<uint32_t> gone_set(gone.begin(), gone.end());
+  int hist_fd = bpf_map__fd(skel_->maps.hists);
+  std::array<Hist, 2> host = retired_;
+  std::vector<net_hist_key> retire;
+  net_hist_key key{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(hist_fd, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    net_hist h;
+    if (bpf_map_lookup_elem(hist_fd, &key, &h) != 0 || key.kind >= NET_HIST_KINDS) {
+      continue;
+    }
+    Hist& dst = host[key.kind];
+    for (int i = 0; i < VIGIL_NET_HIST_SLOTS; ++i) {
+      dst.buckets[i] += h.slots[i];
+    }
+    dst.count += h.count;
+    dst.sum += h.sum;
+    if (key.kind == NET_HIST_CONNECT_US && key.tgid != 0) {
+      auto it = out.processes.find(key.tgid);
+      ProcessStats& p = it != out.processes.end() ? it->second : out.process(key.tgid);
+      p.tcp_connects = h.count;
+      p.tcp_connect_latency_sum_ns = h.sum * 1000;
+    }
+    if (key.tgid != 0 && (gone_set.contains(key.tgid) ||
+                          (kill(static_cast<pid_t>(key.tgid), 0) != 0 && errno == ESRCH))) {
+      retire.push_back(key);
+      Hist& r = retired_[key.kind];
+      for (int i = 0; i < VIGIL_NET_HIST_SLOTS; ++i) {
+        r.buckets[i] += h.slots[i];
+      }
+      r.count += h.count;
+      r.sum += h.sum;
+    }
+  }
+  for (const net_hist_key& k : retire) {
+    bpf_map_delete_elem(hist_fd, &k);
+  }
+  for (uint32_t tgid : gone) {
+    bpf_map_delete_elem(stats_fd, &tgid);
+  }
+  const char* hist_names[] = {"vigil_tcp_connect_latency_seconds", "vigil_tcp_srtt_seconds"};
+  for (int k = 0; k < NET_HIST_KINDS; ++k) {
+    out.histograms.push_back(
+        HistogramSample{hist_names[k], {}, 1000, host[k].buckets, host[k].count, host[k].sum});
+  }
+
+  int counters = bpf_map__fd(skel_->maps.net_counters);
+  auto counter = [&](uint32_t idx) { return static_cast<double>(sumPerCpuCounter(counters, idx)); };
+  out.host.push_back(
+      MetricSample{"vigil_tcp_retransmits_total", {}, counter(NET_COUNTER_RETRANSMITS), true});
+  out.host.push_back(MetricSample{
+      "vigil_tcp_resets_total", {{"direction", "sent"}}, counter(NET_COUNTER_RESETS_SENT), true});
+  out.host.push_back(MetricSample{"vigil_tcp_resets_total",
+                                  {{"direction", "received"}},
+                                  counter(NET_COUNTER_RESETS_RECEIVED),
+                                  true});
+  struct {
+    const char* what;
+    uint32_t idx;
+  } unattributed[] = {
+      {"retransmit", NET_COUNTER_RETRANSMITS_UNATTRIBUTED},
+      {"reset_sent", NET_COUNTER_RESETS_SENT_UNATTRIBUTED},
+      {"reset_received", NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED},
+      {"passive_open", NET_COUNTER_PASSIVE_UNATTRIBUTED},
+      {"state_change", NET_COUNTER_STATE_UNATTRIBUTED},
+  };
+  for (const auto& u : unattributed) {
+    out.self.push_back(
+        MetricSample{"vigil_net_unattributed_total", {{"what", u.what}}, counter(u.idx), true});
+  }
+  struct {
+    const char* map;
+    uint32_t idx;
+  } full[] = {{"net_proc_stats", NET_COUNTER_PROC_MAP_FULL},
+              {"net_socks", NET_COUNTER_SOCK_MAP_FULL},
+              {"net_hists", NET_COUNTER_HIST_MAP_FULL}};
+  for (const auto& f : full) {
+    out.self.push_back(
+        MetricSample{"vigil_bpf_map_full_total", {{"map", f.map}}, counter(f.idx), true});
+  }
+  Labels l = {{"collector", "net"}, {"type", "tcp_state"}};
+  out.self.push_back(MetricSample{"vigil_events_total", l, static_cast<double>(seen_), true});
+  out.self.push_back(MetricSample{"vigil_ringbuf_reserve_failures_total", l,
+                                  counter(NET_COUNTER_EVENTS_LOST), true});
+  out.self.push_back(
+      MetricSample{"vigil_events_generated_total", l, counter(NET_COUNTER_EVENTS_GENERATED), true});
+  out.self.push_back(
+      MetricSample{"vigil_events_dropped_total",
+                   {{"collector", "net"}, {"type", "tcp_state"}, {"reason", "buffer_full"}},
+                   static_cast<double>(dropped_),
+                   true});
+  out.self.push_back(MetricSample{"vigil_events_malformed_total",
+                                  {{"collector", "net"}},
+                                  static_cast<double>(malformed_),
+                                  true});
+  appendProgramStats(skel_->obj, out.self);
+  appendRecursionMisses(skel_->obj, out.self);
+  out.collectors.push_back(CollectorState{"net", true, ""});
+}
+
+}  // namespace vigil

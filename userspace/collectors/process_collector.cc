@@ -1,0 +1,397 @@
+#include "userspace/collectors/process_collector.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <signal.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "kernel-compat/features.h"
+#include "process.skel.h"
+#include "process/process.h"
+#include "userspace/collectors/bpf_util.h"
+#include "userspace/common/log.h"
+
+namespace vigil {
+namespace {
+
+static_assert(ProcessCollector::kTypes == VIGIL_PEV_TYPE_MAX, "event type count out of step");
+
+// Signals reported by signal_generate: those whose default action kills the process and that
+// mean something went wrong (faults, aborts, kills), not an ordinary SIGTERM shutdown.
+constexpr int kFatalSignals[] = {SIGQUIT, SIGILL,  SIGTRAP, SIGABRT, SIGBUS, SIGFPE,
+                                 SIGKILL, SIGSEGV, SIGSYS,  SIGXCPU, SIGXFSZ};
+
+int64_t clockNs(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// True when mark_victim's first argument is a pid rather than a task_struct * (see
+// process.bpf.c). Read from the kernel's BTF: the typedef btf_trace_mark_victim points to the
+// tracepoint's prototype, whose parameter 1 (after the context) is that argument.
+bool oomArgIsPid() {
+  struct btf* btf = btf__load_vmlinux_btf();
+  if (btf == nullptr) {
+    return true;  // no BTF: do not dereference what may be a pid
+  }
+  bool is_pid = true;
+  int id = btf__find_by_name_kind(btf, "btf_trace_mark_victim", BTF_KIND_TYPEDEF);
+  if (id > 0) {
+    const struct btf_type* t = btf__type_by_id(btf, btf__type_by_id(btf, id)->type);
+    if (t != nullptr && btf_is_ptr(t)) {
+      const struct btf_type* proto = btf__type_by_id(btf, t->type);
+      if (proto != nullptr && btf_is_func_proto(proto) && btf_vlen(proto) >= 2) {
+        int arg = btf__resolve_type(btf, btf_params(proto)[1].type);
+        const struct btf_type* at = arg > 0 ? btf__type_by_id(btf, arg) : nullptr;
+        is_pid = at == nullptr || !btf_is_ptr(at);
+      }
+    }
+  }
+  btf__free(btf);
+  return is_pid;
+}
+
+std::string fixedString(const char* s, size_t max) { return std::string(s, strnlen(s, max)); }
+
+}  // namespace
+
+void appendRecursionMisses(const bpf_object* obj, std::vector<MetricSample>& out) {
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    int fd = bpf_program__fd(prog);
+    if (fd < 0) {
+      continue;  // not loaded (the unused attach flavour)
+    }
+    bpf_prog_info info;
+    memset(&info, 0, sizeof(info));
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+      continue;
+    }
+    out.push_back(MetricSample{"vigil_bpf_program_recursion_misses_total",
+                               {{"program", bpf_program__name(prog)}},
+                               static_cast<double>(info.recursion_misses),
+                               true});
+  }
+}
+
+const char* procEventTypeName(int type) {
+  switch (type) {
+    case VIGIL_PEV_EXEC:
+      return "exec";
+    case VIGIL_PEV_EXIT:
+      return "exit";
+    case VIGIL_PEV_FORK:
+      return "fork";
+    case VIGIL_PEV_OOM_KILL:
+      return "oom_kill";
+    case VIGIL_PEV_SIGNAL:
+      return "signal";
+  }
+  return "unknown";
+}
+
+ProcessCollector::ProcessCollector(process_bpf* skel, const char* mode, size_t max_buffered,
+                                   std::unique_ptr<Masker> masker,
+                                   std::vector<std::string> mask_errors)
+    : skel_(skel),
+      attach_mode_(mode),
+      max_buffered_(max_buffered),
+      masker_(std::move(masker)),
+      mask_errors_(std::move(mask_errors)) {}
+
+absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
+    const ProcessOptions& options) {
+  if (!compat::haveRingBuffer()) {
+    return absl::FailedPreconditionError(
+        "process: this kernel has no BPF ring buffer (needs 5.8+); process events are off");
+  }
+  std::vector<std::string> mask_errors;
+  std::unique_ptr<Masker> masker = Masker::create(options.mask_patterns, &mask_errors);
+  for (const std::string& e : mask_errors) {
+    VIGIL_LOG_WARN("process: %s; pattern skipped", e);
+  }
+
+  process_bpf* skel = process_bpf::open();
+  if (skel == nullptr) {
+    return bpfError("process: open", -errno);
+  }
+  skel->rodata->targ_tgid = options.only_tgid;
+  skel->rodata->targ_cgroup_id = options.only_cgroup_id;
+  uint64_t mask = 0;
+  for (int s : kFatalSignals) {
+    mask |= 1ULL << s;
+  }
+  skel->rodata->fatal_signal_mask = mask;
+  skel->rodata->oom_arg_is_pid = oomArgIsPid();
+  bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
+
+  // tp_btf only when every hook has BTF, so one attach type serves the whole object.
+  bool btf = compat::haveBtfTracepoint("sched_process_exec") &&
+             compat::haveBtfTracepoint("sched_process_exit") &&
+             compat::haveBtfTracepoint("sched_process_fork") &&
+             compat::haveBtfTracepoint("signal_generate");
+  bpf_program* unused[] = {
+      btf ? skel->progs.vigil_exec_raw : skel->progs.vigil_exec_btf,
+      btf ? skel->progs.vigil_exit_raw : skel->progs.vigil_exit_btf,
+      btf ? skel->progs.vigil_fork_raw : skel->progs.vigil_fork_btf,
+      btf ? skel->progs.vigil_sig_raw : skel->progs.vigil_sig_btf,
+  };
+  for (bpf_program* p : unused) {
+    bpf_program__set_autoload(p, false);
+  }
+  int err = process_bpf::load(skel);
+  if (err == 0) {
+    err = process_bpf::attach(skel);
+  }
+  if (err != 0) {
+    process_bpf::destroy(skel);
+    return bpfError("process", err);
+  }
+  std::unique_ptr<ProcessCollector> c(
+      new ProcessCollector(skel, btf ? "tp_btf" : "raw_tp", options.max_buffered_events,
+                           std::move(masker), std::move(mask_errors)));
+  c->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &ProcessCollector::onRecord, c.get(),
+                              nullptr);
+  if (c->ring_ == nullptr) {
+    return bpfError("process: ring buffer", -errno);
+  }
+  return c;
+}
+
+ProcessCollector::~ProcessCollector() {
+  observer_ = nullptr;
+  if (ring_ != nullptr) {
+    ring_buffer__free(ring_);
+  }
+  process_bpf::destroy(skel_);
+}
+
+int ProcessCollector::onRecord(void* ctx, void* data, size_t size) {
+  static_cast<ProcessCollector*>(ctx)->handle(static_cast<const uint8_t*>(data), size);
+  return 0;
+}
+
+void ProcessCollector::handle(const uint8_t* data, size_t size) {
+  proc_event_header h;
+  if (size < sizeof(h)) {
+    ++malformed_;
+    return;
+  }
+  memcpy(&h, data, sizeof(h));
+  size_t need = 0;
+  switch (h.type) {
+    case VIGIL_PEV_EXEC:
+      need = offsetof(proc_exec_event, argv);
+      break;
+    case VIGIL_PEV_EXIT:
+      need = sizeof(proc_exit_event);
+      break;
+    case VIGIL_PEV_FORK:
+      need = sizeof(proc_fork_event);
+      break;
+    case VIGIL_PEV_OOM_KILL:
+      need = sizeof(proc_oom_event);
+      break;
+    case VIGIL_PEV_SIGNAL:
+      need = sizeof(proc_signal_event);
+      break;
+    default:
+      ++malformed_;
+      return;
+  }
+  if (size < need) {
+    ++malformed_;
+    return;
+  }
+  ++seen_[h.type];
+  if (buffered_.size() >= max_buffered_) {
+    ++dropped_[h.type];
+    return;
+  }
+  Buffered b;
+  b.type = static_cast<int>(h.type);
+  b.pid = h.pid;
+  b.tid = h.tid;
+  b.ppid = h.ppid;
+  b.ktime_ns = h.ktime_ns;
+  b.cgroup_id = h.cgroup_id;
+  b.comm = fixedString(h.comm, sizeof(h.comm));
+  switch (h.type) {
+    case VIGIL_PEV_EXEC: {
+      proc_exec_event e;
+      memset(&e, 0, sizeof(e));
+      memcpy(&e, data, std::min(size, sizeof(e)));
+      size_t argv_len = std::min<size_t>({e.argv_len, size - need, sizeof(e.argv)});
+      b.filename = fixedString(e.filename, std::min<size_t>(e.filename_len, sizeof(e.filename)));
+      absl::string_view raw(e.argv, argv_len);
+      while (!raw.empty() && raw.back() == '\0') {
+        raw.remove_suffix(1);
+      }
+      std::vector<std::string> args = absl::StrSplit(raw, '\0');
+      b.argv = masker_->maskArgvJoined(std::move(args));
+      b.argv_truncated = e.argv_truncated != 0 || e.argv_len != argv_len;
+      break;
+    }
+    case VIGIL_PEV_EXIT: {
+      proc_exit_event e;
+      memcpy(&e, data, sizeof(e));
+      b.exit_code = e.exit_code;
+      b.lifetime_ns = e.lifetime_ns;
+      break;
+    }
+    case VIGIL_PEV_FORK: {
+      proc_fork_event e;
+      memcpy(&e, data, sizeof(e));
+      b.child_pid = e.child_pid;
+      break;
+    }
+    case VIGIL_PEV_OOM_KILL: {
+      proc_oom_event e;
+      memcpy(&e, data, sizeof(e));
+      b.total_vm_kb = e.total_vm_kb;
+      b.anon_rss_kb = e.anon_rss_kb;
+      break;
+    }
+    case VIGIL_PEV_SIGNAL: {
+      proc_signal_event e;
+      memcpy(&e, data, sizeof(e));
+      b.signal = e.signal;
+      b.sender_pid = e.sender_pid;
+      b.result = e.result;
+      break;
+    }
+  }
+  buffered_.push_back(std::move(b));
+}
+
+int ProcessCollector::poll(int timeout_ms) {
+  int n = timeout_ms > 0 ? ring_buffer__poll(ring_, timeout_ms) : ring_buffer__consume(ring_);
+  return n < 0 ? 0 : n;
+}
+
+kj::Promise<void> ProcessCollector::drainOnReadable() {
+  return observer_->whenBecomesReadable().then([this]() {
+    poll(0);
+    return drainOnReadable();
+  });
+}
+
+kj::Promise<void> ProcessCollector::drainOnTimer(kj::Timer& timer) {
+  // A safety net for a missed edge on the epoll fd: the ring is also read every 100 ms.
+  return timer.afterDelay(100 * kj::MILLISECONDS).then([this, &timer]() {
+    poll(0);
+    return drainOnTimer(timer);
+  });
+}
+
+kj::Promise<void> ProcessCollector::run(CollectorContext& context) {
+  observer_ = std::make_unique<kj::UnixEventPort::FdObserver>(
+      context.event_port, ring_buffer__epoll_fd(ring_),
+      kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  return drainOnReadable().exclusiveJoin(drainOnTimer(context.timer));
+}
+
+uint64_t ProcessCollector::lostInKernel(ProcEventType t) const {
+  return sumPerCpuCounter(bpf_map__fd(skel_->maps.proc_counters),
+                          PROC_COUNTER_LOST_BASE + static_cast<uint32_t>(t));
+}
+
+uint64_t ProcessCollector::generatedInKernel(ProcEventType t) const {
+  return sumPerCpuCounter(bpf_map__fd(skel_->maps.proc_counters),
+                          PROC_COUNTER_GENERATED_BASE + static_cast<uint32_t>(t));
+}
+
+void ProcessCollector::collect(Snapshot& out) {
+  poll(0);
+  int64_t wall_minus_mono = clockNs(CLOCK_REALTIME) - clockNs(CLOCK_MONOTONIC);
+  for (const Buffered& b : buffered_) {
+    wire::Event::Builder ev = out.newEvent();
+    ev.setTimestampNs(static_cast<int64_t>(b.ktime_ns) + wall_minus_mono);
+    ev.setPid(b.pid);
+    ev.setTid(b.tid);
+    ev.setPpid(b.ppid);
+    ev.setComm(b.comm);
+    ev.setCgroupId(b.cgroup_id);
+    switch (b.type) {
+      case VIGIL_PEV_EXEC: {
+        auto e = ev.initExec();
+        e.setFilename(b.filename);
+        e.setArgv(b.argv);
+        e.setArgvTruncated(b.argv_truncated);
+        break;
+      }
+      case VIGIL_PEV_EXIT: {
+        auto e = ev.initExit();
+        e.setExitCode(static_cast<int32_t>((b.exit_code >> 8) & 0xff));
+        e.setSignal(static_cast<int32_t>(b.exit_code & 0x7f));
+        e.setCoreDumped((b.exit_code & 0x80) != 0);
+        e.setLifetimeNs(b.lifetime_ns);
+        break;
+      }
+      case VIGIL_PEV_FORK:
+        ev.initFork().setChildPid(b.child_pid);
+        break;
+      case VIGIL_PEV_OOM_KILL: {
+        auto e = ev.initOomKill();
+        e.setVictimPid(b.pid);
+        e.setVictimComm(b.comm);
+        e.setVictimCgroupId(b.cgroup_id);
+        e.setTotalVmKb(b.total_vm_kb);
+        e.setAnonRssKb(b.anon_rss_kb);
+        break;
+      }
+      case VIGIL_PEV_SIGNAL: {
+        auto e = ev.initSignal();
+        e.setSignal(b.signal);
+        e.setTargetPid(b.pid);
+        e.setSenderPid(b.sender_pid);
+        e.setResult(b.result);
+        break;
+      }
+    }
+  }
+  buffered_.clear();
+
+  int counters = bpf_map__fd(skel_->maps.proc_counters);
+  for (int t = 1; t < kTypes; ++t) {
+    Labels l = {{"collector", "process"}, {"type", procEventTypeName(t)}};
+    out.self.push_back(MetricSample{"vigil_events_total", l, static_cast<double>(seen_[t]), true});
+    out.self.push_back(MetricSample{
+        "vigil_ringbuf_reserve_failures_total", l,
+        static_cast<double>(sumPerCpuCounter(counters, PROC_COUNTER_LOST_BASE + t)), true});
+    out.self.push_back(MetricSample{
+        "vigil_events_generated_total", l,
+        static_cast<double>(sumPerCpuCounter(counters, PROC_COUNTER_GENERATED_BASE + t)), true});
+    out.self.push_back(MetricSample{
+        "vigil_events_dropped_total",
+        {{"collector", "process"}, {"type", procEventTypeName(t)}, {"reason", "buffer_full"}},
+        static_cast<double>(dropped_[t]),
+        true});
+  }
+  out.self.push_back(MetricSample{"vigil_events_malformed_total",
+                                  {{"collector", "process"}},
+                                  static_cast<double>(malformed_),
+                                  true});
+  out.self.push_back(
+      MetricSample{"vigil_exec_argv_unreadable_total",
+                   {},
+                   static_cast<double>(sumPerCpuCounter(counters, PROC_COUNTER_ARGV_READ_FAIL)),
+                   true});
+  out.self.push_back(MetricSample{
+      "vigil_masked_values_total", {}, static_cast<double>(masker_->maskedCount()), true});
+  out.self.push_back(MetricSample{
+      "vigil_mask_pattern_errors", {}, static_cast<double>(mask_errors_.size()), false});
+  appendProgramStats(skel_->obj, out.self);
+  appendRecursionMisses(skel_->obj, out.self);
+  out.collectors.push_back(CollectorState{"process", true, ""});
+}
+
+}  // namespace vigil
