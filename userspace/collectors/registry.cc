@@ -1,12 +1,13 @@
 #include "userspace/collectors/registry.h"
 
 #include "absl/strings/str_cat.h"
+#include "userspace/collectors/host_collector.h"
 #include "userspace/collectors/sched_collector.h"
 
 namespace vigil {
 
 const std::vector<std::string>& collectorNames() {
-  static const std::vector<std::string> names = {"sched"};
+  static const std::vector<std::string> names = {"sched", "host"};
   return names;
 }
 
@@ -14,6 +15,13 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
                                                            const CollectorConfig& config) {
   if (name == "sched") {
     auto c = SchedCollector::create(SchedOptions{config.only_tgid});
+    if (!c.ok()) {
+      return c.status();
+    }
+    return std::unique_ptr<Collector>(std::move(*c));
+  }
+  if (name == "host") {
+    auto c = HostCollector::create();
     if (!c.ok()) {
       return c.status();
     }
