@@ -130,7 +130,8 @@ absl::StatusOr<std::string> formatAgents(const json& reply, int64_t now) {
       {"AGENT", "NODE", "STATUS", "VERSION", "KERNEL", "LAST SEEN", "SEQ", "LABELS"}};
   size_t online = 0;
   for (const json& a : reply["agents"]) {
-    bool up = a.is_object() && a.value("online", false);
+    bool up = a.is_object() && a.contains("online") && a["online"].is_boolean() &&
+              a["online"].get<bool>();
     online += up;
     rows.push_back({str(a, "agent_id"), str(a, "node"), up ? "online" : "offline",
                     str(a, "version"), str(a, "kernel"), ago(num(a, "last_seen"), now),
@@ -173,7 +174,7 @@ absl::StatusOr<std::string> formatQuery(const json& reply) {
   if (!reply.is_object()) {
     return shapeError("JSON object");
   }
-  if (reply.value("status", "") != "success") {
+  if (!reply.contains("status") || reply["status"] != "success") {
     return absl::InvalidArgumentError(absl::StrCat(
         "query failed: ", reply.contains("error") ? str(reply, "error") : reply.dump()));
   }

@@ -71,7 +71,9 @@ absl::Status enterTerminal() {
   g_term.saved = t;
   g_term.key_fd = fd;
   t.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO);  // ISIG stays: Ctrl-C is SIGINT
-  t.c_cc[VMIN] = 0;
+  // VMIN 1 with O_NONBLOCK: read() answers EAGAIN when no key is waiting and 0 only on hangup
+  // (VMIN 0 would return 0 for "nothing yet", indistinguishable from hangup).
+  t.c_cc[VMIN] = 1;
   t.c_cc[VTIME] = 0;
   tcsetattr(fd, TCSANOW, &t);
   g_term.active = true;
@@ -207,7 +209,7 @@ int runOnce(const Command& self, kj::AsyncIoContext& io, LocalCollectors& lc, co
     writeAll(STDOUT_FILENO, out);
     return kExitOk;
   }
-  auto lines = renderTop(headerFrom(*cur, seconds), rows, cols, s.sort, s.by_container, 0, 0);
+  auto lines = renderTop(headerFrom(*cur, s.interval_s), rows, cols, s.sort, s.by_container, 0, 0);
   writeAll(STDOUT_FILENO, absl::StrCat(absl::StrJoin(lines, "\n"), "\n"));
   return kExitOk;
 }
@@ -282,12 +284,15 @@ int runTop(const Command& self, const Args& args) {
   if (auto st = enterTerminal(); !st.ok()) {
     return usageError(self, absl::StrCat(st.message(), "; in scripts use --once (and --json)"));
   }
-  LiveTop top(io, **lc, s);
-  auto signals = io.unixEventPort.onSignal(SIGINT)
-                     .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
-                     .exclusiveJoin(io.unixEventPort.onSignal(SIGHUP))
-                     .ignoreResult();
-  top.run().exclusiveJoin(kj::mv(signals)).wait(io.waitScope);
+  {
+    // The key observer must be gone before restoreTerminal() closes its descriptor.
+    LiveTop top(io, **lc, s);
+    auto signals = io.unixEventPort.onSignal(SIGINT)
+                       .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
+                       .exclusiveJoin(io.unixEventPort.onSignal(SIGHUP))
+                       .ignoreResult();
+    top.run().exclusiveJoin(kj::mv(signals)).wait(io.waitScope);
+  }
   restoreTerminal();
   for (const std::string& w : (*lc)->warnings()) {
     fprintf(stderr, "vigil top: %s\n", w.c_str());
