@@ -4,13 +4,15 @@
 #include "userspace/collectors/block_collector.h"
 #include "userspace/collectors/net_collector.h"
 #include "userspace/collectors/process_collector.h"
+#include "userspace/collectors/host_collector.h"
 #include "userspace/collectors/sched_collector.h"
 #include "userspace/collectors/syscall_collector.h"
 
 namespace vigil {
 
 const std::vector<std::string>& collectorNames() {
-  static const std::vector<std::string> names = {"sched", "syscalls", "block", "process", "net"};
+  static const std::vector<std::string> names = {"sched", "syscalls", "block",
+                                                 "process", "net", "host"};
   return names;
 }
 
@@ -66,6 +68,13 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     NetOptions options;
     options.only_tgid = config.only_tgid;
     auto c = NetCollector::create(options);
+    if (!c.ok()) {
+      return c.status();
+    }
+    return std::unique_ptr<Collector>(std::move(*c));
+  }
+  if (name == "host") {
+    auto c = HostCollector::create();
     if (!c.ok()) {
       return c.status();
     }

@@ -1,0 +1,24 @@
+// A blocking HTTP GET for the CLI's aggregator queries, on kj-http with its own short-lived
+// event loop. Failing to connect (refused, unresolvable, timed out) is Unavailable, so the
+// caller can tell "aggregator unreachable" from "aggregator answered with an error".
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace vigil::cli {
+
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+
+absl::StatusOr<HttpResponse> httpGet(const std::string& host_port, const std::string& path,
+                                     absl::Duration timeout = absl::Seconds(10));
+
+// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
+std::string urlEncode(const std::string& s);
+
+}  // namespace vigil::cli
