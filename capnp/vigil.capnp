@@ -116,33 +116,16 @@ struct ProcessSample {
 
   containerId @25 :Text;
   # Container id resolved from cgroupId, empty for host processes.
-  # Ordinals 26-39 are allotted to the scheduler/syscall/block collectors and 40-59 to the
-  # network/process collectors. Cap'n Proto allows no holes, so ordinals not yet given a field
-  # are Void placeholders (no wire space); replace one in place when adding a field.
-  unused26 @26 :Void;
-  unused27 @27 :Void;
-  unused28 @28 :Void;
-  unused29 @29 :Void;
-  unused30 @30 :Void;
-  unused31 @31 :Void;
-  unused32 @32 :Void;
-  unused33 @33 :Void;
-  unused34 @34 :Void;
-  unused35 @35 :Void;
-  unused36 @36 :Void;
-  unused37 @37 :Void;
-  unused38 @38 :Void;
-  unused39 @39 :Void;
 
-  tcpCloses @40 :UInt64;
+  tcpCloses @26 :UInt64;
   # Established connections of the process that reached CLOSE.
-  tcpConnectRefused @41 :UInt64;
+  tcpConnectRefused @27 :UInt64;
   # Failed connects (tcpConnectFailures) whose socket error was ECONNREFUSED.
-  tcpConnectTimeouts @42 :UInt64;
+  tcpConnectTimeouts @28 :UInt64;
   # Failed connects whose socket error was ETIMEDOUT.
-  tcpConnects @43 :UInt64;
+  tcpConnects @29 :UInt64;
   # Connects that reached ESTABLISHED (the connect-latency samples of this process).
-  tcpConnectLatencySumNs @44 :UInt64;
+  tcpConnectLatencySumNs @30 :UInt64;
   # Sum of their SYN_SENT -> ESTABLISHED times (microsecond resolution).
 }
 
