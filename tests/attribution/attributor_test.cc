@@ -150,8 +150,8 @@ TEST_CASE("processes in hand-made kubelet, runtime and systemd cgroups are attri
        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + kUidUnderscores +
            ".slice/docker-" + kId + ".scope",
        kId, "docker", kUid, "besteffort", "docker-" + kId + ".scope"},
-      {"cgroupfs driver, containerd", "kubepods/burstable/pod" + kUid + "/" + kId, kId, "cri",
-       kUid, "burstable", ""},
+      {"cgroupfs driver, containerd", "kubepods/burstable/pod" + kUid + "/" + kId, kId, "cri", kUid,
+       "burstable", ""},
       {"cgroupfs driver, cri-o", "kubepods/besteffort/pod" + kUid + "/crio-" + kId, kId, "cri-o",
        kUid, "besteffort", ""},
       {"plain docker, cgroupfs", "docker/" + kId, kId, "docker", "", "", ""},

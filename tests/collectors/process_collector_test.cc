@@ -173,6 +173,10 @@ TEST_CASE("a process OOM-killed in a memory-limited cgroup yields one OOM event 
   std::string dir = (have_v1 ? v1 : std::string("/sys/fs/cgroup")) + "/vigil-test-oom-" +
                     std::to_string(getpid());
   REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+  struct RemoveDir {
+    std::string dir;
+    ~RemoveDir() { rmdir(dir.c_str()); }
+  } remove_dir{dir};
   {
     std::ofstream limit(dir + (have_v1 ? "/memory.limit_in_bytes" : "/memory.max"));
     limit << (32 << 20) << std::flush;
@@ -205,7 +209,6 @@ TEST_CASE("a process OOM-killed in a memory-limited cgroup yields one OOM event 
   Snapshot snap;
   collectUntil(**collector, snap,
                [&]() { return !eventsFor(snap, pid, wire::Event::EXIT).empty(); });
-  rmdir(dir.c_str());
   auto ooms = eventsFor(snap, pid, wire::Event::OOM_KILL);
   REQUIRE(ooms.size() == 1);
   CHECK(ooms[0].getOomKill().getVictimPid() == pid);
