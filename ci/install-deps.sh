@@ -15,6 +15,7 @@ TEST_PKGS=(
   curl procps iproute2 util-linux tmux python3
   prometheus prometheus-alertmanager prometheus-node-exporter redis-server redis-tools
   podman runc busybox-static bpftrace stress-ng nginx wrk hyperfine sqlite3
+  iptables
 )
 
 want=("${BUILD_PKGS[@]}")

@@ -56,15 +56,17 @@ const volatile bool bytes_from_tcp_sock = false;
  * after the move to CLOSE, and the RST should still find its owner.
  */
 const volatile bool delete_on_destroy = false;
+/* Wake the reader only once this many bytes wait (see process.bpf.c); drained on a timer too. */
+const volatile __u64 wakeup_bytes = 256 << 10;
 
 /* What we know about a tracked TCP socket, keyed by its struct sock address. */
 struct sock_info {
   __u64 state_ts_ns; /* when it entered its current state */
   __u64 open_ts_ns;
   __u64 cgroup_id;
-  __u32 tgid; /* owner; 0 until an accepted socket is first used */
+  __u64 tgid; /* owner; 0 until an accepted socket is first used (64-bit for cmpxchg) */
   __u8 passive;
-  __u8 pad[3];
+  __u8 pad[7];
   char comm[VIGIL_NET_COMM_LEN];
 };
 
@@ -196,7 +198,9 @@ static __always_inline void emit(const struct sock* sk, struct sock_info* info, 
   e->rx_bytes = BPF_CORE_READ(tp, bytes_received);
   e->sk_err = BPF_CORE_READ(sk, sk_err);
   e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-  bpf_ringbuf_submit(e, 0);
+  bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+                            ? BPF_RB_FORCE_WAKEUP
+                            : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline int on_state(const struct sock* sk, int oldstate, int newstate) {
@@ -294,10 +298,12 @@ static __always_inline int on_length(struct sock* sk, int ret, int flags, bool s
   proto = sk_protocol(sk);
   if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 0;
 
-  cgroup_id = bpf_get_current_cgroup_id();
-  bpf_get_current_comm(comm, sizeof(comm));
-  st = proc_for(tgid, comm, cgroup_id);
-  if (!st) return 0;
+  st = bpf_map_lookup_elem(&proc_stats, &tgid);
+  if (!st) {
+    bpf_get_current_comm(comm, sizeof(comm));
+    st = proc_for(tgid, comm, bpf_get_current_cgroup_id());
+    if (!st) return 0;
+  }
   if (proto == IPPROTO_UDP) {
     if (send)
       __sync_fetch_and_add(&st->udp_tx_bytes, ret);
@@ -311,21 +317,26 @@ static __always_inline int on_length(struct sock* sk, int ret, int flags, bool s
     __sync_fetch_and_add(&st->tcp_rx_bytes, ret);
 
   info = bpf_map_lookup_elem(&socks, &key);
-  if (info && info->tgid == 0) {
-    /* First use of an accepted socket: this is the accepting process. */
-    info->tgid = tgid;
+  if (info && info->tgid != 0) return 0;
+  cgroup_id = bpf_get_current_cgroup_id();
+  bpf_get_current_comm(comm, sizeof(comm));
+  if (info) {
+    /* First use of an accepted socket: this is the accepting process (counted once, even if
+     * two threads race here). */
+    if (__sync_val_compare_and_swap(&info->tgid, 0, (__u64)tgid) != 0) return 0;
     info->cgroup_id = cgroup_id;
     __builtin_memcpy(info->comm, comm, VIGIL_NET_COMM_LEN);
     __sync_fetch_and_add(&st->passive_opens, 1);
-  } else if (!info) {
+  } else {
     /* A connection that predates us: adopt it so retransmits and resets get an owner. */
     __u64 now = bpf_ktime_get_ns();
     struct sock_info init = {
         .state_ts_ns = now, .open_ts_ns = now, .tgid = tgid, .cgroup_id = cgroup_id};
 
     __builtin_memcpy(init.comm, comm, VIGIL_NET_COMM_LEN);
-    if (bpf_map_update_elem(&socks, &key, &init, BPF_NOEXIST) != 0)
-      count(NET_COUNTER_SOCK_MAP_FULL);
+    long err = bpf_map_update_elem(&socks, &key, &init, BPF_NOEXIST);
+
+    if (err != 0 && err != -EEXIST) count(NET_COUNTER_SOCK_MAP_FULL);
   }
   return 0;
 }

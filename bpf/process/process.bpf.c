@@ -29,6 +29,11 @@ const volatile __u64 targ_cgroup_id = 0;
 const volatile __u64 fatal_signal_mask = 0;
 /* mark_victim's first argument is a pid (old kernels) rather than a task_struct *. */
 const volatile bool oom_arg_is_pid = false;
+/*
+ * Wake the reader only once this many bytes wait in the ring; the agent also drains on a short
+ * timer. A wakeup per event costs an irq_work (a self-IPI, several microseconds in a VM).
+ */
+const volatile __u64 wakeup_bytes = 1 << 20;
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -54,6 +59,11 @@ static __always_inline void count(__u32 idx) {
   __u64* c = bpf_map_lookup_elem(&proc_counters, &idx);
 
   if (c) __sync_fetch_and_add(c, 1);
+}
+
+static __always_inline __u64 wakeup_flag(void) {
+  return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+                                                                       : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline bool wanted(__u32 tgid, __u64 cgroup_id) {
@@ -124,7 +134,8 @@ static __always_inline int on_exec(struct linux_binprm* bprm) {
   barrier_var(size);
   if (size > sizeof(*e)) return 0;
   count(PROC_COUNTER_GENERATED_BASE + VIGIL_PEV_EXEC);
-  if (bpf_ringbuf_output(&events, e, size, 0) != 0) count(PROC_COUNTER_LOST_BASE + VIGIL_PEV_EXEC);
+  if (bpf_ringbuf_output(&events, e, size, wakeup_flag()) != 0)
+    count(PROC_COUNTER_LOST_BASE + VIGIL_PEV_EXEC);
   return 0;
 }
 
@@ -142,7 +153,7 @@ static __always_inline int on_exit(struct task_struct* task) {
   e->exit_code = BPF_CORE_READ(task, exit_code);
   e->pad = 0;
   e->lifetime_ns = e->hdr.ktime_ns - BPF_CORE_READ(task, group_leader, start_time);
-  bpf_ringbuf_submit(e, 0);
+  bpf_ringbuf_submit(e, wakeup_flag());
   return 0;
 }
 
@@ -160,7 +171,7 @@ static __always_inline int on_fork(struct task_struct* parent, struct task_struc
   fill_header(&e->hdr, VIGIL_PEV_FORK, parent, cgroup_id);
   e->child_pid = child_tgid;
   e->pad = 0;
-  bpf_ringbuf_submit(e, 0);
+  bpf_ringbuf_submit(e, wakeup_flag());
   return 0;
 }
 
@@ -178,7 +189,7 @@ static __always_inline int on_signal(int sig, struct task_struct* task, int resu
   e->sender_pid = bpf_get_current_pid_tgid() >> 32;
   e->result = result;
   e->pad = 0;
-  bpf_ringbuf_submit(e, 0);
+  bpf_ringbuf_submit(e, wakeup_flag());
   return 0;
 }
 
@@ -197,7 +208,7 @@ static __always_inline int on_oom_victim(__u64 arg0) {
     e->hdr.type = VIGIL_PEV_OOM_KILL;
     e->hdr.pid = (__u32)arg0;
     e->hdr.ktime_ns = bpf_ktime_get_ns();
-    bpf_ringbuf_submit(e, 0);
+    bpf_ringbuf_submit(e, wakeup_flag());
     return 0;
   }
   task = (struct task_struct*)arg0;
@@ -209,7 +220,7 @@ static __always_inline int on_oom_victim(__u64 arg0) {
   mm = BPF_CORE_READ(task, mm);
   e->total_vm_kb = mm ? BPF_CORE_READ(mm, total_vm) * PAGE_KB : 0;
   e->anon_rss_kb = mm ? vigil_mm_rss_pages(mm, MM_ANONPAGES) * PAGE_KB : 0;
-  bpf_ringbuf_submit(e, 0);
+  bpf_ringbuf_submit(e, wakeup_flag());
   return 0;
 }
 

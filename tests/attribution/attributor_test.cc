@@ -150,8 +150,8 @@ TEST_CASE("processes in hand-made kubelet, runtime and systemd cgroups are attri
        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + kUidUnderscores +
            ".slice/docker-" + kId + ".scope",
        kId, "docker", kUid, "besteffort", "docker-" + kId + ".scope"},
-      {"cgroupfs driver, containerd", "kubepods/burstable/pod" + kUid + "/" + kId, kId, "cri",
-       kUid, "burstable", ""},
+      {"cgroupfs driver, containerd", "kubepods/burstable/pod" + kUid + "/" + kId, kId, "cri", kUid,
+       "burstable", ""},
       {"cgroupfs driver, cri-o", "kubepods/besteffort/pod" + kUid + "/crio-" + kId, kId, "cri-o",
        kUid, "besteffort", ""},
       {"plain docker, cgroupfs", "docker/" + kId, kId, "docker", "", "", ""},
@@ -210,6 +210,56 @@ TEST_CASE("the resolver's cache is bounded and counts hits, misses and evictions
   CHECK_FALSE((*r)->resolve(0xFFFFFFFFFFull).found);
   CHECK((*r)->stats().not_found == 1);
   CHECK((*r)->resolve(1).path == "/");  // the root cgroup
+}
+
+TEST_CASE("container sums stay cumulative when processes exit and are retired") {
+  if (!testing::bpfAllowed("attributor_test")) {
+    return;  // resolving ids needs root (open_by_handle_at)
+  }
+  auto attr = Attributor::create();
+  REQUIRE(attr.ok());
+  auto rootSample = [](Snapshot& s) -> const ContainerStats& {
+    for (const ContainerStats& c : s.containers) {
+      if (c.cgroup_id == 1) {
+        return c;
+      }
+    }
+    FAIL("no ContainerSample for the root cgroup");
+    return s.containers.front();
+  };
+  auto add = [](Snapshot& s, uint32_t pid, uint64_t cpu, bool exited) {
+    ProcessStats& p = s.process(pid);
+    p.cgroup_id = 1;  // the root cgroup: always resolvable, path "/"
+    p.cpu_ns = cpu;
+    p.tcp_tx_bytes = cpu * 2;
+    p.exited = exited;
+  };
+  {
+    Snapshot s;
+    add(s, 4000001, 10, false);
+    add(s, 4000002, 5, false);
+    (*attr)->annotate(s);
+    const ContainerStats& c = rootSample(s);
+    CHECK(c.cgroup_path == "/");
+    CHECK(c.cpu_ns == 15);
+    CHECK(c.tcp_tx_bytes == 30);
+    CHECK(c.processes == 2);
+  }
+  {
+    Snapshot s;  // 4000001 exited (reported a last time); 4000002 was retired earlier
+    add(s, 4000001, 20, true);
+    (*attr)->annotate(s);
+    const ContainerStats& c = rootSample(s);
+    CHECK(c.cpu_ns == 25);
+    CHECK(c.processes == 0);
+  }
+  {
+    Snapshot s;  // both gone: the cgroup keeps their totals
+    (*attr)->annotate(s);
+    const ContainerStats& c = rootSample(s);
+    CHECK(c.cpu_ns == 25);
+    CHECK(c.tcp_tx_bytes == 50);
+  }
 }
 
 // Builds localhost/vigil-test-busybox from busybox-static once (podman import of a tarball).

@@ -1,6 +1,7 @@
 #include "userspace/collectors/net_collector.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -293,6 +294,48 @@ TEST_CASE("an abortive close is one reset sent by the server and one received by
   CHECK(s->tcp_resets_sent == 1);
   CHECK(c->tcp_resets_received == 1);
   CHECK(c->tcp_resets_sent == 0);
+}
+
+TEST_CASE("a connect whose SYNs are dropped times out with its retransmit attributed") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  auto collector = NetCollector::create(NetOptions{});
+  REQUIRE(collector.ok());
+  // In a private network namespace: loopback up, SYNs to port 9 dropped, one SYN retry (so the
+  // connect gives up after a few seconds). The namespace's own TCP MIB (RetransSegs) is the
+  // reference for the retransmit count, whatever the kernel's SYN backoff policy.
+  testing::TempDir tmp;
+  std::string mib_file = tmp.file("retrans");
+  Child child = Child::fork([mib_file]() {
+    if (unshare(CLONE_NEWNET) != 0) {
+      return 100;
+    }
+    if (system("ip link set lo up && iptables -A INPUT -p tcp --dport 9 -j DROP && "
+               "sysctl -qw net.ipv4.tcp_syn_retries=1") != 0) {
+      return 101;
+    }
+    int err = connectTo(9) < 0 ? errno : 0;
+    std::string cmd = "awk '/^Tcp:/ && n++ { print $13 }' /proc/net/snmp > " + mib_file;
+    return system(cmd.c_str()) == 0 ? err : 102;
+  });
+  REQUIRE(exitCode(child) == ETIMEDOUT);
+  uint64_t kernel_retrans = std::stoull(testing::readFile(mib_file));
+  Snapshot snap;
+  (*collector)->poll(100);
+  (*collector)->collect(snap);
+  const ProcessStats* p = find(snap, child.pid());
+  REQUIRE(p != nullptr);
+  CHECK(p->tcp_active_opens == 1);
+  CHECK(p->tcp_connect_failures == 1);
+  CHECK(p->tcp_connect_timeouts == 1);
+  CHECK(p->tcp_connect_refused == 0);
+  CHECK(kernel_retrans >= 1);
+  CHECK(p->tcp_retransmits == kernel_retrans);
+  auto events = tcpEvents(snap, child.pid());
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].getSocketError() == ETIMEDOUT);
+  CHECK(events[0].getDurationNs() > 2'000'000'000ull);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "userspace/collectors/process_collector.h"
 
 #include <capnp/serialize.h>
+#include <kj/async-io.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -173,6 +174,10 @@ TEST_CASE("a process OOM-killed in a memory-limited cgroup yields one OOM event 
   std::string dir = (have_v1 ? v1 : std::string("/sys/fs/cgroup")) + "/vigil-test-oom-" +
                     std::to_string(getpid());
   REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+  struct RemoveDir {
+    std::string dir;
+    ~RemoveDir() { rmdir(dir.c_str()); }
+  } remove_dir{dir};
   {
     std::ofstream limit(dir + (have_v1 ? "/memory.limit_in_bytes" : "/memory.max"));
     limit << (32 << 20) << std::flush;
@@ -205,7 +210,6 @@ TEST_CASE("a process OOM-killed in a memory-limited cgroup yields one OOM event 
   Snapshot snap;
   collectUntil(**collector, snap,
                [&]() { return !eventsFor(snap, pid, wire::Event::EXIT).empty(); });
-  rmdir(dir.c_str());
   auto ooms = eventsFor(snap, pid, wire::Event::OOM_KILL);
   REQUIRE(ooms.size() == 1);
   CHECK(ooms[0].getOomKill().getVictimPid() == pid);
@@ -214,6 +218,28 @@ TEST_CASE("a process OOM-killed in a memory-limited cgroup yields one OOM event 
   auto exits = eventsFor(snap, pid, wire::Event::EXIT);
   REQUIRE(exits.size() == 1);
   CHECK(exits[0].getExit().getSignal() == SIGKILL);
+}
+
+TEST_CASE("run() drains the ring buffer on the event loop, without collect()") {
+  if (!testing::bpfAllowed("process_collector_test")) {
+    return;
+  }
+  auto io = kj::setupAsyncIo();  // outlives the collector, whose fd observer uses it
+  auto collector = ProcessCollector::create(ProcessOptions{});
+  REQUIRE(collector.ok());
+  ProcessCollector& c = **collector;
+  CollectorContext context{io.provider->getTimer(), io.unixEventPort};
+  kj::Promise<void> running = c.run(context);
+  uint64_t before = c.seen(ProcEventType::kExec);
+  Child child = Child::fork([]() {
+    execl("/bin/true", "true", static_cast<char*>(nullptr));
+    return 127;
+  });
+  REQUIRE(child.wait(10s).has_value());
+  for (int i = 0; i < 50 && c.seen(ProcEventType::kExec) == before; ++i) {
+    io.provider->getTimer().afterDelay(20 * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  CHECK(c.seen(ProcEventType::kExec) > before);
 }
 
 // Runs `execs` execs of /bin/true from a child placed in `cgroup`, up to 8 in flight.

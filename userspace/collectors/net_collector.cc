@@ -108,6 +108,7 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   skel->rodata->bytes_from_tcp_sock = !have_lengths;
   skel->rodata->delete_on_destroy = have_destroy;
   bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
+  skel->rodata->wakeup_bytes = options.ring_bytes / 4;
   int err = net_bpf::load(skel);
   if (err == 0) {
     err = net_bpf::attach(skel);
@@ -171,8 +172,11 @@ int NetCollector::onRecord(void* ctx, void* data, size_t size) {
 }
 
 int NetCollector::poll(int timeout_ms) {
-  int n = timeout_ms > 0 ? ring_buffer__poll(ring_, timeout_ms) : ring_buffer__consume(ring_);
-  return n < 0 ? 0 : n;
+  // The kernel side wakes readers only when the ring fills up (see wakeup_bytes), so after
+  // waiting always consume: records may be there without a wakeup.
+  int n = timeout_ms > 0 ? ring_buffer__poll(ring_, timeout_ms) : 0;
+  int m = ring_buffer__consume(ring_);
+  return (n < 0 ? 0 : n) + (m < 0 ? 0 : m);
 }
 
 kj::Promise<void> NetCollector::drainOnReadable() {

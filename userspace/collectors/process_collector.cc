@@ -132,6 +132,7 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   skel->rodata->fatal_signal_mask = mask;
   skel->rodata->oom_arg_is_pid = oomArgIsPid();
   bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
+  skel->rodata->wakeup_bytes = options.ring_bytes / 4;
 
   // tp_btf only when every hook has BTF, so one attach type serves the whole object.
   bool btf = compat::haveBtfTracepoint("sched_process_exec") &&
@@ -273,8 +274,11 @@ void ProcessCollector::handle(const uint8_t* data, size_t size) {
 }
 
 int ProcessCollector::poll(int timeout_ms) {
-  int n = timeout_ms > 0 ? ring_buffer__poll(ring_, timeout_ms) : ring_buffer__consume(ring_);
-  return n < 0 ? 0 : n;
+  // The kernel side wakes readers only when the ring fills up (see wakeup_bytes), so after
+  // waiting always consume: records may be there without a wakeup.
+  int n = timeout_ms > 0 ? ring_buffer__poll(ring_, timeout_ms) : 0;
+  int m = ring_buffer__consume(ring_);
+  return (n < 0 ? 0 : n) + (m < 0 ? 0 : m);
 }
 
 kj::Promise<void> ProcessCollector::drainOnReadable() {

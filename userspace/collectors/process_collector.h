@@ -26,7 +26,7 @@ struct ProcessOptions {
   uint32_t only_tgid = 0;                  // 0: every process
   uint64_t only_cgroup_id = 0;             // 0: every cgroup
   uint32_t ring_bytes = 8u << 20;          // ring buffer size (power of two, >= page size)
-  size_t max_buffered_events = 200000;     // events held between collect() calls
+  size_t max_buffered_events = 100000;     // events held between collect() calls
   std::vector<std::string> mask_patterns;  // extra masking regexes (docs/masking.md)
 };
 
