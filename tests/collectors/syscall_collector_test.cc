@@ -163,6 +163,28 @@ TEST_CASE("only_tgid (the CLI's --pid) accounts that process only") {
   CHECK(snap.processes[child.pid()].syscalls <= 5100);
 }
 
+TEST_CASE("a process first seen before its exec is reported under its new name") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  auto collector = SyscallCollector::create(continuous());
+  REQUIRE(collector.ok());
+  Child child = Child::fork([]() {
+    for (int i = 0; i < 100; ++i) {
+      syscall(SYS_getppid);  // seen by the kernel side under the test binary's name
+    }
+    execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+    return 127;
+  });
+  std::string comm_path = "/proc/" + std::to_string(child.pid()) + "/comm";
+  REQUIRE(testing::waitFor([&]() { return testing::readFile(comm_path) == "sleep\n"; }, 10s, 10ms));
+  Snapshot snap;
+  (*collector)->collect(snap);
+  REQUIRE(snap.processes.count(child.pid()) == 1);
+  CHECK(snap.processes[child.pid()].comm == "sleep");
+  CHECK(snap.processes[child.pid()].syscalls >= 100);
+}
+
 TEST_CASE("off mode attaches nothing and reports the collector down") {
   if (!testing::bpfAllowed("syscall_collector_test")) {
     return;
