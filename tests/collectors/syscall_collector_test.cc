@@ -274,8 +274,10 @@ TEST_CASE("sampled mode attaches the programs for the duty cycle of each interva
   Snapshot snap;
   c.collect(snap);
   INFO("attached fraction " << snap.syscall_duty_cycle);
+  // A sanity bound, not a timing assertion: 0.6 s of 1.6 s configured, plus however long the
+  // kernel took to tear the links down (counted as attached) on a loaded machine.
   CHECK(snap.syscall_duty_cycle > 0.15);
-  CHECK(snap.syscall_duty_cycle < 0.6);
+  CHECK(snap.syscall_duty_cycle < 0.8);
   bool windows = false;
   for (const MetricSample& m : snap.self) {
     if (m.name == "vigil_syscall_attach_windows_total") {
