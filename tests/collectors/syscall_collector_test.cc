@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <kj/async-io.h>
@@ -220,6 +221,11 @@ TEST_CASE("bad syscall settings are refused with a clear error") {
   auto c = SyscallCollector::create(options);
   REQUIRE_FALSE(c.ok());
   CHECK(absl::IsInvalidArgument(c.status()));
+  options.duty_cycle = std::nan("");
+  CHECK(absl::IsInvalidArgument(SyscallCollector::create(options).status()));
+  options.duty_cycle = 0.1;
+  options.interval = 10 * kj::MILLISECONDS;
+  CHECK(absl::IsInvalidArgument(SyscallCollector::create(options).status()));
 }
 
 // Whether the kernel has a BPF link for any of these program ids.

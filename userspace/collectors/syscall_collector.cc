@@ -66,6 +66,10 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     return absl::InvalidArgumentError(
         absl::StrCat("syscall_duty_cycle must be in (0, 1], got ", options.duty_cycle));
   }
+  if (options.mode == SyscallMode::kSampled && options.interval < 100 * kj::MILLISECONDS) {
+    return absl::InvalidArgumentError(
+        "sampled syscall mode needs an interval of at least 100ms to cycle attachment");
+  }
   syscalls_bpf* skel = syscalls_bpf::open();
   if (skel == nullptr) {
     return bpfError("syscalls: open", -errno);
