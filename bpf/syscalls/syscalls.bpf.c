@@ -37,8 +37,14 @@ const volatile __u32 targ_tgid = 0;
  */
 __u64 window = 0;
 
+/*
+ * Per-CPU hashes are allocated on insert (BPF_F_NO_PREALLOC): preallocated, 16384 entries would
+ * cost entries x value size x CPUs up front (40 MB on 64 CPUs). Inserts happen once per process
+ * (errno: once per process and errno), from syscall exit, a context where allocating is safe.
+ */
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
   __uint(max_entries, MAX_PROCS);
   __type(key, __u32);
   __type(value, struct syscall_proc_stats);
@@ -53,6 +59,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
   __uint(max_entries, MAX_ERRNO_KEYS);
   __type(key, struct syscall_errno_key);
   __type(value, __u64);

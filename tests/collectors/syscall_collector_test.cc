@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <kj/async-io.h>
@@ -65,7 +66,9 @@ TEST_CASE("a child making exactly 200,000 getppid() calls is counted in [200000,
   }
   SyscallOptions options = continuous();
   bool raw = GENERATE(false, true);
+  bool latency = GENERATE(false, true);  // false is what the agent runs in continuous mode
   options.force_raw_tp = raw;
+  options.latency = latency;
   auto collector = SyscallCollector::create(options);
   REQUIRE(collector.ok());
   CHECK((*collector)->attachMode() == (raw ? "raw_tp" : "tp_btf"));
@@ -79,7 +82,8 @@ TEST_CASE("a child making exactly 200,000 getppid() calls is counted in [200000,
   (*collector)->collect(snap);
   REQUIRE(snap.processes.count(child.pid()) == 1);
   const ProcessStats& p = snap.processes[child.pid()];
-  INFO("mode " << (raw ? "raw_tp" : "tp_btf") << ", syscalls " << p.syscalls);
+  INFO("mode " << (raw ? "raw_tp" : "tp_btf") << ", latency " << latency << ", syscalls "
+               << p.syscalls);
   CHECK(p.syscalls >= 200000);
   CHECK(p.syscalls <= 201000);
   CHECK(p.comm == "syscall_collect");
@@ -94,7 +98,7 @@ TEST_CASE("a child making exactly 200,000 getppid() calls is counted in [200000,
       CHECK(h.unit_ns == 1);
     }
   }
-  CHECK(hist);
+  CHECK(hist == latency);
 }
 
 TEST_CASE("1000 opens of a missing path count 1000 failures with ENOENT on top") {
@@ -163,6 +167,28 @@ TEST_CASE("only_tgid (the CLI's --pid) accounts that process only") {
   CHECK(snap.processes[child.pid()].syscalls <= 5100);
 }
 
+TEST_CASE("a process first seen before its exec is reported under its new name") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  auto collector = SyscallCollector::create(continuous());
+  REQUIRE(collector.ok());
+  Child child = Child::fork([]() {
+    for (int i = 0; i < 100; ++i) {
+      syscall(SYS_getppid);  // seen by the kernel side under the test binary's name
+    }
+    execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+    return 127;
+  });
+  std::string comm_path = "/proc/" + std::to_string(child.pid()) + "/comm";
+  REQUIRE(testing::waitFor([&]() { return testing::readFile(comm_path) == "sleep\n"; }, 10s, 10ms));
+  Snapshot snap;
+  (*collector)->collect(snap);
+  REQUIRE(snap.processes.count(child.pid()) == 1);
+  CHECK(snap.processes[child.pid()].comm == "sleep");
+  CHECK(snap.processes[child.pid()].syscalls >= 100);
+}
+
 TEST_CASE("off mode attaches nothing and reports the collector down") {
   if (!testing::bpfAllowed("syscall_collector_test")) {
     return;
@@ -195,6 +221,11 @@ TEST_CASE("bad syscall settings are refused with a clear error") {
   auto c = SyscallCollector::create(options);
   REQUIRE_FALSE(c.ok());
   CHECK(absl::IsInvalidArgument(c.status()));
+  options.duty_cycle = std::nan("");
+  CHECK(absl::IsInvalidArgument(SyscallCollector::create(options).status()));
+  options.duty_cycle = 0.1;
+  options.interval = 10 * kj::MILLISECONDS;
+  CHECK(absl::IsInvalidArgument(SyscallCollector::create(options).status()));
 }
 
 // Whether the kernel has a BPF link for any of these program ids.
@@ -252,8 +283,10 @@ TEST_CASE("sampled mode attaches the programs for the duty cycle of each interva
   Snapshot snap;
   c.collect(snap);
   INFO("attached fraction " << snap.syscall_duty_cycle);
+  // A sanity bound, not a timing assertion: 0.6 s of 1.6 s configured, plus however long the
+  // kernel took to tear the links down (counted as attached) on a loaded machine.
   CHECK(snap.syscall_duty_cycle > 0.15);
-  CHECK(snap.syscall_duty_cycle < 0.6);
+  CHECK(snap.syscall_duty_cycle < 0.8);
   bool windows = false;
   for (const MetricSample& m : snap.self) {
     if (m.name == "vigil_syscall_attach_windows_total") {
@@ -405,6 +438,78 @@ TEST_CASE("cost of the syscall programs against empty programs", "[.][cost]") {
     }
   }
   close(stats_fd);
+}
+
+}  // namespace
+}  // namespace vigil
+
+namespace vigil {
+namespace {
+
+// --- Workload cost, not a test: `syscall_collector_test "[redis]"`. ------------------------
+// Loopback redis-benchmark throughput with no syscall programs, in sampled mode (duty 0.1 of a
+// 2 s interval, driven by run() on a KJ loop in a thread) and in continuous mode, alternating.
+double redisOps(int port) {
+  std::string out = testing::shell("redis-benchmark -p " + std::to_string(port) +
+                                   " -t get,set -n 200000 -c 50 -q 2>/dev/null");
+  // Final lines like "SET: 81234.56 requests per second, p50=..." (progress lines, ended by
+  // '\r', say "rps="); sum the two.
+  double total = 0;
+  size_t pos = 0;
+  while ((pos = out.find(" requests per second", pos)) != std::string::npos) {
+    size_t colon = out.rfind(": ", pos);
+    total += atof(out.c_str() + colon + 2);
+    pos += 1;
+  }
+  return total;
+}
+
+TEST_CASE("redis-benchmark throughput by syscall mode", "[.][redis]") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  int port = 20000 + getpid() % 20000;
+  Child redis = Child::spawn(
+      {"/usr/bin/redis-server", "--port", std::to_string(port), "--save", "", "--appendonly", "no"},
+      "/dev/null");
+  REQUIRE(testing::waitFor(
+      [&]() {
+        return testing::shell("redis-cli -p " + std::to_string(port) + " ping 2>/dev/null") ==
+               "PONG\n";
+      },
+      10s));
+  for (int round = 0; round < 3; ++round) {
+    double none = redisOps(port);
+    double sampled = 0;
+    {
+      std::atomic<bool> stop{false};
+      std::thread loop([&]() {
+        auto io = kj::setupAsyncIo();
+        CollectorContext context{io.provider->getTimer(), io.unixEventPort};
+        SyscallOptions o;
+        o.mode = SyscallMode::kSampled;
+        o.duty_cycle = 0.1;
+        o.interval = 2 * kj::SECONDS;
+        auto c = SyscallCollector::create(o);
+        REQUIRE(c.ok());
+        kj::Promise<void> running = (*c)->run(context).eagerlyEvaluate(nullptr);
+        while (!stop) {
+          io.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io.waitScope);
+        }
+      });
+      sampled = redisOps(port);
+      stop = true;
+      loop.join();
+    }
+    double continuous_ops = 0;
+    {
+      auto c = SyscallCollector::create(continuous());
+      REQUIRE(c.ok());
+      continuous_ops = redisOps(port);
+    }
+    printf("round %d: ops/s none %.0f, sampled %.0f (%.3f), continuous %.0f (%.3f)\n", round, none,
+           sampled, sampled / none, continuous_ops, continuous_ops / none);
+  }
 }
 
 }  // namespace

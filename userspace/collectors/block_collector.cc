@@ -14,6 +14,7 @@
 #include "block/block.h"
 #include "kernel-compat/features.h"
 #include "userspace/collectors/bpf_util.h"
+#include "userspace/collectors/task_comm.h"
 
 namespace vigil {
 namespace {
@@ -124,7 +125,7 @@ void BlockCollector::collect(Snapshot& out) {
     p.block_read_ops = st.read_ops;
     p.block_write_ops = st.write_ops;
     if (p.comm.empty()) {
-      p.comm.assign(st.comm, strnlen(st.comm, sizeof(st.comm)));
+      p.comm = reportedComm(tgid, st.comm, sizeof(st.comm));
     }
     if (p.cgroup_id == 0) {
       p.cgroup_id = st.cgroup_id;

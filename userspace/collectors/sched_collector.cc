@@ -15,6 +15,7 @@
 #include "sched.skel.h"
 #include "sched/sched.h"
 #include "userspace/collectors/bpf_util.h"
+#include "userspace/collectors/task_comm.h"
 
 namespace vigil {
 namespace {
@@ -101,16 +102,20 @@ void SchedCollector::collect(Snapshot& out) {
         p.cpu_ns = 0;
         p.voluntary_switches = 0;
         p.involuntary_switches = 0;
+        const char* kernel_comm = nullptr;
         for (const sched_proc_stats& v : cpus) {
           p.cpu_ns += v.oncpu_ns;
           p.voluntary_switches += v.voluntary_switches;
           p.involuntary_switches += v.involuntary_switches;
-          if (p.comm.empty() && v.comm[0] != '\0') {
-            p.comm.assign(v.comm, strnlen(v.comm, sizeof(v.comm)));
+          if (kernel_comm == nullptr && v.comm[0] != '\0') {
+            kernel_comm = v.comm;
           }
           if (v.cgroup_id != 0) {
             p.cgroup_id = v.cgroup_id;
           }
+        }
+        if (p.comm.empty()) {
+          p.comm = reportedComm(tgid, kernel_comm ? kernel_comm : "", VIGIL_COMM_LEN);
         }
         // A reaped process can accrue no more time: report it this once, then retire it. A
         // zombie still answers kill(0), so its final switch has been counted by then.

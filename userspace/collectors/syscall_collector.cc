@@ -15,6 +15,7 @@
 #include "syscalls.skel.h"
 #include "syscalls/syscalls.h"
 #include "userspace/collectors/bpf_util.h"
+#include "userspace/collectors/task_comm.h"
 #include "userspace/common/log.h"
 
 namespace vigil {
@@ -64,6 +65,10 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
       !(options.duty_cycle > 0 && options.duty_cycle <= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("syscall_duty_cycle must be in (0, 1], got ", options.duty_cycle));
+  }
+  if (options.mode == SyscallMode::kSampled && options.interval < 100 * kj::MILLISECONDS) {
+    return absl::InvalidArgumentError(
+        "sampled syscall mode needs an interval of at least 100ms to cycle attachment");
   }
   syscalls_bpf* skel = syscalls_bpf::open();
   if (skel == nullptr) {
@@ -276,15 +281,19 @@ void SyscallCollector::collect(Snapshot& out) {
         uint64_t count = 0;
         uint64_t errors = 0;
         ProcessStats& p = out.process(tgid);
+        const char* kernel_comm = nullptr;
         for (const syscall_proc_stats& v : cpus) {
           count += v.count;
           errors += v.errors;
-          if (p.comm.empty() && v.comm[0] != '\0') {
-            p.comm.assign(v.comm, strnlen(v.comm, sizeof(v.comm)));
+          if (kernel_comm == nullptr && v.comm[0] != '\0') {
+            kernel_comm = v.comm;
           }
           if (p.cgroup_id == 0 && v.cgroup_id != 0) {
             p.cgroup_id = v.cgroup_id;
           }
+        }
+        if (p.comm.empty()) {
+          p.comm = reportedComm(tgid, kernel_comm ? kernel_comm : "", SYSCALL_COMM_LEN);
         }
         auto in_cache = cached.find(tgid);
         if (in_cache != cached.end()) {
