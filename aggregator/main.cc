@@ -22,6 +22,11 @@ ABSL_FLAG(std::string, data_dir, "/var/lib/vigil-aggregator",
           "Directory of the durable ingest log (ingest.db).");
 ABSL_FLAG(absl::Duration, log_retention, absl::Hours(6), "Keep ingest log frames this long.");
 ABSL_FLAG(int64_t, log_max_bytes, 2LL << 30, "Keep at most this many ingest log payload bytes.");
+ABSL_FLAG(absl::Duration, series_retention, absl::Hours(2),
+          "How long the in-memory series store (query API, alert rules) keeps samples.");
+ABSL_FLAG(int64_t, max_series_per_agent, 20000,
+          "Series cap per agent in the series store; samples of further series are dropped and "
+          "counted in vigil_aggregator_series_dropped_total.");
 ABSL_FLAG(bool, verbose, false, "Log debug detail.");
 
 int main(int argc, char** argv) {
@@ -55,6 +60,14 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.log.max_age_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_log_retention));
   options.log.max_bytes = absl::GetFlag(FLAGS_log_max_bytes);
+  options.series.retention_ms = absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_series_retention));
+  if (options.series.retention_ms <= 0 || absl::GetFlag(FLAGS_max_series_per_agent) <= 0) {
+    fprintf(stderr,
+            "vigil-aggregator: --series_retention and --max_series_per_agent must be > 0\n");
+    return 2;
+  }
+  options.series.max_series_per_agent =
+      static_cast<size_t>(absl::GetFlag(FLAGS_max_series_per_agent));
 
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);

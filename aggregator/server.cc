@@ -38,7 +38,9 @@ std::string jsonEscape(const std::string& s) {
 }  // namespace
 
 Server::Server(ServerOptions options, kj::AsyncIoContext& io)
-    : options_(std::move(options)), io_(io), store_(options_.store) {}
+    : options_(std::move(options)), io_(io), store_(options_.store), series_(options_.series) {
+  store_.setFrameListener([this](const Snapshot& frame) { series_.appendFrame(frame); });
+}
 
 Server::~Server() = default;
 
@@ -135,6 +137,7 @@ absl::Status Server::replayLog() {
 
 kj::Promise<void> Server::retentionLoop() {
   return io_.provider->getTimer().afterDelay(60 * kj::SECONDS).then([this]() {
+    series_.enforceRetention(unixNanos() / 1000000);
     auto r = log_->enforceRetention(unixNanos());
     if (!r.ok()) {
       VIGIL_LOG_WARN("ingest log retention failed: %s", r.status().message());
@@ -180,6 +183,7 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     PromWriter out(om);
     store_.render(out, unixNanos());
     ingest_->writeMetrics(out);
+    series_.writeMetrics(out);
     const IngestLogStats& ls = log_->stats();
     out.family("vigil_aggregator_log_bytes", MetricType::kGauge,
                "Payload bytes held in the durable ingest log.");

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "aggregator/ingest.h"
+#include "aggregator/series_store.h"
 #include "aggregator/store.h"
 #include "userspace/common/http_server.h"
 
@@ -24,6 +25,7 @@ struct ServerOptions {
   IngestLogOptions log;
   IngestOptions ingest;
   StoreOptions store;
+  SeriesStoreOptions series;
 };
 
 class Server {
@@ -35,6 +37,8 @@ class Server {
   kj::Promise<void> run();
   uint16_t rpcPort() const { return rpc_port_; }
   uint16_t httpPort() const { return http_port_; }
+  // The in-memory series store (the alert engine's SeriesSource).
+  SeriesStore& series() { return series_; }
 
  private:
   Server(ServerOptions options, kj::AsyncIoContext& io);
@@ -49,6 +53,7 @@ class Server {
   kj::AsyncIoContext& io_;
   std::unique_ptr<IngestLog> log_;
   Store store_;
+  SeriesStore series_;
   kj::Own<Ingest> ingest_;
   kj::Own<HttpServer> http_;
   kj::Own<kj::ConnectionReceiver> rpc_listener_;

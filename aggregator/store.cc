@@ -82,6 +82,9 @@ void Store::apply(const Snapshot& frame, int64_t now_ns) {
       r.processes.erase(cur);
     }
   }
+  if (listener_) {
+    listener_(frame);
+  }
 }
 
 void Store::render(MetricSink& out, int64_t now_ns) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -59,6 +60,9 @@ class Store {
 
   void render(MetricSink& out, int64_t now_ns);
 
+  // Called with every applied frame (after the store took it): the series store listens here.
+  void setFrameListener(std::function<void(const Snapshot&)> fn) { listener_ = std::move(fn); }
+
   const absl::flat_hash_map<std::string, std::unique_ptr<AgentRecord>>& agents() const {
     return agents_;
   }
@@ -68,6 +72,7 @@ class Store {
 
   StoreOptions options_;
   absl::flat_hash_map<std::string, std::unique_ptr<AgentRecord>> agents_;
+  std::function<void(const Snapshot&)> listener_;
 };
 
 }  // namespace vigil::aggregator
