@@ -38,7 +38,11 @@ std::string jsonEscape(const std::string& s) {
 }  // namespace
 
 Server::Server(ServerOptions options, kj::AsyncIoContext& io)
-    : options_(std::move(options)), io_(io), store_(options_.store), series_(options_.series) {
+    : options_(std::move(options)),
+      io_(io),
+      store_(options_.store),
+      series_(options_.series),
+      query_api_(series_) {
   store_.setFrameListener([this](const Snapshot& frame) { series_.appendFrame(frame); });
 }
 
@@ -184,6 +188,7 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     store_.render(out, unixNanos());
     ingest_->writeMetrics(out);
     series_.writeMetrics(out);
+    query_api_.writeMetrics(out);
     const IngestLogStats& ls = log_->stats();
     out.family("vigil_aggregator_log_bytes", MetricType::kGauge,
                "Payload bytes held in the durable ingest log.");
@@ -200,6 +205,9 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     out.sample("vigil_aggregator_log_retention_dropped_total", {},
                static_cast<double>(ls.retention_dropped));
     return HttpReply{200, PromWriter::contentType(om), out.finish()};
+  }
+  if (auto reply = query_api_.handle(request, unixNanos() / 1000000)) {
+    return kj::mv(*reply);
   }
   if (request.path == "/api/v1/agents") {
     return HttpReply::json(200, agentsJson());

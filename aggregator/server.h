@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "aggregator/ingest.h"
+#include "aggregator/query_api.h"
 #include "aggregator/series_store.h"
 #include "aggregator/store.h"
 #include "userspace/common/http_server.h"
@@ -54,6 +55,7 @@ class Server {
   std::unique_ptr<IngestLog> log_;
   Store store_;
   SeriesStore series_;
+  QueryApi query_api_;
   kj::Own<Ingest> ingest_;
   kj::Own<HttpServer> http_;
   kj::Own<kj::ConnectionReceiver> rpc_listener_;
