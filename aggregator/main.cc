@@ -4,6 +4,8 @@
 #include <kj/async-unix.h>
 
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -27,6 +29,17 @@ ABSL_FLAG(absl::Duration, series_retention, absl::Hours(2),
 ABSL_FLAG(int64_t, max_series_per_agent, 20000,
           "Series cap per agent in the series store; samples of further series are dropped and "
           "counted in vigil_aggregator_series_dropped_total.");
+ABSL_FLAG(std::vector<std::string>, remote_write_url, {},
+          "Prometheus remote-write 1.0 receivers (comma-separated http:// URLs), e.g. "
+          "http://127.0.0.1:9090/api/v1/write. See docs/remote-write.md.");
+ABSL_FLAG(int32_t, remote_write_batch_samples, 5000,
+          "Samples per remote-write request (a frame is never split).");
+ABSL_FLAG(absl::Duration, remote_write_timeout, absl::Seconds(30),
+          "Timeout of one remote-write request.");
+ABSL_FLAG(absl::Duration, remote_write_max_backoff, absl::Seconds(30),
+          "Longest pause between retries of a failed remote-write request.");
+ABSL_FLAG(absl::Duration, remote_write_agent_stale_after, absl::Seconds(60),
+          "Send stale markers for all series of an agent silent this long.");
 ABSL_FLAG(bool, verbose, false, "Log debug detail.");
 
 int main(int argc, char** argv) {
@@ -66,6 +79,27 @@ int main(int argc, char** argv) {
             "vigil-aggregator: --series_retention and --max_series_per_agent must be > 0\n");
     return 2;
   }
+  for (const std::string& url : absl::GetFlag(FLAGS_remote_write_url)) {
+    if (!url.empty()) {
+      options.remote_write_urls.push_back(url);
+    }
+  }
+  if (absl::GetFlag(FLAGS_remote_write_batch_samples) < 1 ||
+      absl::GetFlag(FLAGS_remote_write_timeout) <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_remote_write_max_backoff) <= absl::ZeroDuration()) {
+    fprintf(stderr,
+            "vigil-aggregator: --remote_write_batch_samples, --remote_write_timeout and "
+            "--remote_write_max_backoff must be positive\n");
+    return 2;
+  }
+  options.remote_write.max_samples_per_send =
+      static_cast<size_t>(absl::GetFlag(FLAGS_remote_write_batch_samples));
+  options.remote_write.timeout_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_remote_write_timeout));
+  options.remote_write.max_backoff_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_remote_write_max_backoff));
+  options.remote_write.agent_stale_after_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_remote_write_agent_stale_after));
   options.series.max_series_per_agent =
       static_cast<size_t>(absl::GetFlag(FLAGS_max_series_per_agent));
 

@@ -130,8 +130,8 @@ absl::StatusOr<int64_t> parseDurationParam(const std::string& text) {
       ++i;
     }
     if (i == start || i - start > 12) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cannot parse duration \"", text, "\": use e.g. 30s, 5m, 1h, 2d or seconds"));
+      return absl::InvalidArgumentError(absl::StrCat("cannot parse duration \"", text,
+                                                     "\": use e.g. 30s, 5m, 1h, 2d or seconds"));
     }
     int64_t n = std::stoll(text.substr(start, i - start));
     int64_t unit;
@@ -218,8 +218,9 @@ std::optional<HttpReply> QueryApi::handle(const HttpRequest& request, int64_t no
   requests_[endpoint]++;
   if (request.method != kj::HttpMethod::GET) {
     rejected_[{endpoint, "method"}]++;
-    return HttpReply::json(405, "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
-                                "\"only GET is supported\"}\n");
+    return HttpReply::json(405,
+                           "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":"
+                           "\"only GET is supported\"}\n");
   }
   size_t total = 0;
   for (const auto& [k, v] : request.query_all) {
@@ -251,8 +252,8 @@ absl::StatusOr<Range> parseRange(const HttpRequest& request, int64_t now_ms,
   if (it != request.query.end() && !it->second.empty()) {
     auto t = parseTimeParam(it->second);
     if (!t.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid parameter \"end\": ",
-                                                     t.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid parameter \"end\": ", t.status().message()));
     }
     r.end_ms = *t;
   }
@@ -261,8 +262,8 @@ absl::StatusOr<Range> parseRange(const HttpRequest& request, int64_t now_ms,
   if (it != request.query.end() && !it->second.empty()) {
     auto t = parseTimeParam(it->second);
     if (!t.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid parameter \"start\": ",
-                                                     t.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid parameter \"start\": ", t.status().message()));
     }
     r.start_ms = *t;
   }
@@ -279,17 +280,16 @@ absl::StatusOr<Range> parseRange(const HttpRequest& request, int64_t now_ms,
 static absl::StatusOr<Selector> parseQuerySelector(const std::string& text,
                                                    const QueryApiOptions& options) {
   if (text.size() > options.max_query_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("selector is ", text.size(), " bytes; the limit is ", options.max_query_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "selector is ", text.size(), " bytes; the limit is ", options.max_query_bytes));
   }
   auto sel = parseSelector(text);
   if (!sel.ok()) {
     return sel.status();
   }
   if (sel->matchers.size() > options.max_matchers) {
-    return absl::InvalidArgumentError(absl::StrCat("selector has ", sel->matchers.size(),
-                                                   " matchers; the limit is ",
-                                                   options.max_matchers));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "selector has ", sel->matchers.size(), " matchers; the limit is ", options.max_matchers));
   }
   if (sel->metric.empty()) {
     bool narrowing = false;

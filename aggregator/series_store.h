@@ -96,7 +96,7 @@ struct SeriesStoreStats {
   uint64_t frames_appended = 0;
   uint64_t frames_too_old = 0;  // frame ended before now - retention
   uint64_t series_created = 0;
-  uint64_t series_removed = 0;  // all samples aged out
+  uint64_t series_removed = 0;                                  // all samples aged out
   absl::flat_hash_map<std::string, uint64_t> dropped_by_agent;  // cap overflow, in samples
 };
 
@@ -143,8 +143,7 @@ class SeriesStore final : public SeriesSource {
   };
   using Postings = std::vector<uint32_t>;  // ascending series ids
 
-  std::vector<uint32_t> candidates(const Selector& selector) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  std::vector<uint32_t> candidates(const Selector& selector) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void removeSeries(uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   SeriesStoreOptions options_;

@@ -65,6 +65,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
   if (auto st = s->replayLog(); !st.ok()) {
     return st;
   }
+  for (size_t i = 0; i < s->options_.remote_write_urls.size(); ++i) {
+    const std::string& url = s->options_.remote_write_urls[i];
+    auto w = RemoteWriter::create(io.provider->getTimer(), io.provider->getNetwork(), *s->log_, url,
+                                  i == 0 ? "remote_write" : "remote_write:" + url,
+                                  s->options_.remote_write);
+    if (!w.ok()) {
+      return w.status();
+    }
+    s->remote_writers_.push_back(std::move(*w));
+  }
   s->ingest_ = kj::heap<Ingest>(io.provider->getTimer(), *s->log_, s->store_, s->options_.ingest);
   auto rpc = listenTcp(io.provider->getNetwork(), io.waitScope, s->options_.rpc_addr,
                        s->options_.rpc_port, "rpc_port");
@@ -98,9 +108,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
 }
 
 kj::Promise<void> Server::run() {
-  return ingest_->listen(*rpc_listener_)
-      .exclusiveJoin(http_->listen(*http_listener_))
-      .exclusiveJoin(retentionLoop());
+  kj::Promise<void> all = ingest_->listen(*rpc_listener_)
+                              .exclusiveJoin(http_->listen(*http_listener_))
+                              .exclusiveJoin(retentionLoop());
+  for (auto& w : remote_writers_) {
+    all = all.exclusiveJoin(w->run());
+  }
+  return all;
 }
 
 absl::Status Server::replayLog() {
@@ -189,6 +203,7 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     ingest_->writeMetrics(out);
     series_.writeMetrics(out);
     query_api_.writeMetrics(out);
+    writeRemoteWriteMetrics(remote_writers_, out);
     const IngestLogStats& ls = log_->stats();
     out.family("vigil_aggregator_log_bytes", MetricType::kGauge,
                "Payload bytes held in the durable ingest log.");

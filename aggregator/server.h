@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "aggregator/ingest.h"
 #include "aggregator/query_api.h"
+#include "aggregator/remote_write.h"
 #include "aggregator/series_store.h"
 #include "aggregator/store.h"
 #include "userspace/common/http_server.h"
@@ -27,6 +28,10 @@ struct ServerOptions {
   IngestOptions ingest;
   StoreOptions store;
   SeriesStoreOptions series;
+  // Remote-write receivers; the first URL's cursor is the log consumer "remote_write", further
+  // URLs use "remote_write:<url>".
+  std::vector<std::string> remote_write_urls;
+  RemoteWriteOptions remote_write;
 };
 
 class Server {
@@ -56,6 +61,7 @@ class Server {
   Store store_;
   SeriesStore series_;
   QueryApi query_api_;
+  std::vector<std::unique_ptr<RemoteWriter>> remote_writers_;
   kj::Own<Ingest> ingest_;
   kj::Own<HttpServer> http_;
   kj::Own<kj::ConnectionReceiver> rpc_listener_;
