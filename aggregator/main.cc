@@ -40,6 +40,9 @@ ABSL_FLAG(absl::Duration, remote_write_max_backoff, absl::Seconds(30),
           "Longest pause between retries of a failed remote-write request.");
 ABSL_FLAG(absl::Duration, remote_write_agent_stale_after, absl::Seconds(60),
           "Send stale markers for all series of an agent silent this long.");
+ABSL_FLAG(int32_t, metrics_max_processes, 200,
+          "Processes per agent shown on /metrics (busiest by CPU over the last interval; 0: all). "
+          "The rest are counted in vigil_aggregator_processes_not_exposed.");
 ABSL_FLAG(bool, verbose, false, "Log debug detail.");
 
 int main(int argc, char** argv) {
@@ -73,6 +76,12 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.log.max_age_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_log_retention));
   options.log.max_bytes = absl::GetFlag(FLAGS_log_max_bytes);
+  if (absl::GetFlag(FLAGS_metrics_max_processes) < 0) {
+    fprintf(stderr, "vigil-aggregator: --metrics_max_processes must be >= 0\n");
+    return 2;
+  }
+  options.store.max_processes_per_agent =
+      static_cast<size_t>(absl::GetFlag(FLAGS_metrics_max_processes));
   options.series.retention_ms = absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_series_retention));
   if (options.series.retention_ms <= 0 || absl::GetFlag(FLAGS_max_series_per_agent) <= 0) {
     fprintf(stderr,

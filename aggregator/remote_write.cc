@@ -121,14 +121,16 @@ std::vector<PendingSeries> WriteBatcher::take() {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<RemoteWriter>> RemoteWriter::create(
-    kj::Timer& timer, kj::Network& network, IngestLog& log, std::string url, std::string consumer,
-    RemoteWriteOptions options) {
+absl::StatusOr<std::unique_ptr<RemoteWriter>> RemoteWriter::create(kj::Timer& timer,
+                                                                   kj::Network& network,
+                                                                   IngestLog& log, std::string url,
+                                                                   std::string consumer,
+                                                                   RemoteWriteOptions options) {
   KJ_IF_MAYBE (parsed, kj::Url::tryParse(url)) {
     if (parsed->scheme != "http") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--remote_write_url ", url, ": only http:// URLs are supported (scheme '",
-          parsed->scheme.cStr(), "'); put a TLS proxy in front for https"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--remote_write_url ", url, ": only http:// URLs are supported (scheme '",
+                       parsed->scheme.cStr(), "'); put a TLS proxy in front for https"));
     }
     if (parsed->host.size() == 0) {
       return absl::InvalidArgumentError(absl::StrCat("--remote_write_url ", url, ": no host"));
@@ -141,10 +143,13 @@ absl::StatusOr<std::unique_ptr<RemoteWriter>> RemoteWriter::create(
   if (!cursor.ok()) {
     return cursor.status();
   }
-  std::unique_ptr<RemoteWriter> w(new RemoteWriter(timer, network, log, std::move(url),
-                                                   std::move(consumer), options));
+  std::unique_ptr<RemoteWriter> w(
+      new RemoteWriter(timer, network, log, std::move(url), std::move(consumer), options));
   w->cursor_ = *cursor;
   w->stats_.cursor = *cursor;
+  auto head = log.headId();
+  VIGIL_LOG_INFO("remote_write %s: resuming after ingest log record %d (log head %d)", w->url_,
+                 *cursor, head.ok() ? *head : -1);
   return w;
 }
 
@@ -220,6 +225,7 @@ bool RemoteWriter::buildBatch() {
   p->samples = batcher_.samples();
   p->stale_markers = batcher_.staleMarkers();
   p->end_id = end_id;
+  p->frames = frames;
   p->body = encodeWriteRequest(batcher_.take());
   pending_ = std::move(p);
   return true;
@@ -249,7 +255,8 @@ kj::Promise<int> RemoteWriter::send() {
   headers.set(user_agent_, options_.user_agent);
   headers.set(rw_version_, "0.1.0");
   auto req = client_->request(kj::HttpMethod::POST, url_, headers, pending_->body.size());
-  auto write = req.body->write(pending_->body.data(), pending_->body.size()).attach(kj::mv(req.body));
+  auto write =
+      req.body->write(pending_->body.data(), pending_->body.size()).attach(kj::mv(req.body));
   auto exchange =
       write.then([response = kj::mv(req.response)]() mutable { return kj::mv(response); })
           .then([this](kj::HttpClient::Response&& r) {
@@ -279,6 +286,7 @@ kj::Promise<void> RemoteWriter::handleStatus(int status) {
   const Pending& p = *pending_;
   if (status >= 200 && status < 300) {
     stats_.samples_sent += p.samples;
+    stats_.frames_sent += p.frames;
     stats_.stale_markers += p.stale_markers;
     stats_.last_success_ms = unixNanos() / 1000000;
     cursor_ = p.end_id;
@@ -313,6 +321,7 @@ void RemoteWriter::writeMetrics(MetricSink& out) const {
   Labels l = {{"url", url_}};
   auto put = [&](const char* name, double v) { out.sample(name, l, v); };
   put("vigil_aggregator_remote_write_samples_sent_total", stats_.samples_sent);
+  put("vigil_aggregator_remote_write_frames_sent_total", stats_.frames_sent);
   put("vigil_aggregator_remote_write_samples_failed_total", stats_.samples_failed);
   put("vigil_aggregator_remote_write_samples_dropped_total", stats_.samples_dropped);
   put("vigil_aggregator_remote_write_stale_markers_total", stats_.stale_markers);
@@ -336,6 +345,8 @@ void writeRemoteWriteMetrics(const std::vector<std::unique_ptr<RemoteWriter>>& w
   }
   out.family("vigil_aggregator_remote_write_samples_sent_total", MetricType::kCounter,
              "Samples (including stale markers) accepted by the remote-write receiver.");
+  out.family("vigil_aggregator_remote_write_frames_sent_total", MetricType::kCounter,
+             "Ingest log frames covered by requests the receiver accepted.");
   out.family("vigil_aggregator_remote_write_samples_failed_total", MetricType::kCounter,
              "Samples in requests that failed (5xx, 429, network) and were retried.");
   out.family("vigil_aggregator_remote_write_samples_dropped_total", MetricType::kCounter,

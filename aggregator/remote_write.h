@@ -44,7 +44,7 @@ struct RemoteWriteOptions {
 };
 
 struct PendingSeries {
-  LabelSet labels;  // sorted by name, includes __name__
+  LabelSet labels;              // sorted by name, includes __name__
   std::vector<Sample> samples;  // ascending timestamps
 };
 
@@ -80,6 +80,7 @@ class WriteBatcher {
 
 struct RemoteWriteStats {
   uint64_t samples_sent = 0;
+  uint64_t frames_sent = 0;      // log records covered by accepted requests
   uint64_t samples_failed = 0;   // in attempts that failed and were retried
   uint64_t samples_dropped = 0;  // refused with a non-retryable 4xx
   uint64_t stale_markers = 0;
@@ -96,9 +97,8 @@ class RemoteWriter {
  public:
   // `url` must be http://host[:port]/path. `consumer` names the cursor in the ingest log.
   static absl::StatusOr<std::unique_ptr<RemoteWriter>> create(kj::Timer& timer,
-                                                              kj::Network& network,
-                                                              IngestLog& log, std::string url,
-                                                              std::string consumer,
+                                                              kj::Network& network, IngestLog& log,
+                                                              std::string url, std::string consumer,
                                                               RemoteWriteOptions options);
   ~RemoteWriter();
 
@@ -138,6 +138,7 @@ class RemoteWriter {
     int64_t end_id = 0;
     size_t samples = 0;
     size_t stale_markers = 0;
+    size_t frames = 0;
   };
   std::unique_ptr<Pending> pending_;
   std::string last_error_;

@@ -17,6 +17,10 @@ namespace vigil::aggregator {
 struct StoreOptions {
   // How long an exited or vanished process stays visible after its last report.
   int64_t process_ttl_ns = 5LL * 60 * 1000000000;
+  // /metrics shows at most this many processes per agent: the busiest by CPU time over the last
+  // interval (ties: by total CPU time). The rest are counted in
+  // vigil_aggregator_processes_not_exposed. 0 means no limit.
+  size_t max_processes_per_agent = 200;
 };
 
 struct AgentRecord {
@@ -32,6 +36,7 @@ struct AgentRecord {
   struct Process {
     ProcessStats stats;
     int64_t last_seen_ns = 0;
+    uint64_t cpu_delta_ns = 0;  // CPU time over the agent's last interval
   };
   absl::flat_hash_map<uint32_t, Process> processes;
   std::vector<MetricSample> host;

@@ -5,8 +5,7 @@
 namespace vigil::aggregator {
 namespace {
 
-HttpRequest get(const std::string& path,
-                std::vector<std::pair<std::string, std::string>> params) {
+HttpRequest get(const std::string& path, std::vector<std::pair<std::string, std::string>> params) {
   HttpRequest r;
   r.path = path;
   for (const auto& [k, v] : params) {
@@ -60,10 +59,10 @@ TEST_CASE("query_range with a step takes the last sample within the lookback at 
 
 TEST_CASE("query_range without a step returns every stored sample with its own timestamp") {
   Fixture f;
-  auto reply = f.api.handle(get("/api/v1/query_range", {{"query", "cpu{node=~\"b|c\"}"},
-                                                        {"start", f.s(f.base)},
-                                                        {"end", f.s(f.base + 100000)}}),
-                            unixMillis());
+  auto reply = f.api.handle(
+      get("/api/v1/query_range",
+          {{"query", "cpu{node=~\"b|c\"}"}, {"start", f.s(f.base)}, {"end", f.s(f.base + 100000)}}),
+      unixMillis());
   REQUIRE(reply);
   CHECK(reply->status == 200);
   CHECK(reply->body == "{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[" +
@@ -74,10 +73,10 @@ TEST_CASE("query_range without a step returns every stored sample with its own t
 
 TEST_CASE("series lists matching label sets for several match[] selectors, RFC3339 times") {
   Fixture f;
-  auto reply = f.api.handle(get("/api/v1/series", {{"match[]", "cpu{node=\"b\"}"},
-                                                   {"match[]", "mem"},
-                                                   {"start", "2020-01-01T00:00:00Z"}}),
-                            unixMillis());
+  auto reply = f.api.handle(
+      get("/api/v1/series",
+          {{"match[]", "cpu{node=\"b\"}"}, {"match[]", "mem"}, {"start", "2020-01-01T00:00:00Z"}}),
+      unixMillis());
   REQUIRE(reply);
   CHECK(reply->status == 200);
   CHECK(reply->body ==
@@ -169,8 +168,8 @@ TEST_CASE("times and durations parse in the documented forms") {
   CHECK_FALSE(parseDurationParam("s").ok());
   CHECK(validUtf8("h\xc3\xa9llo"));
   CHECK_FALSE(validUtf8("\xc3"));
-  CHECK_FALSE(validUtf8("\xc0\xaf"));        // overlong
-  CHECK_FALSE(validUtf8("\xed\xa0\x80"));    // surrogate
+  CHECK_FALSE(validUtf8("\xc0\xaf"));      // overlong
+  CHECK_FALSE(validUtf8("\xed\xa0\x80"));  // surrogate
   CHECK(jsonString("a\"\\\n\x01\xff") == "\"a\\\"\\\\\\n\\u0001\xef\xbf\xbd\"");
 }
 

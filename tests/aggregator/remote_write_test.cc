@@ -147,16 +147,16 @@ class ScriptedReceiver final : public kj::HttpService {
     r.encoding = get(encoding_);
     r.version = get(version_);
     r.user_agent = get(agent_);
-    return body.readAllBytes().then([this, r = std::move(r), &response](
-                                        kj::Array<kj::byte> bytes) mutable {
-      r.body.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-      int status = received.size() < statuses_.size() ? statuses_[received.size()] : 200;
-      r.status = status;
-      received.push_back(std::move(r));
-      kj::HttpHeaders h(*table_);
-      auto out = response.send(static_cast<uint>(status), "scripted", h, uint64_t{2});
-      return out->write("ok", 2).attach(kj::mv(out));
-    });
+    return body.readAllBytes().then(
+        [this, r = std::move(r), &response](kj::Array<kj::byte> bytes) mutable {
+          r.body.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+          int status = received.size() < statuses_.size() ? statuses_[received.size()] : 200;
+          r.status = status;
+          received.push_back(std::move(r));
+          kj::HttpHeaders h(*table_);
+          auto out = response.send(static_cast<uint>(status), "scripted", h, uint64_t{2});
+          return out->write("ok", 2).attach(kj::mv(out));
+        });
   }
 
   struct Received {
@@ -177,8 +177,8 @@ void appendFrame(IngestLog& log, Snapshot& s) {
   capnp::MallocMessageBuilder msg;
   toWire(s, msg);
   auto bytes = encodeFrame(msg, wire::Encoding::PACKED);
-  REQUIRE(*log.append(s.agent.agent_id, s.boot_epoch, s.seq, wire::Encoding::PACKED,
-                      bytes.begin(), bytes.size(), 1));
+  REQUIRE(*log.append(s.agent.agent_id, s.boot_epoch, s.seq, wire::Encoding::PACKED, bytes.begin(),
+                      bytes.size(), 1));
 }
 
 TEST_CASE("the forwarder retries 5xx and 429, drops 4xx, and resumes from its persisted cursor") {
@@ -201,10 +201,8 @@ TEST_CASE("the forwarder retries 5xx and 429, drops 4xx, and resumes from its pe
   auto io = kj::setupAsyncIo();
   // 503 then 429 on batch 1 (retried), 200 for it, 400 for batch 2 (dropped), 200 for batch 3.
   ScriptedReceiver receiver({503, 429, 200, 400, 200});
-  auto listener = io.provider->getNetwork()
-                      .parseAddress("127.0.0.1", 0)
-                      .wait(io.waitScope)
-                      ->listen();
+  auto listener =
+      io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope)->listen();
   kj::HttpServer server(io.provider->getTimer(), receiver.table(), receiver);
   auto serving = server.listenHttp(*listener).eagerlyEvaluate(nullptr);
   std::string url = "http://127.0.0.1:" + std::to_string(listener->getPort()) + "/api/v1/write";
@@ -214,8 +212,8 @@ TEST_CASE("the forwarder retries 5xx and 429, drops 4xx, and resumes from its pe
   opts.min_backoff_ms = 5;
   opts.poll_interval_ms = 10;
   opts.agent_stale_after_ms = 1LL << 50;  // keep the frames' agent "alive" for this test
-  auto writer = RemoteWriter::create(io.provider->getTimer(), io.provider->getNetwork(), **log,
-                                     url, "remote_write", opts);
+  auto writer = RemoteWriter::create(io.provider->getTimer(), io.provider->getNetwork(), **log, url,
+                                     "remote_write", opts);
   REQUIRE(writer.ok());
   {
     auto running = (*writer)->run().eagerlyEvaluate(nullptr);
@@ -258,8 +256,8 @@ TEST_CASE("the forwarder retries 5xx and 429, drops 4xx, and resumes from its pe
     frame(s, "a", seq, t0 + static_cast<int64_t>(seq) * 1000, {42});
     appendFrame(**log, s);
   }
-  auto again = RemoteWriter::create(io.provider->getTimer(), io.provider->getNetwork(), **log,
-                                    url, "remote_write", opts);
+  auto again = RemoteWriter::create(io.provider->getTimer(), io.provider->getNetwork(), **log, url,
+                                    "remote_write", opts);
   REQUIRE(again.ok());
   {
     auto running = (*again)->run().eagerlyEvaluate(nullptr);

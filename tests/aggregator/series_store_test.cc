@@ -54,7 +54,8 @@ TEST_CASE("chunks round-trip regular, irregular and extreme samples bit for bit"
   t = -5000;  // negative timestamps are still valid int64 ms
   for (int i = 0; i < 1000; ++i) {
     // Deltas from 1 ms to many days, hitting every delta-of-delta bucket and the 64-bit escape.
-    static const int64_t kDeltas[] = {1, 2, 999, 1000, 1001, 8191, 8192, 70000, 600000, 86400000LL * 30};
+    static const int64_t kDeltas[] = {1,    2,    999,   1000,   1001,
+                                      8191, 8192, 70000, 600000, 86400000LL * 30};
     t += kDeltas[rng() % (sizeof(kDeltas) / sizeof(kDeltas[0]))];
     double x;
     uint64_t raw = rng();
@@ -272,8 +273,7 @@ TEST_CASE("benchmark: ingest rate and memory per sample", "[.][bench]") {
       store.append("a", labels[i], t0 + step * 1000 + static_cast<int64_t>(rng() % 3), v[i]);
     }
   }
-  double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   double n = static_cast<double>(kSeries) * kSteps;
   WARN("appended " << n << " samples in " << secs << " s = " << n / secs << " samples/s; "
                    << static_cast<double>(store.chunkBytes()) / n << " chunk bytes/sample, "
