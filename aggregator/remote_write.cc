@@ -327,8 +327,11 @@ void RemoteWriter::writeMetrics(MetricSink& out) const {
   put("vigil_aggregator_remote_write_stale_markers_total", stats_.stale_markers);
   put("vigil_aggregator_remote_write_retries_total", stats_.retries);
   put("vigil_aggregator_remote_write_frames_undecodable_total", stats_.frames_undecodable);
+  // The head moves with every accepted frame, also while a batch is being retried.
+  auto head = log_.headId();
+  int64_t head_id = head.ok() ? *head : stats_.head;
   put("vigil_aggregator_remote_write_lag_frames",
-      static_cast<double>(std::max<int64_t>(0, stats_.head - stats_.cursor)));
+      static_cast<double>(std::max<int64_t>(0, head_id - stats_.cursor)));
   put("vigil_aggregator_remote_write_last_success_timestamp_seconds",
       stats_.last_success_ms / 1000.0);
   for (const auto& [code, n] : stats_.responses) {
