@@ -51,6 +51,27 @@ bool validUtf8(const std::string& s) {
   return true;
 }
 
+std::string repairUtf8(const std::string& s) {
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80             ? 1
+               : (c & 0xe0) == 0xc0 ? 2
+               : (c & 0xf0) == 0xe0 ? 3
+               : (c & 0xf8) == 0xf0 ? 4
+                                    : 0;
+    if (n != 0 && i + n <= s.size() && validUtf8(s.substr(i, n))) {
+      out.append(s, i, n);
+      i += n;
+    } else {
+      out += "\xef\xbf\xbd";
+      ++i;
+    }
+  }
+  return out;
+}
+
 std::string jsonString(const std::string& s) {
   std::string out = "\"";
   size_t i = 0;

@@ -35,6 +35,8 @@ absl::StatusOr<int64_t> parseTimeParam(const std::string& text);
 absl::StatusOr<int64_t> parseDurationParam(const std::string& text);
 // True if `s` is well-formed UTF-8.
 bool validUtf8(const std::string& s);
+// `s` with each byte that is not part of a valid UTF-8 sequence replaced by U+FFFD.
+std::string repairUtf8(const std::string& s);
 // JSON string literal for `s` (quotes included); invalid UTF-8 bytes become U+FFFD.
 std::string jsonString(const std::string& s);
 

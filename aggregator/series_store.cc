@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
+#include "aggregator/query_api.h"
 #include "userspace/common/frame_metrics.h"
 
 namespace vigil::aggregator {
@@ -243,16 +244,30 @@ namespace {
 // Collects what a renderer writes as label sets with __name__, sorted by label name.
 class CollectingSink final : public MetricSink {
  public:
-  explicit CollectingSink(std::vector<FrameSample>& out) : out_(out) {}
+  CollectingSink(std::vector<FrameSample>& out, RenderIssues& issues)
+      : out_(out), issues_(issues) {}
   void family(absl::string_view, MetricType, absl::string_view) override {}
   void ensureFamily(absl::string_view, MetricType) override {}
   void sample(absl::string_view, absl::string_view name, const Labels& labels, double value,
               std::optional<int64_t>) override {
     FrameSample s;
+    if (!validMetricName(name)) {
+      issues_.invalid_names++;
+      return;
+    }
     s.labels.reserve(labels.size() + 1);
     s.labels.emplace_back("__name__", std::string(name));
     for (const auto& l : labels) {
-      s.labels.push_back(l);
+      if (!validLabelName(l.first) || absl::string_view(l.first).substr(0, 2) == "__") {
+        issues_.invalid_names++;
+        return;
+      }
+      if (validUtf8(l.second)) {
+        s.labels.push_back(l);
+      } else {
+        issues_.invalid_utf8++;
+        s.labels.emplace_back(l.first, repairUtf8(l.second));
+      }
     }
     // Stable: if a renderer ever repeated a label name, the first occurrence wins.
     std::stable_sort(s.labels.begin(), s.labels.end(),
@@ -267,6 +282,7 @@ class CollectingSink final : public MetricSink {
 
  private:
   std::vector<FrameSample>& out_;
+  RenderIssues& issues_;
 };
 
 void intersect(std::vector<uint32_t>& acc, const std::vector<uint32_t>& other) {
@@ -287,9 +303,10 @@ const std::string* labelValue(const LabelSet& labels, const std::string& name) {
 
 }  // namespace
 
-std::vector<FrameSample> renderFrameSamples(const Snapshot& frame) {
+std::vector<FrameSample> renderFrameSamples(const Snapshot& frame, RenderIssues* issues) {
   std::vector<FrameSample> out;
-  CollectingSink sink(out);
+  RenderIssues local;
+  CollectingSink sink(out, issues != nullptr ? *issues : local);
   ExpositionOptions opts;
   opts.base_labels = {{"node", nodeLabel(frame)}};
   writeSnapshotMetrics(frame, opts, sink);
@@ -304,12 +321,15 @@ void SeriesStore::appendFrame(const Snapshot& frame) {
     stats_.frames_too_old++;
     return;
   }
-  std::vector<FrameSample> samples = renderFrameSamples(frame);
+  RenderIssues issues;
+  std::vector<FrameSample> samples = renderFrameSamples(frame, &issues);
   for (const FrameSample& s : samples) {
     append(frame.agent.agent_id, s.labels, t_ms, s.value);
   }
   absl::MutexLock lock(&mu_);
   stats_.frames_appended++;
+  stats_.invalid.invalid_names += issues.invalid_names;
+  stats_.invalid.invalid_utf8 += issues.invalid_utf8;
 }
 
 SeriesStore::AppendResult SeriesStore::append(const std::string& agent_id, const LabelSet& labels,
@@ -576,6 +596,13 @@ void SeriesStore::writeMetrics(MetricSink& out) const {
              "Samples refused because their timestamp was not after the series' last sample.");
   out.sample("vigil_aggregator_series_out_of_order_total", {},
              static_cast<double>(st.samples_out_of_order));
+  out.family("vigil_aggregator_series_invalid_samples_total", MetricType::kCounter,
+             "Frame samples with a problem: invalid_name (left out), invalid_utf8 (label value "
+             "repaired with U+FFFD).");
+  out.sample("vigil_aggregator_series_invalid_samples_total", {{"reason", "invalid_name"}},
+             static_cast<double>(st.invalid.invalid_names));
+  out.sample("vigil_aggregator_series_invalid_samples_total", {{"reason", "invalid_utf8"}},
+             static_cast<double>(st.invalid.invalid_utf8));
   out.family("vigil_aggregator_series_limit", MetricType::kGauge,
              "Series cap per agent (--max_series_per_agent).");
   out.sample("vigil_aggregator_series_limit", {},

@@ -84,7 +84,15 @@ struct FrameSample {
   LabelSet labels;
   double value = 0;
 };
-std::vector<FrameSample> renderFrameSamples(const Snapshot& frame);
+// Agent-supplied names and values are checked here, since everything downstream (remote-write
+// receivers especially, which refuse a whole request for one bad label) needs valid ones: a
+// sample with an invalid metric or label name is left out, and a label value that is not UTF-8
+// has its bad bytes replaced by U+FFFD. Both are counted in `issues` when given.
+struct RenderIssues {
+  uint64_t invalid_names = 0;
+  uint64_t invalid_utf8 = 0;
+};
+std::vector<FrameSample> renderFrameSamples(const Snapshot& frame, RenderIssues* issues = nullptr);
 // The `node` label the aggregator gives an agent's series.
 std::string nodeLabel(const Snapshot& frame);
 // Key of a label set (for hashing); unique per label set.
@@ -95,6 +103,7 @@ struct SeriesStoreStats {
   uint64_t samples_out_of_order = 0;  // timestamp not after the series' last sample
   uint64_t frames_appended = 0;
   uint64_t frames_too_old = 0;  // frame ended before now - retention
+  RenderIssues invalid;         // samples dropped / values repaired while rendering frames
   uint64_t series_created = 0;
   uint64_t series_removed = 0;                                  // all samples aged out
   absl::flat_hash_map<std::string, uint64_t> dropped_by_agent;  // cap overflow, in samples

@@ -244,6 +244,30 @@ TEST_CASE("a frame becomes one sample per /metrics series at the frame's end tim
   CHECK(store.stats().frames_too_old == 1);
 }
 
+TEST_CASE("frame samples with invalid names are left out and bad UTF-8 is repaired, counted") {
+  SeriesStore store;
+  Snapshot s;
+  s.agent.agent_id = "agent-1";
+  s.agent.node_name = "node-1";
+  s.end_unix_ns = unixMillis() * 1000000;
+  ProcessStats& p = s.process(7);
+  p.comm = "bad\xff\xfe";
+  p.cpu_ns = 1000000000;
+  s.host.push_back(MetricSample{"vigil_host_ok", {{"bad-label", "x"}}, 1, false});
+  s.host.push_back(MetricSample{"0bad metric", {}, 1, false});
+  store.appendFrame(s);
+  CHECK_FALSE(store.hasMetric("vigil_host_ok"));
+  CHECK_FALSE(store.hasMetric("0bad metric"));
+  auto sel = parseSelector("vigil_process_cpu_seconds_total{pid=\"7\"}");
+  auto got = store.select(*sel, 0, INT64_MAX);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].labels[1] ==
+        std::pair<std::string, std::string>("comm", "bad\xef\xbf\xbd\xef\xbf\xbd"));
+  auto st = store.stats();
+  CHECK(st.invalid.invalid_names == 2);
+  CHECK(st.invalid.invalid_utf8 == 3);  // cpu seconds and the two context-switch series
+}
+
 // A unit benchmark, not a timed assertion: prints ingest rate and bytes per sample for a
 // realistic mix at a 1 s interval with a few ms of timestamp jitter: a third float CPU-seconds
 // counters (nanosecond resolution, so full mantissas), a third integer counters, a third constant
@@ -285,6 +309,46 @@ TEST_CASE("benchmark: ingest rate and memory per sample", "[.][bench]") {
   WARN("selected " << all.size() << " series in " << secs << " s = " << n / secs
                    << " samples/s decoded");
   CHECK(all.size() == kSeries);
+}
+
+}  // namespace
+}  // namespace vigil::aggregator
+
+namespace vigil::aggregator {
+namespace {
+
+// Unit benchmark of the whole ingest path of the series store (render a frame through the
+// /metrics renderer, then append): frames of 300 processes at a 1 s interval.
+TEST_CASE("benchmark: appendFrame with 300 processes", "[.][bench]") {
+  SeriesStore store;
+  constexpr int kFrames = 200;
+  int64_t t0 = unixMillis() - kFrames * 1000;
+  size_t samples = 0;
+  double secs = 0;
+  for (int f = 0; f < kFrames; ++f) {
+    Snapshot s;
+    s.agent.agent_id = "bench";
+    s.agent.node_name = "bench";
+    s.end_unix_ns = (t0 + f * 1000) * 1000000;
+    s.interval_ms = 1000;
+    for (uint32_t pid = 1; pid <= 300; ++pid) {
+      ProcessStats& p = s.process(pid);
+      p.comm = "proc" + std::to_string(pid % 40);
+      p.cpu_ns = static_cast<uint64_t>(f) * pid * 1000003;
+      p.voluntary_switches = static_cast<uint64_t>(f) * 3;
+      p.involuntary_switches = static_cast<uint64_t>(f);
+      p.syscalls = static_cast<uint64_t>(f) * 100 + pid;
+    }
+    auto start = std::chrono::steady_clock::now();
+    store.appendFrame(s);
+    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  samples = store.stats().samples_appended;
+  WARN("appendFrame: " << kFrames / secs << " frames/s, " << samples / secs
+                       << " samples/s (incl. rendering); "
+                       << static_cast<double>(store.chunkBytes()) / samples
+                       << " chunk bytes/sample");
+  CHECK(samples > 0);
 }
 
 }  // namespace
