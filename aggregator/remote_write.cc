@@ -86,6 +86,16 @@ void WriteBatcher::addFrame(const Snapshot& frame) {
   agent.last_frame_ms = std::max(agent.last_frame_ms, t_ms);
 }
 
+void WriteBatcher::prime(const Snapshot& frame) {
+  AgentState& agent = agents_[frame.agent.agent_id];
+  agent.series.clear();
+  for (FrameSample& s : renderFrameSamples(frame)) {
+    std::string key = labelKey(s.labels);
+    agent.series.emplace(std::move(key), std::move(s.labels));
+  }
+  agent.last_frame_ms = std::max(agent.last_frame_ms, frame.end_unix_ns / 1000000);
+}
+
 size_t WriteBatcher::expireAgents(int64_t before_ms, int64_t t_ms) {
   size_t n = 0;
   for (auto it = agents_.begin(); it != agents_.end();) {
@@ -147,6 +157,29 @@ absl::StatusOr<std::unique_ptr<RemoteWriter>> RemoteWriter::create(kj::Timer& ti
       new RemoteWriter(timer, network, log, std::move(url), std::move(consumer), options));
   w->cursor_ = *cursor;
   w->stats_.cursor = *cursor;
+  // Learn each agent's series from the frames just before the cursor (already sent).
+  int64_t from = std::max<int64_t>(0, *cursor - static_cast<int64_t>(options.prime_records));
+  while (from < *cursor) {
+    auto records = log.readAfter(from, 64);
+    if (!records.ok() || records->empty()) {
+      break;
+    }
+    for (const LogRecord& r : *records) {
+      if (r.id > *cursor) {
+        from = *cursor;
+        break;
+      }
+      from = r.id;
+      auto decoded = decodeFrame(
+          kj::arrayPtr(reinterpret_cast<const kj::byte*>(r.payload.data()), r.payload.size()),
+          r.encoding);
+      if (decoded.ok()) {
+        Snapshot snap;
+        fromWire((*decoded)->frame(), snap);
+        w->batcher_.prime(snap);
+      }
+    }
+  }
   auto head = log.headId();
   VIGIL_LOG_INFO("remote_write %s: resuming after ingest log record %d (log head %d)", w->url_,
                  *cursor, head.ok() ? *head : -1);

@@ -41,6 +41,8 @@ struct RemoteWriteOptions {
   int64_t poll_interval_ms = 500;  // how often to look for new frames once caught up
   int64_t agent_stale_after_ms = 60000;
   std::string user_agent = "vigil-aggregator/0.1";
+  // At start, log records before the cursor read to learn each agent's last series set.
+  size_t prime_records = 1024;
 };
 
 struct PendingSeries {
@@ -57,6 +59,9 @@ absl::StatusOr<std::vector<PendingSeries>> decodeWriteRequest(const std::string&
 class WriteBatcher {
  public:
   void addFrame(const Snapshot& frame);
+  // Records which series the agent had in `frame` without sending anything: used at start on the
+  // frames just before the cursor, so series that end right after a restart still get markers.
+  void prime(const Snapshot& frame);
   // Stale markers at t_ms for every series of agents whose last frame ended before `before_ms`;
   // those agents are forgotten. Returns the number of markers added.
   size_t expireAgents(int64_t before_ms, int64_t t_ms);

@@ -189,12 +189,12 @@ TEST_CASE("the forwarder retries 5xx and 429, drops 4xx, and resumes from its pe
   int64_t t0 = 1700000000000;
   for (uint64_t seq = 1; seq <= 6; ++seq) {
     Snapshot s;
-    frame(s, "a", seq, t0 + static_cast<int64_t>(seq) * 1000, {42});
+    frame(s, "a", seq, t0 + static_cast<int64_t>(seq) * 1000, {42, 43});
     appendFrame(**log, s);
   }
   size_t per_frame = [&]() {
     Snapshot s;
-    frame(s, "a", 1, t0, {42});
+    frame(s, "a", 1, t0, {42, 43});
     return renderFrameSamples(s).size();
   }();
 
@@ -250,7 +250,8 @@ TEST_CASE("the forwarder retries 5xx and 429, drops 4xx, and resumes from its pe
   CHECK(cpu->samples[1].timestamp_ms == t0 + 6000);
   CHECK(cpu->samples[1].value == 6);
 
-  // A new writer on the same log (an aggregator restart) sends only frames after the cursor.
+  // A new writer on the same log (an aggregator restart) sends only frames after the cursor, and
+  // still knows (from the frames before it) that pid 43 was there: it ends pid 43's series.
   for (uint64_t seq = 7; seq <= 8; ++seq) {
     Snapshot s;
     frame(s, "a", seq, t0 + static_cast<int64_t>(seq) * 1000, {42});
@@ -273,6 +274,12 @@ TEST_CASE("the forwarder retries 5xx and 429, drops 4xx, and resumes from its pe
   REQUIRE(cpu->samples.size() == 2);
   CHECK(cpu->samples[0].timestamp_ms == t0 + 7000);
   CHECK(cpu->samples[1].timestamp_ms == t0 + 8000);
+  const PendingSeries* gone = find(*resumed, "vigil_process_cpu_seconds_total", "43");
+  REQUIRE(gone);
+  REQUIRE(gone->samples.size() == 1);
+  CHECK(gone->samples[0].timestamp_ms == t0 + 7000);
+  CHECK(isStaleNaN(gone->samples[0].value));
+  CHECK((*again)->stats().stale_markers == 3);
 
   PromWriter w;
   writeRemoteWriteMetrics({}, w);
