@@ -407,7 +407,8 @@ HttpReply QueryApi::queryRange(const HttpRequest& request, int64_t now_ms) {
     lookback = *d;
   }
   int64_t from = step ? range->start_ms - lookback : range->start_ms;
-  std::vector<Series> found = store_.select(*sel, from, range->end_ms);
+  std::vector<Series> found = step ? store_.selectWithStaleMarkers(*sel, from, range->end_ms)
+                                   : store_.select(*sel, from, range->end_ms);
   if (found.size() > options_.max_series) {
     return reject("query_range", "too_many_series",
                   absl::StrCat(found.size(), " series match; the limit is ", options_.max_series,

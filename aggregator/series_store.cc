@@ -323,10 +323,39 @@ void SeriesStore::appendFrame(const Snapshot& frame) {
   }
   RenderIssues issues;
   std::vector<FrameSample> samples = renderFrameSamples(frame, &issues);
-  for (const FrameSample& s : samples) {
-    append(frame.agent.agent_id, s.labels, t_ms, s.value);
-  }
   absl::MutexLock lock(&mu_);
+  std::vector<uint32_t> ids;
+  ids.reserve(samples.size());
+  for (const FrameSample& s : samples) {
+    uint32_t id = 0;
+    appendLocked(frame.agent.agent_id, s.labels, t_ms, s.value, &id);
+    if (id != 0) {
+      ids.push_back(id);
+    }
+  }
+  // Series the agent's previous frame had and this one does not have ended (an exited process,
+  // a removed container): a stale marker hides them from step queries at once.
+  std::sort(ids.begin(), ids.end());
+  std::vector<uint32_t>& prev = last_frame_series_[frame.agent.agent_id];
+  for (uint32_t id : prev) {
+    if (std::binary_search(ids.begin(), ids.end(), id)) {
+      continue;
+    }
+    auto it = series_.find(id);
+    if (it == series_.end() || it->second->chunks.empty() ||
+        it->second->chunks.back().lastTime() >= t_ms) {
+      continue;
+    }
+    MemSeries& ended = *it->second;
+    if (ended.chunks.back().full()) {
+      ended.chunks.emplace_back();
+    }
+    ended.chunks.back().append(t_ms, staleNaN());
+    ended.samples++;
+    live_samples_++;
+    stats_.stale_markers++;
+  }
+  prev = std::move(ids);
   stats_.frames_appended++;
   stats_.invalid.invalid_names += issues.invalid_names;
   stats_.invalid.invalid_utf8 += issues.invalid_utf8;
@@ -335,6 +364,12 @@ void SeriesStore::appendFrame(const Snapshot& frame) {
 SeriesStore::AppendResult SeriesStore::append(const std::string& agent_id, const LabelSet& labels,
                                               int64_t t_ms, double value) {
   absl::MutexLock lock(&mu_);
+  return appendLocked(agent_id, labels, t_ms, value, nullptr);
+}
+
+SeriesStore::AppendResult SeriesStore::appendLocked(const std::string& agent_id,
+                                                    const LabelSet& labels, int64_t t_ms,
+                                                    double value, uint32_t* id_out) {
   std::string key = labelKey(labels);
   MemSeries* s = nullptr;
   auto it = by_key_.find(key);
@@ -358,6 +393,9 @@ SeriesStore::AppendResult SeriesStore::append(const std::string& agent_id, const
     by_key_.emplace(std::move(key), s->id);
     series_.emplace(s->id, std::move(owned));
     stats_.series_created++;
+  }
+  if (id_out != nullptr) {
+    *id_out = s->id;
   }
   if (!s->chunks.empty() && t_ms <= s->chunks.back().lastTime()) {
     stats_.samples_out_of_order++;
@@ -491,6 +529,16 @@ std::vector<uint32_t> SeriesStore::candidates(const Selector& selector) const {
 
 std::vector<Series> SeriesStore::select(const Selector& selector, int64_t start_ms,
                                         int64_t end_ms) const {
+  return selectImpl(selector, start_ms, end_ms, /*keep_stale=*/false);
+}
+
+std::vector<Series> SeriesStore::selectWithStaleMarkers(const Selector& selector, int64_t start_ms,
+                                                        int64_t end_ms) const {
+  return selectImpl(selector, start_ms, end_ms, /*keep_stale=*/true);
+}
+
+std::vector<Series> SeriesStore::selectImpl(const Selector& selector, int64_t start_ms,
+                                            int64_t end_ms, bool keep_stale) const {
   absl::ReaderMutexLock lock(&mu_);
   std::vector<Series> out;
   for (uint32_t id : candidates(selector)) {
@@ -498,6 +546,11 @@ std::vector<Series> SeriesStore::select(const Selector& selector, int64_t start_
     Series r;
     for (const XorChunk& c : s.chunks) {
       c.decode(r.samples, start_ms, end_ms);
+    }
+    if (!keep_stale) {
+      r.samples.erase(std::remove_if(r.samples.begin(), r.samples.end(),
+                                     [](const Sample& x) { return isStaleNaN(x.value); }),
+                      r.samples.end());
     }
     if (!r.samples.empty()) {
       r.labels = s.labels;
@@ -603,6 +656,10 @@ void SeriesStore::writeMetrics(MetricSink& out) const {
              static_cast<double>(st.invalid.invalid_names));
   out.sample("vigil_aggregator_series_invalid_samples_total", {{"reason", "invalid_utf8"}},
              static_cast<double>(st.invalid.invalid_utf8));
+  out.family("vigil_aggregator_series_stale_markers_total", MetricType::kCounter,
+             "Stale markers stored for series that left their agent's frames.");
+  out.sample("vigil_aggregator_series_stale_markers_total", {},
+             static_cast<double>(st.stale_markers));
   out.family("vigil_aggregator_series_limit", MetricType::kGauge,
              "Series cap per agent (--max_series_per_agent).");
   out.sample("vigil_aggregator_series_limit", {},

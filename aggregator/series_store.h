@@ -100,7 +100,9 @@ std::string labelKey(const LabelSet& labels);
 
 struct SeriesStoreStats {
   uint64_t samples_appended = 0;
-  uint64_t samples_out_of_order = 0;  // timestamp not after the series' last sample
+  uint64_t samples_out_of_order = 0;
+  uint64_t stale_markers = 0;  // stored when a series leaves its agent's frames  // timestamp not
+                               // after the series' last sample
   uint64_t frames_appended = 0;
   uint64_t frames_too_old = 0;  // frame ended before now - retention
   RenderIssues invalid;         // samples dropped / values repaired while rendering frames
@@ -124,8 +126,12 @@ class SeriesStore final : public SeriesSource {
   // Drops chunks that ended before now - retention, and series left empty.
   void enforceRetention(int64_t now_ms);
 
+  // Samples in [start_ms, end_ms]; stale markers are left out (a series simply ends).
   std::vector<Series> select(const Selector& selector, int64_t start_ms,
                              int64_t end_ms) const override;
+  // Same, keeping stale markers (staleNaN()) where a series ended: for lookback queries.
+  std::vector<Series> selectWithStaleMarkers(const Selector& selector, int64_t start_ms,
+                                             int64_t end_ms) const;
   bool hasMetric(const std::string& metric) const override;
   // Label sets of the series matching `selector` with a sample in [start_ms, end_ms].
   std::vector<LabelSet> seriesLabels(const Selector& selector, int64_t start_ms,
@@ -152,6 +158,10 @@ class SeriesStore final : public SeriesSource {
   };
   using Postings = std::vector<uint32_t>;  // ascending series ids
 
+  AppendResult appendLocked(const std::string& agent_id, const LabelSet& labels, int64_t t_ms,
+                            double value, uint32_t* id_out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<Series> selectImpl(const Selector& selector, int64_t start_ms, int64_t end_ms,
+                                 bool keep_stale) const;
   std::vector<uint32_t> candidates(const Selector& selector) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void removeSeries(uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -165,6 +175,8 @@ class SeriesStore final : public SeriesSource {
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> per_agent_ ABSL_GUARDED_BY(mu_);
   SeriesStoreStats stats_ ABSL_GUARDED_BY(mu_);
+  // Per agent: ids of the series in its last frame (sorted), to mark the ones that end.
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> last_frame_series_ ABSL_GUARDED_BY(mu_);
   uint64_t live_samples_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

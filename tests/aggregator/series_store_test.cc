@@ -244,6 +244,34 @@ TEST_CASE("a frame becomes one sample per /metrics series at the frame's end tim
   CHECK(store.stats().frames_too_old == 1);
 }
 
+TEST_CASE("a series that leaves its agent's frames gets a stale marker that select() hides") {
+  SeriesStore store;
+  int64_t t = unixMillis() - 10000;
+  auto frameAt = [&](int64_t ms, std::initializer_list<uint32_t> pids) {
+    Snapshot s;
+    s.agent.agent_id = "a";
+    s.agent.node_name = "a";
+    s.end_unix_ns = ms * 1000000;
+    for (uint32_t pid : pids) {
+      s.process(pid).comm = "p";
+    }
+    store.appendFrame(s);
+  };
+  frameAt(t, {1, 2});
+  frameAt(t + 1000, {1});
+  frameAt(t + 2000, {1});
+  CHECK(store.stats().stale_markers == 3);  // pid 2: cpu seconds + two context-switch series
+  auto sel = parseSelector("vigil_process_cpu_seconds_total{pid=\"2\"}");
+  auto plain = store.select(*sel, 0, INT64_MAX);
+  REQUIRE(plain.size() == 1);
+  CHECK(plain[0].samples.size() == 1);
+  auto raw = store.selectWithStaleMarkers(*sel, 0, INT64_MAX);
+  REQUIRE(raw.size() == 1);
+  REQUIRE(raw[0].samples.size() == 2);
+  CHECK(raw[0].samples[1].timestamp_ms == t + 1000);
+  CHECK(isStaleNaN(raw[0].samples[1].value));
+}
+
 TEST_CASE("frame samples with invalid names are left out and bad UTF-8 is repaired, counted") {
   SeriesStore store;
   Snapshot s;
