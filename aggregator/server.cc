@@ -38,7 +38,13 @@ std::string jsonEscape(const std::string& s) {
 }  // namespace
 
 Server::Server(ServerOptions options, kj::AsyncIoContext& io)
-    : options_(std::move(options)), io_(io), store_(options_.store) {}
+    : options_(std::move(options)),
+      io_(io),
+      store_(options_.store),
+      series_(options_.series),
+      query_api_(series_) {
+  store_.setFrameListener([this](const Snapshot& frame) { series_.appendFrame(frame); });
+}
 
 Server::~Server() = default;
 
@@ -58,6 +64,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
   s->log_ = std::move(*log);
   if (auto st = s->replayLog(); !st.ok()) {
     return st;
+  }
+  for (size_t i = 0; i < s->options_.remote_write_urls.size(); ++i) {
+    const std::string& url = s->options_.remote_write_urls[i];
+    auto w = RemoteWriter::create(io.provider->getTimer(), io.provider->getNetwork(), *s->log_, url,
+                                  i == 0 ? "remote_write" : "remote_write:" + url,
+                                  s->options_.remote_write);
+    if (!w.ok()) {
+      return w.status();
+    }
+    s->remote_writers_.push_back(std::move(*w));
   }
   s->ingest_ = kj::heap<Ingest>(io.provider->getTimer(), *s->log_, s->store_, s->options_.ingest);
   auto rpc = listenTcp(io.provider->getNetwork(), io.waitScope, s->options_.rpc_addr,
@@ -92,9 +108,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
 }
 
 kj::Promise<void> Server::run() {
-  return ingest_->listen(*rpc_listener_)
-      .exclusiveJoin(http_->listen(*http_listener_))
-      .exclusiveJoin(retentionLoop());
+  kj::Promise<void> all = ingest_->listen(*rpc_listener_)
+                              .exclusiveJoin(http_->listen(*http_listener_))
+                              .exclusiveJoin(retentionLoop());
+  for (auto& w : remote_writers_) {
+    all = all.exclusiveJoin(w->run());
+  }
+  return all;
 }
 
 absl::Status Server::replayLog() {
@@ -135,6 +155,7 @@ absl::Status Server::replayLog() {
 
 kj::Promise<void> Server::retentionLoop() {
   return io_.provider->getTimer().afterDelay(60 * kj::SECONDS).then([this]() {
+    series_.enforceRetention(unixNanos() / 1000000);
     auto r = log_->enforceRetention(unixNanos());
     if (!r.ok()) {
       VIGIL_LOG_WARN("ingest log retention failed: %s", r.status().message());
@@ -180,6 +201,9 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     PromWriter out(om);
     store_.render(out, unixNanos());
     ingest_->writeMetrics(out);
+    series_.writeMetrics(out);
+    query_api_.writeMetrics(out);
+    writeRemoteWriteMetrics(remote_writers_, out);
     const IngestLogStats& ls = log_->stats();
     out.family("vigil_aggregator_log_bytes", MetricType::kGauge,
                "Payload bytes held in the durable ingest log.");
@@ -196,6 +220,9 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     out.sample("vigil_aggregator_log_retention_dropped_total", {},
                static_cast<double>(ls.retention_dropped));
     return HttpReply{200, PromWriter::contentType(om), out.finish()};
+  }
+  if (auto reply = query_api_.handle(request, unixNanos() / 1000000)) {
+    return kj::mv(*reply);
   }
   if (request.path == "/api/v1/agents") {
     return HttpReply::json(200, agentsJson());

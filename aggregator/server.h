@@ -9,6 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "aggregator/ingest.h"
+#include "aggregator/query_api.h"
+#include "aggregator/remote_write.h"
+#include "aggregator/series_store.h"
 #include "aggregator/store.h"
 #include "userspace/common/http_server.h"
 
@@ -24,6 +27,11 @@ struct ServerOptions {
   IngestLogOptions log;
   IngestOptions ingest;
   StoreOptions store;
+  SeriesStoreOptions series;
+  // Remote-write receivers; the first URL's cursor is the log consumer "remote_write", further
+  // URLs use "remote_write:<url>".
+  std::vector<std::string> remote_write_urls;
+  RemoteWriteOptions remote_write;
 };
 
 class Server {
@@ -35,6 +43,8 @@ class Server {
   kj::Promise<void> run();
   uint16_t rpcPort() const { return rpc_port_; }
   uint16_t httpPort() const { return http_port_; }
+  // The in-memory series store (the alert engine's SeriesSource).
+  SeriesStore& series() { return series_; }
 
  private:
   Server(ServerOptions options, kj::AsyncIoContext& io);
@@ -49,6 +59,9 @@ class Server {
   kj::AsyncIoContext& io_;
   std::unique_ptr<IngestLog> log_;
   Store store_;
+  SeriesStore series_;
+  QueryApi query_api_;
+  std::vector<std::unique_ptr<RemoteWriter>> remote_writers_;
   kj::Own<Ingest> ingest_;
   kj::Own<HttpServer> http_;
   kj::Own<kj::ConnectionReceiver> rpc_listener_;
