@@ -93,7 +93,8 @@ int runSnapshot(const Command& self, const Args& args) {
   auto stop = io.unixEventPort.onSignal(SIGINT)
                   .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
                   .then([&interrupted](siginfo_t) { interrupted = true; });
-  auto window = io.provider->getTimer().afterDelay(config.interval);
+  (*collectors)->markStart();
+  auto window = sleepFromNow(io.provider->getTimer(), config.interval);
   window.exclusiveJoin(kj::mv(stop)).exclusiveJoin((*collectors)->run()).wait(io.waitScope);
   auto snap = (*collectors)->collect();
   if (interrupted) {

@@ -117,7 +117,7 @@ class LiveTop {
 
  private:
   kj::Promise<void> tick() {
-    return io_.provider->getTimer().afterDelay(s_.interval).then([this]() {
+    return sleepFromNow(io_.provider->getTimer(), s_.interval).then([this]() {
       auto cur = lc_.collect();
       double seconds = (cur->end_unix_ns - prev_->end_unix_ns) / 1e9;
       rows_ = computeRows(*prev_, *cur, seconds, s_.by_container, s_.filter);
@@ -193,7 +193,7 @@ class LiveTop {
 int runOnce(const Command& self, kj::AsyncIoContext& io, LocalCollectors& lc, const TopSettings& s,
             bool json) {
   auto prev = lc.collect();
-  io.provider->getTimer().afterDelay(s.interval).exclusiveJoin(lc.run()).wait(io.waitScope);
+  sleepFromNow(io.provider->getTimer(), s.interval).exclusiveJoin(lc.run()).wait(io.waitScope);
   auto cur = lc.collect();
   double seconds = (cur->end_unix_ns - prev->end_unix_ns) / 1e9;
   auto rows = computeRows(*prev, *cur, seconds, s.by_container, s.filter);
