@@ -194,6 +194,7 @@ TEST_CASE("snapshot JSON: Prometheus names and base units, labelled metrics as a
   s.collectors.push_back(CollectorState{"sched", true, ""});
   auto ev = s.newEvent();
   ev.setPid(42);
+  ev.setTimestampNs(1764130000123456789);
   ev.initExit().setExitCode(3);
   json j = snapshotToJson(s);
   CHECK(j["schema"] == 1);
@@ -214,6 +215,7 @@ TEST_CASE("snapshot JSON: Prometheus names and base units, labelled metrics as a
   CHECK(jh["p99_seconds"] == Approx(16e-6));
   CHECK(j["events"][0]["pid"] == 42);
   CHECK(j["events"][0]["exit"]["exitCode"] == 3);
+  CHECK(j["events"][0]["timestampNs"] == "1764130000123456789");  // 64-bit ints as strings
   CHECK(j["self"]["vigil_agent_cpu_seconds_total"] == 0.1);
   CHECK(j["collectors"][0]["collector"] == "sched");
 }
