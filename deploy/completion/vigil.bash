@@ -15,7 +15,7 @@ _vigil() {
     --by) COMPREPLY=($(compgen -W "process container" -- "${cur}")); return ;;
     --sort) COMPREPLY=($(compgen -W "cpu syscalls errors net block runq pid" -- "${cur}")); return ;;
     --syscall-mode) COMPREPLY=($(compgen -W "continuous sampled off" -- "${cur}")); return ;;
-    --duration|--interval|--since|--step|--pid|--limit|--comm|--container|--aggregator|--state|--disable)
+    --duration|--interval|--since|--step|--pid|--limit|--comm|--container|--aggregator|--state|--disable|--token)
       return ;;
   esac
   local flags=""
@@ -30,9 +30,9 @@ _vigil() {
       if [[ ${COMP_CWORD} -eq 2 ]]; then
         COMPREPLY=($(compgen -W "runq syscall block tcp-connect tcp-rtt" -- "${cur}")); return
       fi ;;
-    agents) flags="--aggregator --json" ;;
-    alerts) flags="--aggregator --json --state" ;;
-    query) flags="--aggregator --json --since --step" ;;
+    agents) flags="--aggregator --json --token" ;;
+    alerts) flags="--aggregator --json --token --state" ;;
+    query) flags="--aggregator --json --token --since --step" ;;
     help) COMPREPLY=($(compgen -W "${commands}" -- "${cur}")); return ;;
   esac
   COMPREPLY=($(compgen -W "${flags} --help" -- "${cur}"))

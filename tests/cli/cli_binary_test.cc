@@ -368,9 +368,9 @@ TEST_CASE("vigil agents lists a real agent registered with a real aggregator") {
 }
 
 // STAND-IN, not the real aggregator: a tiny HTTP server implementing the documented contract
-// of GET /api/v1/alerts and GET /api/v1/query_range (docs/cli.md), used while those endpoints
-// are being built in the aggregator. It echoes the query parameters it received in the series
-// labels so the test can check what the CLI sent.
+// of GET /api/v1/alerts (behind a bearer token, as the aggregator's fleet API may be) and GET
+// /api/v1/query_range (docs/cli.md), used while those endpoints are being built. It echoes the
+// query parameters it received in the series labels so the test can check what the CLI sent.
 constexpr const char* kStandIn = R"PY(
 import http.server, json, os, sys, time, urllib.parse
 class H(http.server.BaseHTTPRequestHandler):
@@ -386,6 +386,9 @@ class H(http.server.BaseHTTPRequestHandler):
         u = urllib.parse.urlparse(self.path)
         q = urllib.parse.parse_qs(u.query)
         if u.path == '/api/v1/alerts':
+            if self.headers.get('Authorization') != 'Bearer s3cret':
+                self.reply(401, {'status': 'error', 'error': 'missing bearer token'})
+                return
             now = int(time.time())
             self.reply(200, {'alerts': [
                 {'name': 'HighRunqLatency', 'state': 'firing', 'severity': 'page',
@@ -434,7 +437,11 @@ struct StandIn {
 
 TEST_CASE("vigil alerts formats the alerts API (stand-in server) and filters by state") {
   StandIn s;
-  Run r = vigil("alerts --aggregator " + s.addr);
+  Run denied = vigil("alerts --aggregator " + s.addr);
+  CHECK(denied.rc == 1);
+  CHECK(denied.err.find("refused the request (HTTP 401: missing bearer token); pass a token "
+                        "with --token or VIGIL_TOKEN") != std::string::npos);
+  Run r = vigil("alerts --token s3cret --aggregator " + s.addr);
   INFO(r.err);
   REQUIRE(r.rc == 0);
   std::regex firing(
@@ -443,10 +450,13 @@ TEST_CASE("vigil alerts formats the alerts API (stand-in server) and filters by 
   CHECK(std::regex_search(r.out, std::regex("DiskAlmostFull +pending +warning +3[0-9]s ago +0.97 "
                                             "+mountpoint=/,node=n2|node=n2,mountpoint=/")));
   CHECK(r.out.find("2 alerts") != std::string::npos);
-  Run only = vigil("alerts --state firing --aggregator " + s.addr);
+  Run only = vigil("alerts --state firing --aggregator " + s.addr + " --token=s3cret");
   CHECK(only.out.find("DiskAlmostFull") == std::string::npos);
   CHECK(only.out.find("1 alerts") != std::string::npos);
-  Run j = vigil("alerts --json --aggregator " + s.addr);
+  Run j = vigil("alerts --json --token s3cret --aggregator " + s.addr);
+  std::string via_env = testing::shell("VIGIL_TOKEN=s3cret " + testing::binaryPath("vigil") +
+                                       " alerts --json --aggregator " + s.addr);
+  CHECK(json::parse(via_env, nullptr, false)["alerts"].size() == 2);
   CHECK(json::parse(j.out)["alerts"].size() == 2);
 }
 

@@ -14,6 +14,8 @@ namespace {
 const FlagSpec kAggregatorFlag{"aggregator", true, "HOST:PORT",
                                "aggregator HTTP address (default 127.0.0.1:9471)"};
 const FlagSpec kJsonFlag{"json", false, "", "print the aggregator's JSON unchanged"};
+const FlagSpec kTokenFlag{"token", true, "TOKEN",
+                          "bearer token for the aggregator's API (default: $VIGIL_TOKEN)"};
 
 int notYet(const Command& self, const Args& args) {
   return fail(self, kExitUnsupported,
@@ -95,7 +97,7 @@ std::vector<Command> buildCommands() {
       "vigil agents [flags]",
       "Asks the aggregator (GET /api/v1/agents) which agents have registered, whether they are\n"
       "online, their version, kernel and when they last sent a frame.",
-      {kAggregatorFlag, kJsonFlag},
+      {kAggregatorFlag, kJsonFlag, kTokenFlag},
       "  vigil agents\n"
       "  vigil agents --aggregator 10.0.0.5:9471\n"
       "  vigil agents --json | jq '.agents[] | select(.online == false) | .agent_id'\n",
@@ -108,6 +110,7 @@ std::vector<Command> buildCommands() {
       "when, the value that triggered it and its labels.",
       {kAggregatorFlag,
        kJsonFlag,
+       kTokenFlag,
        {"state", true, "STATE", "only alerts in this state (e.g. firing)"}},
       "  vigil alerts\n"
       "  vigil alerts --state firing\n"
@@ -122,6 +125,7 @@ std::vector<Command> buildCommands() {
       "The default --step keeps about 120 points per series (never below 1s).",
       {kAggregatorFlag,
        kJsonFlag,
+       kTokenFlag,
        {"since", true, "DURATION", "how far back (default 15m)"},
        {"step", true, "DURATION", "resolution (default: --since / 120, at least 1s)"}},
       "  vigil query 'vigil_process_cpu_seconds_total{comm=\"nginx\"}' --since 15m\n"
