@@ -183,6 +183,11 @@ TEST_CASE("snapshot --duration 2s --json: valid JSON with a burner's CPU seconds
   CHECK(j["events"].is_array());
   CHECK(j["histograms"].is_array());
   CHECK(j["containers"].is_array());
+  // --comm keeps only those processes.
+  Run only = vigil("snapshot --duration 1s --json --comm vigil-snapburn");
+  json jo = json::parse(only.out, nullptr, false);
+  REQUIRE(jo["processes"].size() == 1);
+  CHECK(jo["processes"][0]["pid"] == burn.pid());
 }
 
 TEST_CASE("top --once --json lists a CPU burner first when sorted by CPU") {

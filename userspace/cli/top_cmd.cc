@@ -268,11 +268,19 @@ int runTop(const Command& self, const Args& args) {
   config.syscall_mode = "continuous";
   config.interval = s.interval;
   config.only_tgid = s.filter.pid;
-  auto lc = LocalCollectors::create(config, io);
-  if (!lc.ok()) {
-    return collectorFailure(self, lc.status());
+  if (!once) {
+    // The screen comes up at once; loading the BPF objects takes the next ~100 ms.
+    if (auto st = enterTerminal(); !st.ok()) {
+      return usageError(self, absl::StrCat(st.message(), "; in scripts use --once (and --json)"));
+    }
+    writeAll(STDOUT_FILENO, "vigil top: loading BPF collectors...");
   }
-  if ((*lc)->running() == 0) {
+  auto lc = LocalCollectors::create(config, io);
+  if (!lc.ok() || (*lc)->running() == 0) {
+    restoreTerminal();
+    if (!lc.ok()) {
+      return collectorFailure(self, lc.status());
+    }
     for (const std::string& w : (*lc)->warnings()) {
       fprintf(stderr, "vigil top: %s\n", w.c_str());
     }
@@ -280,9 +288,6 @@ int runTop(const Command& self, const Args& args) {
   }
   if (once) {
     return runOnce(self, io, **lc, s, args.has("json"));
-  }
-  if (auto st = enterTerminal(); !st.ok()) {
-    return usageError(self, absl::StrCat(st.message(), "; in scripts use --once (and --json)"));
   }
   {
     // The key observer must be gone before restoreTerminal() closes its descriptor.
