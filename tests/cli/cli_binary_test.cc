@@ -114,6 +114,20 @@ TEST_CASE("exit codes: usage 2, not available 3, unreachable aggregator 4, all w
   CHECK(version.out.rfind("vigil ", 0) == 0);
 }
 
+TEST_CASE("without privileges, snapshot and top exit 3 and say to run as root") {
+  if (!testing::bpfAllowed("cli_binary_test")) {
+    return;  // needs root to drop to an unprivileged user
+  }
+  for (const std::string cmd : {"snapshot --duration 0.1 --json", "top --once"}) {
+    std::string out = testing::shell("setpriv --reuid=65534 --regid=65534 --clear-groups " +
+                                     testing::binaryPath("vigil") + " " + cmd +
+                                     " 2>&1 >/dev/null; echo \"__rc=$?\"");
+    INFO(cmd << ": " << out);
+    CHECK(out.find("__rc=3") != std::string::npos);
+    CHECK(out.find("root") != std::string::npos);
+  }
+}
+
 TEST_CASE("every subcommand answers --help with examples, exit 0") {
   for (const cli::Command& c : cli::commands()) {
     INFO(c.name);

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "userspace/common/version.h"
@@ -169,10 +170,15 @@ int fail(const Command& c, int code, const std::string& message) {
 
 int collectorFailure(const Command& c, const absl::Status& status) {
   if (absl::IsPermissionDenied(status) || geteuid() != 0) {
-    return fail(c, kExitUnsupported,
-                absl::StrCat(status.message(), "\nvigil ", c.name,
-                             " loads BPF programs and needs root (or CAP_BPF with CAP_PERFMON): "
-                             "run it with sudo."));
+    // The collector's message usually says how to fix it already; add the advice otherwise.
+    bool advised = absl::StrContains(status.message(), "root");
+    return fail(
+        c, kExitUnsupported,
+        absl::StrCat(status.message(),
+                     advised ? ""
+                             : absl::StrCat("\nvigil ", c.name,
+                                            " loads BPF programs and needs root (or "
+                                            "CAP_BPF with CAP_PERFMON): run it with sudo.")));
   }
   return fail(c, kExitUnsupported,
               absl::StrCat(status.message(),
