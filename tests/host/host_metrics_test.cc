@@ -246,16 +246,18 @@ TEST_CASE("the host collector is registered, needs no privileges and reports its
 }
 
 TEST_CASE("per-process reader: cmdline with a newline argument, and an exited process") {
-  testing::Child child = testing::Child::spawn({"/bin/sh", "-c", "sleep 30\n#x", "arg with\nnl"});
+  // The shell stops itself (a builtin, so no grandchild outlives the test holding its output).
+  testing::Child child =
+      testing::Child::spawn({"/bin/sh", "-c", "kill -STOP $$\n#x", "sh", "arg with\nnl"});
   REQUIRE(testing::waitFor(
       [&]() {
         auto c = readCmdline(child.pid());
-        return c.ok() && c->find("sleep 30") != std::string::npos;
+        return c.ok() && c->find("kill -STOP") != std::string::npos;
       },
       std::chrono::seconds(5), std::chrono::milliseconds(10)));
   auto cmd = readCmdline(child.pid(), 4096);
   REQUIRE(cmd.ok());
-  CHECK(*cmd == "/bin/sh -c sleep 30?#x arg with?nl");
+  CHECK(*cmd == "/bin/sh -c kill -STOP $$?#x sh arg with?nl");
   auto bounded = readCmdline(child.pid(), 7);
   REQUIRE(bounded.ok());
   CHECK(*bounded == "/bin/sh");
