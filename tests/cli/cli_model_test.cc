@@ -158,6 +158,9 @@ TEST_CASE("top: absent collectors show '-' and every line fits 80 columns and 24
   CHECK(lines[4].find("   60 a-very-long-") == 2);
   CHECK(lines[4].find(" 60.0 ") != std::string::npos);
   CHECK(lines[4].find("     -") != std::string::npos);
+  auto tiny = renderTop(headerFrom(cur, 1), rows, cols, TopSort::kCpu, false, 20, 2);
+  CHECK(tiny.size() == 2);
+  CHECK(tiny[0].size() == 20);
   json j = topToJson(rows, cols, TopSort::kCpu, false, 1);
   CHECK(j["rows"][0]["pid"] == 60);
   CHECK(j["rows"][0]["syscalls_per_second"].is_null());
