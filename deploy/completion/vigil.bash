@@ -20,7 +20,7 @@ _vigil() {
   esac
   local flags=""
   case "${cmd}" in
-    top) flags="--by --sort --pid --container --comm --interval --limit --once --json" ;;
+    top) flags="--by --sort --pid --container --comm --interval --limit --syscall-mode --once --json" ;;
     snapshot) flags="--duration --json --pretty --syscall-mode --pid --comm --disable" ;;
     trace)
       if [[ ${COMP_CWORD} -eq 2 ]]; then

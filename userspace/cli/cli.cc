@@ -49,6 +49,8 @@ std::vector<Command> buildCommands() {
        {"comm", true, "NAME", "only processes whose comm contains NAME"},
        {"interval", true, "DURATION", "refresh interval (default 1s)"},
        {"limit", true, "N", "rows to print with --once (default: all; live view: the screen)"},
+       {"syscall-mode", true, "MODE",
+        "continuous (default: every syscall, costs the traced tasks), sampled or off"},
        {"once", false, "", "print one table (after one interval) and exit"},
        {"json", false, "", "with --once: print the rows as JSON"}},
       "  sudo vigil top\n"

@@ -265,7 +265,12 @@ int runTop(const Command& self, const Args& args) {
   kj::UnixEventPort::captureSignal(SIGWINCH);
   auto io = kj::setupAsyncIo();
   CollectorConfig config;
-  config.syscall_mode = "continuous";
+  config.syscall_mode = args.get("syscall_mode", "continuous");
+  if (config.syscall_mode != "continuous" && config.syscall_mode != "sampled" &&
+      config.syscall_mode != "off") {
+    return usageError(self, absl::StrCat("--syscall-mode must be continuous, sampled or off, got '",
+                                         config.syscall_mode, "'"));
+  }
   config.interval = s.interval;
   config.only_tgid = s.filter.pid;
   if (!once) {
