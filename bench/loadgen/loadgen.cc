@@ -83,6 +83,12 @@ class NoConfig final : public vigil::wire::AgentControl::Server {
   }
 };
 
+double selfCpuSeconds() {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 class LoadGen {
  public:
   LoadGen(Options o, kj::AsyncIoContext& io)
@@ -122,11 +128,13 @@ class LoadGen {
     stats_.latency_ms.clear();
     measuring_ = true;
     kj::TimePoint m0 = timer.now();
+    double cpu0 = selfCpuSeconds();
     printf("measure_start=1\n");
     fflush(stdout);
     timer.afterDelay(o_.duration_s * kj::SECONDS).wait(io_.waitScope);
     double window_s = (timer.now() - m0) / kj::MILLISECONDS / 1000.0;
     measuring_ = false;
+    printf("loadgen_cpu_seconds=%.3f\n", selfCpuSeconds() - cpu0);
     report(ramp_s, window_s);
   }
 
