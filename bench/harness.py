@@ -287,6 +287,7 @@ class Report:
         c = cmd if isinstance(cmd, str) else " ".join(shlex.quote(x) for x in cmd)
         # Paths relative to the repository, so the doc does not name one machine's checkout.
         c = c.replace(REPO + "/", "")
+        c = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", c)
         lst = self.commands.setdefault(part, [])
         if c not in lst:
             lst.append(c)
@@ -1020,7 +1021,7 @@ def part_aggregator(env):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     R.detail(part, "RLIMIT_NOFILE of the harness: soft %d, hard %d (both processes raise soft to "
              "hard; raising the hard limit is not permitted here)" % (soft, hard))
-    best = None
+    best = best_rate = None
     for n, interval_ms in CFG["agg_runs"]:
         label = "N=%d agents" % n if interval_ms == 10000 else \
             "N=%d agents at a %g s interval" % (n, interval_ms / 1000.0)
@@ -1070,8 +1071,9 @@ def part_aggregator(env):
                 continue
             series = n * int(r["series_per_frame"])
             cpu_pct = (c1 - c0) / (t1 - t0) * 100
+            offered = n * int(r["series_per_frame"]) * 1000.0 / interval_ms
             R.row(part, label + ": ingest samples/s", [float(r["samples_per_s"])], "samples/s",
-                  "goal >= 1000000")
+                  "offered %s/s" % fmt(offered))
             R.row(part, label + ": aggregator CPU", [cpu_pct], "% of one core")
             R.row(part, label + ": load generator CPU (same machine)",
                   [float(r["loadgen_cpu_seconds"]) / float(r["window_seconds"]) * 100],
@@ -1088,6 +1090,8 @@ def part_aggregator(env):
                 r["ack_ms_p99"], "yes" if r["sustained"] == "1" else "no"))
             if r["sustained"] == "1" and interval_ms == 10000:
                 best = n
+            if r["sustained"] == "1":
+                best_rate = max(best_rate or 0, float(r["samples_per_s"]))
         finally:
             agg.stop()
     if best is not None:
@@ -1095,6 +1099,9 @@ def part_aggregator(env):
               sorted({n for n, i in CFG["agg_runs"] if i == 10000}), [best], "agents")
     else:
         R.skip(part, "largest N sustained", "no N at the 10 s interval was sustained")
+    if best_rate is not None:
+        R.row(part, "highest ingest rate sustained (any run above)", [best_rate], "samples/s",
+              "goal >= 1000000; bounded by the load offered")
 
 
 # ---------------------------------------------------------------------------------------------
