@@ -360,23 +360,44 @@ class Env:
         p.http_port = int(kv["http_port"])
         return p
 
-    def detect_vigil_hooks(self):
-        """The (attach_type, hook) pairs of the agent's attached programs, read from the kernel's
-        BPF links while a default agent runs."""
-        if self.vigil_hooks is not None:
-            return self.vigil_hooks
-        agent = self.start_agent()
-        time.sleep(1.0)
-        rc, out, _ = run([self.exe("vigil-bench-floor"), "links", "--prefix=vigil_"], timeout=20)
-        agent.stop()
+    def list_vigil_links(self, pid):
+        """The hooks of the vigil_* programs attached by process `pid` (only that agent: other
+        agents or tests may run on the same machine)."""
+        rc, out, _ = run([self.exe("vigil-bench-floor"), "links", "--prefix=vigil_",
+                          "--pid=%d" % pid], timeout=20)
         hooks = []
         for line in out.splitlines():
             parts = line.split()
             if len(parts) == 4:
                 hooks.append({"prog_id": int(parts[0]), "prog": parts[1], "type": parts[2],
                               "hook": parts[3]})
-        self.vigil_hooks = hooks
         return hooks
+
+    def detect_vigil_hooks(self):
+        """The (attach_type, hook) pairs of the agent's attached programs, read from the kernel's
+        BPF links while a default agent runs for one full 10 s interval (duty-cycled programs
+        are attached only part of it)."""
+        if self.vigil_hooks is not None:
+            return self.vigil_hooks
+        agent = self.start_agent()
+        seen = {}
+        end = time.time() + 11
+        while time.time() < end and agent.alive():
+            for h in self.list_vigil_links(agent.pid):
+                seen[(h["prog"], h["type"], h["hook"])] = h
+            time.sleep(0.5)
+        agent.stop()
+        self.vigil_hooks = list(seen.values())
+        print("  vigil's hooks in this build: " + (", ".join(
+            "%s=%s:%s" % (h["prog"], h["type"], h["hook"]) for h in self.vigil_hooks) or "none"),
+              flush=True)
+        return self.vigil_hooks
+
+    def no_continuous_reason(self):
+        has_sys = any(h["hook"] in SYSCALL_HOOKS for h in self.detect_vigil_hooks())
+        return ("vigil-agent has no --syscall_mode flag in this build" +
+                ("" if has_sys else " (and no syscall programs attached: the syscall collector "
+                 "is not in this build)"))
 
 
 SYSCALL_HOOKS = {"sys_enter", "sys_exit"}
@@ -517,9 +538,7 @@ def make_variants(env, part):
                               lambda: env.start_agent(["--syscall_mode=continuous"])))
             R.command(part, env.agent_cmd(["--syscall_mode=continuous"]))
         else:
-            R.skip(part, "vigil-agent (continuous syscalls)",
-                   "vigil-agent has no --syscall_mode flag in this build (syscall collector not "
-                   "built yet)")
+            R.skip(part, "vigil-agent (continuous syscalls)", env.no_continuous_reason())
     nosys = floor_hooks(env, False)
     withsys = floor_hooks(env, True)
     vs.append(Variant("floor: empty progs, sched+tcp", lambda: start_floor(env, nosys)))
@@ -781,8 +800,13 @@ def part_bpfcost(env):
             m = re.match(r"attached (\S+):(\S+) prog=\S+ id=(\d+)", line)
             if m:
                 floor_ids[m.group(2).split("/")[-1]] = int(m.group(3))
-        rc, out, _ = run([env.exe("vigil-bench-floor"), "links", "--prefix=vigil_"], timeout=20)
-        vig = [l.split() for l in out.splitlines() if len(l.split()) == 4]
+        vig = {}  # prog id -> (id, name, type, hook); duty-cycled programs come and go
+
+        def relist():
+            for h in env.list_vigil_links(agent.pid):
+                vig[h["prog_id"]] = (h["prog_id"], h["prog"], h["type"], h["hook"])
+
+        relist()
         # Workload: redis traffic, process churn and a syscall loop, so every hook fires.
         port = free_port()
         redis = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -800,11 +824,11 @@ def part_bpfcost(env):
                               str(200 * CFG["bpfcost_window_s"]), "200"])]
                 while time.time() < t_end:
                     run([env.exe("vigil-bench-getppid"), "200000"])
+                    relist()
                 for p in load:
                     p.stop(signal.SIGINT)
                 s1 = prog_stats()
-                for pid_, name, typ, hook in vig:
-                    pid_ = int(pid_)
+                for pid_, name, typ, hook in vig.values():
                     fid = floor_ids.get(hook)
                     if pid_ not in s0 or pid_ not in s1 or fid is None or fid not in s1:
                         continue
@@ -854,8 +878,7 @@ def part_bpfcost(env):
         variants.append(Variant("vigil-agent (continuous syscalls)",
                                 lambda: env.start_agent(["--syscall_mode=continuous"])))
     else:
-        R.skip(part, "getppid loop, vigil continuous syscalls",
-               "no --syscall_mode flag in this build (syscall collector not built yet)")
+        R.skip(part, "getppid loop, vigil continuous syscalls", env.no_continuous_reason())
     loop()  # warm-up
     base_all = []
     for v in variants:
@@ -955,50 +978,85 @@ def metrics_dict(port):
     return out
 
 
+def label_of(key, name):
+    m = re.search(r'[{,]%s="([^"]*)"' % name, key)
+    return m.group(1) if m else None
+
+
+def event_counters(m, collector):
+    """Event counters of one collector in the agent's /metrics (names from the event
+    collectors: vigil_events_total{collector,type} = events the agent received,
+    vigil_events_generated_total = events the kernel side produced, losses are
+    vigil_ringbuf_reserve_failures_total plus vigil_events_dropped_total). None if the
+    collector exports no event counter."""
+    out = {"handled": 0.0, "generated": 0.0, "lost": 0.0, "types": {}, "found": False}
+    for k, v in m.items():
+        name = k.split("{")[0]
+        if label_of(k, "collector") != collector:
+            continue
+        if name == "vigil_events_total":
+            out["found"] = True
+            out["handled"] += v
+            t = label_of(k, "type") or "?"
+            out["types"][t] = out["types"].get(t, 0.0) + v
+        elif name == "vigil_events_generated_total":
+            out["generated"] += v
+        elif name in ("vigil_ringbuf_reserve_failures_total", "vigil_events_dropped_total"):
+            out["lost"] += v
+    return out if out["found"] else None
+
+
 def part_events(env):
     part = "events"
     if not env.root or not env.have("vigil-agent"):
         R.skip(part, "event throughput", "needs root and vigil-agent")
         return
+    R.command(part, env.agent_cmd(["--interval=1s"]))
     agent = env.start_agent(["--interval=1s"])
     try:
         time.sleep(2.5)
         m0 = metrics_dict(agent.http_port)
-        collectors = sorted({re.search(r'collector="([^"]+)"', k).group(1)
-                             for k in m0 if k.startswith("vigil_collector_up{")})
-        ev_keys = [k for k in m0 if re.search(r"event", k.split("{")[0])]
-        lost_keys = [k for k in m0 if re.search(r"(lost|reserve_fail|ringbuf.*drop)",
-                                                 k.split("{")[0])]
+        collectors = sorted({label_of(k, "collector") for k in m0
+                             if k.startswith("vigil_collector_up{")} - {None})
         R.detail(part, "collectors in this build: " + (", ".join(collectors) or "none reported"))
-        storms = [("exec storm", "process", ["exec", str(CFG["exec_storm"])],
-                   r"(process|exec|lifecycle)"),
-                  ("TCP connect storm", "net", ["connect", str(CFG["connect_storm"])],
-                   r"(net|tcp)")]
-        for label, what, args, pat in storms:
-            if not any(re.search(pat, c) for c in collectors):
-                R.skip(part, label, "no %s event collector in this build (collectors: %s)" %
-                       (what, ", ".join(collectors) or "none"))
+        storms = [("exec storm", "process", ["exec", str(CFG["exec_storm"])], "exec"),
+                  ("TCP connect storm", "net", ["connect", str(CFG["connect_storm"])], None)]
+        for label, collector, args, main_type in storms:
+            if collector not in collectors:
+                R.skip(part, label, "no '%s' collector in this build (collectors: %s)" %
+                       (collector, ", ".join(collectors) or "none"))
                 continue
-            if not ev_keys:
-                R.skip(part, label, "the agent's /metrics has no event counters to read")
+            if event_counters(m0, collector) is None:
+                R.skip(part, label, "the '%s' collector exports no vigil_events_total on "
+                       "/metrics" % collector)
                 continue
-            R.command(part, [env.exe("vigil-bench-storm")] + args)
-            a = metrics_dict(agent.http_port)
-            rc, out, _ = run([env.exe("vigil-bench-storm")] + args, timeout=600)
+            cmd = [env.exe("vigil-bench-storm")] + args
+            R.command(part, cmd)
+            a = event_counters(metrics_dict(agent.http_port), collector)
+            rc, out, _ = run(cmd, timeout=600)
             kv = parse_kv(out)
-            time.sleep(2.5)  # two collection intervals for the agent to drain and count
-            b = metrics_dict(agent.http_port)
+            time.sleep(3)  # a few 1 s intervals for the agent to drain and report
+            b = event_counters(metrics_dict(agent.http_port), collector)
             secs = float(kv.get("seconds", "nan"))
-            ev = sum(b.get(k, 0) - a.get(k, 0) for k in ev_keys)
-            lost = sum(b.get(k, 0) - a.get(k, 0) for k in lost_keys)
-            R.row(part, label + ": generated", [float(kv.get("done", "nan"))], "events")
-            R.row(part, label + ": rate generated", [float(kv.get("rate", "nan"))], "/s")
-            R.row(part, label + ": events counted by the agent", [ev], "events",
-                  "sum of " + ", ".join(sorted({k.split("{")[0] for k in ev_keys}))[:120])
-            R.row(part, label + ": events/s handled", [ev / secs], "/s")
-            R.row(part, label + ": lost (ring buffer)", [lost], "events",
-                  "sum of " + (", ".join(sorted({k.split("{")[0] for k in lost_keys})) or
-                               "no loss counter found"))
+            handled = b["handled"] - a["handled"]
+            lost = b["lost"] - a["lost"]
+            generated = b["generated"] - a["generated"]
+            R.row(part, label + ": operations driven", [float(kv.get("done", "nan"))], "",
+                  "%s/s" % fmt(float(kv.get("rate", "nan"))))
+            R.row(part, label + ": events generated in the kernel", [generated], "events",
+                  "all types of the %s collector" % collector)
+            R.row(part, label + ": events handled by the agent", [handled], "events")
+            R.row(part, label + ": events/s handled", [handled / secs], "/s")
+            R.row(part, label + ": events lost (counted)", [lost], "events",
+                  "ring buffer reserve failures + drops")
+            if main_type and main_type in b["types"]:
+                R.row(part, label + ": %s events handled per %s driven" % (main_type, main_type),
+                      [(b["types"][main_type] - a["types"].get(main_type, 0)) /
+                       max(float(kv.get("done", "1")), 1)], "x")
+            R.detail(part, "%s: handled + lost = %s of %s generated; by type: %s" % (
+                label, fmt(handled + lost), fmt(generated), ", ".join(
+                    "%s %s" % (t, fmt(b["types"][t] - a["types"].get(t, 0)))
+                    for t in sorted(b["types"]))))
     finally:
         agent.stop()
 

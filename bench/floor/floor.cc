@@ -6,9 +6,10 @@
 //       HOOK is [tp_btf:|raw_tp:|tracepoint:]NAME (tp_btf by default; tracepoint NAME is
 //       category/name). Prints one "attached" line per hook, then "ready", then waits for
 //       SIGINT/SIGTERM and detaches.
-//   vigil-bench-floor links [--prefix=vigil_]
+//   vigil-bench-floor links [--prefix=vigil_] [--pid=PID]
 //       Prints "prog_id prog_name attach_type hook" for every attached BPF link whose program
-//       name starts with the prefix (tracing, raw_tp and perf-event tracepoint links).
+//       name starts with the prefix (tracing, raw_tp and perf-event tracepoint links); with
+//       --pid, only the links that process holds (other agents may run on the same machine).
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -18,7 +19,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -195,16 +198,45 @@ struct LinkInfoPerfEvent {
 constexpr uint32_t kLinkTypePerfEvent = 7;
 constexpr uint32_t kPerfEventTracepoint = 5;
 
+// The BPF link ids a process holds, from /proc/PID/fdinfo ("link_id:" lines of bpf_link fds).
+std::set<uint32_t> linksOfPid(const std::string& pid) {
+  std::set<uint32_t> ids;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + pid + "/fdinfo", ec)) {
+    std::ifstream in(e.path());
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("link_id:", 0) == 0) {
+        ids.insert(static_cast<uint32_t>(std::stoul(line.substr(strlen("link_id:")))));
+      }
+    }
+  }
+  return ids;
+}
+
 int linksMain(const std::vector<std::string>& args) {
   std::string prefix = "vigil_";
+  std::string pid;
   for (const std::string& a : args) {
     if (a.rfind("--prefix=", 0) == 0) {
       prefix = a.substr(strlen("--prefix="));
+    } else if (a.rfind("--pid=", 0) == 0) {
+      pid = a.substr(strlen("--pid="));
+    }
+  }
+  std::set<uint32_t> only;
+  if (!pid.empty()) {
+    only = linksOfPid(pid);
+    if (only.empty()) {
+      return 0;
     }
   }
   btf* vmlinux = btf__load_vmlinux_btf();
   uint32_t id = 0;
   while (bpf_link_get_next_id(id, &id) == 0) {
+    if (!pid.empty() && only.count(id) == 0) {
+      continue;
+    }
     int fd = bpf_link_get_fd_by_id(id);
     if (fd < 0) {
       continue;
@@ -275,7 +307,7 @@ int main(int argc, char** argv) {
     fprintf(args.empty() ? stderr : stdout,
             "usage: vigil-bench-floor attach [tp_btf:|raw_tp:|tracepoint:]HOOK... "
             "[--ready_file=PATH]\n"
-            "       vigil-bench-floor links [--prefix=vigil_]\n");
+            "       vigil-bench-floor links [--prefix=vigil_] [--pid=PID]\n");
     return args.empty() ? 2 : 0;
   }
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
