@@ -1236,6 +1236,7 @@ def timed_tool(cmd, first_output_re, stop_after_first=False, timeout=30, workloa
         _, status, ru = os.wait4(p.pid, 0)
     total = time.time() - t0
     th.join(timeout=2)
+    timed_tool.last_rc = os.waitstatus_to_exitcode(status)
     return first, total, ru.ru_maxrss / 1024.0, "".join(lines)
 
 
@@ -1284,6 +1285,12 @@ def part_cli(env):
                 res["bt_rss"].append(rss)
             elif have["hist"]:
                 first, total, rss, out = timed_tool(vg_runq, r"\S")
+                if timed_tool.last_rc != 0 or total < 1.0:
+                    R.skip(part, "vigil hist runq", "`%s` exited %d after %.2f s: %s" % (
+                        " ".join(vg_runq[1:]), timed_tool.last_rc, total,
+                        out.strip()[-200:].replace("\n", " ")))
+                    have["hist"] = False
+                    continue
                 res["vg_first"].append(first)
                 res["vg_over"].append(total - 1.0)
                 res["vg_rss"].append(rss)
@@ -1322,8 +1329,14 @@ def part_cli(env):
                         res["bt"].append(first)
                         res["bt_rss"].append(rss)
                 elif have["trace"]:
-                    first, total, rss, out = timed_tool(vg_exec, r"true", stop_after_first=True)
-                    if first is not None:
+                    first, total, rss, out = timed_tool(vg_exec, r"\btrue\b",
+                                                        stop_after_first=True)
+                    if first is None:
+                        R.skip(part, "vigil trace exec", "no exec event line within %.0f s "
+                               "(exit %d): %s" % (total, timed_tool.last_rc,
+                                                  out.strip()[-200:].replace("\n", " ")))
+                        have["trace"] = False
+                    else:
                         res["vg"].append(first)
                         res["vg_rss"].append(rss)
     finally:
