@@ -1261,7 +1261,7 @@ def part_cli(env):
     have = {}
     for sub in (["hist", "runq"], ["trace", "exec"]):
         rc, out, _ = run([vig] + sub + ["--help"], timeout=10)
-        have[sub[0]] = rc == 0 and "not available" not in out
+        have[sub[0]] = rc == 0 and "not available" not in out.lower()
         if not have[sub[0]]:
             R.skip(part, "vigil %s" % " ".join(sub),
                    "not built yet (`vigil %s --help` exited %d: %s)" %
