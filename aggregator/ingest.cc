@@ -36,11 +36,6 @@ class SessionImpl final : public wire::IngestSession::Server {
     uint64_t seq = params.getSeq();
     auto ack = context.getResults().initAck();
     ack.setSeq(seq);
-    if (ingest_.store_.isDuplicate(info_.agent_id, boot_epoch_, seq)) {
-      ingest_.stats_.frames_duplicate++;
-      ack.setDuplicate(true);
-      return kj::READY_NOW;
-    }
     auto payload = params.getPayload();
     ingest_.stats_.payload_bytes += payload.size();
     auto decoded = decodeFrame(payload, params.getEncoding());
@@ -60,7 +55,24 @@ class SessionImpl final : public wire::IngestSession::Server {
           absl::StrCat("frame (epoch ", snap.boot_epoch, ", seq ", snap.seq,
                        ") does not match the push (epoch ", boot_epoch_, ", seq ", seq, ")"));
     }
-    ingest_.store_.apply(snap, unixNanos());
+    // Durable first: the ack below promises the frame survives a crash from here on.
+    int64_t now = unixNanos();
+    auto appended = ingest_.log_.append(info_.agent_id, boot_epoch_, seq, params.getEncoding(),
+                                        payload.begin(), payload.size(), now);
+    if (!appended.ok()) {
+      ingest_.reject("log_write_failed");
+      VIGIL_LOG_ERROR("cannot store frame %d of %s: %s", seq, info_.agent_id,
+                      appended.status().message());
+      // Not acknowledged: the agent keeps the frame and retries.
+      return KJ_EXCEPTION(OVERLOADED, "aggregator cannot store frames right now",
+                          std::string(appended.status().message()));
+    }
+    if (!*appended) {
+      ingest_.stats_.frames_duplicate++;
+      ack.setDuplicate(true);
+      return kj::READY_NOW;
+    }
+    ingest_.store_.apply(snap, now);
     ingest_.stats_.frames_accepted++;
     return kj::READY_NOW;
   }
@@ -116,7 +128,14 @@ class AggregatorImpl final : public wire::Aggregator::Server {
       }
     }
     uint64_t epoch = hello.getBootEpoch();
-    uint64_t last = ingest_.store_.agentConnected(info, epoch, unixNanos());
+    auto logged = ingest_.log_.lastSeq(info.agent_id, epoch);
+    if (!logged.ok()) {
+      ingest_.reject("log_read_failed");
+      return KJ_EXCEPTION(OVERLOADED, "aggregator cannot read its log right now",
+                          std::string(logged.status().message()));
+    }
+    ingest_.store_.agentConnected(info, epoch, unixNanos());
+    uint64_t last = *logged;
     VIGIL_LOG_INFO("agent %s (%s, kernel %s) registered from %s, epoch %d, resuming after seq %d",
                    info.agent_id, info.version, info.kernel, peer_, epoch, last);
     auto results = context.getResults();
@@ -137,8 +156,9 @@ class AggregatorImpl final : public wire::Aggregator::Server {
   std::string peer_;
 };
 
-Ingest::Ingest(kj::Timer& timer, Store& store, IngestOptions options)
+Ingest::Ingest(kj::Timer& timer, IngestLog& log, Store& store, IngestOptions options)
     : timer_(timer),
+      log_(log),
       store_(store),
       options_(std::move(options)),
       error_handler_(kj::heap<ErrorHandler>()),

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "aggregator/ingest_log.h"
 #include "aggregator/store.h"
 #include "capnp/vigil.capnp.h"
 
@@ -32,7 +33,8 @@ struct IngestStats {
 
 class Ingest {
  public:
-  Ingest(kj::Timer& timer, Store& store, IngestOptions options);
+  // Frames are appended to `log` (durably) before they are applied to `store` and acknowledged.
+  Ingest(kj::Timer& timer, IngestLog& log, Store& store, IngestOptions options);
   ~Ingest();
 
   // Accepts connections until the promise is dropped.
@@ -48,6 +50,7 @@ class Ingest {
   kj::Promise<void> acceptLoop(kj::ConnectionReceiver& listener);
 
   kj::Timer& timer_;
+  IngestLog& log_;
   Store& store_;
   IngestOptions options_;
   IngestStats stats_;

@@ -8,6 +8,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/time/time.h"
 #include "aggregator/server.h"
 #include "userspace/common/log.h"
 
@@ -17,6 +18,10 @@ ABSL_FLAG(std::string, http_addr, "127.0.0.1", "Address of /metrics and the HTTP
 ABSL_FLAG(int32_t, http_port, 9471, "Port of /metrics and the HTTP API (0 picks a free port).");
 ABSL_FLAG(int32_t, heartbeat_ms, 10000, "Heartbeat interval asked of agents, in ms.");
 ABSL_FLAG(std::string, ready_file, "", "Write the bound ports here once listening.");
+ABSL_FLAG(std::string, data_dir, "/var/lib/vigil-aggregator",
+          "Directory of the durable ingest log (ingest.db).");
+ABSL_FLAG(absl::Duration, log_retention, absl::Hours(6), "Keep ingest log frames this long.");
+ABSL_FLAG(int64_t, log_max_bytes, 2LL << 30, "Keep at most this many ingest log payload bytes.");
 ABSL_FLAG(bool, verbose, false, "Log debug detail.");
 
 int main(int argc, char** argv) {
@@ -47,6 +52,9 @@ int main(int argc, char** argv) {
   }
   options.ingest.heartbeat_interval_ms = static_cast<uint32_t>(hb);
   options.ready_file = absl::GetFlag(FLAGS_ready_file);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.log.max_age_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_log_retention));
+  options.log.max_bytes = absl::GetFlag(FLAGS_log_max_bytes);
 
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);

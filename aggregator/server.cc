@@ -1,8 +1,11 @@
 #include "aggregator/server.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "capnp/frame_codec.h"
+#include "capnp/snapshot.h"
 #include "userspace/common/log.h"
 
 namespace vigil::aggregator {
@@ -35,16 +38,28 @@ std::string jsonEscape(const std::string& s) {
 }  // namespace
 
 Server::Server(ServerOptions options, kj::AsyncIoContext& io)
-    : options_(std::move(options)),
-      io_(io),
-      store_(options_.store),
-      ingest_(io.provider->getTimer(), store_, options_.ingest) {}
+    : options_(std::move(options)), io_(io), store_(options_.store) {}
 
 Server::~Server() = default;
 
 absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
                                                        kj::AsyncIoContext& io) {
   std::unique_ptr<Server> s(new Server(std::move(options), io));
+  std::error_code ec;
+  std::filesystem::create_directories(s->options_.data_dir, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create --data_dir ", s->options_.data_dir, ": ", ec.message()));
+  }
+  auto log = IngestLog::open(s->options_.data_dir + "/ingest.db", s->options_.log);
+  if (!log.ok()) {
+    return log.status();
+  }
+  s->log_ = std::move(*log);
+  if (auto st = s->replayLog(); !st.ok()) {
+    return st;
+  }
+  s->ingest_ = kj::heap<Ingest>(io.provider->getTimer(), *s->log_, s->store_, s->options_.ingest);
   auto rpc = listenTcp(io.provider->getNetwork(), io.waitScope, s->options_.rpc_addr,
                        s->options_.rpc_port, "rpc_port");
   if (!rpc.ok()) {
@@ -77,7 +92,58 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
 }
 
 kj::Promise<void> Server::run() {
-  return ingest_.listen(*rpc_listener_).exclusiveJoin(http_->listen(*http_listener_));
+  return ingest_->listen(*rpc_listener_)
+      .exclusiveJoin(http_->listen(*http_listener_))
+      .exclusiveJoin(retentionLoop());
+}
+
+absl::Status Server::replayLog() {
+  int64_t after = 0;
+  int64_t frames = 0;
+  int64_t bad = 0;
+  while (true) {
+    auto batch = log_->readAfter(after, 256);
+    if (!batch.ok()) {
+      return batch.status();
+    }
+    if (batch->empty()) {
+      break;
+    }
+    for (const LogRecord& r : *batch) {
+      after = r.id;
+      auto decoded = decodeFrame(
+          kj::arrayPtr(reinterpret_cast<const kj::byte*>(r.payload.data()), r.payload.size()),
+          r.encoding);
+      if (!decoded.ok()) {
+        bad++;  // was valid when accepted; a decoder change must not stop the restart
+        continue;
+      }
+      Snapshot snap;
+      fromWire((*decoded)->frame(), snap);
+      store_.apply(snap, r.received_ns);
+      frames++;
+    }
+  }
+  for (const auto& [id, rec] : store_.agents()) {
+    store_.agentDisconnected(id, unixNanos());
+  }
+  if (frames > 0 || bad > 0) {
+    VIGIL_LOG_INFO("replayed %d frame(s) from the ingest log (%d undecodable)", frames, bad);
+  }
+  return absl::OkStatus();
+}
+
+kj::Promise<void> Server::retentionLoop() {
+  return io_.provider->getTimer().afterDelay(60 * kj::SECONDS).then([this]() {
+    auto r = log_->enforceRetention(unixNanos());
+    if (!r.ok()) {
+      VIGIL_LOG_WARN("ingest log retention failed: %s", r.status().message());
+    } else if (r->records_dropped > 0) {
+      VIGIL_LOG_INFO("ingest log retention dropped %d frame(s), %d bytes", r->records_dropped,
+                     r->bytes_dropped);
+    }
+    return retentionLoop();
+  });
 }
 
 std::string Server::agentsJson() {
@@ -113,7 +179,22 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     bool om = request.accept.find("application/openmetrics-text") != std::string::npos;
     PromWriter out(om);
     store_.render(out, unixNanos());
-    ingest_.writeMetrics(out);
+    ingest_->writeMetrics(out);
+    const IngestLogStats& ls = log_->stats();
+    out.family("vigil_aggregator_log_bytes", MetricType::kGauge,
+               "Payload bytes held in the durable ingest log.");
+    out.sample("vigil_aggregator_log_bytes", {}, static_cast<double>(log_->payloadBytes()));
+    out.family("vigil_aggregator_log_appends_total", MetricType::kCounter,
+               "Frames durably appended to the ingest log.");
+    out.sample("vigil_aggregator_log_appends_total", {}, static_cast<double>(ls.appended));
+    out.family("vigil_aggregator_log_append_errors_total", MetricType::kCounter,
+               "Appends that failed (frames not acknowledged; agents retry).");
+    out.sample("vigil_aggregator_log_append_errors_total", {},
+               static_cast<double>(ls.append_errors));
+    out.family("vigil_aggregator_log_retention_dropped_total", MetricType::kCounter,
+               "Frames removed from the ingest log by age or size retention.");
+    out.sample("vigil_aggregator_log_retention_dropped_total", {},
+               static_cast<double>(ls.retention_dropped));
     return HttpReply{200, PromWriter::contentType(om), out.finish()};
   }
   if (request.path == "/api/v1/agents") {

@@ -20,6 +20,8 @@ struct ServerOptions {
   std::string http_addr = "127.0.0.1";
   uint16_t http_port = 9471;
   std::string ready_file;  // "rpc_port=N\nhttp_port=M\n" once both are bound
+  std::string data_dir = "/var/lib/vigil-aggregator";
+  IngestLogOptions log;
   IngestOptions ingest;
   StoreOptions store;
 };
@@ -39,10 +41,15 @@ class Server {
   kj::Promise<HttpReply> handleHttp(const HttpRequest& request);
   std::string agentsJson();
 
+  // Replays the ingest log into the in-memory store after a restart.
+  absl::Status replayLog();
+  kj::Promise<void> retentionLoop();
+
   ServerOptions options_;
   kj::AsyncIoContext& io_;
+  std::unique_ptr<IngestLog> log_;
   Store store_;
-  Ingest ingest_;
+  kj::Own<Ingest> ingest_;
   kj::Own<HttpServer> http_;
   kj::Own<kj::ConnectionReceiver> rpc_listener_;
   kj::Own<kj::ConnectionReceiver> http_listener_;

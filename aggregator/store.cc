@@ -84,7 +84,7 @@ void Store::apply(const Snapshot& frame, int64_t now_ns) {
   }
 }
 
-void Store::render(PromWriter& out, int64_t now_ns) {
+void Store::render(MetricSink& out, int64_t now_ns) {
   declareFrameFamilies(out);
   out.family("vigil_agent_up", MetricType::kGauge,
              "1 while the agent holds a connection to this aggregator.");

@@ -57,7 +57,7 @@ class Store {
   // Applies a frame's content. The caller has checked it is not a duplicate.
   void apply(const Snapshot& frame, int64_t now_ns);
 
-  void render(PromWriter& out, int64_t now_ns);
+  void render(MetricSink& out, int64_t now_ns);
 
   const absl::flat_hash_map<std::string, std::unique_ptr<AgentRecord>>& agents() const {
     return agents_;

@@ -17,7 +17,8 @@ AGENT_HTTP=${VIGIL_AGENT_HTTP_PORT:-9472}
 INTERVAL=${VIGIL_INTERVAL:-10s}
 
 "$BIN/vigil-aggregator" --rpc_port="$AGG_RPC" --http_port="$AGG_HTTP" \
-  --ready_file="$RUNDIR/aggregator.ready" >"$RUNDIR/aggregator.log" 2>&1 &
+  --ready_file="$RUNDIR/aggregator.ready" --data_dir="$RUNDIR/aggregator-data" \
+  >"$RUNDIR/aggregator.log" 2>&1 &
 AGG_PID=$!
 $SUDO "$BIN/vigil-agent" --aggregator="127.0.0.1:$AGG_RPC" --http_port="$AGENT_HTTP" \
   --interval="$INTERVAL" --ready_file="$RUNDIR/agent.ready" >"$RUNDIR/agent.log" 2>&1 &

@@ -24,9 +24,10 @@ struct Pipeline {
   int agent_http = 0;
 
   Pipeline()
-      : aggregator(Child::spawn({testing::binaryPath("vigil-aggregator"), "--rpc_port=0",
-                                 "--http_port=0", "--ready_file=" + dir.file("agg.ready")},
-                                dir.file("aggregator.log"))) {
+      : aggregator(Child::spawn(
+            {testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
+             "--ready_file=" + dir.file("agg.ready"), "--data_dir=" + dir.file("agg-data")},
+            dir.file("aggregator.log"))) {
     auto rpc = testing::readReadyPort(dir.file("agg.ready"), "rpc_port", 10s);
     auto http = testing::readReadyPort(dir.file("agg.ready"), "http_port", 10s);
     REQUIRE(rpc);
@@ -173,14 +174,16 @@ TEST_CASE("SIGTERM stops the agent and leaves no vigil BPF program in the kernel
 
 TEST_CASE("a second aggregator on a port in use fails with a clear message") {
   testing::TempDir dir;
-  Child first = Child::spawn({testing::binaryPath("vigil-aggregator"), "--rpc_port=0",
-                              "--http_port=0", "--ready_file=" + dir.file("a.ready")},
-                             dir.file("a.log"));
+  Child first =
+      Child::spawn({testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
+                    "--ready_file=" + dir.file("a.ready"), "--data_dir=" + dir.file("a-data")},
+                   dir.file("a.log"));
   auto rpc = testing::readReadyPort(dir.file("a.ready"), "rpc_port", 10s);
   REQUIRE(rpc);
-  Child second = Child::spawn({testing::binaryPath("vigil-aggregator"),
-                               "--rpc_port=" + std::to_string(*rpc), "--http_port=0"},
-                              dir.file("b.log"));
+  Child second =
+      Child::spawn({testing::binaryPath("vigil-aggregator"), "--rpc_port=" + std::to_string(*rpc),
+                    "--http_port=0", "--data_dir=" + dir.file("b-data")},
+                   dir.file("b.log"));
   auto status = second.wait(10s);
   REQUIRE(status.has_value());
   CHECK(WEXITSTATUS(*status) == 1);
@@ -188,6 +191,27 @@ TEST_CASE("a second aggregator on a port in use fails with a clear message") {
   INFO(log);
   CHECK(log.find("address already in use") != std::string::npos);
   CHECK(log.find("--rpc_port") != std::string::npos);
+}
+
+TEST_CASE("an agent without privileges exits with one line naming the cause and the fix") {
+  if (geteuid() != 0) {
+    WARN("needs root to drop to an unprivileged user; skipped");
+    return;
+  }
+  testing::TempDir dir;
+  Child agent =
+      Child::spawn({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    "--inh-caps=-all", testing::binaryPath("vigil-agent"), "--http_port=0"},
+                   dir.file("agent.log"));
+  auto status = agent.wait(10s);
+  REQUIRE(status.has_value());
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 1);
+  std::string log = testing::readFile(dir.file("agent.log"));
+  INFO(log);
+  CHECK(log ==
+        "vigil-agent: sched: permission denied loading BPF; run as root (sudo) or grant "
+        "CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE\n");
 }
 
 }  // namespace

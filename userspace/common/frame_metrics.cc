@@ -62,7 +62,7 @@ constexpr Family kFamilies[] = {
     {"vigil_config_version", MetricType::kGauge, "Version of the config the agent applied."},
 };
 
-void counterIfSet(PromWriter& out, const char* family, const Labels& labels, uint64_t v,
+void counterIfSet(MetricSink& out, const char* family, const Labels& labels, uint64_t v,
                   const ExpositionOptions& opts) {
   if (v != 0) {
     out.sample(family, labels, static_cast<double>(v), opts.timestamp_ms);
@@ -75,13 +75,13 @@ double log2BucketUpperSeconds(size_t i, uint64_t unit_ns) {
   return std::ldexp(1.0, static_cast<int>(i) + 1) * static_cast<double>(unit_ns) / 1e9;
 }
 
-void declareFrameFamilies(PromWriter& out) {
+void declareFrameFamilies(MetricSink& out) {
   for (const Family& f : kFamilies) {
     out.family(f.name, f.type, f.help);
   }
 }
 
-void writeProcessMetrics(const ProcessStats& p, const ExpositionOptions& opts, PromWriter& out) {
+void writeProcessMetrics(const ProcessStats& p, const ExpositionOptions& opts, MetricSink& out) {
   Labels l = with(opts.base_labels, {{"pid", absl::StrCat(p.pid)}, {"comm", p.comm}});
   if (!p.container_id.empty()) {
     l.emplace_back("container_id", p.container_id);
@@ -120,7 +120,7 @@ void writeProcessMetrics(const ProcessStats& p, const ExpositionOptions& opts, P
                opts);
 }
 
-void writeSnapshotMetrics(const Snapshot& s, const ExpositionOptions& opts, PromWriter& out) {
+void writeSnapshotMetrics(const Snapshot& s, const ExpositionOptions& opts, MetricSink& out) {
   declareFrameFamilies(out);
   auto ts = opts.timestamp_ms;
   for (const auto& [pid, p] : s.processes) {

@@ -15,10 +15,10 @@ struct ExpositionOptions {
 };
 
 // Declares every vigil metric family (HELP and TYPE) once.
-void declareFrameFamilies(PromWriter& out);
+void declareFrameFamilies(MetricSink& out);
 
-void writeProcessMetrics(const ProcessStats& p, const ExpositionOptions& opts, PromWriter& out);
-void writeSnapshotMetrics(const Snapshot& s, const ExpositionOptions& opts, PromWriter& out);
+void writeProcessMetrics(const ProcessStats& p, const ExpositionOptions& opts, MetricSink& out);
+void writeSnapshotMetrics(const Snapshot& s, const ExpositionOptions& opts, MetricSink& out);
 
 // Bucket upper bounds in seconds for a log2 histogram with `unit_ns` units: bucket i holds
 // values below 2^(i+1) units.

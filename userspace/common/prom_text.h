@@ -18,25 +18,38 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 
 enum class MetricType { kCounter, kGauge, kHistogram, kUntyped };
 
-class PromWriter {
+// Where metric samples go: the text writer below, or the aggregator's series store. Renderers
+// (frame_metrics.h) write to a MetricSink so every consumer sees the same names and labels.
+class MetricSink {
  public:
-  explicit PromWriter(bool open_metrics = false) : open_metrics_(open_metrics) {}
+  virtual ~MetricSink() = default;
 
   // Declares a family; samples added before or after land under its header.
-  void family(absl::string_view name, MetricType type, absl::string_view help);
+  virtual void family(absl::string_view name, MetricType type, absl::string_view help) = 0;
 
   // Declares a family's type unless it was declared already (keeps an earlier HELP).
-  void ensureFamily(absl::string_view name, MetricType type);
+  virtual void ensureFamily(absl::string_view name, MetricType type) = 0;
 
   // Adds one sample. `name` may carry a suffix of its family (_bucket, _sum, _count, _total).
-  void sample(absl::string_view family, absl::string_view name, const Labels& labels, double value,
-              std::optional<int64_t> timestamp_ms = std::nullopt);
+  virtual void sample(absl::string_view family, absl::string_view name, const Labels& labels,
+                      double value, std::optional<int64_t> timestamp_ms = std::nullopt) = 0;
 
   // Convenience for a sample whose name is the family name.
   void sample(absl::string_view family, const Labels& labels, double value,
               std::optional<int64_t> timestamp_ms = std::nullopt) {
     sample(family, family, labels, value, timestamp_ms);
   }
+};
+
+class PromWriter final : public MetricSink {
+ public:
+  explicit PromWriter(bool open_metrics = false) : open_metrics_(open_metrics) {}
+
+  void family(absl::string_view name, MetricType type, absl::string_view help) override;
+  void ensureFamily(absl::string_view name, MetricType type) override;
+  void sample(absl::string_view family, absl::string_view name, const Labels& labels, double value,
+              std::optional<int64_t> timestamp_ms = std::nullopt) override;
+  using MetricSink::sample;
 
   std::string finish() const;
 
