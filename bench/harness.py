@@ -13,6 +13,7 @@ processes it started.
 
 import argparse
 import atexit
+import shutil
 import datetime
 import json
 import os
@@ -314,6 +315,7 @@ class Env:
         self.aggregator = None
         self.agg_port = None
         self._agent_help = None
+        self._aggregator_help = None
         self.vigil_hooks = None
 
     def exe(self, name):
@@ -331,13 +333,27 @@ class Env:
     def agent_supports(self, flag):
         return ("--" + flag) in self.agent_help()
 
+    def aggregator_cmd(self, name):
+        """vigil-aggregator on free ports; with its own data directory under the build tree (on
+        disk, not tmpfs, so the ingest log's durability costs what it costs) when this build
+        has --data_dir."""
+        cmd = [self.exe("vigil-aggregator"), "--rpc_port=0", "--http_port=0"]
+        if self._aggregator_help is None:
+            self._aggregator_help = run([self.exe("vigil-aggregator"), "--helpfull"],
+                                        timeout=10)[1]
+        if "--data_dir" in self._aggregator_help:
+            d = os.path.join(self.build, "bench-data", name)
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            cmd.append("--data_dir=" + d)
+        return cmd
+
     # A background aggregator for the agent to ship to (its cost is not the node's).
     def ensure_aggregator(self):
         if self.aggregator and self.aggregator.alive():
             return self.agg_port
         ready = os.path.join(self.tmp, "agg.ready")
-        self.aggregator = Proc([self.exe("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
-                                "--ready_file=" + ready])
+        self.aggregator = Proc(self.aggregator_cmd("node-side") + ["--ready_file=" + ready])
         kv = wait_for(lambda: read_kv(ready), 10)
         if not kv:
             raise RuntimeError("vigil-aggregator did not start: " + self.aggregator.output())
@@ -844,8 +860,12 @@ def part_bpfcost(env):
         for (name, typ, hook), xs in sorted(per.items()):
             R.row(part, "ns/event %s (%s:%s)" % (name, typ, hook), [x[0] for x in xs], "ns")
             R.row(part, "ns/event empty program on %s:%s" % (typ, hook), [x[1] for x in xs], "ns")
+            # The 1.5x budget is for the per-event hot paths (syscall and sched hooks); event
+            # programs (exec argv copies, ring buffer output) are reported without a goal.
+            hot = hook in SYSCALL_HOOKS or hook.startswith("sched_switch") or \
+                hook.startswith("sched_wakeup")
             R.row(part, "ratio %s / empty" % name, [x[2] for x in xs], "x empty",
-                  "goal <= 1.5")
+                  "goal <= 1.5" if hot else "event program: no budget")
             R.detail(part, "| %s | %s:%s | %s | %s | %s (%s–%s) | %s |" % (
                 name, typ, hook, fmt(med([x[0] for x in xs])), fmt(med([x[1] for x in xs])),
                 fmt(med([x[2] for x in xs])), fmt(min(x[2] for x in xs)),
@@ -1087,8 +1107,10 @@ def part_aggregator(env):
         ready = os.path.join(env.tmp, "agg-scale-%d-%d.ready" % (n, interval_ms))
         if os.path.exists(ready):
             os.unlink(ready)
-        agg = Proc([env.exe("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
-                    "--ready_file=" + ready], preexec=raise_nofile)
+        agg_cmd = env.aggregator_cmd("scale-%d-%d" % (n, interval_ms))
+        R.command(part, " ".join(agg_cmd).replace(env.build, "BUILD") + "   (RLIMIT_NOFILE raised "
+                  "to the hard limit)")
+        agg = Proc(agg_cmd + ["--ready_file=" + ready], preexec=raise_nofile)
         try:
             kv = wait_for(lambda: read_kv(ready), 10)
             if not kv:
@@ -1153,6 +1175,8 @@ def part_aggregator(env):
                 best_rate = max(best_rate or 0, float(r["samples_per_s"]))
         finally:
             agg.stop()
+            shutil.rmtree(os.path.join(env.build, "bench-data", "scale-%d-%d" % (n, interval_ms)),
+                          ignore_errors=True)
     if best is not None:
         R.row(part, "largest N sustained at 10 s (of %s)" %
               sorted({n for n, i in CFG["agg_runs"] if i == 10000}), [best], "agents")
@@ -1405,7 +1429,9 @@ PART_NOTES = {
         "unacknowledged when the next was due, ≥ 98 % of expected frames acknowledged and ack "
         "p99 below the interval. The load generator runs on the same 2 cores as the aggregator, "
         "so the aggregator's figures include that competition. Bytes per active series is "
-        "(RSS at the end − RSS idle) / (agents × series per frame).",
+        "(RSS at the end − RSS idle) / (agents × series per frame). Each run starts a fresh "
+        "aggregator; when the build's aggregator has `--data_dir` (the ingest log), it gets a "
+        "fresh directory on disk, so every acknowledgement includes that durable write.",
     ],
     "wire": [
         "`vigil-bench-wire` encodes one steady-state frame as the agent sends it (Cap'n Proto "
@@ -1612,6 +1638,7 @@ def main():
         print("  (%s took %.0f s)" % (p, time.time() - tp), flush=True)
     if env.aggregator:
         env.aggregator.stop()
+    shutil.rmtree(os.path.join(env.build, "bench-data"), ignore_errors=True)
     elapsed = time.time() - t0
     print_table(elapsed)
     with open(os.path.join(env.build, "bench-results.json"), "w") as f:
