@@ -647,6 +647,7 @@ def alternate(variants, one_run, label, part, pairs):
                 try:
                     if which == "var":
                         v.start()
+                        time.sleep(0.5)  # let its start-up (BPF load, first reads) settle
                         own0 = v.cpu()
                     got[which] = one_run()
                     if which == "var":
