@@ -1651,9 +1651,12 @@ def main():
     shutil.rmtree(os.path.join(env.build, "bench-data"), ignore_errors=True)
     elapsed = time.time() - t0
     print_table(elapsed)
-    with open(os.path.join(env.build, "bench-results.json"), "w") as f:
-        json.dump({"quick": QUICK, "parts": parts, "rows": R.rows, "skipped": R.skipped,
-                   "details": R.sections, "commands": R.commands}, f, indent=1)
+    try:
+        with open(os.path.join(env.build, "bench-results.json"), "w") as f:
+            json.dump({"quick": QUICK, "parts": parts, "rows": R.rows, "skipped": R.skipped,
+                       "details": R.sections, "commands": R.commands}, f, indent=1)
+    except OSError as e:
+        print("bench: cannot write bench-results.json: %s" % e, file=sys.stderr)
     if not args.no_doc:
         # A partial run never replaces the full report: it goes to the build directory.
         path = os.path.join(REPO, "docs", "performance.md") if parts == PARTS else \
