@@ -17,6 +17,8 @@ TEST_PKGS=(
   podman runc busybox-static bpftrace stress-ng nginx wrk hyperfine sqlite3
   iptables
 )
+# bench/run.sh runs bcc's runqlat once to show that BCC cannot compile here (no kernel headers).
+TEST_PKGS+=(bpfcc-tools)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" != "--build-only" ]]; then
