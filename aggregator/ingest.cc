@@ -364,11 +364,11 @@ kj::Promise<void> Ingest::serve(kj::AuthenticatedStream stream) {
   auto state = std::make_shared<ConnState>();
   state->id = next_conn_id_++;
   state->peer = peerAddress(*stream.peerIdentity);
-  kj::Promise<kj::AuthenticatedStream> secured = kj::mv(stream);
-  if (options_.tls != nullptr) {
-    secured = timer_.timeoutAfter(options_.handshake_timeout,
-                                  options_.tls->context->wrapServer(kj::mv(stream)));
-  }
+  kj::Promise<kj::AuthenticatedStream> secured =
+      options_.tls == nullptr
+          ? kj::Promise<kj::AuthenticatedStream>(kj::mv(stream))
+          : timer_.timeoutAfter(options_.handshake_timeout,
+                                options_.tls->context->wrapServer(kj::mv(stream)));
   return secured
       .then(
           [this, state](kj::AuthenticatedStream s) -> kj::Promise<void> {
@@ -405,9 +405,14 @@ kj::Promise<void> Ingest::serve(kj::AuthenticatedStream stream) {
             return conn->network.onDisconnect().attach(kj::mv(conn));
           },
           [this, state](kj::Exception&& e) -> kj::Promise<void> {
-            state->close_reason = "tls_handshake_failed";
             state->close_detail = e.getDescription().cStr();
-            stats_.rejected["tls_handshake_failed"]++;
+            // kj-tls asks OpenSSL to fail the handshake when mutual TLS is on and the client
+            // sends no certificate; name that case.
+            state->close_reason =
+                state->close_detail.find("peer did not return a certificate") != std::string::npos
+                    ? "no_client_cert"
+                    : "tls_handshake_failed";
+            stats_.rejected[state->close_reason]++;
             return kj::READY_NOW;
           })
       .then([this, state]() {
