@@ -79,8 +79,9 @@ absl::StatusOr<absl::flat_hash_map<std::string, std::string>> loadTokensFile(
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", tokens.status().message()));
   }
   if (tokens->empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": no tokens (every agent would be "
-                                                         "refused)"));
+    return absl::InvalidArgumentError(absl::StrCat(path,
+                                                   ": no tokens (every agent would be "
+                                                   "refused)"));
   }
   return tokens;
 }

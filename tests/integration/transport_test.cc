@@ -176,8 +176,8 @@ TEST_CASE("a 60 s aggregator outage loses and duplicates nothing: every seq arri
   testing::TempDir dir;
   Aggregator agg(dir, "agg");
   Agent agent(dir, "outage-node", agg.addr(), {"--replay_rate=20", "--replay_burst=5"});
-  REQUIRE(testing::waitFor([&]() { return loggedFrames(agg.db(), "outage-node").size() >= 3; },
-                           15s));
+  REQUIRE(
+      testing::waitFor([&]() { return loggedFrames(agg.db(), "outage-node").size() >= 3; }, 15s));
   agg.kill(SIGTERM);
   std::this_thread::sleep_for(60s);
   double queued = agent.metric("vigil_agent_queue_frames");
@@ -190,8 +190,8 @@ TEST_CASE("a 60 s aggregator outage loses and duplicates nothing: every seq arri
       [&]() {
         bool done = agent.metric("vigil_agent_queue_frames") == 0;
         if (done && drained_s == 0) {
-          drained_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted)
-                          .count();
+          drained_s =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
         }
         return done;
       },
@@ -220,8 +220,8 @@ TEST_CASE("after kill -9 of an agent its spooled frames of the old boot epoch ar
   testing::TempDir dir;
   Aggregator agg(dir, "agg");
   Agent agent(dir, "crash-node", agg.addr());
-  REQUIRE(testing::waitFor([&]() { return loggedFrames(agg.db(), "crash-node").size() >= 2; },
-                           15s));
+  REQUIRE(
+      testing::waitFor([&]() { return loggedFrames(agg.db(), "crash-node").size() >= 2; }, 15s));
   agg.kill(SIGKILL);
   REQUIRE(testing::waitFor([&]() { return agent.metric("vigil_agent_queue_frames") >= 3; }, 15s));
   agent.proc.signal(SIGKILL);
@@ -230,8 +230,7 @@ TEST_CASE("after kill -9 of an agent its spooled frames of the old boot epoch ar
   CHECK(testing::shell("sqlite3 " + agent.spool() + " 'PRAGMA integrity_check'") == "ok\n");
   std::string old_epoch =
       testing::shell("sqlite3 " + agent.spool() + " 'SELECT MIN(epoch) FROM frames'");
-  std::string last =
-      testing::shell("sqlite3 " + agent.spool() + " 'SELECT MAX(seq) FROM frames'");
+  std::string last = testing::shell("sqlite3 " + agent.spool() + " 'SELECT MAX(seq) FROM frames'");
   REQUIRE(!old_epoch.empty());
   uint64_t epoch1 = std::stoull(old_epoch);
   uint64_t last_seq = std::stoull(last);
@@ -358,8 +357,8 @@ TEST_CASE("garbage, truncated and oversized messages close only their own connec
   testing::TempDir dir;
   Aggregator agg(dir, "agg");
   Agent agent(dir, "steady-node", agg.addr());
-  REQUIRE(testing::waitFor([&]() { return loggedFrames(agg.db(), "steady-node").size() >= 1; },
-                           15s));
+  REQUIRE(
+      testing::waitFor([&]() { return loggedFrames(agg.db(), "steady-node").size() >= 1; }, 15s));
 
   CHECK(sendRaw(agg.rpc_port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", false));
   std::string truncated = framingHeader(0, {100}) + std::string(16, 'x');
@@ -480,7 +479,8 @@ TEST_CASE("with mutual TLS an agent without a client certificate is refused; wit
                  {"--tls_cert=" + dir.file("server.pem"), "--tls_key=" + dir.file("server.key"),
                   "--tls_client_ca=" + dir.file("ca.pem")});
   {
-    Agent nocert(dir, "tls-node", agg.addr(), {"--tls_ca=" + dir.file("ca.pem"), "--tls_server_name=localhost"});
+    Agent nocert(dir, "tls-node", agg.addr(),
+                 {"--tls_ca=" + dir.file("ca.pem"), "--tls_server_name=localhost"});
     REQUIRE(testing::waitFor(
         [&]() {
           return agg.metric("vigil_aggregator_connections_closed_total",
@@ -494,8 +494,7 @@ TEST_CASE("with mutual TLS an agent without a client certificate is refused; wit
     // The right certificate but another identity: the CN binds the agent id.
     Agent impostor(dir, "other-node", agg.addr(),
                    {"--tls_ca=" + dir.file("ca.pem"), "--tls_server_name=localhost",
-                    "--tls_cert=" + dir.file("agent.pem"),
-                    "--tls_key=" + dir.file("agent.key")});
+                    "--tls_cert=" + dir.file("agent.pem"), "--tls_key=" + dir.file("agent.key")});
     REQUIRE(testing::waitFor(
         [&]() {
           return agg.metric("vigil_aggregator_rejected_total", {{"reason", "identity_mismatch"}}) >=
@@ -506,8 +505,7 @@ TEST_CASE("with mutual TLS an agent without a client certificate is refused; wit
   }
   Agent good(dir, "tls-node", agg.addr(),
              {"--tls_ca=" + dir.file("ca.pem"), "--tls_server_name=localhost",
-                    "--tls_cert=" + dir.file("agent.pem"),
-              "--tls_key=" + dir.file("agent.key")});
+              "--tls_cert=" + dir.file("agent.pem"), "--tls_key=" + dir.file("agent.key")});
   bool ok = testing::waitFor([&]() { return loggedFrames(agg.db(), "tls-node").size() >= 2; }, 15s);
   INFO(agg.log());
   INFO(good.log());
@@ -522,8 +520,9 @@ TEST_CASE("with mutual TLS an agent without a client certificate is refused; wit
       5s));
 }
 
-TEST_CASE("a pushed config changes the interval and detaches a disabled collector; a bad one is "
-          "refused") {
+TEST_CASE(
+    "a pushed config changes the interval and detaches a disabled collector; a bad one is "
+    "refused") {
   if (!testing::bpfAllowed("transport_test")) {
     return;
   }
@@ -538,20 +537,22 @@ TEST_CASE("a pushed config changes the interval and detaches a disabled collecto
   std::vector<int> before;
   REQUIRE(testing::waitFor(
       [&]() {
-        before = testing::bpfProgramIdsInMetrics(testing::httpGet(agent.http_port, "/metrics").body);
+        before =
+            testing::bpfProgramIdsInMetrics(testing::httpGet(agent.http_port, "/metrics").body);
         return !before.empty();
       },
       15s));
   auto reply = testing::httpRequest(agg.http_port, "POST", "/api/v1/agents/cfg-node/config",
                                     "{\"version\": 7, \"interval_ms\": 1000, "
-                                    "\"disabled_collectors\": [\"" + victim + "\"]}");
+                                    "\"disabled_collectors\": [\"" +
+                                        victim + "\"]}");
   INFO(reply.body);
   REQUIRE(reply.status == 200);
   CHECK(reply.body.find("\"applied\":true") != std::string::npos);
   size_t n0 = loggedFrames(agg.db(), "cfg-node").size();
   auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(testing::waitFor(
-      [&]() { return loggedFrames(agg.db(), "cfg-node").size() >= n0 + 4; }, 8s, 50ms));
+  REQUIRE(testing::waitFor([&]() { return loggedFrames(agg.db(), "cfg-node").size() >= n0 + 4; },
+                           8s, 50ms));
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK(secs < 5.5);  // four frames at a 1 s interval (not 10 s)
 
@@ -586,8 +587,8 @@ TEST_CASE("a pushed config changes the interval and detaches a disabled collecto
             .status == 400);
   CHECK(agg.agents().find("\"config_version\":7") != std::string::npos);
   size_t n1 = loggedFrames(agg.db(), "cfg-node").size();
-  CHECK(testing::waitFor(
-      [&]() { return loggedFrames(agg.db(), "cfg-node").size() >= n1 + 2; }, 4s, 50ms));
+  CHECK(testing::waitFor([&]() { return loggedFrames(agg.db(), "cfg-node").size() >= n1 + 2; }, 4s,
+                         50ms));
   CHECK(testing::promValue(testing::httpGet(agent.http_port, "/metrics").body,
                            "vigil_agent_config_version", {}) == 7.0);
 }
@@ -661,7 +662,7 @@ TEST_CASE("agents fail over within two heartbeats when their aggregator dies, an
     REQUIRE(by.size() == 1);
     auto& seqs = by.begin()->second;
     INFO(n << ": " << fa.size() << " frame(s) on the killed aggregator, " << fb.size()
-            << " on the survivor");
+           << " on the survivor");
     CHECK(exactlyOneToN(seqs, seqs.back()));
     CHECK(!fb.empty());
   }

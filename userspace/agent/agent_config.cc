@@ -32,8 +32,8 @@ absl::StatusOr<uint32_t> yamlDurationMs(const YAML::Node& n, const std::string& 
     double secs = 0;
     std::istringstream in(text);
     if (!(in >> secs) || !in.eof()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          key, " (line ", n.Mark().line + 1, "): '", text, "' is not a duration like 10s"));
+      return absl::InvalidArgumentError(absl::StrCat(key, " (line ", n.Mark().line + 1, "): '",
+                                                     text, "' is not a duration like 10s"));
     }
     d = absl::Seconds(secs);
   }
@@ -59,8 +59,8 @@ absl::Status validateSettings(const AgentSettings& s, const std::vector<std::str
   }
   for (const std::string& name : s.disabled_collectors) {
     if (std::find(collectors.begin(), collectors.end(), name) == collectors.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown collector '", name,
-                                                     "'; known: ", absl::StrJoin(collectors, ", ")));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown collector '", name, "'; known: ", absl::StrJoin(collectors, ", ")));
     }
   }
   if (s.syscall_mode != "sampled" && s.syscall_mode != "continuous" && s.syscall_mode != "off") {
@@ -194,8 +194,8 @@ absl::StatusOr<AgentSettings> parseSettingsYaml(const std::string& text, AgentSe
         s.comm_filter = yamlStrings(v, key);
       } else if (key == "dynamic_sampling") {
         if (!v.IsMap()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "dynamic_sampling (line ", v.Mark().line + 1, ") must be a mapping"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("dynamic_sampling (line ", v.Mark().line + 1, ") must be a mapping"));
         }
         s.sampling.enabled = true;
         for (const auto& dkv : v) {
@@ -209,23 +209,21 @@ absl::StatusOr<AgentSettings> parseSettingsYaml(const std::string& text, AgentSe
             if (!ms.ok()) {
               return ms.status();
             }
-            (dk == "low_interval" ? s.sampling.low_interval_ms : s.sampling.high_interval_ms) =
-                *ms;
+            (dk == "low_interval" ? s.sampling.low_interval_ms : s.sampling.high_interval_ms) = *ms;
           } else {
-            return absl::InvalidArgumentError(absl::StrCat("unknown key dynamic_sampling.", dk,
-                                                           " (line ", dkv.first.Mark().line + 1,
-                                                           ")"));
+            return absl::InvalidArgumentError(absl::StrCat(
+                "unknown key dynamic_sampling.", dk, " (line ", dkv.first.Mark().line + 1, ")"));
           }
         }
       } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown key '", key, "' (line ", kv.first.Mark().line + 1,
-                         "); see docs/configuration.md"));
+        return absl::InvalidArgumentError(absl::StrCat("unknown key '", key, "' (line ",
+                                                       kv.first.Mark().line + 1,
+                                                       "); see docs/configuration.md"));
       }
     }
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("YAML error at line ", e.mark.line + 1, ": ",
-                                                   e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat("YAML error at line ", e.mark.line + 1, ": ", e.msg));
   }
   return s;
 }

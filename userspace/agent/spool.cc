@@ -74,8 +74,8 @@ std::vector<SpoolEntry> salvage(const std::string& path, int64_t max_bytes) {
 }  // namespace
 
 absl::Status Spool::error(const char* what) const {
-  return absl::UnavailableError(absl::StrCat("spool ", path_, ": ", what, ": ",
-                                             sqlite3_errmsg(db_)));
+  return absl::UnavailableError(
+      absl::StrCat("spool ", path_, ": ", what, ": ", sqlite3_errmsg(db_)));
 }
 
 absl::Status Spool::exec(const char* sql) {
@@ -157,8 +157,8 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::open(const std::string& path, Spoo
   // Quarantine: move the damaged file (and its WAL) aside, salvage readable rows into a fresh
   // spool. The original is kept for post-mortem, never deleted.
   std::string aside = absl::StrCat(path, ".corrupt-", static_cast<int64_t>(time(nullptr)));
-  VIGIL_LOG_ERROR("%s; moving it to %s and recovering what is readable",
-                  spool.status().message(), aside);
+  VIGIL_LOG_ERROR("%s; moving it to %s and recovering what is readable", spool.status().message(),
+                  aside);
   if (rename(path.c_str(), aside.c_str()) != 0) {
     return absl::UnavailableError(absl::StrCat("cannot quarantine corrupt spool ", path));
   }
@@ -234,7 +234,8 @@ absl::StatusOr<std::vector<SpoolEntry>> Spool::readAfter(int64_t after_id, size_
     e.seq = static_cast<uint64_t>(sqlite3_column_int64(q.s, 2));
     e.created_ns = sqlite3_column_int64(q.s, 3);
     const void* p = sqlite3_column_blob(q.s, 4);
-    e.payload.assign(static_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(q.s, 4)));
+    e.payload.assign(static_cast<const char*>(p),
+                     static_cast<size_t>(sqlite3_column_bytes(q.s, 4)));
     out.push_back(std::move(e));
   }
   if (rc != SQLITE_DONE) {
