@@ -147,3 +147,40 @@ TEST_CASE("an unusable spool path is an error, not a crash") {
 
 }  // namespace
 }  // namespace vigil
+
+namespace vigil {
+namespace {
+
+TEST_CASE("a spool is used by one agent at a time") {
+  testing::TempDir dir;
+  auto first = Spool::open(dir.file("spool.db"));
+  REQUIRE(first.ok());
+  auto second = Spool::open(dir.file("spool.db"));
+  REQUIRE_FALSE(second.ok());
+  CHECK(std::string(second.status().message()).find("in use by another vigil-agent") !=
+        std::string::npos);
+  first->reset();
+  CHECK(Spool::open(dir.file("spool.db")).ok());
+}
+
+TEST_CASE("a spool left by another agent id is moved aside, not sent under the wrong identity") {
+  testing::TempDir dir;
+  SpoolOptions a;
+  a.owner = "node-a";
+  {
+    auto spool = Spool::open(dir.file("spool.db"), a);
+    REQUIRE(spool.ok());
+    REQUIRE((*spool)->append(1, 1, "x", 1, 1).ok());
+  }
+  SpoolOptions b;
+  b.owner = "node-b";
+  auto spool = Spool::open(dir.file("spool.db"), b);
+  REQUIRE(spool.ok());
+  CHECK((*spool)->frames() == 0);
+  CHECK((*spool)->stats().quarantined == 1);
+  auto again = Spool::open(dir.file("other.db"), a);
+  REQUIRE(again.ok());
+}
+
+}  // namespace
+}  // namespace vigil

@@ -693,6 +693,72 @@ TEST_CASE("an agent returns to its preferred aggregator when it is back") {
   CHECK(testing::waitFor([&]() { return !other.hasOnline("return-node"); }, 5s));
 }
 
+TEST_CASE("a full disk under the spool: the agent keeps running from memory and loses nothing") {
+  if (!testing::bpfAllowed("transport_test")) {
+    return;
+  }
+  testing::TempDir dir;
+  std::string spool_dir = dir.file("full-node-spool");
+  REQUIRE(testing::shell("mkdir -p " + spool_dir + " && mount -t tmpfs -o size=1m tmpfs " +
+                         spool_dir + " && echo ok") == "ok\n");
+  struct Unmount {
+    std::string path;
+    ~Unmount() { testing::shell("umount -l " + path); }
+  } unmount{spool_dir};
+  Aggregator agg(dir, "agg");
+  agg.kill(SIGKILL);
+  Agent agent(dir, "full-node", agg.addr());
+  REQUIRE(testing::waitFor([&]() { return agent.metric("vigil_agent_queue_frames") >= 2; }, 15s));
+  CHECK(agent.metric("vigil_agent_spool_ok") == 1);
+  // Now the disk fills up under the running agent.
+  testing::shell("dd if=/dev/zero of=" + spool_dir + "/filler bs=4k 2>/dev/null");
+  REQUIRE(testing::waitFor([&]() { return agent.metric("vigil_agent_spool_ok") == 0; }, 15s));
+  REQUIRE(
+      testing::waitFor([&]() { return agent.metric("vigil_agent_spool_errors_total") >= 2; }, 10s));
+  std::string log = agent.log();
+  CHECK(log.find("keeping unacknowledged frames in memory") != std::string::npos);
+  // One log line, not one per frame.
+  CHECK(log.find("keeping unacknowledged frames in memory") ==
+        log.rfind("keeping unacknowledged frames in memory"));
+  // Frames keep coming (in memory) while the disk is full.
+  REQUIRE(testing::waitFor([&]() { return agent.metric("vigil_agent_queue_frames") >= 5; }, 15s));
+  agg.start();
+  REQUIRE(testing::waitFor([&]() { return agent.metric("vigil_agent_queue_frames") == 0; }, 20s));
+  REQUIRE(agent.proc.alive());
+  agent.proc.signal(SIGTERM);
+  REQUIRE(agent.proc.wait(10s));
+  auto by = seqsByEpoch(loggedFrames(agg.db(), "full-node"));
+  REQUIRE(by.size() == 1);
+  auto& seqs = by.begin()->second;
+  INFO(agent.log());
+  CHECK(seqs.size() >= 5);
+  CHECK(exactlyOneToN(seqs, seqs.back()));
+}
+
+TEST_CASE("dynamic sampling picks the busy-host interval and exports it") {
+  if (!testing::bpfAllowed("transport_test")) {
+    return;
+  }
+  testing::TempDir dir;
+  {
+    FILE* f = fopen(dir.file("agent.yaml").c_str(), "w");
+    // A threshold this low counts any activity as busy: the interval must become high_interval.
+    fputs(
+        "interval: 3s\ndynamic_sampling:\n  cpu_threshold_percent: 0.001\n"
+        "  low_interval: 3s\n  high_interval: 1s\n",
+        f);
+    fclose(f);
+  }
+  Aggregator agg(dir, "agg");
+  Agent agent(dir, "dyn-node", agg.addr(), {"--config=" + dir.file("agent.yaml")});
+  CHECK(testing::waitFor([&]() { return agent.metric("vigil_collection_interval_seconds") == 1.0; },
+                         15s));
+  CHECK(agent.log().find("dynamic sampling: host CPU") != std::string::npos);
+  size_t n0 = loggedFrames(agg.db(), "dyn-node").size();
+  CHECK(testing::waitFor([&]() { return loggedFrames(agg.db(), "dyn-node").size() >= n0 + 3; },
+                         4500ms, 50ms));
+}
+
 TEST_CASE("the aggregator marks an agent offline when it is killed, with time and reason") {
   if (!testing::bpfAllowed("transport_test")) {
     return;

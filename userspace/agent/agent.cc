@@ -171,8 +171,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
     return st;
   }
   std::unique_ptr<Spool> spool;
+  bool spool_failed = false;
   if (!agent->options_.spool_path.empty()) {
-    auto opened = Spool::open(agent->options_.spool_path, agent->options_.spool);
+    SpoolOptions so = agent->options_.spool;
+    so.owner = localAgentInfo(agent->options_.node_name, agent->options_.agent_id, {}).agent_id;
+    auto opened = Spool::open(agent->options_.spool_path, so);
     if (opened.ok()) {
       spool = std::move(*opened);
       if (spool->frames() > 0) {
@@ -182,6 +185,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
     } else {
       VIGIL_LOG_ERROR("%s; unacknowledged frames are kept in memory only",
                       opened.status().message());
+      spool_failed = true;
     }
   }
   UplinkOptions u;
@@ -203,8 +207,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   u.tls_server_name = agent->options_.tls_server_name;
   u.config_handler = static_cast<ConfigHandler&>(*agent);
   agent->uplink_ = std::make_unique<Uplink>(*io.provider, std::move(u), std::move(spool));
-  if (!spool && !agent->options_.spool_path.empty()) {
-    // counted as a spool error so the memory-only state is visible
+  if (spool_failed) {
+    agent->uplink_->noteSpoolUnavailable();  // visible as vigil_agent_spool_ok 0 + an error
   }
 
   CollectorConfig& config = agent->collector_config_;

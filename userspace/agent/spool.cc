@@ -1,8 +1,13 @@
 #include "userspace/agent/spool.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "userspace/common/log.h"
@@ -16,6 +21,10 @@ struct Stmt {
 };
 
 constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS frames (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   epoch INTEGER NOT NULL,
@@ -149,6 +158,77 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::openChecked(const std::string& pat
 }
 
 absl::StatusOr<std::unique_ptr<Spool>> Spool::open(const std::string& path, SpoolOptions options) {
+  std::string lock_path = path + ".lock";
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create spool lock ", lock_path, ": ", strerror(errno)));
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return absl::UnavailableError(absl::StrCat(
+        "spool ", path, " is in use by another vigil-agent (give each agent its own --spool_dir)"));
+  }
+  auto spool = openUnlocked(path, options);
+  if (!spool.ok()) {
+    close(fd);
+    return spool;
+  }
+  (*spool)->lock_fd_ = fd;
+  if (!options.owner.empty()) {
+    auto owner = (*spool)->owner();
+    if (owner.ok() && !owner->empty() && *owner != options.owner) {
+      std::string aside = absl::StrCat(path, ".orphan-", static_cast<int64_t>(time(nullptr)));
+      VIGIL_LOG_WARN("spool %s belongs to agent '%s', not '%s'; moving it to %s", path, *owner,
+                     options.owner, aside);
+      (*spool)->lock_fd_ = -1;
+      spool->reset();
+      rename(path.c_str(), aside.c_str());
+      for (const char* suffix : {"-wal", "-shm"}) {
+        rename((path + suffix).c_str(), (aside + suffix).c_str());
+      }
+      spool = openUnlocked(path, options);
+      if (!spool.ok()) {
+        close(fd);
+        return spool;
+      }
+      (*spool)->lock_fd_ = fd;
+      (*spool)->stats_.quarantined++;
+    }
+    if (auto st = (*spool)->setOwner(options.owner); !st.ok()) {
+      return st;
+    }
+  }
+  return spool;
+}
+
+absl::StatusOr<std::string> Spool::owner() {
+  Stmt q;
+  if (sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key='owner'", -1, &q.s, nullptr) !=
+      SQLITE_OK) {
+    return error("read owner");
+  }
+  if (sqlite3_step(q.s) == SQLITE_ROW) {
+    return std::string(reinterpret_cast<const char*>(sqlite3_column_text(q.s, 0)));
+  }
+  return std::string();
+}
+
+absl::Status Spool::setOwner(const std::string& owner) {
+  Stmt q;
+  if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES ('owner', ?)", -1,
+                         &q.s, nullptr) != SQLITE_OK) {
+    return error("write owner");
+  }
+  sqlite3_bind_text(q.s, 1, owner.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(q.s) != SQLITE_DONE) {
+    return error("write owner");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Spool>> Spool::openUnlocked(const std::string& path,
+                                                           SpoolOptions options) {
   bool corrupt = false;
   auto spool = openChecked(path, options, &corrupt);
   if (spool.ok() || !corrupt) {
@@ -186,7 +266,12 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::open(const std::string& path, Spoo
   return fresh;
 }
 
-Spool::~Spool() { sqlite3_close(db_); }
+Spool::~Spool() {
+  sqlite3_close(db_);
+  if (lock_fd_ >= 0) {
+    close(lock_fd_);
+  }
+}
 
 absl::StatusOr<int64_t> Spool::append(uint64_t epoch, uint64_t seq, const void* payload,
                                       size_t size, int64_t now_ns) {

@@ -31,6 +31,9 @@ struct SpoolOptions {
   // ~20-60 KiB compressed, 90 frames per 15 minutes, so 256 MiB is hours.
   int64_t max_bytes = 256LL << 20;
   int64_t max_age_ns = 2LL * 3600 * 1000000000;
+  // Agent id that owns the spool. A spool written by another agent id (the node was renamed)
+  // is moved aside to PATH.orphan-<unix seconds> rather than sent under the wrong identity.
+  std::string owner;
 };
 
 struct SpoolEntry {
@@ -47,7 +50,7 @@ struct SpoolStats {
   uint64_t dropped_full = 0;  // oldest frames deleted to stay under max_bytes
   uint64_t dropped_age = 0;   // frames older than max_age
   uint64_t recovered = 0;     // rows copied out of a quarantined spool
-  uint64_t quarantined = 0;   // spool files renamed aside
+  uint64_t quarantined = 0;   // spool files renamed aside (corrupt or another owner)
   uint64_t write_errors = 0;
 };
 
@@ -55,7 +58,8 @@ class Spool {
  public:
   // Opens (creating if needed) the spool at `path`. A corrupt file is quarantined
   // (renamed to PATH.corrupt-<unix seconds>) after recovering what is readable; only an
-  // unusable path (unwritable directory, full disk) returns an error.
+  // unusable path (unwritable directory, full disk) or a spool locked by another running agent
+  // returns an error.
   static absl::StatusOr<std::unique_ptr<Spool>> open(const std::string& path,
                                                      SpoolOptions options = {});
   ~Spool();
@@ -80,7 +84,11 @@ class Spool {
 
  private:
   Spool(sqlite3* db, std::string path, SpoolOptions options)
-      : db_(db), path_(std::move(path)), options_(options) {}
+      : db_(db), path_(std::move(path)), options_(std::move(options)) {}
+  absl::StatusOr<std::string> owner();
+  absl::Status setOwner(const std::string& owner);
+  static absl::StatusOr<std::unique_ptr<Spool>> openUnlocked(const std::string& path,
+                                                             SpoolOptions options);
   static absl::StatusOr<std::unique_ptr<Spool>> openChecked(const std::string& path,
                                                             SpoolOptions options, bool* corrupt);
   absl::Status exec(const char* sql);
@@ -88,6 +96,7 @@ class Spool {
   absl::Status refreshSize();
 
   sqlite3* db_;
+  int lock_fd_ = -1;  // flock on PATH.lock: one agent per spool
   std::string path_;
   SpoolOptions options_;
   int64_t bytes_ = 0;

@@ -90,6 +90,9 @@ class Uplink {
   // Queues one encoded frame of this process's boot epoch.
   void enqueue(uint64_t seq, kj::Array<kj::byte> payload);
 
+  // The spool could not be opened: count it (the uplink runs from memory).
+  void noteSpoolUnavailable() { stats_.spool_errors++; }
+
   // Runs the connect/push loop forever.
   kj::Promise<void> run();
 
