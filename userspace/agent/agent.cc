@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capnp/frame_codec.h"
+#include "kernel-compat/features.h"
 #include "userspace/collectors/registry.h"
 #include "userspace/common/frame_metrics.h"
 #include "userspace/common/log.h"
@@ -211,6 +212,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
     agent->uplink_->noteSpoolUnavailable();  // visible as vigil_agent_spool_ok 0 + an error
   }
 
+  if (!compat::haveKernelBtf()) {
+    return absl::FailedPreconditionError(
+        "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); vigil needs a kernel "
+        "built with CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020)");
+  }
   CollectorConfig& config = agent->collector_config_;
   config.interval = agent->settings_.interval_ms * kj::MILLISECONDS;
   config.disabled = agent->settings_.disabled_collectors;
