@@ -768,6 +768,8 @@ TEST_CASE("the aggregator marks an agent offline when it is killed, with time an
   Agent agent(dir, "gone-node", agg.addr());
   REQUIRE(testing::waitFor([&]() { return agg.hasOnline("gone-node"); }, 15s));
   CHECK(agg.metric("vigil_agent_up", {{"agent_id", "gone-node"}}) == 1);
+  // The heartbeat interval is the aggregator's (--heartbeat_ms), not the agent's 10 s default.
+  CHECK(agent.metric("vigil_agent_heartbeat_interval_seconds") == kHeartbeatMs / 1000.0);
   agent.proc.signal(SIGSTOP);  // silent but connected: only the heartbeat timer can notice
   REQUIRE(testing::waitFor([&]() { return !agg.hasOnline("gone-node"); },
                            std::chrono::milliseconds(kHeartbeatMs * 4), 50ms));
