@@ -245,12 +245,24 @@ void Uplink::ackFront(bool refused, bool duplicate) {
     stats_.frames_duplicate++;
   }
   if (p.spool_id > 0 && spool_) {
-    if (auto st = spool_->removeThrough(p.spool_id); !st.ok()) {
-      // The frame stays spooled and is redelivered after a restart; the aggregator dedupes it.
-      stats_.spool_errors++;
+    acked_spool_id_ = p.spool_id;
+    // Deleting is one fsync'd commit: during a replay batch it (every 16 acks or when nothing
+    // is in flight). A crash before the delete only means a redelivery, which is deduplicated.
+    if (++acks_since_delete_ >= 16 || in_flight_ == 0) {
+      flushAcked();
     }
   }
   updateQueueStats();
+}
+
+void Uplink::flushAcked() {
+  if (spool_ && acked_spool_id_ > 0 && acks_since_delete_ > 0) {
+    acks_since_delete_ = 0;
+    if (auto st = spool_->removeThrough(acked_spool_id_); !st.ok()) {
+      // The frames stay spooled and are redelivered after a restart; the aggregator dedupes.
+      stats_.spool_errors++;
+    }
+  }
 }
 
 kj::Duration Uplink::nextBackoff() {
@@ -292,6 +304,7 @@ kj::Promise<void> Uplink::run() {
         stats_.connected = false;
         connection_ = nullptr;
         in_flight_ = 0;
+        flushAcked();
         kj::Duration delay = 0 * kj::MILLISECONDS;
         const std::string& addr = order_[index];
         if (switch_to_ >= 0) {

@@ -122,6 +122,7 @@ class Uplink {
   kj::Promise<void> probeFrom(Connection& conn, size_t index);
   kj::Promise<kj::Own<kj::AsyncIoStream>> dial(size_t index);
   void updateQueueStats();
+  void flushAcked();
   kj::Duration nextBackoff();
   double takeTokenDelaySeconds();
 
@@ -132,6 +133,8 @@ class Uplink {
   bool spool_warned_ = false;
   bool spool_has_more_ = true;
   int64_t loaded_id_ = 0;
+  int64_t acked_spool_id_ = 0;  // newest acknowledged spool row not yet deleted
+  uint32_t acks_since_delete_ = 0;
   std::deque<Pending> window_;       // oldest unacknowledged frames, in send order
   std::deque<Pending> memory_tail_;  // frames that could not be spooled
   size_t memory_bytes_ = 0;
