@@ -171,6 +171,39 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   if (auto st = agent->setUpTls(); !st.ok()) {
     return st;
   }
+  CollectorConfig& config = agent->collector_config_;
+  config.interval = agent->settings_.interval_ms * kj::MILLISECONDS;
+  config.disabled = agent->settings_.disabled_collectors;
+  config.syscall_mode = agent->settings_.syscall_mode;
+  config.syscall_duty_cycle = agent->settings_.syscall_duty_cycle;
+  config.mask_patterns = agent->settings_.mask_patterns;
+  config.comm_filter = agent->settings_.comm_filter;
+  for (const std::string& p : agent->settings_.mask_patterns) {
+    agent->mask_res_.emplace_back(p, std::regex::ECMAScript);
+  }
+  for (const std::string& name : collectorNames()) {
+    if (config.disabled.contains(name)) {
+      agent->disabled_collectors_.push_back(CollectorState{name, false, "disabled by config"});
+      continue;
+    }
+    auto c = createCollector(name, config);
+    if (!c.ok()) {
+      if (absl::IsPermissionDenied(c.status())) {
+        return c.status();  // no BPF at all: nothing useful can run
+      }
+      VIGIL_LOG_WARN("collector %s disabled: %s", name, c.status().message());
+      agent->disabled_collectors_.push_back(
+          CollectorState{name, false, std::string(c.status().message())});
+      continue;
+    }
+    agent->collectors_.push_back(Running{std::move(*c), nullptr});
+  }
+  if (agent->collectors_.empty() && agent->settings_.disabled_collectors.empty()) {
+    return absl::FailedPreconditionError("no collector could start; see the lines above");
+  }
+
+  // The spool and uplink come after the collectors: an agent that cannot run at all exits with
+  // the one line that says why, not with spool noise first.
   std::unique_ptr<Spool> spool;
   bool spool_failed = false;
   if (!agent->options_.spool_path.empty()) {
@@ -217,37 +250,6 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
         "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); vigil needs a kernel "
         "built with CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020)");
   }
-  CollectorConfig& config = agent->collector_config_;
-  config.interval = agent->settings_.interval_ms * kj::MILLISECONDS;
-  config.disabled = agent->settings_.disabled_collectors;
-  config.syscall_mode = agent->settings_.syscall_mode;
-  config.syscall_duty_cycle = agent->settings_.syscall_duty_cycle;
-  config.mask_patterns = agent->settings_.mask_patterns;
-  config.comm_filter = agent->settings_.comm_filter;
-  for (const std::string& p : agent->settings_.mask_patterns) {
-    agent->mask_res_.emplace_back(p, std::regex::ECMAScript);
-  }
-  for (const std::string& name : collectorNames()) {
-    if (config.disabled.contains(name)) {
-      agent->disabled_collectors_.push_back(CollectorState{name, false, "disabled by config"});
-      continue;
-    }
-    auto c = createCollector(name, config);
-    if (!c.ok()) {
-      if (absl::IsPermissionDenied(c.status())) {
-        return c.status();  // no BPF at all: nothing useful can run
-      }
-      VIGIL_LOG_WARN("collector %s disabled: %s", name, c.status().message());
-      agent->disabled_collectors_.push_back(
-          CollectorState{name, false, std::string(c.status().message())});
-      continue;
-    }
-    agent->collectors_.push_back(Running{std::move(*c), nullptr});
-  }
-  if (agent->collectors_.empty() && agent->settings_.disabled_collectors.empty()) {
-    return absl::FailedPreconditionError("no collector could start; see the lines above");
-  }
-
   auto listener = listenTcp(io.provider->getNetwork(), io.waitScope, agent->options_.http_addr,
                             agent->options_.http_port, "http_port");
   if (!listener.ok()) {
