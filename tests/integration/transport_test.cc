@@ -50,16 +50,16 @@ struct Aggregator {
   std::string log() const { return testing::readFile(dir.file(name + ".log")); }
   std::string addr() const { return "127.0.0.1:" + std::to_string(rpc_port); }
 
-  // Starts (or restarts on the same ports) the aggregator.
+  // Starts (or restarts on the same RPC port) the aggregator.
   void start() {
     std::string ready = dir.file(name + ".ready");
     unlink(ready.c_str());
-    std::vector<std::string> argv = {testing::binaryPath("vigil-aggregator"),
-                                     "--rpc_port=" + std::to_string(rpc_port),
-                                     "--http_port=" + std::to_string(http_port),
-                                     "--heartbeat_ms=" + std::to_string(kHeartbeatMs),
-                                     "--ready_file=" + ready,
-                                     "--data_dir=" + dir.file(name + "-data")};
+    std::vector<std::string> argv = {
+        testing::binaryPath("vigil-aggregator"), "--rpc_port=" + std::to_string(rpc_port),
+        // A fresh HTTP port each start: only the RPC port
+        // must survive a restart (agents reconnect to it).
+        "--http_port=0", "--heartbeat_ms=" + std::to_string(kHeartbeatMs), "--ready_file=" + ready,
+        "--data_dir=" + dir.file(name + "-data")};
     argv.insert(argv.end(), extra.begin(), extra.end());
     proc = Child::spawn(argv, dir.file(name + ".log"));
     auto rpc = testing::readReadyPort(ready, "rpc_port", 10s);
@@ -236,8 +236,8 @@ TEST_CASE("after kill -9 of an agent its spooled frames of the old boot epoch ar
   uint64_t last_seq = std::stoull(last);
   REQUIRE(last_seq >= 4);
 
-  agent.start();  // a new boot epoch, same spool
   agg.start();
+  agent.start();  // a new boot epoch, same spool
   bool ok = testing::waitFor(
       [&]() {
         auto by = seqsByEpoch(loggedFrames(agg.db(), "crash-node"));
