@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "capnp/frame_codec.h"
@@ -59,6 +61,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
   if (auto st = s->replayLog(); !st.ok()) {
     return st;
   }
+  if (absl::Status st = s->setupAlerting(); !st.ok()) {
+    return st;
+  }
   s->ingest_ = kj::heap<Ingest>(io.provider->getTimer(), *s->log_, s->store_, s->options_.ingest);
   auto rpc = listenTcp(io.provider->getNetwork(), io.waitScope, s->options_.rpc_addr,
                        s->options_.rpc_port, "rpc_port");
@@ -94,7 +99,156 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
 kj::Promise<void> Server::run() {
   return ingest_->listen(*rpc_listener_)
       .exclusiveJoin(http_->listen(*http_listener_))
-      .exclusiveJoin(retentionLoop());
+      .exclusiveJoin(retentionLoop())
+      .exclusiveJoin(alertLoop());
+}
+
+absl::Status Server::setupAlerting() {
+  auto audit = AuditLog::open(options_.data_dir + "/audit.db");
+  if (!audit.ok()) {
+    return audit.status();
+  }
+  audit_ = std::move(*audit);
+  auto engine = alerting::AlertEngine::create(options_.data_dir + "/alerts.db");
+  if (!engine.ok()) {
+    return engine.status();
+  }
+  engine_ = std::move(*engine);
+  FleetApiOptions fo;
+  if (!options_.api_tokens_file.empty()) {
+    auto tokens = loadApiTokens(options_.api_tokens_file);
+    if (!tokens.ok()) {
+      return tokens.status();
+    }
+    fo.tokens = std::move(*tokens);
+  }
+  const std::string& a = options_.http_addr;
+  fo.loopback_only = a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0;
+  fo.offline_after_ms = options_.agent_offline_after_ms;
+  fleet_ = std::make_unique<FleetApi>(std::move(fo), store_, *audit_);
+  fleet_->setAlertEngine(engine_.get());
+  if (!options_.rules_file.empty()) {
+    fleet_->setRulesReload([this]() { return loadRules(); });
+    if (absl::Status st = loadRules(); !st.ok()) {
+      return st;  // refuse to start on a broken rule file: nothing older to keep
+    }
+  }
+  if (options_.notifier.generator_url.empty() || options_.notifier.generator_url ==
+                                                     NotifierOptions().generator_url) {
+    options_.notifier.generator_url =
+        absl::StrCat("http://", options_.http_addr, ":", options_.http_port, "/api/v1/alerts");
+  }
+  notifier_ = std::make_unique<Notifier>(io_.provider->getTimer(), io_.provider->getNetwork(),
+                                         options_.notifier);
+  return absl::OkStatus();
+}
+
+const SeriesSource& Server::alertSource() {
+  if (merged_ == nullptr) {
+    const SeriesSource* primary = series_source_ != nullptr ? series_source_ : &recent_;
+    merged_ = std::make_unique<alerting::MergedSource>(
+        std::vector<const SeriesSource*>{primary, &injected_});
+  }
+  return *merged_;
+}
+
+absl::Status Server::loadRules() {
+  std::ifstream in(options_.rules_file);
+  absl::Status st;
+  if (!in) {
+    st = absl::NotFoundError(absl::StrCat("cannot read --rules_file ", options_.rules_file));
+  } else {
+    std::stringstream ss;
+    ss << in.rdbuf();
+    alerting::ParseOptions po;
+    po.file_name = options_.rules_file;
+    po.source = &alertSource();
+    auto rules = alerting::parseRules(ss.str(), po);
+    if (rules.ok()) {
+      size_t n = rules->rules.size();
+      engine_->setRules(std::move(*rules), unixNanos() / 1000000);
+      rule_reloads_ok_++;
+      last_reload_ok_ = true;
+      last_reload_error_.clear();
+      VIGIL_LOG_INFO("loaded %d alert rule(s) from %s", n, options_.rules_file);
+      return absl::OkStatus();
+    }
+    st = rules.status();
+  }
+  rule_reloads_failed_++;
+  last_reload_ok_ = false;
+  last_reload_error_ = std::string(st.message());
+  VIGIL_LOG_ERROR("rejected rule file (%d rule(s) stay active): %s",
+                  engine_->rules().rules.size(), st.message());
+  return st;
+}
+
+kj::Promise<void> Server::alertLoop() {
+  return io_.provider->getTimer()
+      .afterDelay(options_.alert_eval_interval_ms * kj::MILLISECONDS)
+      .then([this]() {
+        alertTick(unixNanos() / 1000000);
+        return alertLoop();
+      });
+}
+
+void Server::alertTick(int64_t now_ms) {
+  if (series_source_ == nullptr) {
+    recent_.setNow(now_ms);
+    store_.render(recent_, now_ms * 1000000);
+  }
+  injected_.setNow(now_ms);
+  if (!options_.rules_file.empty()) {
+    // Hot reload: the file's mtime and size, polled (works for editors that rename over it).
+    std::error_code ec;
+    auto mtime = std::filesystem::last_write_time(options_.rules_file, ec);
+    auto size = std::filesystem::file_size(options_.rules_file, ec);
+    std::string stamp =
+        ec ? "missing" : absl::StrCat(mtime.time_since_epoch().count(), "/", size);
+    if (rules_stamp_.empty()) {
+      rules_stamp_ = stamp;
+    } else if (stamp != rules_stamp_) {
+      rules_stamp_ = stamp;
+      (void)loadRules();  // errors are logged and counted; the old rules stay
+    }
+  }
+  std::vector<alerting::AgentStatus> agents;
+  for (const auto& [id, r] : store_.agents()) {
+    agents.push_back({id, r->info.node_name.empty() ? id : r->info.node_name, r->online,
+                      r->last_seen_ns / 1000000});
+  }
+  engine_->evaluate(alertSource(), agents, now_ms);
+  notifier_->notify(engine_->alerts(), now_ms);
+}
+
+kj::Maybe<kj::Promise<HttpReply>> Server::handleInjection(const HttpRequest& request) {
+  // TEST ONLY (--enable_test_injection): {"metric": "...", "labels": {...}, "value": 1.5,
+  // "timestamp_ms": optional}. Lets tests drive anomaly/forecast rules with synthetic series.
+  if (request.path != "/api/v1/test/inject") {
+    return nullptr;
+  }
+  if (!options_.enable_test_injection || request.method != kj::HttpMethod::POST) {
+    return kj::Promise<HttpReply>(HttpReply::text(404, "test injection is disabled\n"));
+  }
+  auto j = nlohmann::json::parse(request.body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("metric") || !j["metric"].is_string() ||
+      !j.contains("value") || !j["value"].is_number() ||
+      !validMetricName(j["metric"].get<std::string>())) {
+    return kj::Promise<HttpReply>(
+        HttpReply::text(400, "want {\"metric\": NAME, \"labels\": {}, \"value\": N}\n"));
+  }
+  LabelSet labels;
+  if (j.contains("labels") && j["labels"].is_object()) {
+    for (auto& [k, v] : j["labels"].items()) {
+      if (!v.is_string() || !validLabelName(k)) {
+        return kj::Promise<HttpReply>(HttpReply::text(400, "bad label\n"));
+      }
+      labels.emplace_back(k, v.get<std::string>());
+    }
+  }
+  int64_t ts = j.value("timestamp_ms", unixNanos() / 1000000);
+  injected_.add(j["metric"].get<std::string>(), labels, Sample{ts, j["value"].get<double>()});
+  return kj::Promise<HttpReply>(HttpReply::text(200, "ok\n"));
 }
 
 absl::Status Server::replayLog() {
@@ -195,7 +349,31 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
                "Frames removed from the ingest log by age or size retention.");
     out.sample("vigil_aggregator_log_retention_dropped_total", {},
                static_cast<double>(ls.retention_dropped));
+    engine_->render(out);
+    notifier_->render(out);
+    fleet_->render(out);
+    out.family("vigil_alert_rule_reloads_total", MetricType::kCounter,
+               "Rule file loads by result (a failed load keeps the previous rules).");
+    out.sample("vigil_alert_rule_reloads_total", {{"result", "ok"}},
+               static_cast<double>(rule_reloads_ok_));
+    out.sample("vigil_alert_rule_reloads_total", {{"result", "error"}},
+               static_cast<double>(rule_reloads_failed_));
+    out.family("vigil_alert_rules_last_reload_ok", MetricType::kGauge,
+               "1 if the last rule file load succeeded.");
+    out.sample("vigil_alert_rules_last_reload_ok", {}, last_reload_ok_ ? 1 : 0);
+    out.family("vigil_alert_history_series", MetricType::kGauge,
+               "Series held in the alert engine's recent-history window.");
+    out.sample("vigil_alert_history_series", {}, static_cast<double>(recent_.seriesCount()));
+    out.family("vigil_alert_history_overflow_total", MetricType::kCounter,
+               "Samples not recorded because the recent-history series cap was reached.");
+    out.sample("vigil_alert_history_overflow_total", {}, static_cast<double>(recent_.overflow()));
     return HttpReply{200, PromWriter::contentType(om), out.finish()};
+  }
+  KJ_IF_MAYBE(reply, fleet_->handle(request, unixNanos() / 1000000)) {
+    return kj::mv(*reply);
+  }
+  KJ_IF_MAYBE(reply, handleInjection(request)) {
+    return kj::mv(*reply);
   }
   if (request.path == "/api/v1/agents") {
     return HttpReply::json(200, agentsJson());
