@@ -152,7 +152,22 @@ const SeriesSource& Server::alertSource() {
   return *merged_;
 }
 
+namespace {
+// Identity of the rule file's current content for the hot-reload poll: mtime and size (works
+// for editors that write in place and for those that rename a new file over it).
+std::string fileStamp(const std::string& path) {
+  std::error_code ec;
+  auto mtime = std::filesystem::last_write_time(path, ec);
+  if (ec) {
+    return "missing";
+  }
+  auto size = std::filesystem::file_size(path, ec);
+  return absl::StrCat(mtime.time_since_epoch().count(), "/", ec ? 0 : size);
+}
+}  // namespace
+
 absl::Status Server::loadRules() {
+  rules_stamp_ = fileStamp(options_.rules_file);
   std::ifstream in(options_.rules_file);
   absl::Status st;
   if (!in) {
@@ -164,7 +179,18 @@ absl::Status Server::loadRules() {
     po.file_name = options_.rules_file;
     po.source = &alertSource();
     auto rules = alerting::parseRules(ss.str(), po);
+    if (!rules.ok() && !rules_loaded_once_) {
+      // At startup nothing has reported yet, so "unknown metric" cannot be judged: accept the
+      // file if it is valid apart from that check, and say which metric was not seen.
+      po.check_metrics = false;
+      auto unchecked = alerting::parseRules(ss.str(), po);
+      if (unchecked.ok()) {
+        VIGIL_LOG_WARN("accepting rules at startup although: %s", rules.status().message());
+        rules = std::move(unchecked);
+      }
+    }
     if (rules.ok()) {
+      rules_loaded_once_ = true;
       size_t n = rules->rules.size();
       engine_->setRules(std::move(*rules), unixNanos() / 1000000);
       rule_reloads_ok_++;
@@ -199,16 +225,7 @@ void Server::alertTick(int64_t now_ms) {
   }
   injected_.setNow(now_ms);
   if (!options_.rules_file.empty()) {
-    // Hot reload: the file's mtime and size, polled (works for editors that rename over it).
-    std::error_code ec;
-    auto mtime = std::filesystem::last_write_time(options_.rules_file, ec);
-    auto size = std::filesystem::file_size(options_.rules_file, ec);
-    std::string stamp =
-        ec ? "missing" : absl::StrCat(mtime.time_since_epoch().count(), "/", size);
-    if (rules_stamp_.empty()) {
-      rules_stamp_ = stamp;
-    } else if (stamp != rules_stamp_) {
-      rules_stamp_ = stamp;
+    if (fileStamp(options_.rules_file) != rules_stamp_) {
       (void)loadRules();  // errors are logged and counted; the old rules stay
     }
   }

@@ -94,6 +94,7 @@ class Server {
   uint64_t rule_reloads_ok_ = 0;
   uint64_t rule_reloads_failed_ = 0;
   bool last_reload_ok_ = true;
+  bool rules_loaded_once_ = false;
   std::string last_reload_error_;
 };
 
