@@ -13,7 +13,7 @@ deps:
 
 build: deps
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(BUILD) -j$(JOBS)
+	@MAKEFLAGS=--no-print-directory cmake --build $(BUILD) -j$(JOBS)
 
 test: build format-check
 	@bash ci/run-tests.sh $(BUILD)

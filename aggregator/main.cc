@@ -25,6 +25,25 @@ ABSL_FLAG(std::string, data_dir, "/var/lib/vigil-aggregator",
           "Directory of the durable ingest log (ingest.db).");
 ABSL_FLAG(absl::Duration, log_retention, absl::Hours(6), "Keep ingest log frames this long.");
 ABSL_FLAG(int64_t, log_max_bytes, 2LL << 30, "Keep at most this many ingest log payload bytes.");
+ABSL_FLAG(absl::Duration, series_retention, absl::Hours(2),
+          "How long the in-memory series store (query API, alert rules) keeps samples.");
+ABSL_FLAG(int64_t, max_series_per_agent, 20000,
+          "Series cap per agent in the series store; samples of further series are dropped and "
+          "counted in vigil_aggregator_series_dropped_total.");
+ABSL_FLAG(std::vector<std::string>, remote_write_url, {},
+          "Prometheus remote-write 1.0 receivers (comma-separated http:// URLs), e.g. "
+          "http://127.0.0.1:9090/api/v1/write. See docs/remote-write.md.");
+ABSL_FLAG(int32_t, remote_write_batch_samples, 5000,
+          "Samples per remote-write request (a frame is never split).");
+ABSL_FLAG(absl::Duration, remote_write_timeout, absl::Seconds(30),
+          "Timeout of one remote-write request.");
+ABSL_FLAG(absl::Duration, remote_write_max_backoff, absl::Seconds(30),
+          "Longest pause between retries of a failed remote-write request.");
+ABSL_FLAG(absl::Duration, remote_write_agent_stale_after, absl::Seconds(60),
+          "Send stale markers for all series of an agent silent this long.");
+ABSL_FLAG(int32_t, metrics_max_processes, 200,
+          "Processes per agent shown on /metrics (busiest by CPU over the last interval; 0: all). "
+          "The rest are counted in vigil_aggregator_processes_not_exposed.");
 ABSL_FLAG(bool, verbose, false, "Log debug detail.");
 ABSL_FLAG(std::string, rules_file, "",
           "Alert rules (YAML, docs/alerting.md); reloaded when the file changes.");
@@ -95,6 +114,41 @@ int main(int argc, char** argv) {
   options.agent_offline_after_ms =
       absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_agent_offline_after));
   options.enable_test_injection = absl::GetFlag(FLAGS_enable_test_injection);
+  if (absl::GetFlag(FLAGS_metrics_max_processes) < 0) {
+    fprintf(stderr, "vigil-aggregator: --metrics_max_processes must be >= 0\n");
+    return 2;
+  }
+  options.store.max_processes_per_agent =
+      static_cast<size_t>(absl::GetFlag(FLAGS_metrics_max_processes));
+  options.series.retention_ms = absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_series_retention));
+  if (options.series.retention_ms <= 0 || absl::GetFlag(FLAGS_max_series_per_agent) <= 0) {
+    fprintf(stderr,
+            "vigil-aggregator: --series_retention and --max_series_per_agent must be > 0\n");
+    return 2;
+  }
+  for (const std::string& url : absl::GetFlag(FLAGS_remote_write_url)) {
+    if (!url.empty()) {
+      options.remote_write_urls.push_back(url);
+    }
+  }
+  if (absl::GetFlag(FLAGS_remote_write_batch_samples) < 1 ||
+      absl::GetFlag(FLAGS_remote_write_timeout) <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_remote_write_max_backoff) <= absl::ZeroDuration()) {
+    fprintf(stderr,
+            "vigil-aggregator: --remote_write_batch_samples, --remote_write_timeout and "
+            "--remote_write_max_backoff must be positive\n");
+    return 2;
+  }
+  options.remote_write.max_samples_per_send =
+      static_cast<size_t>(absl::GetFlag(FLAGS_remote_write_batch_samples));
+  options.remote_write.timeout_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_remote_write_timeout));
+  options.remote_write.max_backoff_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_remote_write_max_backoff));
+  options.remote_write.agent_stale_after_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_remote_write_agent_stale_after));
+  options.series.max_series_per_agent =
+      static_cast<size_t>(absl::GetFlag(FLAGS_max_series_per_agent));
 
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);

@@ -40,7 +40,13 @@ std::string jsonEscape(const std::string& s) {
 }  // namespace
 
 Server::Server(ServerOptions options, kj::AsyncIoContext& io)
-    : options_(std::move(options)), io_(io), store_(options_.store) {}
+    : options_(std::move(options)),
+      io_(io),
+      store_(options_.store),
+      series_(options_.series),
+      query_api_(series_) {
+  store_.setFrameListener([this](const Snapshot& frame) { series_.appendFrame(frame); });
+}
 
 Server::~Server() = default;
 
@@ -63,6 +69,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
   }
   if (absl::Status st = s->setupAlerting(); !st.ok()) {
     return st;
+  }
+  for (size_t i = 0; i < s->options_.remote_write_urls.size(); ++i) {
+    const std::string& url = s->options_.remote_write_urls[i];
+    auto w = RemoteWriter::create(io.provider->getTimer(), io.provider->getNetwork(), *s->log_, url,
+                                  i == 0 ? "remote_write" : "remote_write:" + url,
+                                  s->options_.remote_write);
+    if (!w.ok()) {
+      return w.status();
+    }
+    s->remote_writers_.push_back(std::move(*w));
   }
   s->ingest_ = kj::heap<Ingest>(io.provider->getTimer(), *s->log_, s->store_, s->options_.ingest);
   auto rpc = listenTcp(io.provider->getNetwork(), io.waitScope, s->options_.rpc_addr,
@@ -97,10 +113,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
 }
 
 kj::Promise<void> Server::run() {
-  return ingest_->listen(*rpc_listener_)
-      .exclusiveJoin(http_->listen(*http_listener_))
-      .exclusiveJoin(retentionLoop())
-      .exclusiveJoin(alertLoop());
+  kj::Promise<void> all = ingest_->listen(*rpc_listener_)
+                              .exclusiveJoin(http_->listen(*http_listener_))
+                              .exclusiveJoin(retentionLoop())
+                              .exclusiveJoin(alertLoop());
+  for (auto& w : remote_writers_) {
+    all = all.exclusiveJoin(w->run());
+  }
+  return all;
 }
 
 absl::Status Server::setupAlerting() {
@@ -145,9 +165,11 @@ absl::Status Server::setupAlerting() {
 
 const SeriesSource& Server::alertSource() {
   if (merged_ == nullptr) {
-    const SeriesSource* primary = series_source_ != nullptr ? series_source_ : &recent_;
+    // The series store holds everything agents report; the recent /metrics history adds only
+    // what the store does not have (aggregator-level series such as vigil_agent_up).
+    recent_.setSkip([this](const std::string& name) { return series_.hasMetric(name); });
     merged_ = std::make_unique<alerting::MergedSource>(
-        std::vector<const SeriesSource*>{primary, &injected_});
+        std::vector<const SeriesSource*>{&series_, &recent_, &injected_});
   }
   return *merged_;
 }
@@ -219,10 +241,8 @@ kj::Promise<void> Server::alertLoop() {
 }
 
 void Server::alertTick(int64_t now_ms) {
-  if (series_source_ == nullptr) {
-    recent_.setNow(now_ms);
-    store_.render(recent_, now_ms * 1000000);
-  }
+  recent_.setNow(now_ms);
+  store_.render(recent_, now_ms * 1000000);
   injected_.setNow(now_ms);
   if (!options_.rules_file.empty()) {
     if (fileStamp(options_.rules_file) != rules_stamp_) {
@@ -306,6 +326,7 @@ absl::Status Server::replayLog() {
 
 kj::Promise<void> Server::retentionLoop() {
   return io_.provider->getTimer().afterDelay(60 * kj::SECONDS).then([this]() {
+    series_.enforceRetention(unixNanos() / 1000000);
     auto r = log_->enforceRetention(unixNanos());
     if (!r.ok()) {
       VIGIL_LOG_WARN("ingest log retention failed: %s", r.status().message());
@@ -351,6 +372,9 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     PromWriter out(om);
     store_.render(out, unixNanos());
     ingest_->writeMetrics(out);
+    series_.writeMetrics(out);
+    query_api_.writeMetrics(out);
+    writeRemoteWriteMetrics(remote_writers_, out);
     const IngestLogStats& ls = log_->stats();
     out.family("vigil_aggregator_log_bytes", MetricType::kGauge,
                "Payload bytes held in the durable ingest log.");
@@ -390,6 +414,9 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     return kj::mv(*reply);
   }
   KJ_IF_MAYBE(reply, handleInjection(request)) {
+    return kj::mv(*reply);
+  }
+  if (auto reply = query_api_.handle(request, unixNanos() / 1000000)) {
     return kj::mv(*reply);
   }
   if (request.path == "/api/v1/agents") {

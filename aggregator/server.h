@@ -14,6 +14,9 @@
 #include "aggregator/fleet_api.h"
 #include "aggregator/ingest.h"
 #include "aggregator/notify/notifier.h"
+#include "aggregator/query_api.h"
+#include "aggregator/remote_write.h"
+#include "aggregator/series_store.h"
 #include "aggregator/store.h"
 #include "userspace/common/http_server.h"
 
@@ -39,6 +42,11 @@ struct ServerOptions {
   int64_t agent_offline_after_ms = 30000;
   // TEST ONLY: POST /api/v1/test/inject adds synthetic samples the alert engine sees.
   bool enable_test_injection = false;
+  SeriesStoreOptions series;
+  // Remote-write receivers; the first URL's cursor is the log consumer "remote_write", further
+  // URLs use "remote_write:<url>".
+  std::vector<std::string> remote_write_urls;
+  RemoteWriteOptions remote_write;
 };
 
 class Server {
@@ -50,6 +58,8 @@ class Server {
   kj::Promise<void> run();
   uint16_t rpcPort() const { return rpc_port_; }
   uint16_t httpPort() const { return http_port_; }
+  // The in-memory series store (the alert engine's SeriesSource).
+  SeriesStore& series() { return series_; }
 
  private:
   Server(ServerOptions options, kj::AsyncIoContext& io);
@@ -73,6 +83,9 @@ class Server {
   kj::AsyncIoContext& io_;
   std::unique_ptr<IngestLog> log_;
   Store store_;
+  SeriesStore series_;
+  QueryApi query_api_;
+  std::vector<std::unique_ptr<RemoteWriter>> remote_writers_;
   kj::Own<Ingest> ingest_;
   kj::Own<HttpServer> http_;
   kj::Own<kj::ConnectionReceiver> rpc_listener_;
@@ -84,11 +97,11 @@ class Server {
   std::unique_ptr<alerting::AlertEngine> engine_;
   std::unique_ptr<Notifier> notifier_;
   std::unique_ptr<FleetApi> fleet_;
-  // Until the series store is wired in, the engine reads what /metrics renders, recorded each
-  // evaluation tick; injected_ holds test-only synthetic samples.
+  // The engine reads the series store first; recent_ records, each evaluation tick, what
+  // /metrics renders that the store lacks (aggregator-level series); injected_ holds test-only
+  // synthetic samples.
   alerting::RecentSeries recent_{30 * 60 * 1000, 200000};
   alerting::RecentSeries injected_{30 * 60 * 1000, 10000};
-  const SeriesSource* series_source_ = nullptr;
   std::unique_ptr<alerting::MergedSource> merged_;
   std::string rules_stamp_;
   uint64_t rule_reloads_ok_ = 0;

@@ -1,5 +1,7 @@
 #include "aggregator/store.h"
 
+#include <algorithm>
+
 #include "userspace/common/frame_metrics.h"
 
 namespace vigil::aggregator {
@@ -73,6 +75,7 @@ void Store::apply(const Snapshot& frame, int64_t now_ns) {
       // pid reuse: a different program under the same pid starts from zero.
       entry = {};
     }
+    entry.cpu_delta_ns = p.cpu_ns >= entry.stats.cpu_ns ? p.cpu_ns - entry.stats.cpu_ns : p.cpu_ns;
     entry.stats = p;
     entry.last_seen_ns = now_ns;
   }
@@ -81,6 +84,9 @@ void Store::apply(const Snapshot& frame, int64_t now_ns) {
     if (now_ns - cur->second.last_seen_ns > options_.process_ttl_ns) {
       r.processes.erase(cur);
     }
+  }
+  if (listener_) {
+    listener_(frame);
   }
 }
 
@@ -93,6 +99,9 @@ void Store::render(MetricSink& out, int64_t now_ns) {
   out.family("vigil_agent_info", MetricType::kGauge, "Agent identity; always 1.");
   out.family("vigil_agent_frames_received_total", MetricType::kCounter,
              "Frames accepted from the agent in its current boot epoch.");
+  out.family("vigil_aggregator_processes_not_exposed", MetricType::kGauge,
+             "Processes of the agent left out of /metrics by --metrics_max_processes (top-N by "
+             "CPU); they are still stored, queried and forwarded.");
   for (auto& [id, rec] : agents_) {
     AgentRecord& r = *rec;
     ExpositionOptions opts;
@@ -116,8 +125,32 @@ void Store::render(MetricSink& out, int64_t now_ns) {
     view.syscall_duty_cycle = r.syscall_duty_cycle;
     view.interval_ms = r.interval_ms;
     view.config_version = r.config_version;
+    std::vector<const AgentRecord::Process*> procs;
+    procs.reserve(r.processes.size());
     for (const auto& [pid, p] : r.processes) {
-      view.processes.emplace(pid, p.stats);
+      procs.push_back(&p);
+    }
+    size_t limit =
+        options_.max_processes_per_agent == 0 ? procs.size() : options_.max_processes_per_agent;
+    if (procs.size() > limit) {
+      std::partial_sort(procs.begin(), procs.begin() + static_cast<ptrdiff_t>(limit), procs.end(),
+                        [](const AgentRecord::Process* a, const AgentRecord::Process* b) {
+                          if (a->cpu_delta_ns != b->cpu_delta_ns) {
+                            return a->cpu_delta_ns > b->cpu_delta_ns;
+                          }
+                          if (a->stats.cpu_ns != b->stats.cpu_ns) {
+                            return a->stats.cpu_ns > b->stats.cpu_ns;
+                          }
+                          return a->stats.pid < b->stats.pid;
+                        });
+      out.sample("vigil_aggregator_processes_not_exposed", agent_labels,
+                 static_cast<double>(procs.size() - limit));
+      procs.resize(limit);
+    } else {
+      out.sample("vigil_aggregator_processes_not_exposed", agent_labels, 0);
+    }
+    for (const AgentRecord::Process* p : procs) {
+      view.processes.emplace(p->stats.pid, p->stats);
     }
     writeSnapshotMetrics(view, opts, out);
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,6 +17,10 @@ namespace vigil::aggregator {
 struct StoreOptions {
   // How long an exited or vanished process stays visible after its last report.
   int64_t process_ttl_ns = 5LL * 60 * 1000000000;
+  // /metrics shows at most this many processes per agent: the busiest by CPU time over the last
+  // interval (ties: by total CPU time). The rest are counted in
+  // vigil_aggregator_processes_not_exposed. 0 means no limit.
+  size_t max_processes_per_agent = 200;
 };
 
 struct AgentRecord {
@@ -31,6 +36,7 @@ struct AgentRecord {
   struct Process {
     ProcessStats stats;
     int64_t last_seen_ns = 0;
+    uint64_t cpu_delta_ns = 0;  // CPU time over the agent's last interval
   };
   absl::flat_hash_map<uint32_t, Process> processes;
   std::vector<MetricSample> host;
@@ -59,6 +65,9 @@ class Store {
 
   void render(MetricSink& out, int64_t now_ns);
 
+  // Called with every applied frame (after the store took it): the series store listens here.
+  void setFrameListener(std::function<void(const Snapshot&)> fn) { listener_ = std::move(fn); }
+
   const absl::flat_hash_map<std::string, std::unique_ptr<AgentRecord>>& agents() const {
     return agents_;
   }
@@ -68,6 +77,7 @@ class Store {
 
   StoreOptions options_;
   absl::flat_hash_map<std::string, std::unique_ptr<AgentRecord>> agents_;
+  std::function<void(const Snapshot&)> listener_;
 };
 
 }  // namespace vigil::aggregator

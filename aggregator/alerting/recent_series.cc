@@ -26,6 +26,9 @@ void RecentSeries::setNow(int64_t now_ms) {
 }
 
 void RecentSeries::add(const std::string& name, const LabelSet& labels, Sample s) {
+  if (skip_ && skip_(name)) {
+    return;
+  }
   LabelSet key = labels;
   key.emplace_back("__name__", name);
   std::sort(key.begin(), key.end());
@@ -103,13 +106,12 @@ bool RecentSeries::hasMetric(const std::string& metric) const {
 
 std::vector<Series> MergedSource::select(const Selector& selector, int64_t start_ms,
                                          int64_t end_ms) const {
-  std::vector<Series> out;
   for (const SeriesSource* s : sources_) {
-    for (Series& x : s->select(selector, start_ms, end_ms)) {
-      out.push_back(std::move(x));
+    if (s->hasMetric(selector.metric)) {
+      return s->select(selector, start_ms, end_ms);
     }
   }
-  return out;
+  return {};
 }
 
 bool MergedSource::hasMetric(const std::string& metric) const {

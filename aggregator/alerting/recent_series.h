@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -35,6 +36,9 @@ class RecentSeries final : public SeriesSource, public MetricSink {
   void sample(absl::string_view family, absl::string_view name, const Labels& labels, double value,
               std::optional<int64_t> timestamp_ms) override;
 
+  // Metrics for which this returns true are not recorded (another source holds them).
+  void setSkip(std::function<bool(const std::string&)> skip) { skip_ = std::move(skip); }
+
   size_t seriesCount() const { return series_.size(); }
   uint64_t overflow() const { return overflow_; }
 
@@ -45,9 +49,12 @@ class RecentSeries final : public SeriesSource, public MetricSink {
   uint64_t overflow_ = 0;
   std::map<LabelSet, std::deque<Sample>> series_;  // key includes __name__
   std::map<std::string, size_t> per_metric_;
+  std::function<bool(const std::string&)> skip_;
 };
 
-// Reads from several sources (e.g. the series store and the test injection source).
+// Reads from several sources in order of preference: a metric is read from the first source
+// that has it (the series store, then the recent /metrics history for aggregator-level
+// metrics such as vigil_agent_up, then the test injection source), so no series is seen twice.
 class MergedSource final : public SeriesSource {
  public:
   explicit MergedSource(std::vector<const SeriesSource*> sources) : sources_(std::move(sources)) {}

@@ -193,5 +193,26 @@ TEST_CASE("a second aggregator on a port in use fails with a clear message") {
   CHECK(log.find("--rpc_port") != std::string::npos);
 }
 
+TEST_CASE("an agent without privileges exits with one line naming the cause and the fix") {
+  if (geteuid() != 0) {
+    WARN("needs root to drop to an unprivileged user; skipped");
+    return;
+  }
+  testing::TempDir dir;
+  Child agent =
+      Child::spawn({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    "--inh-caps=-all", testing::binaryPath("vigil-agent"), "--http_port=0"},
+                   dir.file("agent.log"));
+  auto status = agent.wait(10s);
+  REQUIRE(status.has_value());
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 1);
+  std::string log = testing::readFile(dir.file("agent.log"));
+  INFO(log);
+  CHECK(log ==
+        "vigil-agent: sched: permission denied loading BPF; run as root (sudo) or grant "
+        "CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE\n");
+}
+
 }  // namespace
 }  // namespace vigil

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capnp/frame_codec.h"
+#include "kernel-compat/features.h"
 #include "userspace/collectors/registry.h"
 #include "userspace/common/frame_metrics.h"
 #include "userspace/common/log.h"
@@ -101,6 +102,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   std::unique_ptr<Agent> agent(
       new Agent(std::move(options), io, static_cast<uint64_t>(unixNowNs())));
 
+  if (!compat::haveKernelBtf()) {
+    return absl::FailedPreconditionError(
+        "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); vigil needs a kernel "
+        "built with CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020)");
+  }
   CollectorConfig& config = agent->collector_config_;
   config.interval = agent->options_.interval;
   for (const std::string& name : collectorNames()) {

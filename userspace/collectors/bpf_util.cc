@@ -27,12 +27,16 @@ int libbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
   while (!line.empty() && line.back() == '\n') {
     line.pop_back();
   }
+  if (line.rfind("libbpf: ", 0) == 0) {
+    line = line.substr(8);
+  }
   if (level == LIBBPF_WARN) {
     std::lock_guard<std::mutex> lock(g_last_mu);
     g_last_warning = line;
   }
-  if (g_verbose || level == LIBBPF_WARN) {
-    logLine(g_verbose ? LogLevel::kInfo : LogLevel::kDebug, absl::StrCat("libbpf: ", line));
+  LogLevel as = g_verbose ? LogLevel::kInfo : LogLevel::kDebug;
+  if ((g_verbose || level == LIBBPF_WARN) && logEnabled(as)) {
+    logLine(as, absl::StrCat("libbpf: ", line));
   }
   return 0;
 }
@@ -61,8 +65,7 @@ absl::Status bpfError(absl::string_view what, int err) {
       return absl::PermissionDeniedError(
           absl::StrCat(what,
                        ": permission denied loading BPF; run as root (sudo) or grant CAP_BPF, "
-                       "CAP_PERFMON and CAP_SYS_RESOURCE",
-                       suffix));
+                       "CAP_PERFMON and CAP_SYS_RESOURCE"));
     case ENOENT:
     case ESRCH:
       return absl::NotFoundError(

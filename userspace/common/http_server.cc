@@ -89,6 +89,8 @@ kj::Promise<void> HttpServer::request(kj::HttpMethod method, kj::StringPtr url,
     req->path = path.empty() ? "/" : path;
     for (auto& param : parsed->query) {
       req->query[param.name.cStr()] = param.value == nullptr ? "" : param.value.cStr();
+      req->query_all.emplace_back(param.name.cStr(),
+                                  param.value == nullptr ? "" : param.value.cStr());
     }
   } else {
     return send(HttpReply::text(400, "malformed request URL\n"));

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -20,7 +22,8 @@ struct HttpRequest {
   kj::HttpMethod method = kj::HttpMethod::GET;
   std::string path;  // decoded, e.g. "/api/v1/agents"
   absl::flat_hash_map<std::string, std::string> query;
-  std::string authorization;  // raw Authorization header
+  std::vector<std::pair<std::string, std::string>> query_all;  // every parameter, repeats kept
+  std::string authorization;                                   // raw Authorization header
   std::string accept;
   std::string remote;  // peer address, for audit logs
   std::string body;
