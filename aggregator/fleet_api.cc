@@ -51,8 +51,8 @@ absl::StatusOr<FleetConfig> parseConfig(const json& j) {
     return absl::InvalidArgumentError("'config' must be an object");
   }
   static const std::set<std::string> kKeys = {
-      "interval_ms",  "enabled_collectors", "disabled_collectors", "syscall_mode",
-      "syscall_duty_cycle", "mask_patterns", "comm_filter"};
+      "interval_ms",        "enabled_collectors", "disabled_collectors", "syscall_mode",
+      "syscall_duty_cycle", "mask_patterns",      "comm_filter"};
   for (auto& [k, v] : j.items()) {
     if (!kKeys.count(k)) {
       return absl::InvalidArgumentError(absl::StrCat("unknown config key '", k, "'"));
@@ -81,10 +81,10 @@ absl::StatusOr<FleetConfig> parseConfig(const json& j) {
     }
     c.syscall_duty_cycle = j["syscall_duty_cycle"].get<double>();
   }
-  for (auto [key, out] : {std::pair{"enabled_collectors", &c.enabled_collectors},
-                          std::pair{"disabled_collectors", &c.disabled_collectors},
-                          std::pair{"mask_patterns", &c.mask_patterns},
-                          std::pair{"comm_filter", &c.comm_filter}}) {
+  for (auto [key, out] :
+       {std::pair{"enabled_collectors", &c.enabled_collectors},
+        std::pair{"disabled_collectors", &c.disabled_collectors},
+        std::pair{"mask_patterns", &c.mask_patterns}, std::pair{"comm_filter", &c.comm_filter}}) {
     if (absl::Status st = stringList(j, key, out); !st.ok()) {
       return st;
     }
@@ -287,8 +287,9 @@ kj::Promise<HttpReply> FleetApi::pushConfig(const HttpRequest& r, const Caller& 
   }
   // Target: exactly one of {"agents": [...]}, {"labels": {...}}, {"all": true}.
   if (!body.contains("target") || !body["target"].is_object() || body["target"].size() != 1) {
-    return fail(400, "'target' must be one of {\"agents\":[ids]}, {\"labels\":{k:v}}, "
-                     "{\"all\":true}");
+    return fail(400,
+                "'target' must be one of {\"agents\":[ids]}, {\"labels\":{k:v}}, "
+                "{\"all\":true}");
   }
   const json& t = body["target"];
   std::vector<std::string> targets;
@@ -341,8 +342,9 @@ kj::Promise<HttpReply> FleetApi::pushConfig(const HttpRequest& r, const Caller& 
   std::sort(targets.begin(), targets.end());
   if (!push_) {
     audit(c, r, target_desc, "error: 501 config push not available in this build");
-    return jsonError(501, "config push is not available in this build (the transport's "
-                          "AgentControl hook is not wired)");
+    return jsonError(501,
+                     "config push is not available in this build (the transport's "
+                     "AgentControl hook is not wired)");
   }
   auto promises = kj::heapArrayBuilder<kj::Promise<PushResult>>(targets.size());
   for (const std::string& id : targets) {
@@ -367,11 +369,10 @@ kj::Promise<HttpReply> FleetApi::pushConfig(const HttpRequest& r, const Caller& 
                          {"error", results[i].error}});
         }
         audit(caller, req, target_desc,
-              absl::StrCat(ok == results.size() ? "ok" : "partial", ": ", ok, "/",
-                           results.size(), " applied"));
-        return HttpReply::json(200, dump(json{{"results", out},
-                                              {"applied", ok},
-                                              {"targets", results.size()}}));
+              absl::StrCat(ok == results.size() ? "ok" : "partial", ": ", ok, "/", results.size(),
+                           " applied"));
+        return HttpReply::json(
+            200, dump(json{{"results", out}, {"applied", ok}, {"targets", results.size()}}));
       });
 }
 
@@ -454,9 +455,9 @@ kj::Maybe<kj::Promise<HttpReply>> FleetApi::handle(const HttpRequest& r, int64_t
         return kj::Promise<HttpReply>(HttpReply::json(
             422, dump(json{{"error", std::string(st.message())}, {"kept_old_rules", true}})));
       }
-      return kj::Promise<HttpReply>(HttpReply::json(
-          200, dump(json{{"status", "reloaded"},
-                         {"rules", engine_ ? engine_->rules().rules.size() : 0}})));
+      return kj::Promise<HttpReply>(
+          HttpReply::json(200, dump(json{{"status", "reloaded"},
+                                         {"rules", engine_ ? engine_->rules().rules.size() : 0}})));
     }
     return pushConfig(r, caller, p == "/api/v1/collectors");
   }

@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
       std::max<int64_t>(100, absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_alert_eval_interval)));
   options.notifier.alertmanager_urls = absl::GetFlag(FLAGS_alertmanager_url);
   options.notifier.webhook_urls = absl::GetFlag(FLAGS_webhook_url);
-  options.notifier.resend_ms =
-      std::max<int64_t>(1000, absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_alert_resend_interval)));
+  options.notifier.resend_ms = std::max<int64_t>(
+      1000, absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_alert_resend_interval)));
   options.notifier.resolved_resend_for_ms =
       absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_alert_resolved_resend_for));
   options.notifier.group_by = absl::GetFlag(FLAGS_alert_group_by);

@@ -153,8 +153,8 @@ absl::Status Server::setupAlerting() {
       return st;  // refuse to start on a broken rule file: nothing older to keep
     }
   }
-  if (options_.notifier.generator_url.empty() || options_.notifier.generator_url ==
-                                                     NotifierOptions().generator_url) {
+  if (options_.notifier.generator_url.empty() ||
+      options_.notifier.generator_url == NotifierOptions().generator_url) {
     options_.notifier.generator_url =
         absl::StrCat("http://", options_.http_addr, ":", options_.http_port, "/api/v1/alerts");
   }
@@ -226,8 +226,8 @@ absl::Status Server::loadRules() {
   rule_reloads_failed_++;
   last_reload_ok_ = false;
   last_reload_error_ = std::string(st.message());
-  VIGIL_LOG_ERROR("rejected rule file (%d rule(s) stay active): %s",
-                  engine_->rules().rules.size(), st.message());
+  VIGIL_LOG_ERROR("rejected rule file (%d rule(s) stay active): %s", engine_->rules().rules.size(),
+                  st.message());
   return st;
 }
 
@@ -410,10 +410,10 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     out.sample("vigil_alert_history_overflow_total", {}, static_cast<double>(recent_.overflow()));
     return HttpReply{200, PromWriter::contentType(om), out.finish()};
   }
-  KJ_IF_MAYBE(reply, fleet_->handle(request, unixNanos() / 1000000)) {
+  KJ_IF_MAYBE (reply, fleet_->handle(request, unixNanos() / 1000000)) {
     return kj::mv(*reply);
   }
-  KJ_IF_MAYBE(reply, handleInjection(request)) {
+  KJ_IF_MAYBE (reply, handleInjection(request)) {
     return kj::mv(*reply);
   }
   if (auto reply = query_api_.handle(request, unixNanos() / 1000000)) {

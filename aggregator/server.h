@@ -34,11 +34,11 @@ struct ServerOptions {
   StoreOptions store;
 
   // Alerting and the fleet API (docs/alerting.md, docs/fleet-api.md).
-  std::string rules_file;               // "" = no rules
-  int64_t rules_poll_ms = 2000;         // hot reload: mtime poll period
+  std::string rules_file;        // "" = no rules
+  int64_t rules_poll_ms = 2000;  // hot reload: mtime poll period
   int64_t alert_eval_interval_ms = 1000;
   NotifierOptions notifier;
-  std::string api_tokens_file;          // "" = open API, loopback only
+  std::string api_tokens_file;  // "" = open API, loopback only
   int64_t agent_offline_after_ms = 30000;
   // TEST ONLY: POST /api/v1/test/inject adds synthetic samples the alert engine sees.
   bool enable_test_injection = false;

@@ -260,8 +260,8 @@ std::vector<AlertEngine::Instance> anomalyValues(const Rule& rule, const SeriesS
     }
     double sd = std::max(std::sqrt(var), rule.min_stddev);
     double z = (current - mean) / sd;
-    out.push_back({withoutName(s.labels), z, std::fabs(z) > rule.band,
-                   std::fabs(z) > rule.clear_band});
+    out.push_back(
+        {withoutName(s.labels), z, std::fabs(z) > rule.band, std::fabs(z) > rule.clear_band});
   }
   return out;
 }
@@ -272,7 +272,8 @@ std::vector<AlertEngine::Instance> forecastValues(const Rule& rule, const Series
   int64_t from = now_ms - rule.window_ms;
   for (const Series& s : source.select(rule.selector, from, now_ms)) {
     std::vector<Sample> pts = inRange(s.samples, from, now_ms);
-    if (pts.size() < 3 || pts.back().timestamp_ms - pts.front().timestamp_ms < rule.min_history_ms) {
+    if (pts.size() < 3 ||
+        pts.back().timestamp_ms - pts.front().timestamp_ms < rule.min_history_ms) {
       continue;
     }
     // Least squares on (seconds since now, value); centring keeps the sums well conditioned.
@@ -529,9 +530,10 @@ void AlertEngine::setRules(RuleSet rules, int64_t now_ms) {
   persist();
 }
 
-std::vector<AlertEngine::Instance> AlertEngine::evaluateRule(
-    const Rule& rule, const SeriesSource& source, const std::vector<AgentStatus>& agents,
-    int64_t now_ms) {
+std::vector<AlertEngine::Instance> AlertEngine::evaluateRule(const Rule& rule,
+                                                             const SeriesSource& source,
+                                                             const std::vector<AgentStatus>& agents,
+                                                             int64_t now_ms) {
   switch (rule.kind) {
     case RuleKind::kThreshold:
       return thresholdValues(rule, source, now_ms);

@@ -81,8 +81,7 @@ class AlertEngine {
   void setRules(RuleSet rules, int64_t now_ms);
   const RuleSet& rules() const { return rules_; }
 
-  void evaluate(const SeriesSource& source, const std::vector<AgentStatus>& agents,
-                int64_t now_ms);
+  void evaluate(const SeriesSource& source, const std::vector<AgentStatus>& agents, int64_t now_ms);
 
   // Pending, firing, no-data and recently resolved alerts, ordered by rule then labels.
   std::vector<Alert> alerts() const;
@@ -99,8 +98,7 @@ class AlertEngine {
     bool hold = false;  // the clear threshold has not been crossed
   };
   static std::vector<Instance> evaluateRule(const Rule& rule, const SeriesSource& source,
-                                            const std::vector<AgentStatus>& agents,
-                                            int64_t now_ms);
+                                            const std::vector<AgentStatus>& agents, int64_t now_ms);
 
  private:
   AlertEngine(EngineOptions options) : options_(options) {}

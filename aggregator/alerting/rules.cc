@@ -137,11 +137,11 @@ constexpr Alias kAliases[] = {
 };
 
 const std::set<std::string> kRuleKeys = {
-    "name",       "kind",      "severity",   "level",          "metric",    "selector",
-    "matchers",   "function",  "window",     "quantile",       "sum_by",    "aggregate",
-    "scale",      "op",        "threshold",  "clear",          "for",       "keep_firing_for",
-    "method",     "baseline",  "min_history", "band",          "clear_band", "alpha",
-    "min_stddev", "horizon",   "offline_after", "labels",      "annotations"};
+    "name",       "kind",     "severity",      "level",    "metric",     "selector",
+    "matchers",   "function", "window",        "quantile", "sum_by",     "aggregate",
+    "scale",      "op",       "threshold",     "clear",    "for",        "keep_firing_for",
+    "method",     "baseline", "min_history",   "band",     "clear_band", "alpha",
+    "min_stddev", "horizon",  "offline_after", "labels",   "annotations"};
 
 class RuleError {
  public:
@@ -209,8 +209,8 @@ absl::Status parseOne(const YAML::Node& node, const ParseOptions& opts, Rule& r)
   };
   auto dur = [&](const char* key, int64_t* out) -> absl::Status {
     if (YAML::Node n = node[key]) {
-      auto d = n.IsScalar() ? parseDurationMs(n.Scalar())
-                            : absl::InvalidArgumentError("not a scalar");
+      auto d =
+          n.IsScalar() ? parseDurationMs(n.Scalar()) : absl::InvalidArgumentError("not a scalar");
       if (!d.ok()) {
         return err.at(n, absl::StrCat("'", key, "': ", d.status().message()));
       }
@@ -236,8 +236,8 @@ absl::Status parseOne(const YAML::Node& node, const ParseOptions& opts, Rule& r)
     r.kind = RuleKind::kForecast;
   } else {
     return err.at(node["kind"], absl::StrCat("unknown kind '", kind,
-                                              "' (threshold, absent, agent_offline, anomaly, "
-                                              "forecast)"));
+                                             "' (threshold, absent, agent_offline, anomaly, "
+                                             "forecast)"));
   }
   std::string metric;
   RULE_RETURN_IF_ERROR(str("metric", &metric));
@@ -334,9 +334,9 @@ absl::Status parseOne(const YAML::Node& node, const ParseOptions& opts, Rule& r)
           {"min", Func::kMin},   {"rate", Func::kRate}, {"quantile", Func::kQuantile}};
       auto it = kFuncs.find(fn);
       if (it == kFuncs.end()) {
-        return err.at(node["function"],
-                      absl::StrCat("unknown function '", fn, "' (last, avg, max, min, rate, "
-                                                             "quantile)"));
+        return err.at(node["function"], absl::StrCat("unknown function '", fn,
+                                                     "' (last, avg, max, min, rate, "
+                                                     "quantile)"));
       }
       r.func = it->second;
     }
@@ -346,8 +346,8 @@ absl::Status parseOne(const YAML::Node& node, const ParseOptions& opts, Rule& r)
         lookup = absl::StrCat(r.selector.metric, "_bucket");
       }
       bool known = knownVigilMetrics().contains(r.selector.metric) ||
-                   (opts.source != nullptr && (opts.source->hasMetric(r.selector.metric) ||
-                                               opts.source->hasMetric(lookup)));
+                   (opts.source != nullptr &&
+                    (opts.source->hasMetric(r.selector.metric) || opts.source->hasMetric(lookup)));
       if (!known) {
         return err.at(selector_line,
                       absl::StrCat("unknown metric '", r.selector.metric,
@@ -436,8 +436,8 @@ absl::Status parseOne(const YAML::Node& node, const ParseOptions& opts, Rule& r)
   RULE_RETURN_IF_ERROR(dur("horizon", &r.horizon_ms));
   RULE_RETURN_IF_ERROR(dur("offline_after", &r.offline_after_ms));
 
-  for (auto [key, out] : {std::pair{"labels", &r.labels}, std::pair{"annotations",
-                                                                      &r.annotations}}) {
+  for (auto [key, out] :
+       {std::pair{"labels", &r.labels}, std::pair{"annotations", &r.annotations}}) {
     if (YAML::Node m = node[key]) {
       if (!m.IsMap()) {
         return err.at(m, absl::StrCat("'", key, "' must be a mapping"));
@@ -544,9 +544,8 @@ absl::StatusOr<RuleSet> parseRules(const std::string& yaml_text, const ParseOpti
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.file_name, ":", e.mark.line + 1, ":", e.mark.column + 1,
-                     ": invalid YAML: ", e.msg));
+    return absl::InvalidArgumentError(absl::StrCat(options.file_name, ":", e.mark.line + 1, ":",
+                                                   e.mark.column + 1, ": invalid YAML: ", e.msg));
   }
   if (root.IsNull()) {
     return set;  // an empty file: no rules
@@ -565,16 +564,15 @@ absl::StatusOr<RuleSet> parseRules(const std::string& yaml_text, const ParseOpti
         return st;
       }
       if (!names.insert(r.name).second) {
-        return absl::InvalidArgumentError(absl::StrCat(options.file_name, ":", r.line,
-                                                       ": rule '", r.name,
-                                                       "': duplicate rule name"));
+        return absl::InvalidArgumentError(absl::StrCat(options.file_name, ":", r.line, ": rule '",
+                                                       r.name, "': duplicate rule name"));
       }
       set.rules.push_back(std::move(r));
     }
   } catch (const YAML::Exception& e) {
     // Type conversions inside yaml-cpp (e.g. a sequence where a scalar is expected).
-    return absl::InvalidArgumentError(absl::StrCat(options.file_name, ":", e.mark.line + 1,
-                                                   ": invalid rule: ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.file_name, ":", e.mark.line + 1, ": invalid rule: ", e.msg));
   }
   return set;
 }

@@ -40,8 +40,8 @@ nlohmann::json alertJson(const Alert& a, const NotifierOptions& o, int64_t now_m
   }
   j["startsAt"] = rfc3339(a.fired_at_ms ? a.fired_at_ms : a.active_since_ms);
   // A firing alert ends unless re-sent (three resend periods from now), as Prometheus does.
-  j["endsAt"] = rfc3339(a.state == AlertState::kResolved ? a.resolved_at_ms
-                                                          : now_ms + 3 * o.resend_ms);
+  j["endsAt"] =
+      rfc3339(a.state == AlertState::kResolved ? a.resolved_at_ms : now_ms + 3 * o.resend_ms);
   j["generatorURL"] = o.generator_url;
   return j;
 }
@@ -133,24 +133,27 @@ void Notifier::notify(const std::vector<Alert>& alerts, int64_t now_ms) {
     }
     std::stable_sort(due.begin(), due.end(),
                      [](const auto& x, const auto& y) { return x.first && !y.first; });
+    // The group's budget is charged only for delivered alerts (see send), so a failed post
+    // does not use up the group's minute.
     std::vector<Alert> batch;
+    std::map<std::string, int> taken;
     for (const auto& [change, a] : due) {
-      Bucket& b = d.buckets[groupKey(*a)];
+      std::string key = groupKey(*a);
+      Bucket& b = d.buckets[key];
       if (now_ms - b.window_start_ms >= options_.group_window_ms) {
         b.window_start_ms = now_ms;
         b.used = 0;
       }
-      if (b.used >= options_.group_limit) {
+      if (b.used + taken[key] >= options_.group_limit) {
         d.suppressed++;  // held back; due again next round
         continue;
       }
-      b.used++;
+      taken[key]++;
       batch.push_back(*a);
     }
     for (auto it = d.buckets.begin(); it != d.buckets.end();) {
-      it = now_ms - it->second.window_start_ms > 10 * options_.group_window_ms
-               ? d.buckets.erase(it)
-               : std::next(it);
+      it = now_ms - it->second.window_start_ms > 10 * options_.group_window_ms ? d.buckets.erase(it)
+                                                                               : std::next(it);
     }
     if (!batch.empty()) {
       send(d, std::move(batch), now_ms);
@@ -192,9 +195,14 @@ void Notifier::send(Destination& d, std::vector<Alert> batch, int64_t now_ms) {
     }
     body = doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
-  std::vector<std::pair<std::string, bool>> marks;
+  struct Mark {
+    std::string fingerprint;
+    std::string group;
+    bool resolved;
+  };
+  std::vector<Mark> marks;
   for (const Alert& a : batch) {
-    marks.emplace_back(a.fingerprint, a.state == AlertState::kResolved);
+    marks.push_back({a.fingerprint, groupKey(a), a.state == AlertState::kResolved});
   }
   d.in_flight = true;
   kj::HttpHeaders headers(*table_);
@@ -208,8 +216,9 @@ void Notifier::send(Destination& d, std::vector<Alert> batch, int64_t now_ms) {
           .then([response = kj::mv(req.response)]() mutable { return kj::mv(response); })
           .then([](kj::HttpClient::Response r) {
             int status = r.statusCode;
-            return r.body->readAllText().attach(kj::mv(r.body)).then(
-                [status](kj::String text) { return std::make_pair(status, std::string(text.cStr())); });
+            return r.body->readAllText().attach(kj::mv(r.body)).then([status](kj::String text) {
+              return std::make_pair(status, std::string(text.cStr()));
+            });
           });
   auto timed = timer_.timeoutAfter(10 * kj::SECONDS, kj::mv(done));
   tasks_.add(timed.then(
@@ -219,14 +228,16 @@ void Notifier::send(Destination& d, std::vector<Alert> batch, int64_t now_ms) {
           dp->sent_requests++;
           dp->sent_alerts += marks.size();
           dp->backoff_ms = 0;
-          for (const auto& [fp, resolved] : marks) {
-            dp->sent[fp] = Sent{now_ms, resolved};
+          for (const Mark& m : marks) {
+            dp->sent[m.fingerprint] = Sent{now_ms, m.resolved};
+            dp->buckets[m.group].used++;
           }
           return;
         }
         dp->failures++;
         dp->retries++;
-        dp->backoff_ms = std::min(options_.max_backoff_ms, std::max<int64_t>(1000, dp->backoff_ms * 2));
+        dp->backoff_ms =
+            std::min(options_.max_backoff_ms, std::max<int64_t>(1000, dp->backoff_ms * 2));
         dp->next_try_ms = now_ms + dp->backoff_ms;
         VIGIL_LOG_WARN("%s %s answered %d: %s (retry in %d ms)", dp->kind, dp->url, r.first,
                        r.second.substr(0, 200), dp->backoff_ms);
@@ -235,10 +246,11 @@ void Notifier::send(Destination& d, std::vector<Alert> batch, int64_t now_ms) {
         dp->in_flight = false;
         dp->failures++;
         dp->retries++;
-        dp->backoff_ms = std::min(options_.max_backoff_ms, std::max<int64_t>(1000, dp->backoff_ms * 2));
+        dp->backoff_ms =
+            std::min(options_.max_backoff_ms, std::max<int64_t>(1000, dp->backoff_ms * 2));
         dp->next_try_ms = now_ms + dp->backoff_ms;
-        VIGIL_LOG_WARN("%s %s: %s (retry in %d ms)", dp->kind, dp->url,
-                       e.getDescription().cStr(), dp->backoff_ms);
+        VIGIL_LOG_WARN("%s %s: %s (retry in %d ms)", dp->kind, dp->url, e.getDescription().cStr(),
+                       dp->backoff_ms);
       }));
 }
 

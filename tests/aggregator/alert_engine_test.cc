@@ -293,9 +293,8 @@ TEST_CASE("absent and agent_offline rules") {
   CHECK(absent[0].fire);
   CHECK(absent[0].labels == LabelSet{{"job", "x"}});
 
-  std::vector<AgentStatus> agents = {{"a1", "n1", true, 95000},
-                                     {"a2", "n2", false, 99000},
-                                     {"a3", "n3", true, 50000}};
+  std::vector<AgentStatus> agents = {
+      {"a1", "n1", true, 95000}, {"a2", "n2", false, 99000}, {"a3", "n3", true, 50000}};
   auto off = AlertEngine::evaluateRule(rs.rules[1], src, agents, 100000);
   REQUIRE(off.size() == 3);
   CHECK_FALSE(off[0].fire);
@@ -348,7 +347,8 @@ TEST_CASE("bad rules give file, line, rule name and reason") {
   ParseOptions o;
   o.file_name = "r.yaml";
   o.source = &src;
-  auto unknown = parseRules("rules:\n  - name: U\n    metric: no_such_metric\n    threshold: 1\n", o);
+  auto unknown =
+      parseRules("rules:\n  - name: U\n    metric: no_such_metric\n    threshold: 1\n", o);
   REQUIRE_FALSE(unknown.ok());
   CHECK(std::string(unknown.status().message()) ==
         "r.yaml:3: rule 'U': unknown metric 'no_such_metric': not in the series store and not a "
@@ -358,16 +358,16 @@ TEST_CASE("bad rules give file, line, rule name and reason") {
       "    threshold: 1\n",
       o);
   REQUIRE_FALSE(regex.ok());
-  CHECK(std::string(regex.status().message()).rfind("r.yaml:4: rule 'B': bad regex for label 'comm'",
-                                                    0) == 0);
+  CHECK(std::string(regex.status().message())
+            .rfind("r.yaml:4: rule 'B': bad regex for label 'comm'", 0) == 0);
   auto yaml = parseRules("rules:\n  - name: X\n    threshold: [1\n", o);
   REQUIRE_FALSE(yaml.ok());
   CHECK(std::string(yaml.status().message()).rfind("r.yaml:4:", 0) == 0);
   auto key = parseRules("rules:\n  - name: K\n    metric: present_metric\n    treshold: 1\n", o);
   REQUIRE_FALSE(key.ok());
   CHECK(std::string(key.status().message()) == "r.yaml:4: rule 'K': unknown key 'treshold'");
-  auto clear = parseRules("rules:\n  - {name: C, metric: present_metric, threshold: 1, clear: 2}\n",
-                          o);
+  auto clear =
+      parseRules("rules:\n  - {name: C, metric: present_metric, threshold: 1, clear: 2}\n", o);
   REQUIRE_FALSE(clear.ok());
   CHECK(std::string(clear.status().message()).find("rule 'C'") != std::string::npos);
   CHECK(parseRules("rules:\n  - {name: V, metric: vigil_host_filesystem_free_bytes, "

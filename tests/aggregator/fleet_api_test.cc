@@ -1,11 +1,16 @@
 // The fleet API and the rule loader of a real vigil-aggregator process: bearer roles (401/403)
 // and the audit log, rule files that are rejected with file:line, rule name and reason while the
 // old rules stay active, config push validation, and alert state across a restart.
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "tests/support/test_support.h"
@@ -80,8 +85,8 @@ TEST_CASE("no token gets 401, a viewer on an admin endpoint gets 403, both audit
   CHECK(alerts["alerts"].is_array());
   agg.get("/api/v1/agents", kViewer, &status);
   CHECK(status == 200);
-  auto denied = agg.post("/api/v1/collectors", R"({"target":{"all":true},"disable":["sched"]})",
-                         kViewer);
+  auto denied =
+      agg.post("/api/v1/collectors", R"({"target":{"all":true},"disable":["sched"]})", kViewer);
   CHECK(denied.status == 403);
   CHECK(denied.body.find("victor") != std::string::npos);
   agg.get("/api/v1/audit", kViewer, &status);
@@ -109,24 +114,22 @@ TEST_CASE("no token gets 401, a viewer on an admin endpoint gets 403, both audit
 
   // Admin actions are audited with their target and result. The config push hook belongs to
   // the transport; without it the API answers 501 and says so.
-  auto push = agg.post("/api/v1/config",
-                       R"({"target":{"labels":{"team":"db"}},"config":{"interval_ms":5000}})",
-                       kAdmin);
+  auto push =
+      agg.post("/api/v1/config",
+               R"({"target":{"labels":{"team":"db"}},"config":{"interval_ms":5000}})", kAdmin);
   CHECK(push.status == 501);
-  auto bad = agg.post("/api/v1/config", R"({"target":{"all":true},"config":{"interval_ms":5}})",
-                      kAdmin);
+  auto bad =
+      agg.post("/api/v1/config", R"({"target":{"all":true},"config":{"interval_ms":5}})", kAdmin);
   CHECK(bad.status == 400);
   CHECK(bad.body.find("interval_ms") != std::string::npos);
-  auto unknown_agent =
-      agg.post("/api/v1/collectors", R"({"target":{"agents":["nope"]},"enable":["sched"]})",
-               kAdmin);
+  auto unknown_agent = agg.post("/api/v1/collectors",
+                                R"({"target":{"agents":["nope"]},"enable":["sched"]})", kAdmin);
   CHECK(unknown_agent.status == 404);
   audit = agg.get("/api/v1/audit?after_id=4", kAdmin, &status);
   REQUIRE(audit["entries"].size() == 3);  // reads by an authorized caller are not audited
   CHECK(audit["entries"][0]["who"] == "alice");
   CHECK(audit["entries"][0]["target"] == "labels{team=db}");
-  CHECK(audit["entries"][0]["result"] ==
-        "error: 501 config push not available in this build");
+  CHECK(audit["entries"][0]["result"] == "error: 501 config push not available in this build");
   CHECK(audit["entries"][1]["result"].get<std::string>().rfind("error: 400", 0) == 0);
   CHECK(audit["entries"][2]["result"] == "error: 404 unknown agent 'nope'");
 }
@@ -189,8 +192,8 @@ TEST_CASE("broken rule files are rejected with line, rule and reason; old rules 
       CHECK(rules()[0]["name"] == "AgentsUp");
       json audit = agg.get("/api/v1/audit", kAdmin);
       CHECK(audit["entries"].back()["action"] == "POST /api/v1/rules/reload");
-      CHECK(audit["entries"].back()["result"].get<std::string>().rfind("error: " + c.expected,
-                                                                        0) == 0);
+      CHECK(audit["entries"].back()["result"].get<std::string>().rfind("error: " + c.expected, 0) ==
+            0);
       // A good file then loads through the watcher.
       writeFile(path, good + "  - {name: Second, metric: vigil_agent_up, threshold: 5}\n");
       CHECK(testing::waitFor([&]() { return rules().size() == 2; }, 10s, 100ms));
@@ -233,8 +236,147 @@ TEST_CASE("alert state survives an aggregator restart") {
   auto m = testing::httpGet(agg.http, "/metrics").body;
   CHECK(testing::promValue(m, "ALERTS", {{"alertname", "Boiling"}, {"alertstate", "firing"}}) ==
         1.0);
-  CHECK(testing::promValue(m, "ALERTS", {{"alertname", "Hot"}, {"alertstate", "pending"}}) ==
-        1.0);
+  CHECK(testing::promValue(m, "ALERTS", {{"alertname", "Hot"}, {"alertstate", "pending"}}) == 1.0);
+}
+
+}  // namespace
+}  // namespace vigil
+
+namespace vigil {
+namespace {
+
+// A minimal HTTP receiver for webhook posts (a real socket server on loopback): answers the
+// first `fail_first` requests with 500, then 200, and keeps every body.
+class HookReceiver {
+ public:
+  explicit HookReceiver(int fail_first) : fail_first_(fail_first) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    socklen_t len = sizeof(a);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    listen(fd_, 16);
+    thread_ = std::thread([this]() { loop(); });
+  }
+  ~HookReceiver() {
+    stop_ = true;
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    thread_.join();
+  }
+  int port() const { return port_; }
+  std::vector<std::string> bodies() {
+    std::lock_guard<std::mutex> l(mu_);
+    return bodies_;
+  }
+  int requests() {
+    std::lock_guard<std::mutex> l(mu_);
+    return requests_;
+  }
+
+ private:
+  void loop() {
+    while (!stop_) {
+      int c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) {
+        return;
+      }
+      std::string data;
+      char buf[65536];
+      while (true) {
+        ssize_t n = recv(c, buf, sizeof(buf), 0);
+        if (n <= 0) {
+          break;
+        }
+        data.append(buf, n);
+        auto end = data.find("\r\n\r\n");
+        if (end == std::string::npos) {
+          continue;
+        }
+        std::string head = data.substr(0, end);
+        for (char& ch : head) {
+          ch = static_cast<char>(tolower(static_cast<unsigned char>(ch)));
+        }
+        auto cl = head.find("content-length:");
+        size_t want = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
+        if (data.size() >= end + 4 + want) {
+          std::lock_guard<std::mutex> l(mu_);
+          requests_++;
+          bool fail = requests_ <= fail_first_;
+          if (!fail) {
+            bodies_.push_back(data.substr(end + 4, want));
+          }
+          std::string reply =
+              fail ? "HTTP/1.1 500 Internal Server Error\r\n" : "HTTP/1.1 200 OK\r\n";
+          reply += "Content-Length: 0\r\nConnection: close\r\n\r\n";
+          send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+          break;
+        }
+      }
+      close(c);
+    }
+  }
+
+  int fail_first_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::string> bodies_;
+  int requests_ = 0;
+};
+
+TEST_CASE("webhook gets grouped alerts, failures are retried, the group rate limit holds back") {
+  testing::TempDir dir;
+  HookReceiver hook(/*fail_first=*/2);
+  writeFile(dir.file("rules.yml"), "rules: []\n");
+  Aggregator agg(dir, {"--enable_test_injection", "--rules_file=" + dir.file("rules.yml"),
+                       "--webhook_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/hook",
+                       "--alert_group_limit=2", "--alert_resend_interval=1h"});
+  for (const char* disk : {"sda", "sdb", "sdc"}) {
+    auto r = agg.post("/api/v1/test/inject",
+                      std::string(R"({"metric":"vigil_test_disk_errors","labels":{"disk":")") +
+                          disk + R"("},"value":3})",
+                      "");
+    REQUIRE(r.status == 200);
+  }
+  writeFile(dir.file("rules.yml"),
+            "rules:\n  - name: DiskErrors\n    metric: vigil_test_disk_errors\n"
+            "    threshold: 0\n    severity: critical\n    annotations:\n"
+            "      summary: \"{{ $labels.disk }} has {{ $value }} errors\"\n");
+  // Two failed posts (500) are retried with backoff; then two alerts per minute pass the
+  // DiskErrors group's limit and the third is held back.
+  bool delivered = testing::waitFor([&]() { return !hook.bodies().empty(); }, 20s, 100ms);
+  if (!delivered) {
+    FAIL("requests: " << hook.requests() << "\n"
+                      << testing::readFile(dir.file("aggregator.log")) << "\n"
+                      << agg.get("/api/v1/alerts", "").dump());
+  }
+  std::this_thread::sleep_for(1500ms);
+  auto bodies = hook.bodies();
+  REQUIRE(bodies.size() == 1);
+  json doc = json::parse(bodies[0], nullptr, false);
+  REQUIRE(doc.is_object());
+  CHECK(doc["receiver"] == "vigil");
+  REQUIRE(doc["groups"].size() == 1);
+  CHECK(doc["groups"][0]["labels"]["alertname"] == "DiskErrors");
+  const json& alerts = doc["groups"][0]["alerts"];
+  REQUIRE(alerts.size() == 2);
+  CHECK(alerts[0]["status"] == "firing");
+  CHECK(alerts[0]["labels"]["severity"] == "critical");
+  CHECK(alerts[0]["annotations"]["summary"] ==
+        alerts[0]["labels"]["disk"].get<std::string>() + " has 3 errors");
+  CHECK(alerts[0]["startsAt"].get<std::string>().size() == 24);
+  auto m = testing::httpGet(agg.http, "/metrics").body;
+  CHECK(testing::promValue(m, "vigil_notifier_failures_total", {{"kind", "webhook"}}) == 2.0);
+  CHECK(testing::promValue(m, "vigil_notifier_alerts_sent_total", {{"kind", "webhook"}}) == 2.0);
+  auto suppressed = testing::promValue(m, "vigil_notifier_suppressed_total", {{"kind", "webhook"}});
+  REQUIRE(suppressed);
+  CHECK(*suppressed >= 1);
 }
 
 }  // namespace

@@ -110,14 +110,14 @@ struct Stack {
     writeFile(dir.file("am.yml"),
               "route:\n  receiver: blackhole\n  group_wait: 1s\n  group_interval: 1s\n"
               "receivers:\n  - name: blackhole\n");
-    alertmanager = Child::spawn(
-        {"/usr/bin/prometheus-alertmanager", "--config.file=" + dir.file("am.yml"),
-         "--storage.path=" + dir.file("am-data"),
-         "--web.listen-address=127.0.0.1:" + std::to_string(am_port), "--cluster.listen-address=",
-         "--log.level=warn"},
-        dir.file("alertmanager.log"));
-    REQUIRE(testing::waitFor(
-        [&]() { return testing::httpGet(am_port, "/-/ready").status == 200; }, 20s, 100ms));
+    alertmanager =
+        Child::spawn({"/usr/bin/prometheus-alertmanager", "--config.file=" + dir.file("am.yml"),
+                      "--storage.path=" + dir.file("am-data"),
+                      "--web.listen-address=127.0.0.1:" + std::to_string(am_port),
+                      "--cluster.listen-address=", "--log.level=warn"},
+                     dir.file("alertmanager.log"));
+    REQUIRE(testing::waitFor([&]() { return testing::httpGet(am_port, "/-/ready").status == 200; },
+                             20s, 100ms));
     writeFile(dir.file("rules.yml"), kBaseRules);
     aggregator = Child::spawn(
         {testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
@@ -133,11 +133,11 @@ struct Stack {
     REQUIRE(http);
     rpc_port = *rpc;
     agg_http = *http;
-    agent = Child::spawn({testing::binaryPath("vigil-agent"),
-                          "--aggregator=127.0.0.1:" + std::to_string(rpc_port), "--http_port=0",
-                          "--interval=1s", "--node_name=am-test-node", "--reconnect_max=2s",
-                          "--ready_file=" + dir.file("agent.ready")},
-                         dir.file("agent.log"));
+    agent = Child::spawn(
+        {testing::binaryPath("vigil-agent"), "--aggregator=127.0.0.1:" + std::to_string(rpc_port),
+         "--http_port=0", "--interval=1s", "--node_name=am-test-node", "--reconnect_max=2s",
+         "--ready_file=" + dir.file("agent.ready")},
+        dir.file("agent.log"));
     REQUIRE(testing::readReadyPort(dir.file("agent.ready"), "http_port", 20s));
   }
 
@@ -178,14 +178,15 @@ struct Stack {
             200);
   }
   std::string logs() {
-    return "aggregator log:\n" + testing::readFile(dir.file("aggregator.log")) +
-           "\nagent log:\n" + testing::readFile(dir.file("agent.log")) +
-           "\nalertmanager log:\n" + testing::readFile(dir.file("alertmanager.log"));
+    return "aggregator log:\n" + testing::readFile(dir.file("aggregator.log")) + "\nagent log:\n" +
+           testing::readFile(dir.file("agent.log")) + "\nalertmanager log:\n" +
+           testing::readFile(dir.file("alertmanager.log"));
   }
 };
 
-TEST_CASE("alerts reach a real Alertmanager: threshold with hysteresis, anomaly, forecast, "
-          "agent offline") {
+TEST_CASE(
+    "alerts reach a real Alertmanager: threshold with hysteresis, anomaly, forecast, "
+    "agent offline") {
   if (!testing::bpfAllowed("alertmanager_test")) {
     return;
   }
@@ -219,10 +220,12 @@ TEST_CASE("alerts reach a real Alertmanager: threshold with hysteresis, anomaly,
     std::string m = testing::httpGet(s.agg_http, "/metrics").body;
     std::string burn_lines;
     for (size_t p = m.find("vigil-burn"); p != std::string::npos; p = m.find("vigil-burn", p + 1)) {
-      burn_lines += m.substr(m.rfind('\n', p) + 1, m.find('\n', p) - m.rfind('\n', p)) ;
+      burn_lines += m.substr(m.rfind('\n', p) + 1, m.find('\n', p) - m.rfind('\n', p));
     }
-    INFO("burner series on /metrics:\n" << burn_lines << "\nalerts: "
-         << testing::httpGet(s.agg_http, "/api/v1/alerts").body << "\n" << s.logs());
+    INFO("burner series on /metrics:\n"
+         << burn_lines << "\nalerts: " << testing::httpGet(s.agg_http, "/api/v1/alerts").body
+         << "\n"
+         << s.logs());
     REQUIRE(fired_ok);
   }
   CHECK_FALSE(pending_seen.is_null());  // `for: 5s` passes through pending
@@ -295,12 +298,12 @@ TEST_CASE("alerts reach a real Alertmanager: threshold with hysteresis, anomaly,
     FAIL(s.logs());
   }
   CHECK(s.vigilAlert("QueueDepthAnomaly").is_null());  // steady baseline: no anomaly
-  for (int i = 0; i < 4; ++i) {  // the step: 10 -> 40
+  for (int i = 0; i < 4; ++i) {                        // the step: 10 -> 40
     s.inject("vigil_test_queue_depth", {{"queue", "q1"}}, 40, nowMs());
     std::this_thread::sleep_for(500ms);
   }
-  REQUIRE(testing::waitFor([&]() { return !s.amAlert("QueueDepthAnomaly").is_null(); }, 15s,
-                           200ms));
+  REQUIRE(
+      testing::waitFor([&]() { return !s.amAlert("QueueDepthAnomaly").is_null(); }, 15s, 200ms));
   CHECK(s.amAlert("QueueDepthAnomaly")["labels"]["queue"] == "q1");
   CHECK(s.vigilAlert("QueueDepthAnomaly")["value"].get<double>() > 4);  // z-score
 

@@ -89,20 +89,20 @@ TEST_CASE("every dashboard panel query returns data from Prometheus fed by vigil
   writeFile(dir.file("rules.yml"),
             "rules:\n  - {name: DashboardProbe, metric: vigil_agent_up, threshold: 0, "
             "severity: info}\n");
-  Child aggregator = Child::spawn(
-      {testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
-       "--ready_file=" + dir.file("agg.ready"), "--data_dir=" + dir.file("agg-data"),
-       "--rules_file=" + dir.file("rules.yml")},
-      dir.file("aggregator.log"));
+  Child aggregator =
+      Child::spawn({testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
+                    "--ready_file=" + dir.file("agg.ready"), "--data_dir=" + dir.file("agg-data"),
+                    "--rules_file=" + dir.file("rules.yml")},
+                   dir.file("aggregator.log"));
   auto rpc = testing::readReadyPort(dir.file("agg.ready"), "rpc_port", 10s);
   auto http = testing::readReadyPort(dir.file("agg.ready"), "http_port", 10s);
   REQUIRE(rpc);
   REQUIRE(http);
-  Child agent = Child::spawn({testing::binaryPath("vigil-agent"),
-                              "--aggregator=127.0.0.1:" + std::to_string(*rpc), "--http_port=0",
-                              "--interval=1s", "--node_name=dash-node",
-                              "--ready_file=" + dir.file("agent.ready")},
-                             dir.file("agent.log"));
+  Child agent = Child::spawn(
+      {testing::binaryPath("vigil-agent"), "--aggregator=127.0.0.1:" + std::to_string(*rpc),
+       "--http_port=0", "--interval=1s", "--node_name=dash-node",
+       "--ready_file=" + dir.file("agent.ready")},
+      dir.file("agent.log"));
   REQUIRE(testing::readReadyPort(dir.file("agent.ready"), "http_port", 20s));
 
   int prom_port = freePort();
@@ -167,8 +167,9 @@ TEST_CASE("every dashboard panel query returns data from Prometheus fed by vigil
       for (const json& t : p["targets"]) {
         std::string expr = substitute(t["expr"].get<std::string>());
         json r = query(expr);
-        INFO(file.filename().string() << " / " << p["title"].get<std::string>() << ": " << expr
-                                      << "\n" << r.dump());
+        INFO(file.filename().string()
+             << " / " << p["title"].get<std::string>() << ": " << expr << "\n"
+             << r.dump());
         REQUIRE(r.is_object());
         CHECK(r["status"] == "success");  // a query Prometheus rejects is always a failure
         bool has = !r["data"]["result"].empty();
