@@ -473,8 +473,8 @@ std::optional<HttpReply> FleetApi::admitAdmin(const HttpRequest& r, std::string*
   return deny;
 }
 
-void FleetApi::auditAction(const std::string& who, const HttpRequest& r,
-                           const std::string& target, const std::string& result) {
+void FleetApi::auditAction(const std::string& who, const HttpRequest& r, const std::string& target,
+                           const std::string& result) {
   audit(Caller{who, "admin"}, r, target, result);
 }
 

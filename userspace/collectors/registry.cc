@@ -11,8 +11,8 @@
 namespace vigil {
 
 const std::vector<std::string>& collectorNames() {
-  static const std::vector<std::string> names = {"sched", "syscalls", "block",
-                                                 "process", "net", "host"};
+  static const std::vector<std::string> names = {"sched",   "syscalls", "block",
+                                                 "process", "net",      "host"};
   return names;
 }
 
