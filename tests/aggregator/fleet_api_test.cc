@@ -112,12 +112,12 @@ TEST_CASE("no token gets 401, a viewer on an admin endpoint gets 403, both audit
   CHECK(testing::promValue(metrics, "vigil_api_denied_total", {{"code", "401"}}) == 2.0);
   CHECK(testing::promValue(metrics, "vigil_api_denied_total", {{"code", "403"}}) == 2.0);
 
-  // Admin actions are audited with their target and result. The config push hook belongs to
-  // the transport; without it the API answers 501 and says so.
+  // Admin actions are audited with their target and result. No agent carries team=db here, so
+  // the push reaches none (pushes to live agents are covered by transport_test).
   auto push =
       agg.post("/api/v1/config",
                R"({"target":{"labels":{"team":"db"}},"config":{"interval_ms":5000}})", kAdmin);
-  CHECK(push.status == 501);
+  CHECK(push.status == 200);
   auto bad =
       agg.post("/api/v1/config", R"({"target":{"all":true},"config":{"interval_ms":5}})", kAdmin);
   CHECK(bad.status == 400);
@@ -129,9 +129,23 @@ TEST_CASE("no token gets 401, a viewer on an admin endpoint gets 403, both audit
   REQUIRE(audit["entries"].size() == 3);  // reads by an authorized caller are not audited
   CHECK(audit["entries"][0]["who"] == "alice");
   CHECK(audit["entries"][0]["target"] == "labels{team=db}");
-  CHECK(audit["entries"][0]["result"] == "error: 501 config push not available in this build");
+  CHECK(audit["entries"][0]["result"] == "ok: 0/0 applied");
   CHECK(audit["entries"][1]["result"].get<std::string>().rfind("error: 400", 0) == 0);
   CHECK(audit["entries"][2]["result"] == "error: 404 unknown agent 'nope'");
+
+  // The per-agent config route is an admin action too: same tokens, same audit log.
+  auto anonymous = agg.post("/api/v1/agents/nope/config", R"({"interval_ms":5000})", "");
+  CHECK(anonymous.status == 401);
+  auto as_viewer = agg.post("/api/v1/agents/nope/config", R"({"interval_ms":5000})", kViewer);
+  CHECK(as_viewer.status == 403);
+  auto as_admin = agg.post("/api/v1/agents/nope/config", R"({"interval_ms":5000})", kAdmin);
+  CHECK(as_admin.status == 404);  // not connected
+  audit = agg.get("/api/v1/audit?after_id=7", kAdmin, &status);
+  REQUIRE(audit["entries"].size() == 3);
+  CHECK(audit["entries"][0]["result"] == "denied: 401 missing bearer token");
+  CHECK(audit["entries"][1]["result"] == "denied: 403 admin role required");
+  CHECK(audit["entries"][2]["who"] == "alice");
+  CHECK(audit["entries"][2]["target"] == "nope");
 }
 
 TEST_CASE("broken rule files are rejected with line, rule and reason; old rules stay active") {

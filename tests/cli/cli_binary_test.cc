@@ -309,7 +309,14 @@ TEST_CASE("live top in tmux: shows the burner, re-sorts on a key, quits on q res
   tmux.run("send-keys -t t q");
   REQUIRE(testing::waitFor([&]() { return !testing::readFile(dir.file("rc")).empty(); }, 5s));
   CHECK(testing::readFile(dir.file("rc")) == "rc=0\n");
-  std::string stty = testing::readFile(dir.file("stty"));
+  // stty runs after the rc line is written: wait for its whole output.
+  std::string stty;
+  REQUIRE(testing::waitFor(
+      [&]() {
+        stty = testing::readFile(dir.file("stty"));
+        return stty.find("icanon") != std::string::npos;
+      },
+      5s));
   CHECK(stty.find("-icanon") == std::string::npos);
   CHECK(stty.find(" icanon") != std::string::npos);
   CHECK(stty.find("-echo ") == std::string::npos);
