@@ -1,0 +1,368 @@
+// `vigil trace` against the real kernel: the vigil binary runs as a child, real workloads
+// (exec of a uniquely named helper, a loopback TCP exchange between two processes, an OOM kill
+// in a memory-limited cgroup) happen, and the test reads what vigil printed.
+#include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/test_support.h"
+
+namespace vigil {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Child;
+using testing::readFile;
+using testing::TempDir;
+
+std::vector<nlohmann::json> jsonLines(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) {
+      end = text.size();
+    }
+    std::string line = text.substr(start, end - start);
+    if (!line.empty() && line[0] == '{') {
+      out.push_back(nlohmann::json::parse(line));
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+// Starts `vigil trace ...` with output to `log` and waits for its header (probes attached).
+Child startTrace(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> argv = {testing::binaryPath("vigil"), "trace"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Child c = Child::spawn(argv, log);
+  REQUIRE(testing::waitFor(
+      [&]() {
+        std::string t = readFile(log);
+        return t.find("tracing") != std::string::npos || t.find("TIME") != std::string::npos;
+      },
+      10s, 10ms));
+  return c;
+}
+
+// SIGTERM, then expects a clean exit 0.
+void stopTrace(Child& c) {
+  c.signal(SIGTERM);
+  auto status = c.wait(10s);
+  REQUIRE(status.has_value());
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 0);
+}
+
+// Copies /bin/true to dir/name, so its exec has a comm no other process has.
+std::string uniqueHelper(const TempDir& dir, const std::string& name) {
+  std::string path = dir.file(name);
+  REQUIRE(system(("cp /bin/true " + path).c_str()) == 0);
+  return path;
+}
+
+int runAndWait(const std::vector<std::string>& argv) {
+  Child c = Child::spawn(argv);
+  auto st = c.wait(10s);
+  REQUIRE(st.has_value());
+  return *st;
+}
+
+}  // namespace
+
+TEST_CASE("vigil trace exec --json sees a uniquely named helper's exec with its argv masked") {
+  if (!testing::bpfAllowed("trace_events_test")) {
+    return;
+  }
+  TempDir dir;
+  std::string name = "vtx" + std::to_string(getpid());
+  std::string helper = uniqueHelper(dir, name);
+  std::string log = dir.file("trace.log");
+  Child trace = startTrace({"exec", "--json"}, log);
+  runAndWait({helper, "--user=bob", "--password=hunter2secret", "plain"});
+  bool seen = testing::waitFor(
+      [&]() { return readFile(log).find("\"comm\":\"" + name + "\"") != std::string::npos; }, 5s);
+  stopTrace(trace);
+  REQUIRE(seen);
+  std::string text = readFile(log);
+  CHECK(text.find("hunter2secret") == std::string::npos);
+  int matches = 0;
+  for (const auto& j : jsonLines(text)) {
+    if (j["comm"] != name) {
+      continue;
+    }
+    ++matches;
+    CHECK(j["event"] == "exec");
+    CHECK(j["filename"] == helper);
+    CHECK(j["argv"] == helper + " --user=bob --password=*** plain");
+    CHECK(j["pid"].get<uint32_t>() > 0);
+    CHECK(j["ppid"] == static_cast<uint32_t>(getpid()));
+    CHECK(j.contains("container_id"));
+    CHECK(j.contains("pod_uid"));
+  }
+  CHECK(matches == 1);
+}
+
+TEST_CASE("vigil trace exec --comm prints only that comm's events") {
+  if (!testing::bpfAllowed("trace_events_test")) {
+    return;
+  }
+  TempDir dir;
+  std::string name = "vtc" + std::to_string(getpid());
+  std::string helper = uniqueHelper(dir, name);
+  std::string other = uniqueHelper(dir, "vto" + std::to_string(getpid()));
+  std::string log = dir.file("trace.log");
+  Child trace = startTrace({"exec", "--json", "--comm", name}, log);
+  for (int i = 0; i < 3; ++i) {
+    runAndWait({other});
+    runAndWait({helper});
+  }
+  bool seen = testing::waitFor(
+      [&]() {
+        auto lines = jsonLines(readFile(log));
+        return lines.size() >= 3;
+      },
+      5s);
+  stopTrace(trace);
+  REQUIRE(seen);
+  auto lines = jsonLines(readFile(log));
+  CHECK(lines.size() == 3);
+  for (const auto& j : lines) {
+    CHECK(j["comm"] == name);
+  }
+}
+
+TEST_CASE("vigil trace tcp --json sees a loopback connection with both ends' pids and bytes") {
+  if (!testing::bpfAllowed("trace_events_test")) {
+    return;
+  }
+  TempDir dir;
+  std::string log = dir.file("trace.log");
+  // A listening socket made here, so the port is known before the children start.
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(lfd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  REQUIRE(listen(lfd, 4) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  uint16_t port = ntohs(addr.sin_port);
+
+  Child trace = startTrace({"tcp", "--json"}, log);
+  // Server: reads 5 bytes, answers 5000, closes. Client: sends 5, reads 5000, closes.
+  Child server = Child::fork([lfd]() {
+    int c = accept(lfd, nullptr, nullptr);
+    if (c < 0) {
+      return 1;
+    }
+    char buf[5];
+    size_t got = 0;
+    while (got < sizeof(buf)) {
+      ssize_t n = read(c, buf + got, sizeof(buf) - got);
+      if (n <= 0) {
+        return 2;
+      }
+      got += n;
+    }
+    std::string reply(5000, 'x');
+    if (write(c, reply.data(), reply.size()) != 5000) {
+      return 3;
+    }
+    close(c);
+    return 0;
+  });
+  close(lfd);
+  Child client = Child::fork([port]() {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+      return 1;
+    }
+    if (write(s, "hello", 5) != 5) {
+      return 2;
+    }
+    char buf[8192];
+    size_t got = 0;
+    while (got < 5000) {
+      ssize_t n = read(s, buf, sizeof(buf));
+      if (n <= 0) {
+        return 3;
+      }
+      got += n;
+    }
+    close(s);
+    return 0;
+  });
+  auto cs = client.wait(10s);
+  auto ss = server.wait(10s);
+  REQUIRE(cs.has_value());
+  REQUIRE(ss.has_value());
+  CHECK(*cs == 0);
+  CHECK(*ss == 0);
+  uint32_t cpid = static_cast<uint32_t>(client.pid());
+  uint32_t spid = static_cast<uint32_t>(server.pid());
+  auto closeOf = [&](uint32_t pid) -> std::optional<nlohmann::json> {
+    for (const auto& j : jsonLines(readFile(log))) {
+      if (j["event"] == "close" && j["pid"] == pid) {
+        return j;
+      }
+    }
+    return std::nullopt;
+  };
+  bool seen = testing::waitFor([&]() { return closeOf(cpid) && closeOf(spid); }, 5s);
+  stopTrace(trace);
+  REQUIRE(seen);
+  nlohmann::json c = *closeOf(cpid);
+  nlohmann::json s = *closeOf(spid);
+  // Client end: local ephemeral port, remote = the listener.
+  CHECK(c["saddr"] == "127.0.0.1");
+  CHECK(c["daddr"] == "127.0.0.1");
+  CHECK(c["dport"] == port);
+  // Server end: local = the listener's port (remembered from the ESTABLISHED event).
+  CHECK(s["sport"] == port);
+  CHECK(s["dport"] == c["sport"]);
+  // Byte counts are tcp_sock bytes_acked/bytes_received, which count the FIN (and the
+  // initiator's SYN) as one byte each.
+  CHECK(c["tx_bytes"].get<uint64_t>() >= 5);
+  CHECK(c["tx_bytes"].get<uint64_t>() <= 7);
+  CHECK(c["rx_bytes"].get<uint64_t>() >= 5000);
+  CHECK(c["rx_bytes"].get<uint64_t>() <= 5001);
+  CHECK(s["tx_bytes"].get<uint64_t>() >= 5000);
+  CHECK(s["tx_bytes"].get<uint64_t>() <= 5001);
+  CHECK(s["rx_bytes"].get<uint64_t>() >= 5);
+  CHECK(s["rx_bytes"].get<uint64_t>() <= 6);
+  bool connect_seen = false;
+  for (const auto& j : jsonLines(readFile(log))) {
+    connect_seen = connect_seen || (j["event"] == "connect" && j["pid"] == cpid &&
+                                    j["dport"] == port && j["sport"] == c["sport"]);
+  }
+  CHECK(connect_seen);
+}
+
+TEST_CASE("vigil trace oom sees an OOM kill in a memory-limited cgroup") {
+  if (!testing::bpfAllowed("trace_events_test")) {
+    return;
+  }
+  // cgroup v1 memory controller on these machines; memory.max on a pure v2 host.
+  std::string v1 = "/sys/fs/cgroup/memory";
+  struct stat st;
+  bool have_v1 = stat((v1 + "/memory.limit_in_bytes").c_str(), &st) == 0;
+  std::string cg = (have_v1 ? v1 : std::string("/sys/fs/cgroup")) + "/vigil-test-trace-oom-" +
+                   std::to_string(getpid());
+  REQUIRE(mkdir(cg.c_str(), 0755) == 0);
+  struct RemoveDir {
+    std::string dir;
+    ~RemoveDir() { rmdir(dir.c_str()); }
+  } remove_dir{cg};
+  {
+    std::ofstream limit(cg + (have_v1 ? "/memory.limit_in_bytes" : "/memory.max"));
+    limit << (32 << 20) << std::flush;
+    REQUIRE(limit);
+  }
+  TempDir dir;
+  std::string log = dir.file("trace.log");
+  Child trace = startTrace({"oom", "--json"}, log);
+  Child victim = Child::fork([cg, have_v1]() {
+    {
+      std::ofstream procs(cg + (have_v1 ? "/tasks" : "/cgroup.procs"));
+      procs << getpid() << std::flush;
+      if (!procs) {
+        return 100;
+      }
+    }
+    std::vector<char*> blocks;
+    for (int i = 0; i < 256; ++i) {  // 256 MiB, well past the 32 MiB limit
+      char* b = static_cast<char*>(malloc(1 << 20));
+      memset(b, i, 1 << 20);
+      blocks.push_back(b);
+    }
+    return 0;
+  });
+  auto status = victim.wait(30s);
+  REQUIRE(status.has_value());
+  CHECK(WIFSIGNALED(*status));
+  uint32_t pid = static_cast<uint32_t>(victim.pid());
+  auto oom = [&]() -> std::optional<nlohmann::json> {
+    for (const auto& j : jsonLines(readFile(log))) {
+      if (j["event"] == "oom_kill" && j["pid"] == pid) {
+        return j;
+      }
+    }
+    return std::nullopt;
+  };
+  bool seen = testing::waitFor([&]() { return oom().has_value(); }, 5s);
+  stopTrace(trace);
+  REQUIRE(seen);
+  CHECK((*oom())["total_vm_kb"].get<uint64_t>() > 0);
+  CHECK((*oom())["cgroup_id"].get<uint64_t>() != 0);
+}
+
+TEST_CASE("vigil trace prints the lost-event count at exit when the ring buffer overflowed") {
+  if (!testing::bpfAllowed("trace_events_test")) {
+    return;
+  }
+  TempDir dir;
+  std::string name = "vtl" + std::to_string(getpid());
+  std::string helper = uniqueHelper(dir, name);
+  std::string log = dir.file("trace.log");
+  // A 4 KiB ring holds at most three exec records with a 1000-byte argv (1.3 KiB each).
+  // Stopping vigil while 20 such execs happen makes the kernel's reserve fail for at least 17.
+  Child trace = startTrace({"exec", "--json", "--ring-kb", "4"}, log);
+  trace.signal(SIGSTOP);
+  for (int i = 0; i < 20; ++i) {
+    runAndWait({helper, std::string(1000, 'a')});
+  }
+  trace.signal(SIGCONT);
+  std::this_thread::sleep_for(300ms);
+  stopTrace(trace);
+  std::string text = readFile(log);
+  size_t at = text.find(" exec events lost");
+  REQUIRE(at != std::string::npos);
+  size_t begin = text.rfind("vigil trace: ", at);
+  REQUIRE(begin != std::string::npos);
+  uint64_t lost = std::stoull(text.substr(begin + 13, at - begin - 13));
+  CHECK(lost >= 17);
+  int printed = 0;
+  for (const auto& j : jsonLines(text)) {
+    printed += j["comm"] == name ? 1 : 0;
+  }
+  CHECK(printed + lost >= 20);
+}
+
+TEST_CASE("vigil trace: usage errors exit 2, not root exits 3, --help documents the filters") {
+  std::string vigil = testing::binaryPath("vigil");
+  CHECK(WEXITSTATUS(runAndWait({vigil, "trace"})) == 2);
+  CHECK(WEXITSTATUS(runAndWait({vigil, "trace", "bogus"})) == 2);
+  CHECK(WEXITSTATUS(runAndWait({vigil, "trace", "exec", "--ring-kb", "3"})) == 2);
+  std::string help = testing::shell(vigil + " trace --help");
+  CHECK(help.find("--pid is applied in the\nkernel") != std::string::npos);
+  CHECK(help.find("examples:") != std::string::npos);
+  if (geteuid() == 0) {
+    int st = runAndWait({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                         vigil, "trace", "exec"});
+    CHECK(WEXITSTATUS(st) == 3);
+  }
+}
+
+}  // namespace vigil
