@@ -2,6 +2,9 @@
 
 #include <time.h>
 
+#include <algorithm>
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
@@ -22,13 +25,128 @@ class Ingest::ErrorHandler final : public kj::TaskSet::ErrorHandler {
   }
 };
 
+// What the aggregator knows about one RPC connection: its peer, its authenticated identity, the
+// agent it registered as, and (once it breaks) why it was closed.
+struct Ingest::ConnState {
+  uint64_t id = 0;
+  std::string peer;
+  bool has_cert = false;
+  std::string cert_cn;
+  std::string agent_id;  // set by the first successful register
+  std::string close_reason;
+  std::string close_detail;
+};
+
+namespace {
+
+// Watches the Cap'n Proto stream framing of an agent connection as the RPC layer reads it, so a
+// connection broken by garbage, an oversized message or a truncated one is closed with a named
+// reason (the RPC layer itself only reports "disconnected"). Limits match the ReaderOptions the
+// RPC layer uses: at most 512 segments and `max_words` words per message.
+class FramingMonitor final : public kj::AsyncIoStream {
+ public:
+  FramingMonitor(kj::Own<kj::AsyncIoStream> inner, std::shared_ptr<Ingest::ConnState> state,
+                 uint64_t max_words)
+      : inner_(kj::mv(inner)), state_(std::move(state)), max_words_(max_words) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    return inner_->tryRead(buffer, min_bytes, max_bytes)
+        .then([this, buffer, min_bytes](size_t n) -> size_t {
+          feed(static_cast<const kj::byte*>(buffer), n);
+          if (n < min_bytes && (phase_ != Phase::kCount || !header_.empty())) {
+            fail("truncated_message",
+                 absl::StrCat("connection ended inside a message (", body_left_,
+                              " body bytes or part of the header missing)"));
+          }
+          return n;
+        });
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_->write(buffer, size);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+
+ private:
+  enum class Phase { kCount, kSizes, kBody };
+
+  [[noreturn]] void fail(const char* reason, std::string detail) {
+    if (state_->close_reason.empty()) {
+      state_->close_reason = reason;
+      state_->close_detail = detail;
+    }
+    kj::throwFatalException(KJ_EXCEPTION(FAILED, "invalid RPC stream", reason, detail));
+  }
+
+  void feed(const kj::byte* p, size_t n) {
+    while (n > 0) {
+      if (phase_ == Phase::kBody) {
+        size_t take = std::min<uint64_t>(n, body_left_);
+        body_left_ -= take;
+        p += take;
+        n -= take;
+        if (body_left_ == 0) {
+          phase_ = Phase::kCount;
+          header_.clear();
+        }
+        continue;
+      }
+      header_.push_back(*p++);
+      n--;
+      if (phase_ == Phase::kCount && header_.size() == 4) {
+        uint64_t count = static_cast<uint64_t>(readU32(0)) + 1;
+        if (count > 512) {
+          fail("bad_framing", absl::StrCat("message claims ", count,
+                                           " segments (at most 512); not a Cap'n Proto stream"));
+        }
+        segments_ = static_cast<uint32_t>(count);
+        header_bytes_ = (4 + 4 * segments_ + 7) / 8 * 8;
+        phase_ = Phase::kSizes;
+      } else if (phase_ == Phase::kSizes && header_.size() == header_bytes_) {
+        uint64_t words = 0;
+        for (uint32_t i = 0; i < segments_; ++i) {
+          words += readU32(4 + 4 * i);
+        }
+        if (words > max_words_) {
+          fail("oversized_message", absl::StrCat("message of ", words * 8, " bytes exceeds the ",
+                                                 max_words_ * 8, "-byte limit"));
+        }
+        body_left_ = words * 8;
+        phase_ = body_left_ > 0 ? Phase::kBody : Phase::kCount;
+        if (body_left_ == 0) {
+          header_.clear();
+        }
+      }
+    }
+  }
+
+  uint32_t readU32(size_t at) const {
+    return static_cast<uint32_t>(header_[at]) | static_cast<uint32_t>(header_[at + 1]) << 8 |
+           static_cast<uint32_t>(header_[at + 2]) << 16 |
+           static_cast<uint32_t>(header_[at + 3]) << 24;
+  }
+
+  kj::Own<kj::AsyncIoStream> inner_;
+  std::shared_ptr<Ingest::ConnState> state_;
+  uint64_t max_words_;
+  Phase phase_ = Phase::kCount;
+  std::vector<kj::byte> header_;
+  uint32_t segments_ = 0;
+  size_t header_bytes_ = 0;
+  uint64_t body_left_ = 0;
+};
+
+}  // namespace
+
 // One registered agent connection.
 class SessionImpl final : public wire::IngestSession::Server {
  public:
   SessionImpl(Ingest& ingest, AgentInfo info, uint64_t boot_epoch, std::string peer)
       : ingest_(ingest), info_(std::move(info)), boot_epoch_(boot_epoch), peer_(std::move(peer)) {}
-
-  ~SessionImpl() { ingest_.store_.agentDisconnected(info_.agent_id, unixNanos()); }
 
  protected:
   kj::Promise<void> push(PushContext context) override {
@@ -99,7 +217,8 @@ class SessionImpl final : public wire::IngestSession::Server {
 // The bootstrap capability of one connection.
 class AggregatorImpl final : public wire::Aggregator::Server {
  public:
-  AggregatorImpl(Ingest& ingest, std::string peer) : ingest_(ingest), peer_(std::move(peer)) {}
+  AggregatorImpl(Ingest& ingest, std::shared_ptr<Ingest::ConnState> conn)
+      : ingest_(ingest), conn_(std::move(conn)), peer_(conn_->peer) {}
 
  protected:
   kj::Promise<void> register_(RegisterContext context) override {
@@ -120,9 +239,20 @@ class AggregatorImpl final : public wire::Aggregator::Server {
     if (info.agent_id.empty() || info.agent_id.size() > 253) {
       return refuse("bad_agent_id", "agent id must be 1..253 bytes");
     }
+    if (!conn_->agent_id.empty() && conn_->agent_id != info.agent_id) {
+      return refuse("identity_changed",
+                    absl::StrCat("connection registered as '", conn_->agent_id,
+                                 "' tried to register as '", info.agent_id, "'"));
+    }
+    if (conn_->has_cert && conn_->cert_cn != info.agent_id) {
+      return refuse("identity_mismatch",
+                    absl::StrCat("client certificate CN '", conn_->cert_cn,
+                                 "' may not register as agent '", info.agent_id, "'"));
+    }
     if (!ingest_.options_.agent_tokens.empty()) {
       auto it = ingest_.options_.agent_tokens.find(info.agent_id);
-      if (it == ingest_.options_.agent_tokens.end() || it->second != hello.getToken().cStr()) {
+      if (it == ingest_.options_.agent_tokens.end() ||
+          !tokenEquals(it->second, hello.getToken().cStr())) {
         return refuse("bad_token", absl::StrCat("agent '", info.agent_id,
                                                 "' presented a wrong or missing token"));
       }
@@ -134,7 +264,17 @@ class AggregatorImpl final : public wire::Aggregator::Server {
       return KJ_EXCEPTION(OVERLOADED, "aggregator cannot read its log right now",
                           std::string(logged.status().message()));
     }
-    ingest_.store_.agentConnected(info, epoch, unixNanos());
+    if (conn_->agent_id.empty()) {
+      conn_->agent_id = info.agent_id;
+      ingest_.store_.agentConnected(info, epoch, unixNanos());
+    } else {
+      ingest_.store_.heartbeat(info.agent_id, unixNanos());
+    }
+    ingest_.controls_.insert_or_assign(
+        info.agent_id, Ingest::Control{conn_->id, context.getParams().getControl()});
+    if (hello.getConfigVersion() != 0) {
+      ingest_.store_.setConfigVersion(info.agent_id, hello.getConfigVersion());
+    }
     uint64_t last = *logged;
     VIGIL_LOG_INFO("agent %s (%s, kernel %s) registered from %s, epoch %d, resuming after seq %d",
                    info.agent_id, info.version, info.kernel, peer_, epoch, last);
@@ -153,6 +293,7 @@ class AggregatorImpl final : public wire::Aggregator::Server {
   }
 
   Ingest& ingest_;
+  std::shared_ptr<Ingest::ConnState> conn_;
   std::string peer_;
 };
 
@@ -166,34 +307,186 @@ Ingest::Ingest(kj::Timer& timer, IngestLog& log, Store& store, IngestOptions opt
 
 Ingest::~Ingest() = default;
 
-kj::Promise<void> Ingest::listen(kj::ConnectionReceiver& listener) { return acceptLoop(listener); }
+kj::Promise<void> Ingest::listen(kj::ConnectionReceiver& listener) {
+  return acceptLoop(listener).exclusiveJoin(livenessLoop());
+}
+
+kj::Promise<void> Ingest::livenessLoop() {
+  uint32_t hb = options_.heartbeat_interval_ms;
+  uint32_t step = std::max<uint32_t>(hb / 4, 50);
+  return timer_.afterDelay(step * kj::MILLISECONDS).then([this, hb]() {
+    // Two missed heartbeat intervals (plus a quarter for scheduling slack) mean offline.
+    int64_t max_silence = (2LL * hb + hb / 4) * 1000000;
+    for (const std::string& id : store_.expireSilent(unixNanos(), max_silence)) {
+      stats_.agents_went_offline++;
+      VIGIL_LOG_WARN("agent %s is offline: no heartbeat or frame for two intervals (%d ms)", id,
+                     2 * hb);
+    }
+    return livenessLoop();
+  });
+}
+
+void Ingest::connectionClosed(const std::string& reason, const std::string& detail,
+                              const std::string& peer) {
+  stats_.connections_closed[reason]++;
+  if (reason == "normal") {
+    VIGIL_LOG_INFO("agent connection from %s closed", peer);
+  } else {
+    VIGIL_LOG_WARN("closed agent connection from %s: %s%s%s", peer, reason,
+                   detail.empty() ? "" : ": ", detail);
+  }
+}
 
 kj::Promise<void> Ingest::acceptLoop(kj::ConnectionReceiver& listener) {
-  return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream> stream) {
+  return listener.acceptAuthenticated().then([this, &listener](kj::AuthenticatedStream stream) {
     stats_.connections++;
     stats_.connections_open++;
-    std::string peer = "agent";
-    struct Conn {
-      kj::Own<kj::AsyncIoStream> stream;
-      capnp::TwoPartyVatNetwork network;
-      capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
-      Conn(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap,
-           capnp::ReaderOptions opts)
-          : stream(kj::mv(s)),
-            network(*stream, capnp::rpc::twoparty::Side::SERVER, opts),
-            rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
-    };
-    capnp::ReaderOptions opts;
-    // A push carries at most one payload of kMaxPayloadBytes; anything larger is refused by the
-    // RPC layer before we allocate for it.
-    opts.traversalLimitInWords = (kMaxPayloadBytes + (1 << 20)) / 8;
-    auto conn = kj::heap<Conn>(kj::mv(stream), kj::heap<AggregatorImpl>(*this, peer), opts);
-    auto done = conn->network.onDisconnect().attach(kj::mv(conn)).then([this]() {
-      stats_.connections_open--;
-    });
-    tasks_.add(kj::mv(done));
+    tasks_.add(serve(kj::mv(stream)));
     return acceptLoop(listener);
   });
+}
+
+namespace {
+
+std::string peerAddress(kj::PeerIdentity& id) {
+  if (auto* tls = dynamic_cast<kj::TlsPeerIdentity*>(&id)) {
+    return peerAddress(tls->getNetworkIdentity());
+  }
+  if (auto* net = dynamic_cast<kj::NetworkPeerIdentity*>(&id)) {
+    return net->getAddress().toString().cStr();
+  }
+  return "agent";
+}
+
+}  // namespace
+
+kj::Promise<void> Ingest::serve(kj::AuthenticatedStream stream) {
+  auto state = std::make_shared<ConnState>();
+  state->id = next_conn_id_++;
+  state->peer = peerAddress(*stream.peerIdentity);
+  kj::Promise<kj::AuthenticatedStream> secured =
+      options_.tls == nullptr
+          ? kj::Promise<kj::AuthenticatedStream>(kj::mv(stream))
+          : timer_.timeoutAfter(options_.handshake_timeout,
+                                options_.tls->context->wrapServer(kj::mv(stream)));
+  return secured
+      .then(
+          [this, state](kj::AuthenticatedStream s) -> kj::Promise<void> {
+            if (options_.tls != nullptr) {
+              auto& id = kj::downcast<kj::TlsPeerIdentity>(*s.peerIdentity);
+              state->has_cert = id.hasCertificate();
+              if (state->has_cert) {
+                state->cert_cn = id.getCommonName().cStr();
+              } else if (options_.tls->require_client_cert) {
+                stats_.rejected["no_client_cert"]++;
+                state->close_reason = "no_client_cert";
+                state->close_detail = "mutual TLS is required and the client sent no certificate";
+                return kj::READY_NOW;
+              }
+            }
+            struct Conn {
+              kj::Own<kj::AsyncIoStream> stream;
+              capnp::TwoPartyVatNetwork network;
+              capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+              Conn(kj::Own<kj::AsyncIoStream> st, capnp::Capability::Client bootstrap,
+                   capnp::ReaderOptions opts)
+                  : stream(kj::mv(st)),
+                    network(*stream, capnp::rpc::twoparty::Side::SERVER, opts),
+                    rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
+            };
+            capnp::ReaderOptions opts;
+            // A push carries at most one payload of kMaxPayloadBytes; anything larger is refused
+            // before we allocate for it.
+            opts.traversalLimitInWords = (kMaxPayloadBytes + (1 << 20)) / 8;
+            auto monitored =
+                kj::heap<FramingMonitor>(kj::mv(s.stream), state, opts.traversalLimitInWords);
+            auto conn =
+                kj::heap<Conn>(kj::mv(monitored), kj::heap<AggregatorImpl>(*this, state), opts);
+            return conn->network.onDisconnect().attach(kj::mv(conn));
+          },
+          [this, state](kj::Exception&& e) -> kj::Promise<void> {
+            state->close_detail = e.getDescription().cStr();
+            // kj-tls asks OpenSSL to fail the handshake when mutual TLS is on and the client
+            // sends no certificate; name that case.
+            state->close_reason =
+                state->close_detail.find("peer did not return a certificate") != std::string::npos
+                    ? "no_client_cert"
+                    : "tls_handshake_failed";
+            stats_.rejected[state->close_reason]++;
+            return kj::READY_NOW;
+          })
+      .then([this, state]() {
+        stats_.connections_open--;
+        if (!state->agent_id.empty()) {
+          store_.agentDisconnected(state->agent_id, unixNanos());
+          auto it = controls_.find(state->agent_id);
+          if (it != controls_.end() && it->second.conn_id == state->id) {
+            controls_.erase(it);
+          }
+        }
+        std::string reason = state->close_reason.empty() ? "normal" : state->close_reason;
+        if (!state->close_reason.empty() && state->close_reason != "no_client_cert" &&
+            state->close_reason != "tls_handshake_failed") {
+          stats_.rejected[state->close_reason]++;
+        }
+        connectionClosed(reason, state->close_detail, state->peer);
+      });
+}
+
+kj::Promise<ConfigPushResult> Ingest::pushConfig(const std::string& agent_id,
+                                                 AgentConfigSpec config) {
+  if (config.version == 0) {
+    uint64_t current = 0;
+    auto it = store_.agents().find(agent_id);
+    if (it != store_.agents().end()) {
+      current = it->second->config_version;
+    }
+    config.version = current + 1;
+  }
+  ConfigPushResult pending;
+  pending.version = config.version;
+  auto it = controls_.find(agent_id);
+  if (it == controls_.end()) {
+    pending.error = absl::StrCat("agent '", agent_id, "' is not connected to this aggregator");
+    stats_.config_pushes["not_connected"]++;
+    return pending;
+  }
+  auto req = it->second.client.applyConfigRequest();
+  config.toWire(req.initConfig());
+  uint64_t version = config.version;
+  auto sent = req.send().then(
+      [this, agent_id, version](capnp::Response<wire::AgentControl::ApplyConfigResults> resp) {
+        auto r = resp.getResult();
+        ConfigPushResult out;
+        out.version = r.getVersion();
+        out.delivered = true;
+        out.applied = r.getApplied();
+        out.error = r.getError().cStr();
+        if (out.applied) {
+          store_.setConfigVersion(agent_id, version);
+          stats_.config_pushes["applied"]++;
+        } else {
+          stats_.config_pushes["failed"]++;
+        }
+        VIGIL_LOG_INFO("config version %d to agent %s: %s%s", version, agent_id,
+                       out.applied ? "APPLIED" : "FAILED: ", out.error);
+        return out;
+      },
+      [this, version](kj::Exception&& e) {
+        stats_.config_pushes["unreachable"]++;
+        ConfigPushResult out;
+        out.version = version;
+        out.error = absl::StrCat("agent did not answer: ", e.getDescription().cStr());
+        return out;
+      });
+  return timer_.timeoutAfter(options_.config_push_timeout, kj::mv(sent))
+      .catch_([this, version](kj::Exception&& e) {
+        stats_.config_pushes["unreachable"]++;
+        ConfigPushResult out;
+        out.version = version;
+        out.error = absl::StrCat("agent did not answer: ", e.getDescription().cStr());
+        return out;
+      });
 }
 
 void Ingest::writeMetrics(PromWriter& out) const {
@@ -211,6 +504,20 @@ void Ingest::writeMetrics(PromWriter& out) const {
   out.family("vigil_aggregator_payload_bytes_total", MetricType::kCounter,
              "Compressed frame payload bytes received.");
   out.sample("vigil_aggregator_payload_bytes_total", {}, stats_.payload_bytes);
+  out.family("vigil_aggregator_connections_closed_total", MetricType::kCounter,
+             "Agent RPC connections closed, by reason (normal, bad_framing, oversized_message, "
+             "truncated_message, tls_handshake_failed, no_client_cert, ...).");
+  for (const auto& [reason, n] : stats_.connections_closed) {
+    out.sample("vigil_aggregator_connections_closed_total", {{"reason", reason}}, n);
+  }
+  out.family("vigil_aggregator_agents_went_offline_total", MetricType::kCounter,
+             "Agents marked offline after two missed heartbeat intervals.");
+  out.sample("vigil_aggregator_agents_went_offline_total", {}, stats_.agents_went_offline);
+  out.family("vigil_aggregator_config_pushes_total", MetricType::kCounter,
+             "Config pushes to agents, by result (applied, failed, unreachable, not_connected).");
+  for (const auto& [result, n] : stats_.config_pushes) {
+    out.sample("vigil_aggregator_config_pushes_total", {{"result", result}}, n);
+  }
   out.family("vigil_aggregator_rejected_total", MetricType::kCounter,
              "Registrations and frames refused, by reason.");
   for (const auto& [reason, n] : stats_.rejected) {

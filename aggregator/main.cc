@@ -44,6 +44,15 @@ ABSL_FLAG(int32_t, metrics_max_processes, 200,
           "Processes per agent shown on /metrics (busiest by CPU over the last interval; 0: all). "
           "The rest are counted in vigil_aggregator_processes_not_exposed.");
 ABSL_FLAG(bool, verbose, false, "Log debug detail.");
+ABSL_FLAG(std::string, tokens_file, "",
+          "YAML file mapping agent id -> bearer token; when set, every agent must present its "
+          "token.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate for the RPC port (enables TLS).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA for client certificates: enables mutual TLS (certificate CN = agent id).");
+ABSL_FLAG(bool, insecure_plaintext, false,
+          "Allow plaintext RPC on a non-loopback --rpc_addr (loopback is always allowed).");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -111,6 +120,40 @@ int main(int argc, char** argv) {
       absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_remote_write_agent_stale_after));
   options.series.max_series_per_agent =
       static_cast<size_t>(absl::GetFlag(FLAGS_max_series_per_agent));
+  if (!absl::GetFlag(FLAGS_tokens_file).empty()) {
+    auto tokens = vigil::aggregator::loadTokensFile(absl::GetFlag(FLAGS_tokens_file));
+    if (!tokens.ok()) {
+      fprintf(stderr, "vigil-aggregator: %s\n", std::string(tokens.status().message()).c_str());
+      return 2;
+    }
+    options.ingest.agent_tokens = std::move(*tokens);
+  }
+  std::unique_ptr<vigil::aggregator::ServerTls> tls;
+  std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  std::string tls_key = absl::GetFlag(FLAGS_tls_key);
+  if (!tls_cert.empty() || !tls_key.empty()) {
+    auto loaded =
+        vigil::aggregator::loadServerTls(tls_cert, tls_key, absl::GetFlag(FLAGS_tls_client_ca));
+    if (!loaded.ok()) {
+      fprintf(stderr, "vigil-aggregator: %s\n", std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    tls = std::move(*loaded);
+    options.ingest.tls = tls.get();
+  } else if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+    fprintf(stderr, "vigil-aggregator: --tls_client_ca needs --tls_cert and --tls_key\n");
+    return 2;
+  } else {
+    const std::string& a = options.rpc_addr;
+    bool loopback = a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1";
+    if (!loopback && !absl::GetFlag(FLAGS_insecure_plaintext)) {
+      fprintf(stderr,
+              "vigil-aggregator: --rpc_addr %s is not loopback: give --tls_cert/--tls_key (and "
+              "--tls_client_ca for mutual TLS), or --insecure_plaintext\n",
+              a.c_str());
+      return 2;
+    }
+  }
 
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);

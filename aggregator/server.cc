@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
@@ -180,7 +181,9 @@ std::string Server::agentsJson() {
                     ",\"version\":\"", jsonEscape(r->info.version), "\",\"kernel\":\"",
                     jsonEscape(r->info.kernel), "\",\"last_seen\":", r->last_seen_ns / 1000000000,
                     ",\"boot_epoch\":", r->boot_epoch, ",\"last_seq\":", r->last_seq,
-                    ",\"config_version\":", r->config_version, ",\"labels\":{");
+                    ",\"config_version\":", r->config_version,
+                    ",\"offline_since\":", r->offline_since_ns / 1000000000,
+                    ",\"offline_reason\":\"", jsonEscape(r->offline_reason), "\",\"labels\":{");
     bool lf = true;
     for (const auto& [k, v] : r->info.labels) {
       absl::StrAppend(&out, lf ? "" : ",", "\"", jsonEscape(k), "\":\"", jsonEscape(v), "\"");
@@ -226,6 +229,25 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
   }
   if (request.path == "/api/v1/agents") {
     return HttpReply::json(200, agentsJson());
+  }
+  // POST /api/v1/agents/<id>/config: push a config (JSON, see aggregator/fleet.h) to one agent.
+  constexpr absl::string_view kAgents = "/api/v1/agents/";
+  constexpr absl::string_view kConfig = "/config";
+  absl::string_view path = request.path;
+  if (absl::StartsWith(path, kAgents) && absl::EndsWith(path, kConfig) &&
+      path.size() > kAgents.size() + kConfig.size()) {
+    if (request.method != kj::HttpMethod::POST) {
+      return HttpReply::text(405, "use POST with a JSON config body\n");
+    }
+    std::string id(path.substr(kAgents.size(), path.size() - kAgents.size() - kConfig.size()));
+    auto spec = agentConfigFromJson(request.body);
+    if (!spec.ok()) {
+      return HttpReply::text(400, absl::StrCat(spec.status().message(), "\n"));
+    }
+    return ingest_->pushConfig(id, std::move(*spec)).then([id](ConfigPushResult r) {
+      int status = r.applied ? 200 : (r.delivered ? 422 : 404);
+      return HttpReply::json(status, configResultJson(id, r));
+    });
   }
   return HttpReply::text(404, "not found; try /metrics, /healthz or /api/v1/agents\n");
 }

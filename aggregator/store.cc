@@ -18,6 +18,15 @@ AgentRecord& Store::record(const std::string& agent_id) {
 uint64_t Store::agentConnected(const AgentInfo& info, uint64_t boot_epoch, int64_t now_ns) {
   AgentRecord& r = record(info.agent_id);
   r.info = info;
+  r.connections++;
+  r.offline_since_ns = 0;
+  r.offline_reason.clear();
+  if (boot_epoch < r.boot_epoch) {
+    // An older epoch's spooled frames are being delivered: the latest state stays as it is.
+    r.online = true;
+    r.last_seen_ns = now_ns;
+    return r.last_seq;
+  }
   if (r.boot_epoch != boot_epoch) {
     // A new agent process: its seq restarts at 1 and its cumulative counters at zero.
     r.boot_epoch = boot_epoch;
@@ -33,14 +42,59 @@ uint64_t Store::agentConnected(const AgentInfo& info, uint64_t boot_epoch, int64
 void Store::agentDisconnected(const std::string& agent_id, int64_t now_ns) {
   auto it = agents_.find(agent_id);
   if (it != agents_.end()) {
-    it->second->online = false;
+    AgentRecord& r = *it->second;
+    r.connections = r.connections > 0 ? r.connections - 1 : 0;
+    if (r.connections == 0) {
+      if (r.online || r.offline_since_ns == 0) {
+        r.offline_since_ns = now_ns;
+        r.offline_reason = "connection_lost";
+      }
+      r.online = false;
+    }
+  }
+}
+
+std::vector<std::string> Store::expireSilent(int64_t now_ns, int64_t max_silence_ns) {
+  std::vector<std::string> out;
+  for (auto& [id, r] : agents_) {
+    if (r->online && now_ns - r->last_seen_ns > max_silence_ns) {
+      r->online = false;
+      r->offline_since_ns = now_ns;
+      r->offline_reason = "heartbeat_missed";
+      out.push_back(id);
+    }
+  }
+  return out;
+}
+
+std::vector<OfflineAgent> Store::offlineAgents() const {
+  std::vector<OfflineAgent> out;
+  for (const auto& [id, r] : agents_) {
+    if (!r->online) {
+      out.push_back(OfflineAgent{id, r->info.node_name, r->offline_since_ns, r->last_seen_ns,
+                                 r->offline_reason});
+    }
+  }
+  return out;
+}
+
+void Store::setConfigVersion(const std::string& agent_id, uint64_t version) {
+  auto it = agents_.find(agent_id);
+  if (it != agents_.end()) {
+    it->second->config_version = version;
   }
 }
 
 void Store::heartbeat(const std::string& agent_id, int64_t now_ns) {
   auto it = agents_.find(agent_id);
   if (it != agents_.end()) {
-    it->second->last_seen_ns = now_ns;
+    AgentRecord& r = *it->second;
+    r.last_seen_ns = now_ns;
+    if (!r.online && r.connections > 0) {
+      r.online = true;  // heartbeats resumed on a live connection
+      r.offline_since_ns = 0;
+      r.offline_reason.clear();
+    }
   }
 }
 
@@ -54,6 +108,12 @@ bool Store::isDuplicate(const std::string& agent_id, uint64_t boot_epoch, uint64
 
 void Store::apply(const Snapshot& frame, int64_t now_ns) {
   AgentRecord& r = record(frame.agent.agent_id);
+  if (frame.boot_epoch < r.boot_epoch) {
+    // A late frame of an earlier epoch (replayed from the agent's spool): it is in the ingest
+    // log for consumers, but the latest state belongs to the current epoch.
+    r.frames++;
+    return;
+  }
   if (r.boot_epoch != frame.boot_epoch) {
     r.boot_epoch = frame.boot_epoch;
     r.processes.clear();

@@ -32,6 +32,10 @@ struct AgentRecord {
   int64_t connected_since_ns = 0;
   uint64_t config_version = 0;
   uint64_t frames = 0;
+  // Liveness (transport): open connections, and when/why the agent went offline.
+  int connections = 0;
+  int64_t offline_since_ns = 0;  // 0 while online
+  std::string offline_reason;    // connection_lost | heartbeat_missed | aggregator_restart
 
   struct Process {
     ProcessStats stats;
@@ -48,6 +52,15 @@ struct AgentRecord {
   uint32_t interval_ms = 0;
 };
 
+// An agent the aggregator considers offline, for the alert engine's agent-offline rules.
+struct OfflineAgent {
+  std::string agent_id;
+  std::string node_name;
+  int64_t since_ns = 0;
+  int64_t last_seen_ns = 0;
+  std::string reason;
+};
+
 class Store {
  public:
   explicit Store(StoreOptions options = {}) : options_(options) {}
@@ -56,6 +69,13 @@ class Store {
   uint64_t agentConnected(const AgentInfo& info, uint64_t boot_epoch, int64_t now_ns);
   void agentDisconnected(const std::string& agent_id, int64_t now_ns);
   void heartbeat(const std::string& agent_id, int64_t now_ns);
+
+  // Marks online agents silent for longer than max_silence_ns offline (reason heartbeat_missed);
+  // returns the ids that went offline in this call.
+  std::vector<std::string> expireSilent(int64_t now_ns, int64_t max_silence_ns);
+  // Agents currently offline, with the time and reason they went offline.
+  std::vector<OfflineAgent> offlineAgents() const;
+  void setConfigVersion(const std::string& agent_id, uint64_t version);
 
   // True if (agent, epoch, seq) was already applied.
   bool isDuplicate(const std::string& agent_id, uint64_t boot_epoch, uint64_t seq) const;

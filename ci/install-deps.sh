@@ -14,9 +14,11 @@ BUILD_PKGS=(
 TEST_PKGS=(
   curl procps iproute2 util-linux tmux python3
   prometheus prometheus-alertmanager prometheus-node-exporter redis-server redis-tools
-  podman runc busybox-static bpftrace stress-ng nginx wrk hyperfine sqlite3
+  podman runc busybox-static bpftrace stress-ng nginx wrk hyperfine sqlite3 openssl
   iptables
 )
+# bench/run.sh runs bcc's runqlat once to show that BCC cannot compile here (no kernel headers).
+TEST_PKGS+=(bpfcc-tools)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" != "--build-only" ]]; then

@@ -44,16 +44,11 @@
 /* Only account this tgid when non-zero (set by the CLI's --pid). */
 const volatile __u32 targ_tgid = 0;
 
-/* When the current task of each CPU was switched in. */
-struct cpu_state {
-  __u64 switched_in_ns;
-};
-
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, struct cpu_state);
+  __type(value, struct sched_cpu_state);
 } cpu_state SEC(".maps");
 
 struct {
@@ -213,7 +208,7 @@ static __always_inline void account_prev(struct task_struct* prev, __u64 ran_ns,
 static __always_inline int on_switch(struct task_struct* prev, struct task_struct* next,
                                      const bool btf) {
   __u32 zero = 0;
-  struct cpu_state* cs = bpf_map_lookup_elem(&cpu_state, &zero);
+  struct sched_cpu_state* cs = bpf_map_lookup_elem(&cpu_state, &zero);
   __u64 now = bpf_ktime_get_ns();
 
   if (!cs) return 0;
@@ -225,6 +220,7 @@ static __always_inline int on_switch(struct task_struct* prev, struct task_struc
   }
   runq_dequeued(next, now, btf);
   cs->switched_in_ns = now;
+  cs->tgid = TASK_READ(btf, next, pid) != 0 ? TASK_READ(btf, next, tgid) : 0;
   return 0;
 }
 

@@ -21,6 +21,17 @@ struct sched_proc_stats {
 };
 
 /*
+ * Value of cpu_state (a per-CPU array of one): which thread group runs on the CPU and since
+ * when. Userspace adds the running slice to that process's on-CPU time, so a task that is never
+ * switched out (a lone CPU burner on a tickless CPU) still shows its time.
+ */
+struct sched_cpu_state {
+  __u64 switched_in_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+  __u32 tgid;           /* 0 while the CPU is idle */
+  __u32 pad;
+};
+
+/*
  * Run-queue latency histograms (runq_proc keyed by tgid, runq_cgroup keyed by cgroup v2 id,
  * runq_host): slot i counts waits w (microseconds) with 2^i <= w < 2^(i+1); slot 0 also holds
  * w < 1; the last slot is open-ended (>= 2^(SCHED_HIST_SLOTS-1) us, about 67 s).
@@ -42,9 +53,11 @@ enum sched_counter {
 };
 
 #ifdef __cplusplus
+static_assert(sizeof(sched_cpu_state) == 16, "sched_cpu_state layout changed");
 static_assert(sizeof(sched_proc_stats) == 48, "sched_proc_stats layout changed");
 static_assert(sizeof(sched_hist) == 8 * (SCHED_HIST_SLOTS + 1), "sched_hist layout changed");
 #else
+_Static_assert(sizeof(struct sched_cpu_state) == 16, "sched_cpu_state layout changed");
 _Static_assert(sizeof(struct sched_proc_stats) == 48, "sched_proc_stats layout changed");
 _Static_assert(sizeof(struct sched_hist) == 8 * (SCHED_HIST_SLOTS + 1),
                "sched_hist layout changed");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: starts vigil-aggregator and vigil-agent on this host with built-in defaults (no
-# external services), prints where to look, and on Ctrl-C stops both and checks that no vigil
+# external services; plaintext RPC on loopback, which both binaries allow without
+# --insecure_plaintext; see docs/transport.md), prints where to look, and on Ctrl-C stops both and checks that no vigil
 # BPF program or link is left in the kernel.
 set -uo pipefail
 BUILD=${1:-build}
@@ -21,7 +22,8 @@ INTERVAL=${VIGIL_INTERVAL:-10s}
   >"$RUNDIR/aggregator.log" 2>&1 &
 AGG_PID=$!
 $SUDO "$BIN/vigil-agent" --aggregator="127.0.0.1:$AGG_RPC" --http_port="$AGENT_HTTP" \
-  --interval="$INTERVAL" --ready_file="$RUNDIR/agent.ready" >"$RUNDIR/agent.log" 2>&1 &
+  --interval="$INTERVAL" --spool_dir="$RUNDIR/agent-spool" --ready_file="$RUNDIR/agent.ready" \
+  >"$RUNDIR/agent.log" 2>&1 &
 AGENT_PID=$!
 
 TAIL_PID=""

@@ -158,6 +158,9 @@ TEST_CASE("top: absent collectors show '-' and every line fits 80 columns and 24
   CHECK(lines[4].find("   60 a-very-long-") == 2);
   CHECK(lines[4].find(" 60.0 ") != std::string::npos);
   CHECK(lines[4].find("     -") != std::string::npos);
+  auto tiny = renderTop(headerFrom(cur, 1), rows, cols, TopSort::kCpu, false, 20, 2);
+  CHECK(tiny.size() == 2);
+  CHECK(tiny[0].size() == 20);
   json j = topToJson(rows, cols, TopSort::kCpu, false, 1);
   CHECK(j["rows"][0]["pid"] == 60);
   CHECK(j["rows"][0]["syscalls_per_second"].is_null());
@@ -194,6 +197,7 @@ TEST_CASE("snapshot JSON: Prometheus names and base units, labelled metrics as a
   s.collectors.push_back(CollectorState{"sched", true, ""});
   auto ev = s.newEvent();
   ev.setPid(42);
+  ev.setTimestampNs(1764130000123456789);
   ev.initExit().setExitCode(3);
   json j = snapshotToJson(s);
   CHECK(j["schema"] == 1);
@@ -206,6 +210,21 @@ TEST_CASE("snapshot JSON: Prometheus names and base units, labelled metrics as a
   CHECK(jp["vigil_process_context_switches_total"]["voluntary"] == 3);
   CHECK(jp["vigil_process_block_bytes_total"]["write"] == 4096);
   CHECK(jp["vigil_process_syscall_errno_total"]["2"] == 7);
+  CHECK(jp["vigil_process_tcp_resets_total"]["sent"] == 0);
+  CHECK(jp["vigil_process_cpu_seconds_total"].is_number_float());
+  CHECK(jp["vigil_process_context_switches_total"]["voluntary"].is_number_unsigned());
+  ContainerStats c;
+  c.cgroup_path = "/system.slice/foo.service";
+  c.systemd_unit = "foo.service";
+  c.cpu_ns = 2500000000;
+  c.block_read_bytes = 512;
+  c.processes = 2;
+  s.containers.push_back(c);
+  json jc = snapshotToJson(s)["containers"][0];
+  CHECK(jc["unit"] == "foo.service");
+  CHECK(jc["vigil_container_cpu_seconds_total"] == 2.5);
+  CHECK(jc["vigil_container_block_bytes_total"]["read"] == 512);
+  CHECK(jc["vigil_container_processes"] == 2);
   const json& jh = j["histograms"][0];
   CHECK(jh["sum_seconds"] == Approx(30e-6));
   CHECK(jh["buckets"].size() == 2);
@@ -214,6 +233,7 @@ TEST_CASE("snapshot JSON: Prometheus names and base units, labelled metrics as a
   CHECK(jh["p99_seconds"] == Approx(16e-6));
   CHECK(j["events"][0]["pid"] == 42);
   CHECK(j["events"][0]["exit"]["exitCode"] == 3);
+  CHECK(j["events"][0]["timestampNs"] == "1764130000123456789");  // 64-bit ints as strings
   CHECK(j["self"]["vigil_agent_cpu_seconds_total"] == 0.1);
   CHECK(j["collectors"][0]["collector"] == "sched");
 }
@@ -239,14 +259,18 @@ TEST_CASE("alerts table and state filter") {
     {"name":"HighRunq","state":"firing","severity":"page","labels":{"node":"n1"},
      "annotations":{"summary":"runq p99 > 10ms"},"active_since":940,"value":0.012},
     {"name":"DiskFull","state":"pending","severity":"warn","labels":{},"annotations":{},
-     "active_since":"2026-11-26T04:00:00Z","value":"0.97"}]})");
+     "active_since":"2026-11-26T04:00:00Z","value":"0.97"},
+    {"name":"Old","state":"firing","active_since":"1970-01-01T00:10:00Z"},
+    {"name":"Odd","state":"firing","active_since":"yesterday"}]})");
   auto all = formatAlerts(reply, 1000, "");
   REQUIRE(all.ok());
   CHECK(all->find("NAME      STATE    SEVERITY  SINCE") == 0);
   CHECK(all->find("HighRunq  firing   page      60s ago") != std::string::npos);
   CHECK(all->find("runq p99 > 10ms") != std::string::npos);
-  CHECK(all->find("2026-11-26T04:00:00Z") != std::string::npos);
-  CHECK(all->find("2 alerts") != std::string::npos);
+  CHECK(all->find("DiskFull  pending  warn      -") != std::string::npos);       // in the future
+  CHECK(all->find("Old       firing   -         6m ago") != std::string::npos);  // RFC3339
+  CHECK(all->find("Odd       firing   -         yesterday") != std::string::npos);
+  CHECK(all->find("4 alerts") != std::string::npos);
   auto firing = formatAlerts(reply, 1000, "firing");
   CHECK(firing->find("DiskFull") == std::string::npos);
   CHECK(*formatAlerts(json::parse(R"({"alerts":[]})"), 0, "") == "no alerts\n");

@@ -58,6 +58,37 @@ TEST_CASE("on-CPU time of a burner matches /proc utime+stime within 10%") {
   CHECK_FALSE(p.exited);
 }
 
+TEST_CASE("a running burner's time is visible before it leaves the CPU and never goes backwards") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  auto collector = SchedCollector::create(SchedOptions{});
+  REQUIRE(collector.ok());
+  Child child = burnThenSleep(1.5);
+  uint64_t last = 0;
+  int samples = 0;
+  // Collect while the burner runs: each reading includes the slice in progress, so it grows
+  // with /proc's figure instead of jumping at the next context switch.
+  while (testing::procCpuSeconds(child.pid()) < 1.4) {
+    Snapshot snap;
+    (*collector)->collect(snap);
+    auto it = snap.processes.find(child.pid());
+    if (it != snap.processes.end()) {
+      CHECK(it->second.cpu_ns >= last);
+      last = it->second.cpu_ns;
+      samples++;
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  CHECK(samples >= 5);
+  REQUIRE(testing::waitFor([&]() { return procState(child.pid()) == 'S'; }, 10s, 10ms));
+  double expected = testing::procCpuSeconds(child.pid());
+  Snapshot snap;
+  (*collector)->collect(snap);
+  CHECK(snap.processes[child.pid()].cpu_ns >= last);
+  CHECK(snap.processes[child.pid()].cpu_ns / 1e9 == Approx(expected).epsilon(0.10));
+}
+
 TEST_CASE("voluntary switches count each sleep of a sleeping process") {
   if (!testing::bpfAllowed("sched_collector_test")) {
     return;

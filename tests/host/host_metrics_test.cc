@@ -5,11 +5,13 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <map>
 
+#include "absl/synchronization/notification.h"
 #include "tests/support/test_support.h"
 #include "userspace/collectors/host_collector.h"
 #include "userspace/collectors/registry.h"
@@ -162,6 +164,53 @@ TEST_CASE("odd /proc text: counted per source, the rest still exported, absent P
   CHECK_FALSE(find(host, "vigil_host_uptime_seconds"));
 }
 
+TEST_CASE("a hung network filesystem's statfs is bounded, counted, and not piled up") {
+  testing::TempDir dir;
+  std::string p = dir.path();
+  write(p + "/stat", "cpu  1 2 3 4 5 6 7 8 0 0\n");
+  std::string nfs = p + "/mnt";
+  std::filesystem::create_directories(nfs);
+  write(p + "/mountinfo",
+        "27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        "60 27 0:70 / " +
+            nfs + " rw - nfs4 srv:/export rw\n");
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto release = std::make_shared<absl::Notification>();
+  HostPaths paths{p, p + "/mountinfo", true, absl::Milliseconds(200),
+                  [calls, release, nfs](const char* path, struct statvfs* sv) {
+                    if (path == nfs && calls->fetch_add(1) == 0) {
+                      release->WaitForNotification();  // the server does not answer
+                    }
+                    return statvfs(path, sv);
+                  }};
+  HostReader reader(paths);
+  auto collect = [&](std::vector<MetricSample>& host) {
+    std::vector<MetricSample> self;
+    auto t0 = absl::Now();
+    reader.collect(host, self);
+    return absl::Now() - t0;
+  };
+  std::vector<MetricSample> first, second, third;
+  CHECK(collect(first) < absl::Seconds(2));
+  CHECK(find(first, "vigil_host_filesystem_device_error", {{"mountpoint", nfs}}) == 1.0);
+  CHECK(find(first, "vigil_host_filesystem_size_bytes", {{"mountpoint", "/"}}));
+  CHECK(reader.parseErrors("statfs_timeout") == 1);
+  // Still blocked: skipped at once, no second thread.
+  CHECK(collect(second) < absl::Milliseconds(150));
+  CHECK(calls->load() == 1);
+  CHECK(reader.parseErrors("statfs_timeout") == 2);
+  // The server answers: the mount is measured again.
+  release->Notify();
+  REQUIRE(testing::waitFor(
+      [&]() {
+        third.clear();
+        collect(third);
+        return find(third, "vigil_host_filesystem_size_bytes", {{"mountpoint", nfs}}).has_value();
+      },
+      std::chrono::seconds(5)));
+  CHECK(find(third, "vigil_host_filesystem_device_error", {{"mountpoint", nfs}}) == 0.0);
+}
+
 TEST_CASE("PSI files present: waiting and stalled seconds from total microseconds") {
   testing::TempDir dir;
   std::string p = dir.path();
@@ -197,16 +246,18 @@ TEST_CASE("the host collector is registered, needs no privileges and reports its
 }
 
 TEST_CASE("per-process reader: cmdline with a newline argument, and an exited process") {
-  testing::Child child = testing::Child::spawn({"/bin/sh", "-c", "sleep 30\n#x", "arg with\nnl"});
+  // The shell stops itself (a builtin, so no grandchild outlives the test holding its output).
+  testing::Child child =
+      testing::Child::spawn({"/bin/sh", "-c", "kill -STOP $$\n#x", "sh", "arg with\nnl"});
   REQUIRE(testing::waitFor(
       [&]() {
         auto c = readCmdline(child.pid());
-        return c.ok() && c->find("sleep 30") != std::string::npos;
+        return c.ok() && c->find("kill -STOP") != std::string::npos;
       },
       std::chrono::seconds(5), std::chrono::milliseconds(10)));
   auto cmd = readCmdline(child.pid(), 4096);
   REQUIRE(cmd.ok());
-  CHECK(*cmd == "/bin/sh -c sleep 30?#x arg with?nl");
+  CHECK(*cmd == "/bin/sh -c kill -STOP $$?#x sh arg with?nl");
   auto bounded = readCmdline(child.pid(), 7);
   REQUIRE(bounded.ok());
   CHECK(*bounded == "/bin/sh");

@@ -5,7 +5,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "capnp/frame_codec.h"
@@ -79,36 +81,106 @@ Agent::Agent(AgentOptions options, kj::AsyncIoContext& io, uint64_t boot_epoch)
       io_(io),
       context_{io.provider->getTimer(), io.unixEventPort},
       boot_epoch_(boot_epoch),
-      uplink_(*io.provider, [this]() {
-        UplinkOptions u;
-        u.aggregators = options_.aggregators;
-        u.identity = localAgentInfo(options_.node_name, options_.agent_id, options_.labels);
-        u.boot_epoch = boot_epoch_;
-        u.token = options_.token;
-        u.max_queue_bytes = options_.max_queue_bytes;
-        u.max_backoff = options_.reconnect_max;
-        return u;
-      }()) {}
+      settings_(options_.settings),
+      last_tick_(io.provider->getTimer().now()) {}
 
-Agent::~Agent() = default;
+Agent::~Agent() noexcept(false) {
+  // The uplink holds a reference to this agent as its ConfigHandler; drop it first.
+  uplink_.reset();
+}
+
+namespace {
+
+bool isLoopback(const std::string& addr) {
+  std::string host = addr.substr(0, addr.rfind(':'));
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "[::1]" || host == "::1";
+}
+
+absl::StatusOr<std::string> readPem(const std::string& path, const char* flag) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
+  }
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+}  // namespace
+
+absl::Status Agent::setUpTls() {
+  bool want_tls = !options_.tls_ca_file.empty();
+  if (!want_tls) {
+    if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+      return absl::InvalidArgumentError("--tls_cert/--tls_key need --tls_ca (the aggregator's CA)");
+    }
+    for (const std::string& a : options_.aggregators) {
+      if (!isLoopback(a) && !options_.insecure_plaintext) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("aggregator ", a,
+                         " is not on loopback: give --tls_ca (and --tls_cert/--tls_key for "
+                         "mutual TLS), or --insecure_plaintext to send frames unencrypted"));
+      }
+    }
+    return absl::OkStatus();
+  }
+  auto ca = readPem(options_.tls_ca_file, "tls_ca");
+  if (!ca.ok()) {
+    return ca.status();
+  }
+  std::string cert_pem, key_pem;
+  if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+    auto c = readPem(options_.tls_cert_file, "tls_cert");
+    auto k = readPem(options_.tls_key_file, "tls_key");
+    if (!c.ok()) {
+      return c.status();
+    }
+    if (!k.ok()) {
+      return k.status();
+    }
+    cert_pem = *c;
+    key_pem = *k;
+  }
+  KJ_IF_MAYBE (
+      e, kj::runCatchingExceptions([&]() {
+        tls_trusted_.add(kj::TlsCertificate(*ca));
+        kj::TlsContext::Options opts;
+        opts.useSystemTrustStore = false;
+        opts.trustedCertificates = tls_trusted_.asPtr();
+        if (!cert_pem.empty()) {
+          tls_keypair_ = kj::TlsKeypair{kj::TlsPrivateKey(key_pem), kj::TlsCertificate(cert_pem)};
+          opts.defaultKeypair = KJ_ASSERT_NONNULL(tls_keypair_);
+        }
+        tls_ = kj::heap<kj::TlsContext>(kj::mv(opts));
+      })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS setup failed (check the PEM files): ", e->getDescription().cStr()));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::AsyncIoContext& io) {
-  if (options.interval < 1 * kj::SECONDS) {
-    return absl::InvalidArgumentError("--interval must be at least 1s");
-  }
   if (options.aggregators.empty()) {
     return absl::InvalidArgumentError("--aggregator needs at least one host:port");
   }
+  if (auto st = validateSettings(options.settings, collectorNames()); !st.ok()) {
+    return st;
+  }
   std::unique_ptr<Agent> agent(
       new Agent(std::move(options), io, static_cast<uint64_t>(unixNowNs())));
-
-  if (!compat::haveKernelBtf()) {
-    return absl::FailedPreconditionError(
-        "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); vigil needs a kernel "
-        "built with CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020)");
+  if (auto st = agent->setUpTls(); !st.ok()) {
+    return st;
   }
   CollectorConfig& config = agent->collector_config_;
-  config.interval = agent->options_.interval;
+  config.interval = agent->settings_.interval_ms * kj::MILLISECONDS;
+  config.disabled = agent->settings_.disabled_collectors;
+  config.syscall_mode = agent->settings_.syscall_mode;
+  config.syscall_duty_cycle = agent->settings_.syscall_duty_cycle;
+  config.mask_patterns = agent->settings_.mask_patterns;
+  config.comm_filter = agent->settings_.comm_filter;
+  for (const std::string& p : agent->settings_.mask_patterns) {
+    agent->mask_res_.emplace_back(p, std::regex::ECMAScript);
+  }
   for (const std::string& name : collectorNames()) {
     if (config.disabled.contains(name)) {
       agent->disabled_collectors_.push_back(CollectorState{name, false, "disabled by config"});
@@ -124,7 +196,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
           CollectorState{name, false, std::string(c.status().message())});
       continue;
     }
-    agent->collectors_.push_back(std::move(*c));
+    agent->collectors_.push_back(Running{std::move(*c), nullptr});
   }
   // Attribution and masking run on every snapshot after the collectors (docs/attribution.md,
   // docs/masking.md).
@@ -139,10 +211,58 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   for (const std::string& e : mask_errors) {
     VIGIL_LOG_WARN("%s; pattern skipped", e);
   }
-  if (agent->collectors_.empty()) {
+  if (agent->collectors_.empty() && agent->settings_.disabled_collectors.empty()) {
     return absl::FailedPreconditionError("no collector could start; see the lines above");
   }
 
+  // The spool and uplink come after the collectors: an agent that cannot run at all exits with
+  // the one line that says why, not with spool noise first.
+  std::unique_ptr<Spool> spool;
+  bool spool_failed = false;
+  if (!agent->options_.spool_path.empty()) {
+    SpoolOptions so = agent->options_.spool;
+    so.owner = localAgentInfo(agent->options_.node_name, agent->options_.agent_id, {}).agent_id;
+    auto opened = Spool::open(agent->options_.spool_path, so);
+    if (opened.ok()) {
+      spool = std::move(*opened);
+      if (spool->frames() > 0) {
+        VIGIL_LOG_INFO("spool %s holds %d unacknowledged frame(s) (%d bytes) from earlier runs",
+                       spool->path(), spool->frames(), spool->bytes());
+      }
+    } else {
+      VIGIL_LOG_ERROR("%s; unacknowledged frames are kept in memory only",
+                      opened.status().message());
+      spool_failed = true;
+    }
+  }
+  UplinkOptions u;
+  u.aggregators = agent->options_.aggregators;
+  u.identity =
+      localAgentInfo(agent->options_.node_name, agent->options_.agent_id, agent->options_.labels);
+  u.boot_epoch = agent->boot_epoch_;
+  u.token = agent->options_.token;
+  u.max_queue_bytes = agent->options_.max_queue_bytes;
+  u.max_backoff = agent->options_.reconnect_max;
+  u.min_backoff = agent->options_.reconnect_min;
+  u.probe_interval = agent->options_.probe_interval;
+  u.replay_rate = agent->options_.replay_rate;
+  u.replay_burst = agent->options_.replay_burst;
+  u.max_in_flight = agent->options_.max_in_flight;
+  if (agent->tls_) {
+    u.tls = *agent->tls_;
+  }
+  u.tls_server_name = agent->options_.tls_server_name;
+  u.config_handler = static_cast<ConfigHandler&>(*agent);
+  agent->uplink_ = std::make_unique<Uplink>(*io.provider, std::move(u), std::move(spool));
+  if (spool_failed) {
+    agent->uplink_->noteSpoolUnavailable();  // visible as vigil_agent_spool_ok 0 + an error
+  }
+
+  if (!compat::haveKernelBtf()) {
+    return absl::FailedPreconditionError(
+        "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); vigil needs a kernel "
+        "built with CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020)");
+  }
   auto listener = listenTcp(io.provider->getNetwork(), io.waitScope, agent->options_.http_addr,
                             agent->options_.http_port, "http_port");
   if (!listener.ok()) {
@@ -163,28 +283,74 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   return agent;
 }
 
-kj::Promise<void> Agent::run() {
-  auto now = io_.provider->getTimer().now();
-  kj::Promise<void> all = collectLoop(now + options_.interval)
-                              .exclusiveJoin(uplink_.run())
-                              .exclusiveJoin(http_->listen(*http_listener_));
-  for (auto& c : collectors_) {
-    all = all.exclusiveJoin(c->run(context_));
-  }
-  return all;
+void Agent::startCollector(Running& r) {
+  std::string name(r.collector->name());
+  r.task = r.collector->run(context_).eagerlyEvaluate([name](kj::Exception&& e) {
+    VIGIL_LOG_ERROR("collector %s background work failed: %s", name, e.getDescription().cStr());
+  });
 }
 
-kj::Promise<void> Agent::collectLoop(kj::TimePoint next) {
-  return io_.provider->getTimer().atTime(next).then([this, next]() {
-    collectOnce();
-    auto following = next + options_.interval;
-    auto now = io_.provider->getTimer().now();
-    if (following < now) {
-      // We fell behind (e.g. the machine was suspended): skip missed ticks, keep cadence.
-      following = now + options_.interval;
+kj::Promise<void> Agent::run() {
+  running_ = true;
+  for (auto& r : collectors_) {
+    startCollector(r);
+  }
+  last_tick_ = io_.provider->getTimer().now();
+  return collectLoop().exclusiveJoin(uplink_->run()).exclusiveJoin(http_->listen(*http_listener_));
+}
+
+uint32_t Agent::intervalInUseMs() const {
+  if (settings_.sampling.enabled && dynamic_interval_ms_ != 0) {
+    return dynamic_interval_ms_;
+  }
+  return settings_.interval_ms;
+}
+
+kj::Promise<void> Agent::collectLoop() {
+  auto interval = intervalInUseMs() * kj::MILLISECONDS;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  collect_wake_ = kj::mv(paf.fulfiller);
+  return io_.provider->getTimer()
+      .atTime(last_tick_ + interval)
+      .exclusiveJoin(kj::mv(paf.promise))
+      .then([this]() {
+        collect_wake_ = nullptr;
+        auto interval = intervalInUseMs() * kj::MILLISECONDS;
+        auto now = io_.provider->getTimer().now();
+        auto due = last_tick_ + interval;
+        if (now >= due) {
+          // Keep cadence; if we fell behind by more than an interval (suspend, config change),
+          // restart the cadence from now.
+          last_tick_ = now - due > interval ? now : due;
+          collectOnce();
+          if (settings_.sampling.enabled) {
+            auto cpu = host_cpu_.sample();
+            if (cpu) {
+              uint32_t want = *cpu >= settings_.sampling.cpu_threshold_percent
+                                  ? settings_.sampling.high_interval_ms
+                                  : settings_.sampling.low_interval_ms;
+              if (want != dynamic_interval_ms_) {
+                VIGIL_LOG_INFO("dynamic sampling: host CPU %.1f%%, interval now %.1fs", *cpu,
+                               want / 1000.0);
+              }
+              dynamic_interval_ms_ = want;
+            }
+          }
+        }
+        return collectLoop();
+      });
+}
+
+void Agent::applyFilters(Snapshot& snap) {
+  if (!settings_.comm_filter.empty()) {
+    for (auto it = snap.processes.begin(); it != snap.processes.end();) {
+      auto cur = it++;
+      if (std::find(settings_.comm_filter.begin(), settings_.comm_filter.end(), cur->second.comm) ==
+          settings_.comm_filter.end()) {
+        snap.processes.erase(cur);
+      }
     }
-    return collectLoop(following);
-  });
+  }
 }
 
 void Agent::collectOnce() {
@@ -196,11 +362,13 @@ void Agent::collectOnce() {
   snap->start_unix_ns = last_collect_ns_ ? last_collect_ns_ : static_cast<int64_t>(boot_epoch_);
   snap->end_unix_ns = unixNowNs();
   last_collect_ns_ = snap->end_unix_ns;
-  snap->interval_ms = static_cast<uint32_t>(options_.interval / kj::MILLISECONDS);
+  snap->interval_ms = intervalInUseMs();
+  snap->config_version = settings_.version;
   snap->syscall_duty_cycle = 0;
-  for (auto& c : collectors_) {
-    c->collect(*snap);
+  for (auto& r : collectors_) {
+    r.collector->collect(*snap);
   }
+  applyFilters(*snap);
   if (attributor_) {
     attributor_->annotate(*snap);
   }
@@ -213,12 +381,128 @@ void Agent::collectOnce() {
 
   capnp::MallocMessageBuilder message;
   toWire(*snap, message);
-  uplink_.enqueue(snap->seq, encodeFrame(message, wire::Encoding::PACKED_ZSTD));
+  uplink_->enqueue(snap->seq, encodeFrame(message, wire::Encoding::PACKED_ZSTD));
   latest_ = std::move(snap);
 }
 
+void Agent::applyConfig(wire::AgentConfig::Reader config, wire::ConfigResult::Builder result) {
+  result.setVersion(config.getVersion());
+  auto merged = mergePushedConfig(settings_, config);
+  absl::Status st = merged.ok() ? applySettings(*merged) : merged.status();
+  if (st.ok()) {
+    config_applied_++;
+    result.setApplied(true);
+    VIGIL_LOG_INFO("applied config version %d from the aggregator", config.getVersion());
+  } else {
+    config_failed_++;
+    result.setApplied(false);
+    result.setError(std::string(st.message()));
+    VIGIL_LOG_WARN("refused config version %d: %s (version %d stays in force)", config.getVersion(),
+                   st.message(), settings_.version);
+  }
+}
+
+absl::Status Agent::applySettings(const AgentSettings& next) {
+  if (auto st = validateSettings(next, collectorNames()); !st.ok()) {
+    return st;
+  }
+  std::vector<std::regex> res;
+  for (const std::string& p : next.mask_patterns) {
+    res.emplace_back(p, std::regex::ECMAScript);
+  }
+  CollectorConfig cfg = collector_config_;
+  cfg.interval = next.interval_ms * kj::MILLISECONDS;
+  cfg.disabled = next.disabled_collectors;
+  cfg.syscall_mode = next.syscall_mode;
+  cfg.syscall_duty_cycle = next.syscall_duty_cycle;
+  cfg.mask_patterns = next.mask_patterns;
+  cfg.comm_filter = next.comm_filter;
+  bool syscall_changed = next.syscall_mode != settings_.syscall_mode ||
+                         next.syscall_duty_cycle != settings_.syscall_duty_cycle;
+
+  // Build every collector the new config needs before touching the running set, so a load
+  // failure leaves the old set exactly as it was (rollback = dropping the new ones).
+  std::vector<Running> created;
+  std::vector<std::string> replace;  // running collectors whose settings changed
+  for (const std::string& name : collectorNames()) {
+    bool running = false;
+    for (auto& r : collectors_) {
+      running |= r.collector->name() == name;
+    }
+    bool was_disabled_by_config = settings_.disabled_collectors.contains(name);
+    bool wanted = !next.disabled_collectors.contains(name);
+    bool rebuild = running && wanted && syscall_changed && name == "syscalls";
+    if (!wanted || (running && !rebuild) || (!running && !was_disabled_by_config)) {
+      // Not wanted, unchanged, or down for a kernel reason at start (stays down).
+      continue;
+    }
+    auto c = createCollector(name, cfg);
+    if (!c.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("collector ", name, " failed to load: ", c.status().message()));
+    }
+    created.push_back(Running{std::move(*c), nullptr});
+    if (rebuild) {
+      replace.push_back(name);
+    }
+  }
+  // Commit: destroy what is disabled or replaced (detaching its BPF programs), add the new ones.
+  for (auto it = collectors_.begin(); it != collectors_.end();) {
+    std::string name(it->collector->name());
+    if (next.disabled_collectors.contains(name) ||
+        std::find(replace.begin(), replace.end(), name) != replace.end()) {
+      VIGIL_LOG_INFO("collector %s %s", name,
+                     next.disabled_collectors.contains(name) ? "disabled by config; detached"
+                                                             : "reloaded with new settings");
+      it = collectors_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& r : created) {
+    VIGIL_LOG_INFO("collector %s enabled by config", r.collector->name());
+    collectors_.push_back(std::move(r));
+    if (running_) {
+      startCollector(collectors_.back());
+    }
+  }
+  disabled_collectors_.erase(
+      std::remove_if(disabled_collectors_.begin(), disabled_collectors_.end(),
+                     [](const CollectorState& s) { return s.reason == "disabled by config"; }),
+      disabled_collectors_.end());
+  for (const std::string& name : next.disabled_collectors) {
+    disabled_collectors_.push_back(CollectorState{name, false, "disabled by config"});
+  }
+  bool interval_changed = next.interval_ms != settings_.interval_ms ||
+                          next.sampling.enabled != settings_.sampling.enabled;
+  settings_ = next;
+  collector_config_ = cfg;
+  mask_res_ = std::move(res);
+  // The patterns were validated above; the masker applies them with the built-in rules.
+  masker_ = Masker::create(settings_.mask_patterns, nullptr);
+  if (!settings_.sampling.enabled) {
+    dynamic_interval_ms_ = 0;
+  }
+  if (interval_changed) {
+    KJ_IF_MAYBE (w, collect_wake_) {
+      (*w)->fulfill();
+    }
+  }
+  return absl::OkStatus();
+}
+
 void Agent::appendSelfMetrics(std::vector<MetricSample>& out) {
-  uplink_.appendSelfMetrics(out);
+  uplink_->appendSelfMetrics(out);
+  out.push_back(MetricSample{
+      "vigil_agent_config_version", {}, static_cast<double>(settings_.version), false});
+  out.push_back(MetricSample{"vigil_agent_config_pushes_total",
+                             {{"result", "applied"}},
+                             static_cast<double>(config_applied_),
+                             true});
+  out.push_back(MetricSample{"vigil_agent_config_pushes_total",
+                             {{"result", "failed"}},
+                             static_cast<double>(config_failed_),
+                             true});
   out.push_back(
       MetricSample{"vigil_agent_collect_seconds_total", {}, collect_ns_total_ / 1e9, true});
   out.push_back(MetricSample{
@@ -249,7 +533,7 @@ std::string Agent::renderMetrics(bool open_metrics) {
 kj::Promise<HttpReply> Agent::handleHttp(const HttpRequest& request) {
   if (request.path == "/healthz") {
     return HttpReply::text(
-        200, absl::StrCat("ok\nuplink_connected ", uplink_.stats().connected ? 1 : 0, "\n"));
+        200, absl::StrCat("ok\nuplink_connected ", uplink_->stats().connected ? 1 : 0, "\n"));
   }
   if (request.path == "/metrics") {
     bool om = request.accept.find("application/openmetrics-text") != std::string::npos;

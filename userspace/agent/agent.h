@@ -6,11 +6,14 @@
 #include <kj/async-io.h>
 
 #include <memory>
+#include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "capnp/snapshot.h"
+#include "userspace/agent/agent_config.h"
+#include "userspace/agent/host_cpu.h"
 #include "userspace/agent/uplink.h"
 #include "userspace/attribution/attributor.h"
 #include "userspace/collectors/collector.h"
@@ -31,25 +34,54 @@ struct AgentOptions {
   std::string ready_file;  // written once the HTTP port is bound: "http_port=N\n"
   size_t max_queue_bytes = 64 << 20;
   kj::Duration reconnect_max = 30 * kj::SECONDS;
+  kj::Duration reconnect_min = 500 * kj::MILLISECONDS;
+  kj::Duration probe_interval = 30 * kj::SECONDS;
   bool verbose = false;
+  // Durable spool of unacknowledged frames ("" keeps them in memory only).
+  std::string spool_path;
+  SpoolOptions spool;
+  double replay_rate = 50;  // frames per second
+  double replay_burst = 20;
+  uint32_t max_in_flight = 8;
+  // TLS: trust anchor for the aggregator's certificate; cert+key for mutual TLS.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
+  bool insecure_plaintext = false;  // required for plaintext to a non-loopback aggregator
+  AgentSettings settings;           // from --interval and --config
 };
 
-class Agent {
+class Agent final : public ConfigHandler {
  public:
   // Loads the collectors and binds the HTTP port. Fails with one actionable message.
   static absl::StatusOr<std::unique_ptr<Agent>> create(AgentOptions options,
                                                        kj::AsyncIoContext& io);
-  ~Agent();
+  ~Agent() noexcept(false);
 
   // Runs until the returned promise is dropped.
   kj::Promise<void> run();
 
   uint16_t httpPort() const { return http_port_; }
 
- private:
-  Agent(AgentOptions options, kj::AsyncIoContext& io, uint64_t boot_epoch);
+  // ConfigHandler: validate, apply without restart, roll back on failure.
+  void applyConfig(wire::AgentConfig::Reader config, wire::ConfigResult::Builder result) override;
+  uint64_t configVersion() const override { return settings_.version; }
+  absl::Status applySettings(const AgentSettings& next);
+  const AgentSettings& settings() const { return settings_; }
 
-  kj::Promise<void> collectLoop(kj::TimePoint next);
+ private:
+  struct Running {
+    std::unique_ptr<Collector> collector;
+    kj::Maybe<kj::Promise<void>> task;  // declared after collector: destroyed first
+  };
+  Agent(AgentOptions options, kj::AsyncIoContext& io, uint64_t boot_epoch);
+  absl::Status setUpTls();
+  void startCollector(Running& r);
+  uint32_t intervalInUseMs() const;
+  void applyFilters(Snapshot& snap);
+
+  kj::Promise<void> collectLoop();
   void collectOnce();
   kj::Promise<HttpReply> handleHttp(const HttpRequest& request);
   std::string renderMetrics(bool open_metrics);
@@ -59,12 +91,24 @@ class Agent {
   kj::AsyncIoContext& io_;
   CollectorContext context_;
   CollectorConfig collector_config_;
-  std::vector<std::unique_ptr<Collector>> collectors_;
+  std::vector<Running> collectors_;
   std::vector<CollectorState> disabled_collectors_;
   std::unique_ptr<Attributor> attributor_;  // null when no cgroup2 mount was found
   std::unique_ptr<Masker> masker_;
-  uint64_t boot_epoch_;  // before uplink_, which is built from it
-  Uplink uplink_;
+  uint64_t boot_epoch_;
+  AgentSettings settings_;
+  std::vector<std::regex> mask_res_;
+  HostCpu host_cpu_;
+  uint32_t dynamic_interval_ms_ = 0;  // interval chosen by dynamic sampling (0: not active)
+  uint64_t config_applied_ = 0;
+  uint64_t config_failed_ = 0;
+  bool running_ = false;
+  kj::TimePoint last_tick_;
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> collect_wake_;
+  kj::Maybe<kj::TlsKeypair> tls_keypair_;
+  kj::Vector<kj::TlsCertificate> tls_trusted_;
+  kj::Own<kj::TlsContext> tls_;
+  std::unique_ptr<Uplink> uplink_;
   kj::Own<HttpServer> http_;
   kj::Own<kj::ConnectionReceiver> http_listener_;
   uint16_t http_port_ = 0;

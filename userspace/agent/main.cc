@@ -3,7 +3,9 @@
 
 #include <kj/async-unix.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -27,7 +29,32 @@ ABSL_FLAG(std::string, ready_file, "", "Write the bound HTTP port here once list
 ABSL_FLAG(int64_t, max_queue_bytes, 64 << 20, "Bound of the unacknowledged frame queue.");
 ABSL_FLAG(absl::Duration, reconnect_max, absl::Seconds(30),
           "Longest wait between reconnect attempts (backoff doubles from 0.5s, with jitter).");
+ABSL_FLAG(absl::Duration, reconnect_min, absl::Milliseconds(500),
+          "First wait before reconnecting (doubles up to --reconnect_max, with jitter).");
+ABSL_FLAG(absl::Duration, probe_interval, absl::Seconds(30),
+          "While on a fallback aggregator, how often to probe the preferred one(s).");
 ABSL_FLAG(bool, verbose, false, "Log debug detail, including libbpf's messages.");
+ABSL_FLAG(std::string, config, "",
+          "YAML file with run-time settings (interval, disabled_collectors, syscall_mode, "
+          "syscall_duty_cycle, mask_patterns, comm_filter, dynamic_sampling); its values win over "
+          "--interval. See docs/configuration.md.");
+ABSL_FLAG(
+    std::string, spool_dir, "/var/lib/vigil-agent",
+    "Directory of the durable spool of unacknowledged frames (spool.db); empty: memory only.");
+ABSL_FLAG(int64_t, spool_max_bytes, 256LL << 20, "Spool bound in payload bytes (oldest dropped).");
+ABSL_FLAG(absl::Duration, spool_max_age, absl::Hours(2), "Spool bound by frame age.");
+ABSL_FLAG(double, replay_rate, 50, "Most frames per second sent to the aggregator (token bucket).");
+ABSL_FLAG(double, replay_burst, 20, "Token bucket burst, in frames.");
+ABSL_FLAG(int32_t, max_in_flight, 8, "Pushes awaiting acknowledgement at once (1..64).");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA certificate that signs the aggregator's certificate; "
+          "enables TLS.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (CN = agent id) for mutual TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name expected in the aggregator's certificate (default: the host in --aggregator).");
+ABSL_FLAG(bool, insecure_plaintext, false,
+          "Allow unencrypted RPC to non-loopback aggregators (loopback is always allowed).");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -51,6 +78,40 @@ int main(int argc, char** argv) {
   }
   options.http_port = static_cast<uint16_t>(port);
   options.interval = absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_interval)) * kj::MILLISECONDS;
+  options.settings.interval_ms =
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_interval)));
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    auto loaded = vigil::loadSettingsFile(absl::GetFlag(FLAGS_config), options.settings);
+    if (!loaded.ok()) {
+      fprintf(stderr, "vigil-agent: %s\n", std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    options.settings = std::move(*loaded);
+  }
+  if (!absl::GetFlag(FLAGS_spool_dir).empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(absl::GetFlag(FLAGS_spool_dir), ec);
+    options.spool_path = absl::GetFlag(FLAGS_spool_dir) + "/spool.db";
+  }
+  options.spool.max_bytes = absl::GetFlag(FLAGS_spool_max_bytes);
+  options.spool.max_age_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_spool_max_age));
+  options.replay_rate = absl::GetFlag(FLAGS_replay_rate);
+  options.replay_burst = std::max(1.0, absl::GetFlag(FLAGS_replay_burst));
+  int32_t in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  if (in_flight < 1 || in_flight > 64) {
+    fprintf(stderr, "vigil-agent: --max_in_flight must be 1..64, got %d\n", in_flight);
+    return 2;
+  }
+  options.max_in_flight = static_cast<uint32_t>(in_flight);
+  options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  options.insecure_plaintext = absl::GetFlag(FLAGS_insecure_plaintext);
+  options.reconnect_min =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_reconnect_min)) * kj::MILLISECONDS;
+  options.probe_interval =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_probe_interval)) * kj::MILLISECONDS;
   options.node_name = absl::GetFlag(FLAGS_node_name);
   options.agent_id = absl::GetFlag(FLAGS_agent_id);
   for (absl::string_view kv : absl::StrSplit(absl::GetFlag(FLAGS_labels), ',', absl::SkipEmpty())) {

@@ -1,5 +1,8 @@
 #include "userspace/agent/uplink.h"
 
+#include <time.h>
+
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -10,59 +13,256 @@
 namespace vigil {
 namespace {
 
-// The aggregator may change its mind about config; until config push lands the agent refuses
-// pushed configs with a clear reason instead of pretending to apply them.
+int64_t unixNowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// Stable across builds and platforms (std::hash is not): FNV-1a, then a splitmix64 finalizer so
+// that similar node names spread evenly.
+uint64_t stableHash(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return h;
+}
+
+// Hands pushed configs to the agent; an agent built without a handler refuses them clearly.
 class AgentControlImpl final : public wire::AgentControl::Server {
+ public:
+  explicit AgentControlImpl(kj::Maybe<ConfigHandler&> handler) : handler_(handler) {}
+
  protected:
   kj::Promise<void> applyConfig(ApplyConfigContext context) override {
     auto result = context.getResults().initResult();
-    result.setVersion(context.getParams().getConfig().getVersion());
+    auto config = context.getParams().getConfig();
+    KJ_IF_MAYBE (h, handler_) {
+      h->applyConfig(config, result);
+      return kj::READY_NOW;
+    }
+    result.setVersion(config.getVersion());
     result.setApplied(false);
-    result.setError("this agent version does not support config push yet");
+    result.setError("this agent does not accept pushed configs");
     return kj::READY_NOW;
   }
+
+ private:
+  kj::Maybe<ConfigHandler&> handler_;
 };
+
+std::pair<std::string, uint> splitHostPort(const std::string& addr) {
+  size_t colon = addr.rfind(':');
+  if (colon == std::string::npos) {
+    return {addr, 9470};
+  }
+  std::string host = addr.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  uint port = static_cast<uint>(std::strtoul(addr.c_str() + colon + 1, nullptr, 10));
+  return {host, port ? port : 9470};
+}
 
 }  // namespace
 
-struct Uplink::Connection {
+std::vector<std::string> rendezvousOrder(const std::vector<std::string>& addresses,
+                                         const std::string& node_name) {
+  std::vector<std::pair<uint64_t, std::string>> weighted;
+  for (const std::string& a : addresses) {
+    weighted.emplace_back(stableHash(node_name + "|" + a), a);
+  }
+  std::sort(weighted.begin(), weighted.end(),
+            [](const auto& x, const auto& y) { return x.first > y.first; });
+  std::vector<std::string> out;
+  for (auto& [w, a] : weighted) {
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+struct Uplink::Connection final : public kj::TaskSet::ErrorHandler {
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyClient client;
+  wire::Aggregator::Client aggregator;
   wire::IngestSession::Client session = nullptr;
+  uint64_t session_epoch = 0;
+  bool has_session = false;
+  bool switching = false;
+  size_t index;
+  kj::Own<kj::PromiseFulfiller<void>> fail;
+  kj::Maybe<kj::Promise<void>> failed;
+  kj::TaskSet tasks;
 
-  explicit Connection(kj::Own<kj::AsyncIoStream> s) : stream(kj::mv(s)), client(*stream) {}
+  Connection(kj::Own<kj::AsyncIoStream> s, size_t i)
+      : stream(kj::mv(s)),
+        client(*stream),
+        aggregator(client.bootstrap().castAs<wire::Aggregator>()),
+        index(i),
+        tasks(*this) {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    fail = kj::mv(paf.fulfiller);
+    failed = kj::mv(paf.promise);
+  }
+
+  void taskFailed(kj::Exception&& e) override { fail->reject(kj::mv(e)); }
 };
 
-Uplink::Uplink(kj::AsyncIoProvider& io, UplinkOptions options)
-    : io_(io), options_(std::move(options)) {
+Uplink::Uplink(kj::AsyncIoProvider& io, UplinkOptions options, std::unique_ptr<Spool> spool)
+    : io_(io),
+      options_(std::move(options)),
+      spool_(std::move(spool)),
+      tokens_at_(io.getTimer().now()) {
   KJ_REQUIRE(!options_.aggregators.empty(), "no aggregator address configured");
+  order_ = rendezvousOrder(options_.aggregators, options_.identity.node_name);
+  stats_.spool_ok = spool_ != nullptr;
+  tokens_ = options_.replay_burst;
+  updateQueueStats();
 }
 
 Uplink::~Uplink() = default;
 
-void Uplink::enqueue(uint64_t seq, kj::Array<kj::byte> payload) {
-  stats_.frames_enqueued++;
-  stats_.queue_bytes += payload.size();
-  queue_.push_back(Pending{seq, kj::mv(payload)});
-  // Keep the newest frame even if it alone exceeds the bound.
-  while (stats_.queue_bytes > options_.max_queue_bytes && queue_.size() > 1) {
-    stats_.queue_bytes -= queue_.front().payload.size();
-    queue_.pop_front();
-    stats_.frames_dropped_queue_full++;
-  }
-  stats_.queue_frames = queue_.size();
-  KJ_IF_MAYBE (waiter, frame_waiter_) {
-    (*waiter)->fulfill();
-    frame_waiter_ = nullptr;
+void Uplink::wake() {
+  KJ_IF_MAYBE (w, waiter_) {
+    (*w)->fulfill();
+    waiter_ = nullptr;
   }
 }
 
-void Uplink::ackThrough(uint64_t seq) {
-  while (!queue_.empty() && queue_.front().seq <= seq) {
-    stats_.queue_bytes -= queue_.front().payload.size();
-    queue_.pop_front();
+kj::Promise<void> Uplink::waitForWake() {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  waiter_ = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+void Uplink::updateQueueStats() {
+  uint64_t frames = memory_tail_.size();
+  uint64_t bytes = memory_bytes_;
+  if (spool_ && stats_.spool_ok) {
+    frames += static_cast<uint64_t>(spool_->frames());
+    bytes += static_cast<uint64_t>(spool_->bytes());
+  } else {
+    for (const Pending& p : window_) {
+      if (p.spool_id == 0) {
+        frames++;
+      }
+    }
   }
-  stats_.queue_frames = queue_.size();
+  stats_.queue_frames = frames;
+  stats_.queue_bytes = bytes;
+}
+
+void Uplink::enqueue(uint64_t seq, kj::Array<kj::byte> payload) {
+  stats_.frames_enqueued++;
+  uint64_t epoch = options_.boot_epoch;
+  // Spool unless frames are already waiting in memory (they must go first, in order).
+  if (spool_ && memory_tail_.empty()) {
+    auto id = spool_->append(epoch, seq, payload.begin(), payload.size(), unixNowNs());
+    if (id.ok()) {
+      if (!stats_.spool_ok) {
+        VIGIL_LOG_INFO("spool %s is writable again", spool_->path());
+      }
+      stats_.spool_ok = true;
+      spool_has_more_ = true;
+      updateQueueStats();
+      wake();
+      return;
+    }
+    stats_.spool_errors++;
+    stats_.spool_ok = false;
+    if (!spool_warned_) {
+      spool_warned_ = true;
+      VIGIL_LOG_ERROR(
+          "%s; keeping unacknowledged frames in memory (at most %d bytes) until it is writable",
+          id.status().message(), options_.max_queue_bytes);
+    }
+  }
+  memory_bytes_ += payload.size();
+  memory_tail_.push_back(Pending{0, epoch, seq, kj::mv(payload)});
+  // Keep the newest frame even if it alone exceeds the bound.
+  while (memory_bytes_ > options_.max_queue_bytes && memory_tail_.size() > 1) {
+    memory_bytes_ -= memory_tail_.front().payload.size();
+    memory_tail_.pop_front();
+    stats_.frames_dropped_queue_full++;
+  }
+  updateQueueStats();
+  wake();
+}
+
+void Uplink::refill() {
+  constexpr size_t kWindowFrames = 64;
+  while (window_.size() < kWindowFrames) {
+    if (spool_ && spool_has_more_) {
+      auto rows = spool_->readAfter(loaded_id_, kWindowFrames - window_.size());
+      if (!rows.ok()) {
+        stats_.spool_errors++;
+        spool_has_more_ = false;
+        VIGIL_LOG_ERROR("%s", rows.status().message());
+        continue;
+      }
+      if (rows->empty()) {
+        spool_has_more_ = false;
+        continue;
+      }
+      for (SpoolEntry& e : *rows) {
+        auto bytes = kj::heapArray<kj::byte>(e.payload.size());
+        memcpy(bytes.begin(), e.payload.data(), e.payload.size());
+        window_.push_back(Pending{e.id, e.epoch, e.seq, kj::mv(bytes)});
+        loaded_id_ = e.id;
+      }
+      continue;
+    }
+    if (!memory_tail_.empty()) {
+      memory_bytes_ -= memory_tail_.front().payload.size();
+      window_.push_back(kj::mv(memory_tail_.front()));
+      memory_tail_.pop_front();
+      continue;
+    }
+    break;
+  }
+}
+
+void Uplink::ackFront(bool refused, bool duplicate) {
+  KJ_ASSERT(!window_.empty());
+  Pending p = kj::mv(window_.front());
+  window_.pop_front();
+  if (in_flight_ > 0) {
+    in_flight_--;
+  }
+  if (refused) {
+    stats_.frames_refused++;
+  } else {
+    stats_.frames_acked++;
+  }
+  if (duplicate) {
+    stats_.frames_duplicate++;
+  }
+  if (p.spool_id > 0 && spool_) {
+    acked_spool_id_ = p.spool_id;
+    // Deleting is one fsync'd commit: during a replay batch it (every 16 acks or when nothing
+    // is in flight). A crash before the delete only means a redelivery, which is deduplicated.
+    if (++acks_since_delete_ >= 16 || in_flight_ == 0) {
+      flushAcked();
+    }
+  }
+  updateQueueStats();
+}
+
+void Uplink::flushAcked() {
+  if (spool_ && acked_spool_id_ > 0 && acks_since_delete_ > 0) {
+    acks_since_delete_ = 0;
+    if (auto st = spool_->removeThrough(acked_spool_id_); !st.ok()) {
+      // The frames stay spooled and are redelivered after a restart; the aggregator dedupes.
+      stats_.spool_errors++;
+    }
+  }
 }
 
 kj::Duration Uplink::nextBackoff() {
@@ -74,138 +274,256 @@ kj::Duration Uplink::nextBackoff() {
   if (d > options_.max_backoff) {
     d = options_.max_backoff;
   }
-  // Full jitter over the upper half spreads a fleet's reconnects.
+  // Jitter over the upper half spreads a fleet's reconnects.
   std::uniform_real_distribution<double> jitter(0.5, 1.0);
   attempt_++;
   return static_cast<int64_t>(d / kj::MILLISECONDS * jitter(rng)) * kj::MILLISECONDS;
 }
 
+double Uplink::takeTokenDelaySeconds() {
+  if (options_.replay_rate <= 0) {
+    return 0;
+  }
+  auto now = io_.getTimer().now();
+  double elapsed = static_cast<double>((now - tokens_at_) / kj::MICROSECONDS) / 1e6;
+  tokens_at_ = now;
+  tokens_ = std::min(options_.replay_burst, tokens_ + elapsed * options_.replay_rate);
+  if (tokens_ >= 1) {
+    tokens_ -= 1;
+    return 0;
+  }
+  return (1 - tokens_) / options_.replay_rate;
+}
+
 kj::Promise<void> Uplink::run() {
-  return connectAndPump().then(
+  size_t index = index_;
+  return connectTo(index).then(
       [this]() { return run(); },
-      [this](kj::Exception&& e) -> kj::Promise<void> {
+      [this, index](kj::Exception&& e) -> kj::Promise<void> {
         bool was_connected = stats_.connected;
         stats_.connected = false;
         connection_ = nullptr;
-        if (!was_connected) {
-          stats_.connect_failures++;
+        in_flight_ = 0;
+        flushAcked();
+        kj::Duration delay = 0 * kj::MILLISECONDS;
+        const std::string& addr = order_[index];
+        if (switch_to_ >= 0) {
+          index_ = static_cast<size_t>(switch_to_);
+          switch_to_ = -1;
+          VIGIL_LOG_INFO("aggregator %s answers again; moving back to it", order_[index_]);
+          return run();
         }
-        kj::Duration delay = nextBackoff();
-        VIGIL_LOG_WARN("aggregator %s %s (%s); retrying in %.1fs with %d frame(s) queued",
-                       options_.aggregators[0], was_connected ? "connection lost" : "unreachable",
-                       e.getDescription().cStr(), delay / kj::MILLISECONDS / 1000.0, queue_.size());
+        if (was_connected) {
+          index_ = 0;  // start again from the preferred aggregator
+          delay = nextBackoff();
+        } else {
+          stats_.connect_failures++;
+          if (index + 1 < order_.size()) {
+            index_ = index + 1;  // fail over down the list at once
+          } else {
+            index_ = 0;
+            delay = nextBackoff();
+          }
+        }
+        VIGIL_LOG_WARN("aggregator %s %s (%s); next try %s in %.1fs with %d frame(s) queued", addr,
+                       was_connected ? "connection lost" : "unreachable", e.getDescription().cStr(),
+                       order_[index_], delay / kj::MILLISECONDS / 1000.0, stats_.queue_frames);
         return io_.getTimer().afterDelay(delay).then([this]() { return run(); });
       });
 }
 
-kj::Promise<void> Uplink::connectAndPump() {
-  std::pair<std::string, std::string> hp = absl::StrSplit(options_.aggregators[0], ':');
-  return io_.getNetwork()
-      .parseAddress(hp.first, static_cast<uint>(std::stoul(hp.second.empty() ? "9470" : hp.second)))
-      .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
-      .then([this](kj::Own<kj::AsyncIoStream> stream) {
-        auto owned = kj::heap<Connection>(kj::mv(stream));
-        auto& conn = *owned;
-        connection_ = kj::mv(owned);
-        auto aggregator = conn.client.bootstrap().castAs<wire::Aggregator>();
-        auto req = aggregator.registerRequest();
-        auto hello = req.initHello();
-        auto agent = hello.initAgent();
-        agent.setAgentId(options_.identity.agent_id);
-        agent.setNodeName(options_.identity.node_name);
-        agent.setVersion(options_.identity.version);
-        agent.setKernel(options_.identity.kernel);
-        auto labels = agent.initLabels(options_.identity.labels.size());
-        for (size_t i = 0; i < options_.identity.labels.size(); ++i) {
-          labels[i].setKey(options_.identity.labels[i].first);
-          labels[i].setValue(options_.identity.labels[i].second);
-        }
-        hello.setBootEpoch(options_.boot_epoch);
-        hello.setToken(options_.token);
-        hello.setProtocolVersion(0);
-        req.setControl(kj::heap<AgentControlImpl>());
-        return req.send().then(
-            [this, &conn](capnp::Response<wire::Aggregator::RegisterResults> resp) {
-              conn.session = resp.getSession();
-              stats_.heartbeat_interval_ms = resp.getHeartbeatIntervalMs();
-              stats_.connected = true;
-              stats_.connects++;
-              attempt_ = 0;
-              ackThrough(resp.getLastSeq());
-              VIGIL_LOG_INFO("connected to aggregator %s (%d frame(s) to send)",
-                             options_.aggregators[0], queue_.size());
-              auto disconnected = conn.client.onDisconnect().then([]() -> kj::Promise<void> {
-                return KJ_EXCEPTION(DISCONNECTED, "aggregator closed the connection");
-              });
-              return pump().exclusiveJoin(heartbeatLoop()).exclusiveJoin(kj::mv(disconnected));
-            });
-      });
-}
-
-kj::Promise<void> Uplink::waitForFrame() {
-  if (!queue_.empty()) {
-    return kj::READY_NOW;
-  }
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  frame_waiter_ = kj::mv(paf.fulfiller);
-  return kj::mv(paf.promise);
-}
-
-kj::Promise<void> Uplink::pump() {
-  return waitForFrame().then([this]() {
-    KJ_IF_MAYBE (conn, connection_) {
-      const Pending& next = queue_.front();
-      auto req = (*conn)->session.pushRequest();
-      req.setSeq(next.seq);
-      req.setEncoding(wire::Encoding::PACKED_ZSTD);
-      req.setPayload(next.payload);
-      stats_.payload_bytes_sent += next.payload.size();
-      uint64_t seq = next.seq;
-      return req.send().then(
-          [this, seq](capnp::Response<wire::IngestSession::PushResults> resp) {
-            auto ack = resp.getAck();
-            KJ_REQUIRE(ack.getSeq() == seq, "aggregator acknowledged the wrong frame", ack.getSeq(),
-                       seq);
-            stats_.frames_acked++;
-            if (ack.getDuplicate()) {
-              stats_.frames_duplicate++;
+kj::Promise<kj::Own<kj::AsyncIoStream>> Uplink::dial(size_t index) {
+  auto [host, port] = splitHostPort(order_[index]);
+  std::string server_name = options_.tls_server_name.empty() ? host : options_.tls_server_name;
+  auto connected =
+      io_.getNetwork()
+          .parseAddress(host, port)
+          .then(
+              [](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
+          .then([this, server_name](
+                    kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+            KJ_IF_MAYBE (tls, options_.tls) {
+              return tls->wrapClient(kj::mv(stream), server_name);
             }
-            ackThrough(seq);
-            return pump();
-          },
-          [this, seq](kj::Exception&& e) -> kj::Promise<void> {
-            // The aggregator refused this frame on its merits: resending it would be refused
-            // forever, so drop it, count it and go on. Transport failures reconnect instead.
-            if (e.getType() == kj::Exception::Type::FAILED &&
-                strstr(e.getDescription().cStr(), "frame refused") != nullptr) {
-              VIGIL_LOG_ERROR("aggregator refused frame %d, dropping it: %s", seq,
-                              e.getDescription().cStr());
-              stats_.frames_refused++;
-              ackThrough(seq);
-              return pump();
-            }
-            return kj::mv(e);
+            return kj::mv(stream);
           });
-    }
-    return kj::Promise<void>(KJ_EXCEPTION(DISCONNECTED, "no connection"));
+  return io_.getTimer().timeoutAfter(options_.connect_timeout, kj::mv(connected));
+}
+
+kj::Promise<void> Uplink::connectTo(size_t index) {
+  stats_.current_aggregator = order_[index];
+  return dial(index).then([this, index](kj::Own<kj::AsyncIoStream> stream) {
+    auto owned = kj::heap<Connection>(kj::mv(stream), index);
+    auto& conn = *owned;
+    connection_ = kj::mv(owned);
+    refill();
+    uint64_t epoch = window_.empty() ? options_.boot_epoch : window_.front().epoch;
+    return registerEpoch(conn, epoch).then([this, &conn, index]() {
+      stats_.connected = true;
+      stats_.connects++;
+      if (index > 0) {
+        stats_.failovers++;
+      }
+      attempt_ = 0;
+      VIGIL_LOG_INFO("connected to aggregator %s%s (%d frame(s) to send)", order_[index],
+                     index > 0 ? " (fallback)" : "", stats_.queue_frames);
+      auto disconnected = conn.client.onDisconnect().then([]() -> kj::Promise<void> {
+        return KJ_EXCEPTION(DISCONNECTED, "aggregator closed the connection");
+      });
+      kj::Promise<void> failed = KJ_ASSERT_NONNULL(kj::mv(conn.failed));
+      conn.failed = nullptr;
+      auto all = pump(conn)
+                     .exclusiveJoin(heartbeatLoop(conn))
+                     .exclusiveJoin(kj::mv(disconnected))
+                     .exclusiveJoin(kj::mv(failed));
+      if (index > 0) {
+        all = all.exclusiveJoin(probeLoop(conn));
+      }
+      return all;
+    });
   });
 }
 
-kj::Promise<void> Uplink::heartbeatLoop() {
-  uint32_t ms = stats_.heartbeat_interval_ms ? stats_.heartbeat_interval_ms : 10000;
-  return io_.getTimer().afterDelay(ms * kj::MILLISECONDS).then([this, ms]() {
-    KJ_IF_MAYBE (conn, connection_) {
-      auto reply = (*conn)->session.heartbeatRequest().send().then(
-          [this](capnp::Response<wire::IngestSession::HeartbeatResults> resp) {
-            if (resp.getHeartbeatIntervalMs() >= 100) {
-              stats_.heartbeat_interval_ms = resp.getHeartbeatIntervalMs();
-            }
-          });
-      return io_.getTimer().timeoutAfter(2 * ms * kj::MILLISECONDS, kj::mv(reply)).then([this]() {
-        return heartbeatLoop();
+kj::Promise<void> Uplink::registerEpoch(Connection& conn, uint64_t epoch) {
+  auto req = conn.aggregator.registerRequest();
+  auto hello = req.initHello();
+  auto agent = hello.initAgent();
+  agent.setAgentId(options_.identity.agent_id);
+  agent.setNodeName(options_.identity.node_name);
+  agent.setVersion(options_.identity.version);
+  agent.setKernel(options_.identity.kernel);
+  auto labels = agent.initLabels(options_.identity.labels.size());
+  for (size_t i = 0; i < options_.identity.labels.size(); ++i) {
+    labels[i].setKey(options_.identity.labels[i].first);
+    labels[i].setValue(options_.identity.labels[i].second);
+  }
+  hello.setBootEpoch(epoch);
+  hello.setToken(options_.token);
+  hello.setProtocolVersion(0);
+  KJ_IF_MAYBE (h, options_.config_handler) {
+    hello.setConfigVersion(h->configVersion());
+  }
+  req.setControl(kj::heap<AgentControlImpl>(options_.config_handler));
+  return req.send().then(
+      [this, &conn, epoch](capnp::Response<wire::Aggregator::RegisterResults> resp) {
+        conn.session = resp.getSession();
+        conn.session_epoch = epoch;
+        conn.has_session = true;
+        if (resp.getHeartbeatIntervalMs() >= 100) {
+          stats_.heartbeat_interval_ms = resp.getHeartbeatIntervalMs();
+        }
+        uint64_t last = resp.getLastSeq();
+        // Frames the aggregator already holds (their ack was lost) are done.
+        refill();
+        while (in_flight_ == 0 && !window_.empty() && window_.front().epoch == epoch &&
+               window_.front().seq <= last) {
+          ackFront(false, true);
+          refill();
+        }
+        if (epoch != options_.boot_epoch) {
+          VIGIL_LOG_INFO(
+              "sending spooled frames of earlier boot epoch %d (aggregator has up to "
+              "seq %d)",
+              epoch, last);
+        }
       });
+}
+
+kj::Promise<void> Uplink::pump(Connection& conn) {
+  refill();
+  if (conn.switching && in_flight_ == 0) {
+    return KJ_EXCEPTION(DISCONNECTED, "returning to the preferred aggregator");
+  }
+  if (!conn.switching && in_flight_ < window_.size() && in_flight_ < options_.max_in_flight) {
+    Pending& next = window_[in_flight_];
+    if (next.epoch != conn.session_epoch) {
+      if (in_flight_ == 0) {
+        return registerEpoch(conn, next.epoch).then([this, &conn]() { return pump(conn); });
+      }
+      return waitForWake().then([this, &conn]() { return pump(conn); });
     }
-    return kj::Promise<void>(KJ_EXCEPTION(DISCONNECTED, "no connection"));
+    double delay = takeTokenDelaySeconds();
+    if (delay > 0) {
+      stats_.rate_limited_waits++;
+      auto wait = static_cast<int64_t>(delay * 1e6) * kj::MICROSECONDS;
+      return io_.getTimer().afterDelay(wait).then([this, &conn]() { return pump(conn); });
+    }
+    auto req = conn.session.pushRequest();
+    req.setSeq(next.seq);
+    req.setEncoding(wire::Encoding::PACKED_ZSTD);
+    req.setPayload(next.payload);
+    stats_.payload_bytes_sent += next.payload.size();
+    uint64_t seq = next.seq;
+    uint64_t epoch = next.epoch;
+    in_flight_++;
+    conn.tasks.add(req.send().then(
+        [this, seq, epoch](capnp::Response<wire::IngestSession::PushResults> resp) {
+          auto ack = resp.getAck();
+          KJ_REQUIRE(ack.getSeq() == seq, "aggregator acknowledged the wrong frame", ack.getSeq(),
+                     seq);
+          KJ_REQUIRE(
+              !window_.empty() && window_.front().seq == seq && window_.front().epoch == epoch,
+              "acknowledgement out of order", seq);
+          ackFront(false, ack.getDuplicate());
+          wake();
+        },
+        [this, seq, epoch](kj::Exception&& e) {
+          // The aggregator refused this frame on its merits: resending it would be refused
+          // forever, so drop it, count it and go on. Transport failures reconnect instead.
+          if (e.getType() == kj::Exception::Type::FAILED &&
+              strstr(e.getDescription().cStr(), "frame refused") != nullptr && !window_.empty() &&
+              window_.front().seq == seq && window_.front().epoch == epoch) {
+            VIGIL_LOG_ERROR("aggregator refused frame %d, dropping it: %s", seq,
+                            e.getDescription().cStr());
+            ackFront(true, false);
+            wake();
+            return;
+          }
+          kj::throwFatalException(kj::mv(e));
+        }));
+    return pump(conn);
+  }
+  return waitForWake().then([this, &conn]() { return pump(conn); });
+}
+
+kj::Promise<void> Uplink::heartbeatLoop(Connection& conn) {
+  uint32_t ms = stats_.heartbeat_interval_ms ? stats_.heartbeat_interval_ms : 10000;
+  return io_.getTimer().afterDelay(ms * kj::MILLISECONDS).then([this, &conn, ms]() {
+    auto reply = conn.session.heartbeatRequest().send().then(
+        [this](capnp::Response<wire::IngestSession::HeartbeatResults> resp) {
+          if (resp.getHeartbeatIntervalMs() >= 100) {
+            stats_.heartbeat_interval_ms = resp.getHeartbeatIntervalMs();
+          }
+        });
+    return io_.getTimer()
+        .timeoutAfter(2 * ms * kj::MILLISECONDS, kj::mv(reply))
+        .then([this, &conn]() { return heartbeatLoop(conn); });
+  });
+}
+
+kj::Promise<bool> Uplink::probe(size_t index) {
+  return dial(index).then([](kj::Own<kj::AsyncIoStream>) { return true; },
+                          [](kj::Exception&&) { return false; });
+}
+
+kj::Promise<void> Uplink::probeFrom(Connection& conn, size_t index) {
+  if (index >= conn.index) {
+    return probeLoop(conn);
+  }
+  return probe(index).then([this, &conn, index](bool up) -> kj::Promise<void> {
+    if (up) {
+      switch_to_ = static_cast<int64_t>(index);
+      conn.switching = true;  // drain the in-flight pushes, then reconnect there
+      wake();
+      return kj::NEVER_DONE;
+    }
+    return probeFrom(conn, index + 1);
+  });
+}
+
+kj::Promise<void> Uplink::probeLoop(Connection& conn) {
+  return io_.getTimer().afterDelay(options_.probe_interval).then([this, &conn]() {
+    return probeFrom(conn, 0);
   });
 }
 
@@ -213,17 +531,28 @@ void Uplink::appendSelfMetrics(std::vector<MetricSample>& out) const {
   auto add = [&out](const char* name, Labels labels, double v, bool counter) {
     out.push_back(MetricSample{name, std::move(labels), v, counter});
   };
+  SpoolStats ss = spool_ ? spool_->stats() : SpoolStats{};
   add("vigil_agent_frames_total", {}, stats_.frames_enqueued, true);
   add("vigil_agent_frames_acked_total", {}, stats_.frames_acked, true);
   add("vigil_agent_frames_dropped_total", {{"reason", "queue_full"}},
       stats_.frames_dropped_queue_full, true);
   add("vigil_agent_frames_dropped_total", {{"reason", "refused"}}, stats_.frames_refused, true);
+  add("vigil_agent_frames_dropped_total", {{"reason", "spool_full"}}, ss.dropped_full, true);
+  add("vigil_agent_frames_dropped_total", {{"reason", "spool_age"}}, ss.dropped_age, true);
   add("vigil_agent_queue_frames", {}, stats_.queue_frames, false);
   add("vigil_agent_queue_bytes", {}, stats_.queue_bytes, false);
+  add("vigil_agent_spool_ok", {}, stats_.spool_ok ? 1 : 0, false);
+  add("vigil_agent_spool_errors_total", {}, stats_.spool_errors + ss.write_errors, true);
+  add("vigil_agent_spool_recovered_frames_total", {}, ss.recovered, true);
+  add("vigil_agent_spool_quarantined_total", {}, ss.quarantined, true);
   add("vigil_agent_uplink_connected", {}, stats_.connected ? 1 : 0, false);
   add("vigil_agent_uplink_connects_total", {}, stats_.connects, true);
   add("vigil_agent_uplink_connect_failures_total", {}, stats_.connect_failures, true);
+  add("vigil_agent_uplink_failovers_total", {}, stats_.failovers, true);
   add("vigil_agent_uplink_sent_bytes_total", {}, stats_.payload_bytes_sent, true);
+  add("vigil_agent_uplink_rate_limited_total", {}, stats_.rate_limited_waits, true);
+  add("vigil_agent_duplicate_acks_total", {}, stats_.frames_duplicate, true);
+  add("vigil_agent_heartbeat_interval_seconds", {}, stats_.heartbeat_interval_ms / 1000.0, false);
 }
 
 }  // namespace vigil

@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -11,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "userspace/cli/cli.h"
 #include "userspace/cli/http_client.h"
 
@@ -98,6 +101,11 @@ std::string sinceText(const json& v, int64_t now) {
     return ago(static_cast<int64_t>(v.get<double>()), now);
   }
   if (v.is_string()) {
+    absl::Time t;
+    std::string err;
+    if (absl::ParseTime(absl::RFC3339_full, v.get<std::string>(), &t, &err)) {
+      return ago(absl::ToUnixSeconds(t), now);
+    }
     return v.get<std::string>();
   }
   return "-";
@@ -233,7 +241,11 @@ std::string aggregatorAddress(const Args& args) { return args.get("aggregator", 
 std::optional<json> fetch(const Command& self, const Args& args, const std::string& path,
                           int* code) {
   std::string addr = aggregatorAddress(args);
-  auto r = httpGet(addr, path);
+  std::string token = args.get("token");
+  if (token.empty() && getenv("VIGIL_TOKEN") != nullptr) {
+    token = getenv("VIGIL_TOKEN");
+  }
+  auto r = httpGet(addr, path, token);
   if (!r.ok()) {
     if (absl::IsUnavailable(r.status())) {
       *code = fail(self, kExitUnreachable,
@@ -253,6 +265,14 @@ std::optional<json> fetch(const Command& self, const Args& args, const std::stri
     return std::nullopt;
   }
   json j = json::parse(r->body, nullptr, /*allow_exceptions=*/false);
+  if (r->status == 401 || r->status == 403) {
+    std::string msg = j.is_object() && j.contains("error") ? str(j, "error") : "";
+    *code = fail(
+        self, kExitError,
+        absl::StrCat("the aggregator refused the request (HTTP ", r->status,
+                     msg.empty() ? "" : ": ", msg, "); pass a token with --token or VIGIL_TOKEN"));
+    return std::nullopt;
+  }
   if (r->status != 200) {
     std::string msg =
         j.is_object() && j.contains("error") ? str(j, "error") : r->body.substr(0, 300);

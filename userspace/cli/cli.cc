@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "userspace/common/version.h"
@@ -14,6 +15,8 @@ namespace {
 const FlagSpec kAggregatorFlag{"aggregator", true, "HOST:PORT",
                                "aggregator HTTP address (default 127.0.0.1:9471)"};
 const FlagSpec kJsonFlag{"json", false, "", "print the aggregator's JSON unchanged"};
+const FlagSpec kTokenFlag{"token", true, "TOKEN",
+                          "bearer token for the aggregator's API (default: $VIGIL_TOKEN)"};
 
 int version(const Command& self, const Args& args) {
   printf("vigil %s\n", kVigilVersion);
@@ -40,6 +43,8 @@ std::vector<Command> buildCommands() {
        {"comm", true, "NAME", "only processes whose comm contains NAME"},
        {"interval", true, "DURATION", "refresh interval (default 1s)"},
        {"limit", true, "N", "rows to print with --once (default: all; live view: the screen)"},
+       {"syscall-mode", true, "MODE",
+        "continuous (default: every syscall, costs the traced tasks), sampled or off"},
        {"once", false, "", "print one table (after one interval) and exit"},
        {"json", false, "", "with --once: print the rows as JSON"}},
       "  sudo vigil top\n"
@@ -127,7 +132,7 @@ std::vector<Command> buildCommands() {
       "vigil agents [flags]",
       "Asks the aggregator (GET /api/v1/agents) which agents have registered, whether they are\n"
       "online, their version, kernel and when they last sent a frame.",
-      {kAggregatorFlag, kJsonFlag},
+      {kAggregatorFlag, kJsonFlag, kTokenFlag},
       "  vigil agents\n"
       "  vigil agents --aggregator 10.0.0.5:9471\n"
       "  vigil agents --json | jq '.agents[] | select(.online == false) | .agent_id'\n",
@@ -140,6 +145,7 @@ std::vector<Command> buildCommands() {
       "when, the value that triggered it and its labels.",
       {kAggregatorFlag,
        kJsonFlag,
+       kTokenFlag,
        {"state", true, "STATE", "only alerts in this state (e.g. firing)"}},
       "  vigil alerts\n"
       "  vigil alerts --state firing\n"
@@ -154,6 +160,7 @@ std::vector<Command> buildCommands() {
       "The default --step keeps about 120 points per series (never below 1s).",
       {kAggregatorFlag,
        kJsonFlag,
+       kTokenFlag,
        {"since", true, "DURATION", "how far back (default 15m)"},
        {"step", true, "DURATION", "resolution (default: --since / 120, at least 1s)"}},
       "  vigil query 'vigil_process_cpu_seconds_total{comm=\"nginx\"}' --since 15m\n"
@@ -197,10 +204,15 @@ int fail(const Command& c, int code, const std::string& message) {
 
 int collectorFailure(const Command& c, const absl::Status& status) {
   if (absl::IsPermissionDenied(status) || geteuid() != 0) {
-    return fail(c, kExitUnsupported,
-                absl::StrCat(status.message(), "\nvigil ", c.name,
-                             " loads BPF programs and needs root (or CAP_BPF with CAP_PERFMON): "
-                             "run it with sudo."));
+    // The collector's message usually says how to fix it already; add the advice otherwise.
+    bool advised = absl::StrContains(status.message(), "root");
+    return fail(
+        c, kExitUnsupported,
+        absl::StrCat(status.message(),
+                     advised ? ""
+                             : absl::StrCat("\nvigil ", c.name,
+                                            " loads BPF programs and needs root (or "
+                                            "CAP_BPF with CAP_PERFMON): run it with sudo.")));
   }
   return fail(c, kExitUnsupported,
               absl::StrCat(status.message(),

@@ -21,7 +21,7 @@ std::string urlEncode(const std::string& s) {
 }
 
 absl::StatusOr<HttpResponse> httpGet(const std::string& host_port, const std::string& path,
-                                     absl::Duration timeout) {
+                                     const std::string& bearer_token, absl::Duration timeout) {
   auto io = kj::setupAsyncIo();
   kj::HttpHeaderTable table;
   auto& timer = io.provider->getTimer();
@@ -38,6 +38,9 @@ absl::StatusOr<HttpResponse> httpGet(const std::string& host_port, const std::st
     kj::HttpHeaders headers(table);
     headers.set(kj::HttpHeaderId::HOST, host_port);
     headers.add("Accept", "application/json");
+    if (!bearer_token.empty()) {
+      headers.add("Authorization", kj::str("Bearer ", bearer_token.c_str()));
+    }
     auto request = client->request(kj::HttpMethod::GET, path, headers);
     auto body = request.response.then([&out](kj::HttpClient::Response&& r) {
       out.status = r.statusCode;

@@ -15,7 +15,9 @@ struct HttpResponse {
   std::string body;
 };
 
+// `bearer_token`, when set, is sent as "Authorization: Bearer TOKEN".
 absl::StatusOr<HttpResponse> httpGet(const std::string& host_port, const std::string& path,
+                                     const std::string& bearer_token = "",
                                      absl::Duration timeout = absl::Seconds(10));
 
 // Percent-encodes a query-string value (RFC 3986 unreserved characters stay).

@@ -26,6 +26,10 @@ int64_t unixNowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+kj::Promise<void> sleepFromNow(kj::Timer& timer, kj::Duration delay) {
+  return timer.atTime(kj::systemPreciseMonotonicClock().now() + delay);
+}
+
 AgentInfo localInfo() {
   AgentInfo info;
   struct utsname u;

@@ -15,6 +15,8 @@
 
 namespace vigil::cli {
 
+int64_t unixNowNs();
+
 class LocalCollectors {
  public:
   // Builds every registered collector not in config.disabled. A collector the kernel cannot
@@ -25,6 +27,9 @@ class LocalCollectors {
 
   // The collectors' background work; drop it to stop.
   kj::Promise<void> run();
+
+  // Starts the window now (after the collectors loaded): the next collect()'s start time.
+  void markStart() { started_unix_ns_ = unixNowNs(); }
 
   // One frame: agent info, collectors' data and state, and the CLI's own counters.
   std::unique_ptr<Snapshot> collect();
@@ -51,5 +56,10 @@ class LocalCollectors {
 // Host name, kernel release and vigil version.
 AgentInfo localInfo();
 int64_t unixNowNs();
+
+// A timer promise for `delay` from the real present. The event loop's notion of "now" is only
+// refreshed when it polls, so after a slow synchronous step (loading BPF under load can take
+// a second) timer.afterDelay() would fire early.
+kj::Promise<void> sleepFromNow(kj::Timer& timer, kj::Duration delay);
 
 }  // namespace vigil::cli

@@ -93,9 +93,18 @@ int runSnapshot(const Command& self, const Args& args) {
   auto stop = io.unixEventPort.onSignal(SIGINT)
                   .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
                   .then([&interrupted](siginfo_t) { interrupted = true; });
-  auto window = io.provider->getTimer().afterDelay(config.interval);
+  (*collectors)->markStart();
+  auto window = sleepFromNow(io.provider->getTimer(), config.interval);
   window.exclusiveJoin(kj::mv(stop)).exclusiveJoin((*collectors)->run()).wait(io.waitScope);
   auto snap = (*collectors)->collect();
+  if (!config.comm_filter.empty()) {
+    // Not every collector filters by comm itself; the output does, whatever they did.
+    absl::erase_if(snap->processes, [&](const auto& entry) {
+      const std::string& comm = entry.second.comm;
+      return std::find(config.comm_filter.begin(), config.comm_filter.end(), comm) ==
+             config.comm_filter.end();
+    });
+  }
   if (interrupted) {
     fprintf(stderr, "vigil snapshot: interrupted; printing what was collected so far\n");
   }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "userspace/common/frame_metrics.h"
 
@@ -19,6 +20,61 @@ json labelsToJson(const Labels& labels) {
   }
   return out;
 }
+
+// Collects what frame_metrics renders for one process or container, so every metric a
+// collector adds there appears in the JSON under its Prometheus name without a change here.
+// Identity labels (pid, comm, ...) are dropped; one remaining label becomes an object keyed by
+// its value, more become an array of {labels, value}.
+class JsonSink final : public MetricSink {
+ public:
+  JsonSink(json& target, std::vector<std::string> identity, std::string prefix)
+      : target_(target), identity_(std::move(identity)), prefix_(std::move(prefix)) {}
+
+  void family(absl::string_view, MetricType, absl::string_view) override {}
+  void ensureFamily(absl::string_view, MetricType) override {}
+  void sample(absl::string_view family, absl::string_view name, const Labels& labels, double value,
+              std::optional<int64_t>) override {
+    if (!absl::StartsWith(name, prefix_)) {
+      return;
+    }
+    Labels extra;
+    for (const auto& l : labels) {
+      if (std::find(identity_.begin(), identity_.end(), l.first) == identity_.end()) {
+        extra.push_back(l);
+      }
+    }
+    json v = number(value);
+    std::string key(name);
+    if (extra.empty()) {
+      target_[key] = v;
+    } else if (extra.size() == 1) {
+      json& slot = target_[key];
+      if (!slot.is_object()) {
+        slot = json::object();
+      }
+      slot[extra[0].second] = v;
+    } else {
+      json& slot = target_[key];
+      if (!slot.is_array()) {
+        slot = json::array();
+      }
+      slot.push_back({{"labels", labelsToJson(extra)}, {"value", v}});
+    }
+  }
+
+  // Counts stay integers in the JSON.
+  static json number(double v) {
+    if (v >= 0 && v < 9007199254740992.0 && v == static_cast<double>(static_cast<uint64_t>(v))) {
+      return json(static_cast<uint64_t>(v));
+    }
+    return json(v);
+  }
+
+ private:
+  json& target_;
+  std::vector<std::string> identity_;
+  std::string prefix_;
+};
 
 json processToJson(const ProcessStats& p) {
   json o;
@@ -51,6 +107,9 @@ json processToJson(const ProcessStats& p) {
   o["vigil_process_block_bytes_total"] = {{"read", p.block_read_bytes},
                                           {"write", p.block_write_bytes}};
   o["vigil_process_block_ops_total"] = {{"read", p.block_read_ops}, {"write", p.block_write_ops}};
+  // Anything else the renderer emits for a process (and the same values again).
+  JsonSink sink(o, {"pid", "comm", "container_id"}, "vigil_process_");
+  writeProcessMetrics(p, ExpositionOptions{}, sink);
   return o;
 }
 
@@ -71,6 +130,11 @@ json containerToJson(const ContainerStats& c) {
   o["vigil_container_block_bytes_total"] = {{"read", c.block_read_bytes},
                                             {"write", c.block_write_bytes}};
   o["vigil_container_processes"] = c.processes;
+  Snapshot one;
+  one.containers.push_back(c);
+  JsonSink sink(o, {"cgroup", "container_id", "runtime", "pod_uid", "qos_class", "unit"},
+                "vigil_container_");
+  writeSnapshotMetrics(one, ExpositionOptions{}, sink);
   return o;
 }
 

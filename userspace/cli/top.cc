@@ -347,6 +347,9 @@ std::vector<std::string> renderTop(const TopHeader& h, const std::vector<TopRow>
                                            col(cols.block, humanNumber(r.block_bytes_per_s))));
     out.push_back(line);
   }
+  if (height != 0 && out.size() > height) {
+    out.resize(height);  // a tiny terminal: the header alone is too tall
+  }
   for (std::string& l : out) {
     if (width != 0 && l.size() > width) {
       l.resize(width);

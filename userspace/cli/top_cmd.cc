@@ -117,7 +117,7 @@ class LiveTop {
 
  private:
   kj::Promise<void> tick() {
-    return io_.provider->getTimer().afterDelay(s_.interval).then([this]() {
+    return sleepFromNow(io_.provider->getTimer(), s_.interval).then([this]() {
       auto cur = lc_.collect();
       double seconds = (cur->end_unix_ns - prev_->end_unix_ns) / 1e9;
       rows_ = computeRows(*prev_, *cur, seconds, s_.by_container, s_.filter);
@@ -193,7 +193,7 @@ class LiveTop {
 int runOnce(const Command& self, kj::AsyncIoContext& io, LocalCollectors& lc, const TopSettings& s,
             bool json) {
   auto prev = lc.collect();
-  io.provider->getTimer().afterDelay(s.interval).exclusiveJoin(lc.run()).wait(io.waitScope);
+  sleepFromNow(io.provider->getTimer(), s.interval).exclusiveJoin(lc.run()).wait(io.waitScope);
   auto cur = lc.collect();
   double seconds = (cur->end_unix_ns - prev->end_unix_ns) / 1e9;
   auto rows = computeRows(*prev, *cur, seconds, s.by_container, s.filter);
@@ -265,14 +265,27 @@ int runTop(const Command& self, const Args& args) {
   kj::UnixEventPort::captureSignal(SIGWINCH);
   auto io = kj::setupAsyncIo();
   CollectorConfig config;
-  config.syscall_mode = "continuous";
+  config.syscall_mode = args.get("syscall_mode", "continuous");
+  if (config.syscall_mode != "continuous" && config.syscall_mode != "sampled" &&
+      config.syscall_mode != "off") {
+    return usageError(self, absl::StrCat("--syscall-mode must be continuous, sampled or off, got '",
+                                         config.syscall_mode, "'"));
+  }
   config.interval = s.interval;
   config.only_tgid = s.filter.pid;
-  auto lc = LocalCollectors::create(config, io);
-  if (!lc.ok()) {
-    return collectorFailure(self, lc.status());
+  if (!once) {
+    // The screen comes up at once; loading the BPF objects takes the next ~100 ms.
+    if (auto st = enterTerminal(); !st.ok()) {
+      return usageError(self, absl::StrCat(st.message(), "; in scripts use --once (and --json)"));
+    }
+    writeAll(STDOUT_FILENO, "vigil top: loading BPF collectors...");
   }
-  if ((*lc)->running() == 0) {
+  auto lc = LocalCollectors::create(config, io);
+  if (!lc.ok() || (*lc)->running() == 0) {
+    restoreTerminal();
+    if (!lc.ok()) {
+      return collectorFailure(self, lc.status());
+    }
     for (const std::string& w : (*lc)->warnings()) {
       fprintf(stderr, "vigil top: %s\n", w.c_str());
     }
@@ -280,9 +293,6 @@ int runTop(const Command& self, const Args& args) {
   }
   if (once) {
     return runOnce(self, io, **lc, s, args.has("json"));
-  }
-  if (auto st = enterTerminal(); !st.ok()) {
-    return usageError(self, absl::StrCat(st.message(), "; in scripts use --once (and --json)"));
   }
   {
     // The key observer must be gone before restoreTerminal() closes its descriptor.

@@ -1,6 +1,7 @@
 #include "userspace/collectors/sched_collector.h"
 
 #include <bpf/bpf.h>
+#include <time.h>
 #include <bpf/libbpf.h>
 #include <signal.h>
 
@@ -124,8 +125,10 @@ void SchedCollector::collect(Snapshot& out) {
           gone.push_back(tgid);
         }
       });
+  addRunningSlices(out);
   for (uint32_t tgid : gone) {
     bpf_map_delete_elem(fd, &tgid);
+    last_cpu_ns_.erase(tgid);
   }
   collectRunqueue(out, gone);
   int counters = bpf_map__fd(skel_->maps.sched_counters);
@@ -148,6 +151,40 @@ void SchedCollector::collect(Snapshot& out) {
 }  // namespace vigil
 
 namespace vigil {
+
+void SchedCollector::addRunningSlices(Snapshot& out) {
+  // The kernel accounts a slice when the task leaves the CPU; add the slices still running so a
+  // task that is never switched out is not invisible. Read after proc_stats: if a switch lands
+  // in between, that slice is missing this once, and the clamp below keeps the counter from
+  // going backwards until the kernel's total catches up.
+  std::vector<sched_cpu_state> cpus(possibleCpus());
+  uint32_t zero = 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.cpu_state), &zero, cpus.data()) == 0) {
+    for (const sched_cpu_state& c : cpus) {
+      if (c.tgid == 0 || c.switched_in_ns == 0 || now <= c.switched_in_ns) {
+        continue;
+      }
+      if (options_.only_tgid != 0 && c.tgid != options_.only_tgid) {
+        continue;
+      }
+      ProcessStats& p = out.process(c.tgid);
+      if (p.comm.empty()) {
+        p.comm = reportedComm(c.tgid, "", VIGIL_COMM_LEN);
+      }
+      p.cpu_ns += now - c.switched_in_ns;
+    }
+  }
+  for (auto& [tgid, p] : out.processes) {
+    uint64_t& last = last_cpu_ns_[tgid];
+    if (p.cpu_ns < last) {
+      p.cpu_ns = last;
+    }
+    last = p.cpu_ns;
+  }
+}
 
 void SchedCollector::collectRunqueue(Snapshot& out, const std::vector<uint32_t>& gone) {
   // Host: a per-CPU array of one histogram.

@@ -47,8 +47,13 @@ class SchedCollector final : public Collector {
 
   void collectRunqueue(Snapshot& out, const std::vector<uint32_t>& gone);
 
+  // Adds the on-CPU time of slices still running (sched_cpu_state) and keeps each process's
+  // reported CPU time monotonic.
+  void addRunningSlices(Snapshot& out);
+
   sched_bpf* skel_;
   const char* attach_mode_;
+  absl::flat_hash_map<uint32_t, uint64_t> last_cpu_ns_;  // last reported cpu_ns per tgid
   SchedOptions options_;
   struct CgroupSeen {
     uint64_t count;

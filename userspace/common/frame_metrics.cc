@@ -112,6 +112,86 @@ void counterIfSet(MetricSink& out, const char* family, const Labels& labels, uin
   }
 }
 
+// Host metrics (userspace/host/host_metrics.cc, docs/metrics.md "Host metrics").
+constexpr Family kHostFamilies[] = {
+    {"vigil_host_cpu_seconds_total", MetricType::kCounter,
+     "CPU time per CPU by mode (/proc/stat)."},
+    {"vigil_host_cpu_all_seconds_total", MetricType::kCounter,
+     "CPU time of all CPUs by mode (/proc/stat aggregate line)."},
+    {"vigil_host_cpu_guest_seconds_total", MetricType::kCounter,
+     "Guest CPU time per CPU (already included in user/nice)."},
+    {"vigil_host_cpu_all_guest_seconds_total", MetricType::kCounter,
+     "Guest CPU time of all CPUs (already included in user/nice)."},
+    {"vigil_host_cpus", MetricType::kGauge, "CPUs listed in /proc/stat."},
+    {"vigil_host_context_switches_total", MetricType::kCounter, "Context switches (/proc/stat)."},
+    {"vigil_host_forks_total", MetricType::kCounter, "Processes and threads created."},
+    {"vigil_host_interrupts_total", MetricType::kCounter, "Interrupts serviced."},
+    {"vigil_host_procs_running", MetricType::kGauge, "Runnable tasks."},
+    {"vigil_host_procs_blocked", MetricType::kGauge, "Tasks blocked on I/O."},
+    {"vigil_host_boot_time_seconds", MetricType::kGauge, "Boot time, unix seconds."},
+    {"vigil_host_uptime_seconds", MetricType::kGauge, "Seconds since boot (/proc/uptime)."},
+    {"vigil_host_load1", MetricType::kGauge, "1-minute load average."},
+    {"vigil_host_load5", MetricType::kGauge, "5-minute load average."},
+    {"vigil_host_load15", MetricType::kGauge, "15-minute load average."},
+    {"vigil_host_memory_total_bytes", MetricType::kGauge, "MemTotal (/proc/meminfo)."},
+    {"vigil_host_memory_available_bytes", MetricType::kGauge, "MemAvailable."},
+    {"vigil_host_memory_free_bytes", MetricType::kGauge, "MemFree."},
+    {"vigil_host_memory_cached_bytes", MetricType::kGauge, "Cached."},
+    {"vigil_host_memory_buffers_bytes", MetricType::kGauge, "Buffers."},
+    {"vigil_host_memory_shmem_bytes", MetricType::kGauge, "Shmem."},
+    {"vigil_host_memory_dirty_bytes", MetricType::kGauge, "Dirty."},
+    {"vigil_host_memory_swap_total_bytes", MetricType::kGauge, "SwapTotal."},
+    {"vigil_host_memory_swap_free_bytes", MetricType::kGauge, "SwapFree."},
+    {"vigil_host_filesystem_size_bytes", MetricType::kGauge, "Filesystem size (statvfs)."},
+    {"vigil_host_filesystem_free_bytes", MetricType::kGauge,
+     "Free bytes, including those reserved for root."},
+    {"vigil_host_filesystem_avail_bytes", MetricType::kGauge,
+     "Bytes available to unprivileged users."},
+    {"vigil_host_filesystem_files", MetricType::kGauge, "Inodes."},
+    {"vigil_host_filesystem_files_free", MetricType::kGauge, "Free inodes."},
+    {"vigil_host_filesystem_readonly", MetricType::kGauge, "1 when mounted read-only."},
+    {"vigil_host_filesystem_device_error", MetricType::kGauge,
+     "1 when statvfs() failed or timed out for the mount."},
+    {"vigil_host_disk_reads_completed_total", MetricType::kCounter, "Reads completed."},
+    {"vigil_host_disk_reads_merged_total", MetricType::kCounter, "Reads merged."},
+    {"vigil_host_disk_read_bytes_total", MetricType::kCounter, "Bytes read."},
+    {"vigil_host_disk_read_time_seconds_total", MetricType::kCounter, "Time spent reading."},
+    {"vigil_host_disk_writes_completed_total", MetricType::kCounter, "Writes completed."},
+    {"vigil_host_disk_writes_merged_total", MetricType::kCounter, "Writes merged."},
+    {"vigil_host_disk_written_bytes_total", MetricType::kCounter, "Bytes written."},
+    {"vigil_host_disk_write_time_seconds_total", MetricType::kCounter, "Time spent writing."},
+    {"vigil_host_disk_io_now", MetricType::kGauge, "I/O requests in flight."},
+    {"vigil_host_disk_io_time_seconds_total", MetricType::kCounter, "Time the device was busy."},
+    {"vigil_host_disk_io_time_weighted_seconds_total", MetricType::kCounter,
+     "Busy time weighted by requests in flight."},
+    {"vigil_host_disk_discards_completed_total", MetricType::kCounter, "Discards completed."},
+    {"vigil_host_disk_discarded_sectors_total", MetricType::kCounter, "Sectors discarded."},
+    {"vigil_host_disk_flush_requests_total", MetricType::kCounter, "Flush requests completed."},
+    {"vigil_host_network_receive_bytes_total", MetricType::kCounter, "Bytes received."},
+    {"vigil_host_network_receive_packets_total", MetricType::kCounter, "Packets received."},
+    {"vigil_host_network_receive_errs_total", MetricType::kCounter, "Receive errors."},
+    {"vigil_host_network_receive_drop_total", MetricType::kCounter, "Received packets dropped."},
+    {"vigil_host_network_receive_multicast_total", MetricType::kCounter,
+     "Multicast packets received."},
+    {"vigil_host_network_transmit_bytes_total", MetricType::kCounter, "Bytes sent."},
+    {"vigil_host_network_transmit_packets_total", MetricType::kCounter, "Packets sent."},
+    {"vigil_host_network_transmit_errs_total", MetricType::kCounter, "Transmit errors."},
+    {"vigil_host_network_transmit_drop_total", MetricType::kCounter, "Transmit drops."},
+    {"vigil_host_network_transmit_colls_total", MetricType::kCounter, "Collisions."},
+    {"vigil_host_pressure_cpu_waiting_seconds_total", MetricType::kCounter,
+     "PSI cpu some: time at least one task waited for CPU."},
+    {"vigil_host_pressure_cpu_stalled_seconds_total", MetricType::kCounter,
+     "PSI cpu full: time all non-idle tasks waited for CPU."},
+    {"vigil_host_pressure_memory_waiting_seconds_total", MetricType::kCounter, "PSI memory some."},
+    {"vigil_host_pressure_memory_stalled_seconds_total", MetricType::kCounter, "PSI memory full."},
+    {"vigil_host_pressure_io_waiting_seconds_total", MetricType::kCounter, "PSI io some."},
+    {"vigil_host_pressure_io_stalled_seconds_total", MetricType::kCounter, "PSI io full."},
+    {"vigil_host_filefd_allocated", MetricType::kGauge, "File handles allocated."},
+    {"vigil_host_filefd_maximum", MetricType::kGauge, "File handle limit (fs.file-max)."},
+    {"vigil_host_parse_errors_total", MetricType::kCounter,
+     "Host /proc text or statfs calls that failed, by source; the rest is still exported."},
+};
+
 }  // namespace
 
 double log2BucketUpperSeconds(size_t i, uint64_t unit_ns) {
@@ -120,6 +200,9 @@ double log2BucketUpperSeconds(size_t i, uint64_t unit_ns) {
 
 void declareFrameFamilies(MetricSink& out) {
   for (const Family& f : kFamilies) {
+    out.family(f.name, f.type, f.help);
+  }
+  for (const Family& f : kHostFamilies) {
     out.family(f.name, f.type, f.help);
   }
 }

@@ -6,8 +6,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "userspace/host/proc_parse.h"
 
 namespace vigil::host {
@@ -54,6 +57,53 @@ absl::StatusOr<std::string> readFileBounded(const std::string& path, size_t max_
   }
   close(fd);
   return out;
+}
+
+bool remoteFilesystem(const std::string& fstype) {
+  static const char* const kRemote[] = {"nfs",  "nfs4",  "cifs",      "smb3",   "smbfs", "ceph",
+                                        "9p",   "afs",   "glusterfs", "lustre", "gpfs",  "sshfs",
+                                        "fuse", "davfs", "ncpfs",     "beegfs"};
+  for (const char* t : kRemote) {
+    if (fstype == t) {
+      return true;
+    }
+  }
+  return absl::StartsWith(fstype, "fuse.");
+}
+
+struct HostReader::PendingStatfs {
+  absl::Notification done;
+  int rc = -1;
+  struct statvfs sv;
+};
+
+int HostReader::boundedStatfs(const std::string& mountpoint, const std::string& fstype,
+                              struct statvfs* out) {
+  auto fn = paths_.statfs_fn ? paths_.statfs_fn
+                             : [](const char* p, struct statvfs* sv) { return statvfs(p, sv); };
+  if (!remoteFilesystem(fstype)) {
+    return fn(mountpoint.c_str(), out);
+  }
+  auto it = pending_statfs_.find(mountpoint);
+  if (it != pending_statfs_.end()) {
+    if (!it->second->done.HasBeenNotified()) {
+      return -2;  // still blocked since an earlier collection: do not pile up threads
+    }
+    pending_statfs_.erase(it);
+  }
+  auto call = std::make_shared<PendingStatfs>();
+  // Detached: if the server never answers, the thread stays blocked in the kernel, and only
+  // one per mount point exists.
+  std::thread([call, fn, mountpoint]() {
+    call->rc = fn(mountpoint.c_str(), &call->sv);
+    call->done.Notify();
+  }).detach();
+  if (!call->done.WaitForNotificationWithTimeout(paths_.statfs_timeout)) {
+    pending_statfs_[mountpoint] = std::move(call);
+    return -2;
+  }
+  *out = call->sv;
+  return call->rc;
 }
 
 const std::vector<std::string>& HostReader::sources() {
@@ -222,10 +272,10 @@ void HostReader::readFilesystems(std::vector<MetricSample>& out) {
     if (!paths_.statfs) {
       continue;
     }
-    // statvfs() on a hung network filesystem blocks; see docs/metrics.md ("Host metrics").
     struct statvfs sv;
-    if (statvfs(m.mountpoint.c_str(), &sv) != 0) {
-      count("statfs");
+    int rc = boundedStatfs(m.mountpoint, m.fstype, &sv);
+    if (rc != 0) {
+      count(rc == -2 ? "statfs_timeout" : "statfs");
       gauge(out, "vigil_host_filesystem_device_error", 1, l);
       continue;
     }

@@ -6,13 +6,18 @@
 // is simply not exported.
 #pragma once
 
+#include <sys/statvfs.h>
+
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "capnp/snapshot.h"
 
 namespace vigil::host {
@@ -25,7 +30,15 @@ struct HostPaths {
   std::string proc = "/proc";  // tests point these at a tree of captured text
   std::string mountinfo = "/proc/1/mountinfo";
   bool statfs = true;  // statvfs() each reported mount point
+  // Network and FUSE filesystems can hang statvfs() for minutes; for those the call runs on a
+  // helper thread and the collector waits at most this long (see readFilesystems()).
+  absl::Duration statfs_timeout = absl::Seconds(1);
+  // Replaces statvfs() in tests.
+  std::function<int(const char*, struct statvfs*)> statfs_fn;
 };
+
+// True for filesystem types whose statvfs() may block on a remote server or a FUSE daemon.
+bool remoteFilesystem(const std::string& fstype);
 
 class HostReader {
  public:
@@ -54,10 +67,16 @@ class HostReader {
   // The file's text, or nullopt when absent; other read errors count against `source`.
   std::optional<std::string> readText(const std::string& path, const std::string& source);
   void count(const std::string& source, uint64_t n = 1) { errors_[source] += n; }
+  // statvfs() for `m`, bounded by paths_.statfs_timeout for remote filesystems. Returns the
+  // call's result; -2 when it timed out or an earlier call on that mount is still blocked.
+  int boundedStatfs(const std::string& mountpoint, const std::string& fstype, struct statvfs* out);
+  struct PendingStatfs;
 
   HostPaths paths_;
   double ticks_per_second_;
   absl::flat_hash_map<std::string, uint64_t> errors_;
+  // Calls still blocked in the kernel, by mount point; that mount is skipped until it returns.
+  absl::flat_hash_map<std::string, std::shared_ptr<PendingStatfs>> pending_statfs_;
 };
 
 }  // namespace vigil::host

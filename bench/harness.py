@@ -1,0 +1,1669 @@
+#!/usr/bin/env python3
+"""vigil benchmark harness (driven by bench/run.sh; see docs/performance.md for what it reports).
+
+Every comparison is a ratio measured in the same run, alternating A and B (ABAB, then BABA, ...)
+for at least 5 pairs in a full run, reported as median and min-max. Parts whose feature is not
+in the build print "skipped: <reason>"; no figure is ever made up. Benchmarks print, they do not
+fail: the exit code is 0 unless the harness itself breaks.
+
+Standard library only. Runs as root (BPF); it mounts tracefs if needed (as the agent does),
+sets kernel.bpf_stats_enabled=1 only during the bpfcost part and restores it, and kills only the
+processes it started.
+"""
+
+import argparse
+import atexit
+import shutil
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "bench")
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+PARTS = ["overhead", "bpfcost", "footprint", "events", "aggregator", "wire", "cli"]
+
+# Sizes of a full run (about 20 minutes on 2 cores) and of a smoke run (BENCH_QUICK=1).
+CFG = {
+    "pairs": 3 if QUICK else 5,
+    "redis_requests": 20000 if QUICK else 120000,  # per test (GET and SET)
+    "redis_clients": 50,
+    "wrk_seconds": 2 if QUICK else 3,
+    "getppid_calls": 300000 if QUICK else 2000000,
+    "bpfcost_windows": 3 if QUICK else 5,
+    "bpfcost_window_s": 2 if QUICK else 5,
+    "footprint_warmup_s": 3 if QUICK else 12,
+    "footprint_steady_s": 12 if QUICK else 60,
+    "churn_rate": 1000,
+    "churn_s": 15 if QUICK else 300,
+    "exec_storm": 2000 if QUICK else 20000,
+    "connect_storm": 2000 if QUICK else 10000,
+    # (agents, push interval ms): the issue's N at the agent's 10 s interval, then the largest N
+    # at a shorter interval to offer more than the 1M samples/s goal.
+    "agg_runs": [(100, 10000), (500, 10000), (500, 2000)] if QUICK else
+                [(1000, 10000), (5000, 10000), (10000, 10000), (10000, 4000)],
+    "agg_warmup_s": 3 if QUICK else 12,
+    "agg_window_s": 10 if QUICK else 30,
+    "cli_runs": 3 if QUICK else 5,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes, /proc, small helpers
+
+
+class Proc:
+    """A process the harness started, in its own process group so it can be stopped with its
+    children (nginx workers, bpftrace's helpers) without touching anything else."""
+
+    started = []
+
+    def __init__(self, cmd, out_path=None, preexec=None, env=None):
+        self.cmd = cmd
+        self.out_path = out_path or tempfile.mktemp(prefix="vigil-bench-", suffix=".log")
+        self.out = open(self.out_path, "w")
+        self.p = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT,
+                                  start_new_session=True, preexec_fn=preexec, env=env)
+        self.pid = self.p.pid
+        self.rusage = None
+        Proc.started.append(self)
+
+    def output(self):
+        try:
+            with open(self.out_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.p.returncode is None:
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                try:
+                    pid, status, ru = os.wait4(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == self.pid:
+                    self.p.returncode = status
+                    self.rusage = ru
+                    break
+                time.sleep(0.02)
+            else:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    _, status, ru = os.wait4(self.pid, 0)
+                    self.p.returncode = status
+                    self.rusage = ru
+                except ChildProcessError:
+                    pass
+        self.out.close()
+        if self in Proc.started:
+            Proc.started.remove(self)
+
+
+def cleanup_all():
+    for p in list(Proc.started):
+        p.stop(timeout=3)
+
+
+def run(cmd, timeout=600, check=False):
+    """Runs a command to completion; returns (returncode, output, rusage of the child)."""
+    with tempfile.TemporaryFile(mode="w+") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid == p.pid:
+                break
+            if time.time() > deadline:
+                p.kill()
+                _, status, ru = os.wait4(p.pid, 0)
+                break
+            time.sleep(0.005)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    if check and p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), p.returncode, text[-500:]))
+    return p.returncode, text, ru
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """CPU time of a process (all its threads), in seconds, with nanosecond resolution from
+    schedstat when the kernel has it, else utime+stime in clock ticks (0 if it is gone)."""
+    try:
+        total = 0
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError):
+        return 0.0
+
+
+def tree_pids(pid):
+    """pid and its descendants (nginx workers)."""
+    out = [pid]
+    try:
+        children = open("/proc/%d/task/%d/children" % (pid, pid)).read().split()
+    except OSError:
+        children = []
+    for c in children:
+        out.extend(tree_pids(int(c)))
+    return out
+
+
+def tree_cpu(pid):
+    return sum(cpu_seconds(p) for p in tree_pids(pid))
+
+
+def rss_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def read_kv(path):
+    try:
+        with open(path) as f:
+            return dict(line.strip().split("=", 1) for line in f if "=" in line)
+    except OSError:
+        return None
+
+
+def parse_kv(text):
+    """key=value pairs, several per line allowed."""
+    return dict(re.findall(r"(?:^|\s)([a-z_0-9]+)=(\S+)", text, re.M))
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode(errors="replace")
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt(v, digits=3):
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    if isinstance(v, int) or (abs(v) >= 1000 and float(v).is_integer()):
+        return "{:,}".format(int(v))
+    if abs(v) >= 100:
+        return "{:,.0f}".format(v)
+    return ("{:.%dg}" % digits).format(v)
+
+
+def ensure_tracefs():
+    if not os.path.ismount("/sys/kernel/tracing"):
+        subprocess.call(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+class Report:
+    def __init__(self):
+        self.rows = []  # (part, measure, median, lo, hi, n, unit, note)
+        self.skipped = []  # (part, what, reason)
+        self.sections = {}  # part -> list of markdown lines (details)
+        self.commands = {}  # part -> list of command lines
+        self.peers = {}  # part -> list of peer configuration lines
+
+    def row(self, part, measure, values, unit="", note=""):
+        values = [v for v in values if v is not None]
+        if not values:
+            self.skip(part, measure, "no valid measurement" + (" (%s)" % note if note else ""))
+            return
+        r = (part, measure, med(values), min(values), max(values), len(values), unit, note)
+        self.rows.append(r)
+        print("  %-52s %12s  (%s .. %s, n=%d) %s %s" %
+              (measure, fmt(r[2]), fmt(r[3]), fmt(r[4]), r[5], unit, note), flush=True)
+
+    def skip(self, part, what, reason):
+        self.skipped.append((part, what, reason))
+        print("  %-52s skipped: %s" % (what, reason), flush=True)
+
+    def detail(self, part, line):
+        self.sections.setdefault(part, []).append(line)
+
+    def command(self, part, cmd):
+        c = cmd if isinstance(cmd, str) else " ".join(shlex.quote(x) for x in cmd)
+        # Paths relative to the repository, so the doc does not name one machine's checkout.
+        c = c.replace(REPO + "/", "")
+        c = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", c)
+        lst = self.commands.setdefault(part, [])
+        if c not in lst:
+            lst.append(c)
+
+    def peer(self, part, line):
+        lst = self.peers.setdefault(part, [])
+        if line not in lst:
+            lst.append(line)
+
+
+R = Report()
+
+
+# ---------------------------------------------------------------------------------------------
+# The system under test and its peers
+
+
+class Env:
+    def __init__(self, build):
+        self.build = os.path.abspath(build)
+        self.bin = os.path.join(self.build, "bin")
+        self.root = os.geteuid() == 0
+        self.tmp = tempfile.mkdtemp(prefix="vigil-bench-")
+        self.aggregator = None
+        self.agg_port = None
+        self._agent_help = None
+        self._aggregator_help = None
+        self.vigil_hooks = None
+
+    def exe(self, name):
+        return os.path.join(self.bin, name)
+
+    def have(self, name):
+        return os.access(self.exe(name), os.X_OK)
+
+    def agent_help(self):
+        if self._agent_help is None:
+            rc, out, _ = run([self.exe("vigil-agent"), "--helpfull"], timeout=10)
+            self._agent_help = out
+        return self._agent_help
+
+    def agent_supports(self, flag):
+        return ("--" + flag) in self.agent_help()
+
+    def aggregator_cmd(self, name):
+        """vigil-aggregator on free ports; with its own data directory under the build tree (on
+        disk, not tmpfs, so the ingest log's durability costs what it costs) when this build
+        has --data_dir."""
+        cmd = [self.exe("vigil-aggregator"), "--rpc_port=0", "--http_port=0"]
+        if self._aggregator_help is None:
+            self._aggregator_help = run([self.exe("vigil-aggregator"), "--helpfull"],
+                                        timeout=10)[1]
+        if "--data_dir" in self._aggregator_help:
+            d = os.path.join(self.build, "bench-data", name)
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            cmd.append("--data_dir=" + d)
+        return cmd
+
+    # A background aggregator for the agent to ship to (its cost is not the node's).
+    def ensure_aggregator(self):
+        if self.aggregator and self.aggregator.alive():
+            return self.agg_port
+        ready = os.path.join(self.tmp, "agg.ready")
+        self.aggregator = Proc(self.aggregator_cmd("node-side") + ["--ready_file=" + ready])
+        kv = wait_for(lambda: read_kv(ready), 10)
+        if not kv:
+            raise RuntimeError("vigil-aggregator did not start: " + self.aggregator.output())
+        self.agg_port = int(kv["rpc_port"])
+        return self.agg_port
+
+    def agent_cmd(self, extra=()):
+        port = self.ensure_aggregator()
+        return [self.exe("vigil-agent"), "--aggregator=127.0.0.1:%d" % port, "--http_port=0"] + \
+            list(extra)
+
+    def start_agent(self, extra=()):
+        ready = os.path.join(self.tmp, "agent.%d.ready" % time.monotonic_ns())
+        p = Proc(self.agent_cmd(extra) + ["--ready_file=" + ready])
+        kv = wait_for(lambda: read_kv(ready), 20)
+        if not kv:
+            out = p.output()
+            p.stop()
+            raise RuntimeError("vigil-agent did not become ready: " + out[-400:])
+        p.http_port = int(kv["http_port"])
+        return p
+
+    def list_vigil_links(self, pid):
+        """The hooks of the vigil_* programs attached by process `pid` (only that agent: other
+        agents or tests may run on the same machine)."""
+        rc, out, _ = run([self.exe("vigil-bench-floor"), "links", "--prefix=vigil_",
+                          "--pid=%d" % pid], timeout=20)
+        hooks = []
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 4:
+                hooks.append({"prog_id": int(parts[0]), "prog": parts[1], "type": parts[2],
+                              "hook": parts[3]})
+        return hooks
+
+    def detect_vigil_hooks(self):
+        """The (attach_type, hook) pairs of the agent's attached programs, read from the kernel's
+        BPF links while a default agent runs for one full 10 s interval (duty-cycled programs
+        are attached only part of it)."""
+        if self.vigil_hooks is not None:
+            return self.vigil_hooks
+        agent = self.start_agent()
+        seen = {}
+        end = time.time() + 11
+        while time.time() < end and agent.alive():
+            for h in self.list_vigil_links(agent.pid):
+                seen[(h["prog"], h["type"], h["hook"])] = h
+            time.sleep(0.5)
+        agent.stop()
+        self.vigil_hooks = list(seen.values())
+        print("  vigil's hooks in this build: " + (", ".join(
+            "%s=%s:%s" % (h["prog"], h["type"], h["hook"]) for h in self.vigil_hooks) or "none"),
+              flush=True)
+        return self.vigil_hooks
+
+    def no_continuous_reason(self):
+        has_sys = any(h["hook"] in SYSCALL_HOOKS for h in self.detect_vigil_hooks())
+        return ("vigil-agent has no --syscall_mode flag in this build" +
+                ("" if has_sys else " (and no syscall programs attached: the syscall collector "
+                 "is not in this build)"))
+
+
+SYSCALL_HOOKS = {"sys_enter", "sys_exit"}
+BASE_SCHED = ["sched_switch", "sched_wakeup", "sched_wakeup_new"]
+BASE_TCP = ["inet_sock_set_state", "tcp_retransmit_skb"]
+
+
+def tracepoint_category(name):
+    for cat in os.listdir("/sys/kernel/tracing/events"):
+        if os.path.isdir(os.path.join("/sys/kernel/tracing/events", cat, name)):
+            return cat
+    return None
+
+
+def floor_hooks(env, with_syscalls):
+    """Hook specs for vigil-bench-floor: the sched and tcp hooks vigil is designed around, plus
+    every hook the agent in this build attaches, with the agent's attach type; the raw_syscalls
+    pair is added only for the with_syscalls variant."""
+    spec = {}
+    for h in BASE_SCHED + BASE_TCP:
+        spec[h] = "tp_btf"
+    for v in env.detect_vigil_hooks():
+        if v["hook"] in SYSCALL_HOOKS or v["hook"] == "?":
+            continue
+        spec[v["hook"]] = v["type"]
+    if with_syscalls:
+        types = {v["hook"]: v["type"] for v in env.detect_vigil_hooks() if v["hook"] in SYSCALL_HOOKS}
+        for h in sorted(SYSCALL_HOOKS):
+            spec[h] = types.get(h, "tp_btf")
+    out = []
+    for hook, typ in spec.items():
+        if typ == "tracepoint":
+            cat = tracepoint_category(hook)
+            if not cat:
+                continue
+            out.append("tracepoint:%s/%s" % (cat, hook))
+        else:
+            out.append("%s:%s" % (typ, hook))
+    return out
+
+
+class Variant:
+    """Something that runs beside the workload: start() before a measured run, stop() after."""
+
+    def __init__(self, name, start, note=""):
+        self.name = name
+        self._start = start
+        self.note = note
+        self.handle = None
+
+    def start(self):
+        self.handle = self._start()
+
+    def pids(self):
+        hs = self.handle if isinstance(self.handle, list) else [self.handle]
+        return [h.pid for h in hs if isinstance(h, Proc)]
+
+    def cpu(self):
+        """CPU seconds used so far by the variant's own processes (agent, bpftrace, exporter)."""
+        return sum(tree_cpu(p) for p in self.pids()) if self.handle is not None else 0.0
+
+    def stop(self):
+        if self.handle is not None:
+            for h in (self.handle if isinstance(self.handle, list) else [self.handle]):
+                h.stop()
+        self.handle = None
+
+
+def start_floor(env, hooks):
+    p = Proc([env.exe("vigil-bench-floor"), "attach"] + hooks)
+    if not wait_for(lambda: "ready" in p.output() or not p.alive(), 15) or not p.alive():
+        out = p.output()
+        p.stop()
+        raise RuntimeError("floor did not attach: " + out[-400:])
+    return p
+
+
+def start_bpftrace(script, out_path=None):
+    p = Proc(["bpftrace", script], out_path=out_path)
+    if not wait_for(lambda: "Attaching" in p.output() or not p.alive(), 60) or not p.alive():
+        out = p.output()
+        p.stop()
+        raise RuntimeError("bpftrace did not attach: " + out[-400:])
+    time.sleep(0.3)  # "Attaching" is printed just before the attach calls
+    return p
+
+
+class Scraper:
+    """Scrapes a node exporter every 10 s (vigil's interval) while running, like Prometheus."""
+
+    def __init__(self, url):
+        self.url = url
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while not self.stop_ev.is_set():
+            try:
+                http_get(self.url)
+            except OSError:
+                pass
+            self.stop_ev.wait(10)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(timeout=5)
+
+
+def start_node_exporter():
+    port = free_port()
+    p = Proc(["prometheus-node-exporter", "--web.listen-address=127.0.0.1:%d" % port])
+    url = "http://127.0.0.1:%d/metrics" % port
+
+    def up():
+        try:
+            return http_get(url, timeout=2)
+        except OSError:
+            return None
+
+    if not wait_for(up, 15):
+        out = p.output()
+        p.stop()
+        raise RuntimeError("node exporter did not start: " + out[-300:])
+    return [Scraper(url), p]
+
+
+def make_variants(env, part):
+    """The configurations compared with "no agent" in the overhead part."""
+    vs = []
+    if not env.have("vigil-agent"):
+        R.skip(part, "vigil-agent", "vigil-agent is not built")
+    else:
+        vs.append(Variant("vigil-agent (defaults)", lambda: env.start_agent()))
+        R.command(part, env.agent_cmd() + ["--ready_file=FILE"])
+        if env.agent_supports("syscall_mode"):
+            vs.append(Variant("vigil-agent (continuous syscalls)",
+                              lambda: env.start_agent(["--syscall_mode=continuous"])))
+            R.command(part, env.agent_cmd(["--syscall_mode=continuous"]))
+        else:
+            R.skip(part, "vigil-agent (continuous syscalls)", env.no_continuous_reason())
+    nosys = floor_hooks(env, False)
+    withsys = floor_hooks(env, True)
+    vs.append(Variant("floor: empty progs, sched+tcp", lambda: start_floor(env, nosys)))
+    vs.append(Variant("floor: empty progs, raw_syscalls+sched+tcp",
+                      lambda: start_floor(env, withsys)))
+    R.command(part, [env.exe("vigil-bench-floor"), "attach"] + nosys)
+    R.command(part, [env.exe("vigil-bench-floor"), "attach"] + withsys)
+    peer = os.path.join(BENCH, "scripts", "peer.bt")
+    if shutil_which("bpftrace"):
+        vs.append(Variant("bpftrace peer script", lambda: start_bpftrace(peer)))
+        R.command(part, "bpftrace bench/scripts/peer.bt > /dev/null")
+    else:
+        R.skip(part, "bpftrace peer", "bpftrace is not installed")
+    if shutil_which("prometheus-node-exporter"):
+        vs.append(Variant("prometheus-node-exporter", start_node_exporter))
+        R.command(part, "prometheus-node-exporter --web.listen-address=127.0.0.1:PORT "
+                  "(scraped every 10 s by the harness)")
+    else:
+        R.skip(part, "prometheus-node-exporter", "not installed")
+    R.peer(part, "vigil-agent: default flags (10 s interval, all collectors of this build), "
+           "shipping to a local vigil-aggregator.")
+    R.peer(part, "floor (sched+tcp): empty programs on " + ", ".join(nosys) + ".")
+    R.peer(part, "floor (raw_syscalls+sched+tcp): empty programs on " + ", ".join(withsys) + ".")
+    R.peer(part, "bpftrace 0.17: bench/scripts/peer.bt (per-pid syscall and failed-syscall "
+           "counts, run-queue latency histogram, per-pid TCP retransmits; tracepoints only; "
+           "prints its maps every 10 s).")
+    R.peer(part, "prometheus-node-exporter 1.5: default collectors, scraped every 10 s; it "
+           "covers host metrics only (no per-process, run-queue or TCP data).")
+    return vs
+
+
+def shutil_which(name):
+    import shutil
+    return shutil.which(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 1: workload overhead
+
+
+def redis_run(port, n, clients):
+    srv_pid = redis_run.server_pid
+    c0 = cpu_seconds(srv_pid)
+    t0 = time.time()
+    rc, out, ru = run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(clients),
+                       "-n", str(n), "-t", "set,get", "-P", "1", "--csv"], timeout=600)
+    wall = time.time() - t0
+    c1 = cpu_seconds(srv_pid)
+    rps = {}
+    for line in out.splitlines():
+        cols = [c.strip('"') for c in line.split(",")]
+        if len(cols) >= 2 and cols[0] in ("SET", "GET"):
+            try:
+                rps[cols[0]] = float(cols[1])
+            except ValueError:
+                pass
+    if rc != 0 or len(rps) != 2:
+        raise RuntimeError("redis-benchmark failed: " + out[-300:])
+    thr = 2 * n / (n / rps["SET"] + n / rps["GET"])
+    cpu = (c1 - c0) + ru.ru_utime + ru.ru_stime
+    return thr, cpu * 1e6 / (2 * n), 2 * n
+
+
+def nginx_run(port, secs, master_pid):
+    c0 = tree_cpu(master_pid)
+    rc, out, ru = run(["wrk", "-t1", "-c50", "-d%ds" % secs, "http://127.0.0.1:%d/" % port],
+                      timeout=secs + 60)
+    c1 = tree_cpu(master_pid)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    n = re.search(r"(\d+) requests in", out)
+    if rc != 0 or not m or not n:
+        raise RuntimeError("wrk failed: " + out[-300:])
+    reqs = int(n.group(1))
+    cpu = (c1 - c0) + ru.ru_utime + ru.ru_stime
+    return float(m.group(1)), cpu * 1e6 / max(reqs, 1), max(reqs, 1)
+
+
+def alternate(variants, one_run, label, part, pairs):
+    """For each variant: `pairs` pairs of (no agent, variant) runs, order alternating per pair.
+    Returns {variant: {"ratio": [...], "cpu_ratio": [...], ...}}."""
+    res = {}
+    for v in variants:
+        ratios, cpu_ratios, base_thr, var_thr, base_cpu, var_cpu = [], [], [], [], [], []
+        total_cpu_ratios = []
+        failed = None
+        for k in range(pairs):
+            order = ["base", "var"] if k % 2 == 0 else ["var", "base"]
+            got = {}
+            for which in order:
+                try:
+                    if which == "var":
+                        v.start()
+                        time.sleep(0.5)  # let its start-up (BPF load, first reads) settle
+                        own0 = v.cpu()
+                    got[which] = one_run()
+                    if which == "var":
+                        # The variant's own userspace CPU, per request of this run.
+                        got["own"] = (v.cpu() - own0) * 1e6 / got["var"][2]
+                except Exception as e:  # a broken peer is reported, the rest goes on
+                    failed = str(e)
+                finally:
+                    if which == "var":
+                        v.stop()
+                if failed:
+                    break
+            if failed:
+                break
+            ratios.append(got["var"][0] / got["base"][0])
+            cpu_ratios.append(got["var"][1] / got["base"][1])
+            total_cpu_ratios.append((got["var"][1] + got["own"]) / got["base"][1])
+            base_thr.append(got["base"][0])
+            var_thr.append(got["var"][0])
+            base_cpu.append(got["base"][1])
+            var_cpu.append(got["var"][1])
+            print("    %s pair %d: no agent %.0f/s, %s %.0f/s -> %.3f" %
+                  (label, k + 1, got["base"][0], v.name, got["var"][0], ratios[-1]), flush=True)
+        if failed:
+            R.skip(part, "%s: %s" % (label, v.name), "failed: " + failed[-200:])
+            continue
+        res[v.name] = dict(ratio=ratios, cpu_ratio=cpu_ratios, base=base_thr, var=var_thr,
+                           base_cpu=base_cpu, var_cpu=var_cpu)
+        goal = ""
+        if v.name == "vigil-agent (defaults)":
+            goal = "goal >= 0.99"
+        R.row(part, "%s throughput ratio, %s" % (label, v.name), ratios, "x no agent", goal)
+        R.row(part, "%s CPU/request ratio, %s" % (label, v.name), cpu_ratios, "x no agent",
+              "server+client")
+        R.row(part, "%s CPU/request ratio incl. its own CPU, %s" % (label, v.name),
+              total_cpu_ratios, "x no agent", "server+client+agent/peer processes")
+    return res
+
+
+def part_overhead(env):
+    part = "overhead"
+    if not env.root:
+        R.skip(part, "workload overhead", "needs root (BPF)")
+        return
+    for tool in ("redis-server", "redis-benchmark"):
+        if not shutil_which(tool):
+            R.skip(part, "redis", tool + " is not installed")
+            return
+    ensure_tracefs()
+    variants = make_variants(env, part)
+    pairs = CFG["pairs"]
+    # redis
+    port = free_port()
+    redis = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                  "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"])
+    R.command(part, "redis-server --port PORT --bind 127.0.0.1 --save '' --appendonly no")
+    n = CFG["redis_requests"]
+    R.command(part, "redis-benchmark -h 127.0.0.1 -p PORT -c %d -n %d -t set,get -P 1 --csv" %
+              (CFG["redis_clients"], n))
+    try:
+        ok = wait_for(lambda: run(["redis-cli", "-p", str(port), "ping"], timeout=5)[1].strip()
+                      == "PONG", 15)
+        if not ok:
+            R.skip(part, "redis", "redis-server did not start: " + redis.output()[-200:])
+        else:
+            redis_run.server_pid = redis.pid
+            redis_run(port, max(n // 4, 5000), CFG["redis_clients"])  # warm-up, discarded
+            res = alternate(variants, lambda: redis_run(port, n, CFG["redis_clients"]), "redis",
+                            part, pairs)
+            cont = res.get("vigil-agent (continuous syscalls)")
+            flo = res.get("floor: empty progs, raw_syscalls+sched+tcp")
+            if cont and flo:
+                R.row(part, "redis: vigil continuous / floor with raw_syscalls (ratio of medians)",
+                      [med(cont["ratio"]) / med(flo["ratio"])], "x floor", "goal >= 0.98")
+            for name, r in res.items():
+                R.detail(part, "| redis | %s | %s | %s | %s | %s | %s |" % (
+                    name, fmt(med(r["base"])), fmt(med(r["var"])), fmt(med(r["ratio"])),
+                    "%s–%s" % (fmt(min(r["ratio"])), fmt(max(r["ratio"]))),
+                    "%s → %s" % (fmt(med(r["base_cpu"])), fmt(med(r["var_cpu"])))))
+    finally:
+        redis.stop()
+    # nginx + wrk
+    if not (shutil_which("nginx") or os.path.exists("/usr/sbin/nginx")) or not shutil_which("wrk"):
+        R.skip(part, "nginx+wrk", "nginx or wrk is not installed")
+        return
+    d = tempfile.mkdtemp(prefix="vigil-bench-nginx-")
+    port = free_port()
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("""worker_processes 1;
+daemon off;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %(d)s/body; proxy_temp_path %(d)s/proxy;
+  fastcgi_temp_path %(d)s/fastcgi; uwsgi_temp_path %(d)s/uwsgi; scgi_temp_path %(d)s/scgi;
+  server { listen 127.0.0.1:%(port)d; location / { return 200 "ok\\n"; } }
+}
+""" % {"d": d, "port": port})
+    ng = Proc(["/usr/sbin/nginx", "-c", conf, "-p", d])
+    R.command(part, "nginx -c CONF (1 worker, access_log off, `return 200 \"ok\\n\"`)")
+    R.command(part, "wrk -t1 -c50 -d%ds http://127.0.0.1:PORT/" % CFG["wrk_seconds"])
+    try:
+        def nginx_up():
+            try:
+                return http_get("http://127.0.0.1:%d/" % port, timeout=1) == "ok\n"
+            except OSError:
+                return False
+        if not wait_for(nginx_up, 15):
+            R.skip(part, "nginx+wrk", "nginx did not start: " + ng.output()[-200:])
+            return
+        nginx_run(port, 1, ng.pid)  # warm-up
+        # node exporter is left out for nginx: it was measured on redis, and time is bounded.
+        nv = [v for v in variants if v.name != "prometheus-node-exporter"]
+        res = alternate(nv, lambda: nginx_run(port, CFG["wrk_seconds"], ng.pid), "nginx", part,
+                        pairs)
+        for name, r in res.items():
+            R.detail(part, "| nginx | %s | %s | %s | %s | %s | %s |" % (
+                name, fmt(med(r["base"])), fmt(med(r["var"])), fmt(med(r["ratio"])),
+                "%s–%s" % (fmt(min(r["ratio"])), fmt(max(r["ratio"]))),
+                "%s → %s" % (fmt(med(r["base_cpu"])), fmt(med(r["var_cpu"])))))
+    finally:
+        ng.stop(signal.SIGQUIT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: BPF cost per event
+
+
+def prog_stats():
+    rc, out, _ = run(["bpftool", "prog", "show", "-j"], timeout=30)
+    try:
+        progs = json.loads(out)
+    except ValueError:
+        return {}
+    return {p["id"]: (p.get("name", ""), p.get("run_time_ns", 0), p.get("run_cnt", 0))
+            for p in progs}
+
+
+def part_bpfcost(env):
+    part = "bpfcost"
+    if not env.root:
+        R.skip(part, "BPF cost per event", "needs root (BPF)")
+        return
+    ensure_tracefs()
+    vigil_hooks = env.detect_vigil_hooks()
+    if not vigil_hooks:
+        R.skip(part, "bpf_stats per program", "the agent attached no vigil_* program")
+    # One floor mirroring every vigil hook (same attach type) plus the syscall pair, attached
+    # together with the agent so both see exactly the same events.
+    hooks = floor_hooks(env, True)
+    R.command(part, "sysctl -w kernel.bpf_stats_enabled=1   (restored afterwards)")
+    R.command(part, env.agent_cmd())
+    R.command(part, [env.exe("vigil-bench-floor"), "attach"] + hooks)
+    R.command(part, "bpftool prog show -j   (run_time_ns, run_cnt deltas per window)")
+    old = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
+    agent = floor = None
+    try:
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write("1")
+        agent = env.start_agent()
+        floor = start_floor(env, hooks)
+        floor_ids = {}
+        for line in floor.output().splitlines():
+            m = re.match(r"attached (\S+):(\S+) prog=\S+ id=(\d+)", line)
+            if m:
+                floor_ids[m.group(2).split("/")[-1]] = int(m.group(3))
+        vig = {}  # prog id -> (id, name, type, hook); duty-cycled programs come and go
+
+        def relist():
+            for h in env.list_vigil_links(agent.pid):
+                vig[h["prog_id"]] = (h["prog_id"], h["prog"], h["type"], h["hook"])
+
+        relist()
+        # Workload: redis traffic, process churn and a syscall loop, so every hook fires.
+        port = free_port()
+        redis = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no"])
+        wait_for(lambda: run(["redis-cli", "-p", str(port), "ping"], timeout=5)[1].strip()
+                 == "PONG", 15)
+        per = {}  # prog name -> list of (vigil ns/event, floor ns/event, ratio)
+        try:
+            for w in range(CFG["bpfcost_windows"]):
+                s0 = prog_stats()
+                t_end = time.time() + CFG["bpfcost_window_s"]
+                load = [Proc(["redis-benchmark", "-p", str(port), "-c", "20", "-n", "10000000",
+                              "-t", "set,get", "-q"]),
+                        Proc([env.exe("vigil-bench-storm"), "exec",
+                              str(200 * CFG["bpfcost_window_s"]), "200"])]
+                while time.time() < t_end:
+                    run([env.exe("vigil-bench-getppid"), "200000"])
+                    relist()
+                for p in load:
+                    p.stop(signal.SIGINT)
+                s1 = prog_stats()
+                for pid_, name, typ, hook in vig.values():
+                    fid = floor_ids.get(hook)
+                    if pid_ not in s0 or pid_ not in s1 or fid is None or fid not in s1:
+                        continue
+                    dv_t = s1[pid_][1] - s0[pid_][1]
+                    dv_n = s1[pid_][2] - s0[pid_][2]
+                    df_t = s1[fid][1] - s0.get(fid, ("", 0, 0))[1]
+                    df_n = s1[fid][2] - s0.get(fid, ("", 0, 0))[2]
+                    if dv_n > 0 and df_n > 0:
+                        per.setdefault((name, typ, hook), []).append(
+                            (dv_t / dv_n, df_t / df_n, (dv_t / dv_n) / (df_t / df_n), dv_n))
+        finally:
+            redis.stop()
+        for (name, typ, hook), xs in sorted(per.items()):
+            R.row(part, "ns/event %s (%s:%s)" % (name, typ, hook), [x[0] for x in xs], "ns")
+            R.row(part, "ns/event empty program on %s:%s" % (typ, hook), [x[1] for x in xs], "ns")
+            # The 1.5x budget is for the per-event hot paths (syscall and sched hooks); event
+            # programs (exec argv copies, ring buffer output) are reported without a goal.
+            hot = hook in SYSCALL_HOOKS or hook.startswith("sched_switch") or \
+                hook.startswith("sched_wakeup")
+            R.row(part, "ratio %s / empty" % name, [x[2] for x in xs], "x empty",
+                  "goal <= 1.5" if hot else "event program: no budget")
+            R.detail(part, "| %s | %s:%s | %s | %s | %s (%s–%s) | %s |" % (
+                name, typ, hook, fmt(med([x[0] for x in xs])), fmt(med([x[1] for x in xs])),
+                fmt(med([x[2] for x in xs])), fmt(min(x[2] for x in xs)),
+                fmt(max(x[2] for x in xs)), fmt(med([x[3] for x in xs]))))
+        if vig and not per:
+            R.skip(part, "bpf_stats per program", "no run_cnt deltas (bpf_stats not counting?)")
+    except Exception as e:
+        R.skip(part, "bpf_stats per program", "failed: %s" % str(e)[-200:])
+    finally:
+        for p in (floor, agent):
+            if p:
+                p.stop()
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write(old)
+    # getppid loop: ns/call, no agent vs empty programs vs vigil.
+    calls = CFG["getppid_calls"]
+    R.command(part, [env.exe("vigil-bench-getppid"), str(calls)])
+
+    def loop():
+        rc, out, _ = run([env.exe("vigil-bench-getppid"), str(calls)], timeout=300)
+        m = re.search(r"ns_per_call=([\d.]+)", out)
+        if not m:
+            raise RuntimeError("getppid loop failed: " + out)
+        return float(m.group(1))
+
+    variants = [Variant("empty programs on raw_syscalls+sched+tcp",
+                        lambda: start_floor(env, floor_hooks(env, True))),
+                Variant("vigil-agent (defaults)", lambda: env.start_agent())]
+    if env.agent_supports("syscall_mode"):
+        variants.append(Variant("vigil-agent (continuous syscalls)",
+                                lambda: env.start_agent(["--syscall_mode=continuous"])))
+    else:
+        R.skip(part, "getppid loop, vigil continuous syscalls", env.no_continuous_reason())
+    loop()  # warm-up
+    base_all = []
+    for v in variants:
+        vals, bases, ratios = [], [], []
+        try:
+            for k in range(CFG["pairs"]):
+                order = ["base", "var"] if k % 2 == 0 else ["var", "base"]
+                got = {}
+                for which in order:
+                    if which == "var":
+                        v.start()
+                        time.sleep(0.3)
+                    try:
+                        got[which] = loop()
+                    finally:
+                        if which == "var":
+                            v.stop()
+                vals.append(got["var"])
+                bases.append(got["base"])
+                ratios.append(got["var"] / got["base"])
+        except Exception as e:
+            R.skip(part, "getppid loop, " + v.name, "failed: " + str(e)[-200:])
+            continue
+        base_all.extend(bases)
+        R.row(part, "getppid ns/call, " + v.name, vals, "ns")
+        R.row(part, "getppid ratio, " + v.name, ratios, "x no agent")
+    if base_all:
+        R.row(part, "getppid ns/call, no agent", base_all, "ns")
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 3: agent footprint
+
+
+def part_footprint(env):
+    part = "footprint"
+    if not env.root or not env.have("vigil-agent"):
+        R.skip(part, "agent footprint", "needs root and vigil-agent")
+        return
+    R.command(part, env.agent_cmd())
+    agent = env.start_agent()
+    try:
+        time.sleep(CFG["footprint_warmup_s"])
+        rss, c0, t0 = [], cpu_seconds(agent.pid), time.time()
+        end = t0 + CFG["footprint_steady_s"]
+        while time.time() < end:
+            rss.append(rss_kib(agent.pid) / 1024.0)
+            time.sleep(1)
+        cpu_pct = (cpu_seconds(agent.pid) - c0) / (time.time() - t0) * 100
+        R.row(part, "agent RSS, steady state %d s" % CFG["footprint_steady_s"], rss, "MiB")
+        R.row(part, "agent RSS, steady-state peak", [max(rss)] if rss else [], "MiB",
+              "goal <= 16 MiB")
+        R.row(part, "agent CPU, steady state %d s" % CFG["footprint_steady_s"], [cpu_pct],
+              "% of one core", "goal <= 0.5 %")
+        # Process churn.
+        count = CFG["churn_rate"] * CFG["churn_s"]
+        cmd = [env.exe("vigil-bench-storm"), "exec", str(count), str(CFG["churn_rate"])]
+        R.command(part, cmd)
+        r0 = rss_kib(agent.pid) / 1024.0
+        c0, t0 = cpu_seconds(agent.pid), time.time()
+        storm = Proc(cmd)
+        samples = []
+        while storm.alive():
+            samples.append((time.time() - t0, rss_kib(agent.pid) / 1024.0))
+            time.sleep(2)
+        storm.stop()
+        time.sleep(min(11, CFG["churn_s"]))  # one more collection interval after the churn
+        r1 = rss_kib(agent.pid) / 1024.0
+        cpu_pct = (cpu_seconds(agent.pid) - c0) / (time.time() - t0) * 100
+        kv = parse_kv(storm.output())
+        R.row(part, "exec rate achieved during churn", [float(kv.get("rate", "nan"))], "exec/s")
+        R.row(part, "agent RSS before churn", [r0], "MiB")
+        R.row(part, "agent RSS during churn (%d s)" % CFG["churn_s"],
+              [s[1] for s in samples] or [r1], "MiB")
+        R.row(part, "agent RSS growth, after churn - before", [r1 - r0], "MiB", "should be ~0")
+        R.row(part, "agent CPU during churn", [cpu_pct], "% of one core")
+        if samples:
+            R.detail(part, "RSS during churn (s → MiB): " + ", ".join(
+                "%.0f→%.1f" % s for s in samples[:: max(1, len(samples) // 15)]))
+    finally:
+        agent.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 4: event throughput
+
+
+def metrics_dict(port):
+    out = {}
+    for line in http_get("http://127.0.0.1:%d/metrics" % port).splitlines():
+        if not line or line[0] == "#":
+            continue
+        try:
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+        except ValueError:
+            pass
+    return out
+
+
+def label_of(key, name):
+    m = re.search(r'[{,]%s="([^"]*)"' % name, key)
+    return m.group(1) if m else None
+
+
+def event_counters(m, collector):
+    """Event counters of one collector in the agent's /metrics (names from the event
+    collectors: vigil_events_total{collector,type} = events the agent received,
+    vigil_events_generated_total = events the kernel side produced, losses are
+    vigil_ringbuf_reserve_failures_total plus vigil_events_dropped_total). None if the
+    collector exports no event counter."""
+    out = {"handled": 0.0, "generated": 0.0, "lost": 0.0, "types": {}, "found": False}
+    for k, v in m.items():
+        name = k.split("{")[0]
+        if label_of(k, "collector") != collector:
+            continue
+        if name == "vigil_events_total":
+            out["found"] = True
+            out["handled"] += v
+            t = label_of(k, "type") or "?"
+            out["types"][t] = out["types"].get(t, 0.0) + v
+        elif name == "vigil_events_generated_total":
+            out["generated"] += v
+        elif name in ("vigil_ringbuf_reserve_failures_total", "vigil_events_dropped_total"):
+            out["lost"] += v
+    return out if out["found"] else None
+
+
+def part_events(env):
+    part = "events"
+    if not env.root or not env.have("vigil-agent"):
+        R.skip(part, "event throughput", "needs root and vigil-agent")
+        return
+    R.command(part, env.agent_cmd(["--interval=1s"]))
+    agent = env.start_agent(["--interval=1s"])
+    try:
+        time.sleep(2.5)
+        m0 = metrics_dict(agent.http_port)
+        collectors = sorted({label_of(k, "collector") for k in m0
+                             if k.startswith("vigil_collector_up{")} - {None})
+        R.detail(part, "collectors in this build: " + (", ".join(collectors) or "none reported"))
+        storms = [("exec storm", "process", ["exec", str(CFG["exec_storm"])], "exec"),
+                  ("TCP connect storm", "net", ["connect", str(CFG["connect_storm"])], None)]
+        for label, collector, args, main_type in storms:
+            if collector not in collectors:
+                R.skip(part, label, "no '%s' collector in this build (collectors: %s)" %
+                       (collector, ", ".join(collectors) or "none"))
+                continue
+            if event_counters(m0, collector) is None:
+                R.skip(part, label, "the '%s' collector exports no vigil_events_total on "
+                       "/metrics" % collector)
+                continue
+            cmd = [env.exe("vigil-bench-storm")] + args
+            R.command(part, cmd)
+            a = event_counters(metrics_dict(agent.http_port), collector)
+            rc, out, _ = run(cmd, timeout=600)
+            kv = parse_kv(out)
+            time.sleep(3)  # a few 1 s intervals for the agent to drain and report
+            b = event_counters(metrics_dict(agent.http_port), collector)
+            secs = float(kv.get("seconds", "nan"))
+            handled = b["handled"] - a["handled"]
+            lost = b["lost"] - a["lost"]
+            generated = b["generated"] - a["generated"]
+            R.row(part, label + ": operations driven", [float(kv.get("done", "nan"))], "",
+                  "%s/s" % fmt(float(kv.get("rate", "nan"))))
+            R.row(part, label + ": events generated in the kernel", [generated], "events",
+                  "all types of the %s collector" % collector)
+            R.row(part, label + ": events handled by the agent", [handled], "events")
+            R.row(part, label + ": events/s handled", [handled / secs], "/s")
+            R.row(part, label + ": events lost (counted)", [lost], "events",
+                  "ring buffer reserve failures + drops")
+            if main_type and main_type in b["types"]:
+                R.row(part, label + ": %s events handled per %s driven" % (main_type, main_type),
+                      [(b["types"][main_type] - a["types"].get(main_type, 0)) /
+                       max(float(kv.get("done", "1")), 1)], "x")
+            R.detail(part, "%s: handled + lost = %s of %s generated; by type: %s" % (
+                label, fmt(handled + lost), fmt(generated), ", ".join(
+                    "%s %s" % (t, fmt(b["types"][t] - a["types"].get(t, 0)))
+                    for t in sorted(b["types"]))))
+    finally:
+        agent.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 5: aggregator scale
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def part_aggregator(env):
+    part = "aggregator"
+    for b in ("vigil-aggregator", "vigil-bench-loadgen"):
+        if not env.have(b):
+            R.skip(part, "aggregator scale", b + " is not built")
+            return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    R.detail(part, "RLIMIT_NOFILE of the harness: soft %d, hard %d (both processes raise soft to "
+             "hard; raising the hard limit is not permitted here)" % (soft, hard))
+    best = best_rate = None
+    fell_behind = None  # (agents, interval_ms) of the first run that was not sustained
+    for n, interval_ms in CFG["agg_runs"]:
+        label = "N=%d agents" % n if interval_ms == 10000 else \
+            "N=%d agents at a %g s interval" % (n, interval_ms / 1000.0)
+        if fell_behind and n * 1000.0 / interval_ms >= fell_behind[0] * 1000.0 / fell_behind[1]:
+            # More frames per second than a run that already fell behind: it would only take
+            # the time of the whole bench to say the same thing.
+            R.skip(part, label, "not run: %d agents at a %g s interval already fell behind" %
+                   (fell_behind[0], fell_behind[1] / 1000.0))
+            continue
+        ready = os.path.join(env.tmp, "agg-scale-%d-%d.ready" % (n, interval_ms))
+        if os.path.exists(ready):
+            os.unlink(ready)
+        agg_cmd = env.aggregator_cmd("scale-%d-%d" % (n, interval_ms))
+        R.command(part, " ".join(agg_cmd).replace(env.build, "BUILD") + "   (RLIMIT_NOFILE raised "
+                  "to the hard limit)")
+        agg = Proc(agg_cmd + ["--ready_file=" + ready], preexec=raise_nofile)
+        try:
+            kv = wait_for(lambda: read_kv(ready), 10)
+            if not kv:
+                R.skip(part, label, "aggregator did not start: " + agg.output()[-200:])
+                continue
+            time.sleep(0.5)
+            rss_idle = rss_kib(agg.pid)
+            cmd = [env.exe("vigil-bench-loadgen"), "--addr=127.0.0.1:%s" % kv["rpc_port"],
+                   "--agents=%d" % n, "--interval_ms=%d" % interval_ms,
+                   "--warmup_s=%d" % CFG["agg_warmup_s"], "--duration_s=%d" % CFG["agg_window_s"]]
+            R.command(part, " ".join(cmd[:1] + ["--addr=127.0.0.1:PORT"] + cmd[2:]))
+            lg = Proc(cmd, preexec=raise_nofile)
+            if not wait_for(lambda: "measure_start=1" in lg.output() or not lg.alive(), 300):
+                R.skip(part, label, "load generator did not reach its measurement window")
+                lg.stop()
+                continue
+            c0, t0 = cpu_seconds(agg.pid), time.time()
+            rss_peak = 0
+            while lg.alive():
+                rss_peak = max(rss_peak, rss_kib(agg.pid))
+                if "sustained=" in lg.output():
+                    break
+                time.sleep(0.5)
+            t1 = time.time()
+            c1 = cpu_seconds(agg.pid)
+            rss_end = rss_kib(agg.pid)
+            wait_for(lambda: not lg.alive(), 30)
+            out = lg.output()
+            lg.stop()
+            r = parse_kv(out)
+            if "sustained" not in r:
+                reason = "load generator failed: " + out[-300:].replace("\n", " ")
+                if r.get("fd_limited") == "1":
+                    reason = "fd limit: " + out[-200:].replace("\n", " ")
+                R.skip(part, label, reason)
+                continue
+            if int(r.get("registered", "0")) == 0:
+                R.skip(part, label, "no simulated agent registered: " + out[-200:].replace("\n", " "))
+                continue
+            series = n * int(r["series_per_frame"])
+            cpu_pct = (c1 - c0) / (t1 - t0) * 100
+            offered = n * int(r["series_per_frame"]) * 1000.0 / interval_ms
+            R.row(part, label + ": ingest samples/s", [float(r["samples_per_s"])], "samples/s",
+                  "offered %s/s" % fmt(offered))
+            R.row(part, label + ": aggregator CPU", [cpu_pct], "% of one core")
+            R.row(part, label + ": load generator CPU (same machine)",
+                  [float(r["loadgen_cpu_seconds"]) / float(r["window_seconds"]) * 100],
+                  "% of one core")
+            R.row(part, label + ": aggregator RSS", [rss_end / 1024.0], "MiB")
+            R.row(part, label + ": bytes per active series",
+                  [(rss_end - rss_idle) * 1024.0 / max(series, 1)], "B",
+                  "(RSS - idle RSS) / %d series" % series)
+            R.row(part, label + ": ack latency p99", [float(r["ack_ms_p99"])], "ms")
+            R.row(part, label + ": late pushes (falling behind)", [float(r["late_pushes"])], "")
+            R.detail(part, "| %d | %g s | %s | %s/%s | %s | %s | %.0f %% | %.0f | %s | %s |" % (
+                n, interval_ms / 1000.0, r["registered"], r["frames_acked"], r["frames_expected"],
+                fmt(float(r["samples_per_s"])), r["late_pushes"], cpu_pct, rss_end / 1024.0,
+                r["ack_ms_p99"], "yes" if r["sustained"] == "1" else "no"))
+            if r["sustained"] != "1" and not fell_behind:
+                fell_behind = (n, interval_ms)
+            if r["sustained"] == "1" and interval_ms == 10000:
+                best = n
+            if r["sustained"] == "1":
+                best_rate = max(best_rate or 0, float(r["samples_per_s"]))
+        finally:
+            agg.stop()
+            shutil.rmtree(os.path.join(env.build, "bench-data", "scale-%d-%d" % (n, interval_ms)),
+                          ignore_errors=True)
+    if best is not None:
+        R.row(part, "largest N sustained at 10 s (of %s)" %
+              sorted({n for n, i in CFG["agg_runs"] if i == 10000}), [best], "agents")
+    else:
+        R.skip(part, "largest N sustained", "no N at the 10 s interval was sustained")
+    if best_rate is not None:
+        R.row(part, "highest ingest rate sustained (any run above)", [best_rate], "samples/s",
+              "goal >= 1000000; bounded by the load offered")
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 6: wire efficiency
+
+
+def part_wire(env):
+    part = "wire"
+    if not env.have("vigil-bench-wire"):
+        R.skip(part, "wire efficiency", "vigil-bench-wire is not built")
+        return
+    runs = [("synthetic ~500-series frame", [env.exe("vigil-bench-wire")])]
+    if env.root:
+        runs.append(("this host's frame (agent's collectors)",
+                     [env.exe("vigil-bench-wire"), "--live", "--interval_ms=2000"]))
+    for label, cmd in runs:
+        R.command(part, cmd)
+        rc, out, _ = run(cmd, timeout=60)
+        kv = parse_kv(out)
+        if rc != 0 or "series" not in kv:
+            R.skip(part, label, "vigil-bench-wire failed: " + out[-200:])
+            continue
+        R.row(part, label + ": series", [float(kv["series"])], "")
+        R.row(part, label + ": packed+zstd bytes/sample", [float(kv["packed_zstd_per_sample"])],
+              "B")
+        R.row(part, label + ": JSON+gzip (structured) bytes/sample",
+              [float(kv["json_structured_gzip_per_sample"])], "B")
+        R.row(part, label + ": packed+zstd / JSON+gzip (structured)",
+              [float(kv["ratio_vs_json_structured_gzip"])], "x", "goal <= 0.2")
+        R.row(part, label + ": packed+zstd / JSON+gzip (series list)",
+              [float(kv["ratio_vs_json_series_gzip"])], "x", "goal <= 0.2")
+        R.detail(part, "| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            label, kv["series"], kv["packed_bytes"], kv["packed_zstd_bytes"],
+            kv["json_structured_bytes"], kv["json_structured_gzip_bytes"],
+            kv["json_series_bytes"], kv["json_series_gzip_bytes"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 7: CLI start-up
+
+
+def timed_tool(cmd, first_output_re, stop_after_first=False, timeout=30, workload=None):
+    """Starts cmd and reports (seconds to a line matching first_output_re, total seconds, peak
+    RSS MiB, output)."""
+    t0 = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True, text=True, bufsize=1)
+    first = None
+    lines = []
+
+    def reader():
+        nonlocal first
+        for line in p.stdout:
+            lines.append(line)
+            if first is None and re.search(first_output_re, line):
+                first = time.time() - t0
+                if stop_after_first:
+                    try:
+                        os.killpg(p.pid, signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    deadline = t0 + timeout
+    status = ru = None
+    while time.time() < deadline:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            break
+        time.sleep(0.002)
+    else:
+        os.killpg(p.pid, signal.SIGKILL)
+        _, status, ru = os.wait4(p.pid, 0)
+    total = time.time() - t0
+    th.join(timeout=2)
+    timed_tool.last_rc = os.waitstatus_to_exitcode(status)
+    return first, total, ru.ru_maxrss / 1024.0, "".join(lines)
+
+
+def part_cli(env):
+    part = "cli"
+    # bcc's runqlat: the claim that it cannot run here is verified, not assumed.
+    if shutil_which("runqlat-bpfcc"):
+        R.command(part, "runqlat-bpfcc 1 1")
+        rc, out, _ = run(["runqlat-bpfcc", "1", "1"], timeout=60)
+        err = [l for l in out.splitlines() if l.strip()][:3]
+        print("  runqlat-bpfcc exited %d: %s" % (rc, " / ".join(err)), flush=True)
+        R.detail(part, "bcc: `runqlat-bpfcc 1 1` exited %d; its first lines:\n\n```\n%s\n```" %
+                 (rc, "\n".join(err)))
+    else:
+        R.skip(part, "runqlat-bpfcc", "bpfcc-tools is not installed (ci/install-deps.sh lists it)")
+    if not env.root:
+        R.skip(part, "CLI start-up", "needs root (BPF)")
+        return
+    ensure_tracefs()
+    # vigil's side: is the subcommand built?
+    vig = env.exe("vigil")
+    have = {}
+    for sub in (["hist", "runq"], ["trace", "exec"]):
+        rc, out, _ = run([vig] + sub + ["--help"], timeout=10)
+        have[sub[0]] = rc == 0 and "not available" not in out.lower()
+        if not have[sub[0]]:
+            R.skip(part, "vigil %s" % " ".join(sub),
+                   "not built yet (`vigil %s --help` exited %d: %s)" %
+                   (" ".join(sub), rc, out.strip().splitlines()[-1] if out.strip() else ""))
+    runs = CFG["cli_runs"]
+    # runqlat
+    bt_runq = ["bpftrace", "-B", "line", os.path.join(BENCH, "scripts", "runqlat.bt")]
+    vg_runq = [vig, "hist", "runq", "--duration", "1s"]
+    R.command(part, "bpftrace -B line bench/scripts/runqlat.bt   (1 s, histogram printed at exit)")
+    res = {"bt_attach": [], "bt_over": [], "bt_rss": [], "vg_first": [], "vg_over": [],
+           "vg_rss": []}
+    if have["hist"]:
+        R.command(part, " ".join(vg_runq[:1] + ["hist", "runq", "--duration", "1s"]))
+    for k in range(runs):
+        order = ["bt", "vg"] if k % 2 == 0 else ["vg", "bt"]
+        for who in order:
+            if who == "bt":
+                first, total, rss, out = timed_tool(bt_runq, r"^Attaching")
+                res["bt_attach"].append(first)
+                res["bt_over"].append(total - 1.0)
+                res["bt_rss"].append(rss)
+            elif have["hist"]:
+                first, total, rss, out = timed_tool(vg_runq, r"\S")
+                if timed_tool.last_rc != 0 or total < 1.0:
+                    R.skip(part, "vigil hist runq", "`%s` exited %d after %.2f s: %s" % (
+                        " ".join(vg_runq[1:]), timed_tool.last_rc, total,
+                        out.strip()[-200:].replace("\n", " ")))
+                    have["hist"] = False
+                    continue
+                res["vg_first"].append(first)
+                res["vg_over"].append(total - 1.0)
+                res["vg_rss"].append(rss)
+    R.row(part, "bpftrace runqlat: time to 'Attaching'", [x * 1000 for x in res["bt_attach"]
+                                                           if x is not None], "ms")
+    R.row(part, "bpftrace runqlat: wall time beyond its 1 s window",
+          [x * 1000 for x in res["bt_over"]], "ms")
+    R.row(part, "bpftrace runqlat: peak RSS", res["bt_rss"], "MiB")
+    if have["hist"]:
+        R.row(part, "vigil hist runq: wall time beyond its 1 s window",
+              [x * 1000 for x in res["vg_over"]], "ms", "goal <= 25 ms")
+        R.row(part, "vigil hist runq: peak RSS", res["vg_rss"], "MiB")
+        if res["vg_over"] and res["bt_over"]:
+            R.row(part, "start-up ratio bpftrace/vigil (runq)",
+                  [b / v for b, v in zip(res["bt_over"], res["vg_over"]) if v > 0], "x",
+                  "goal >= 10")
+            R.row(part, "RSS ratio vigil/bpftrace (runq)",
+                  [v / b for b, v in zip(res["bt_rss"], res["vg_rss"])], "x", "goal <= 0.2")
+    # execsnoop: time to the first event line while processes exec continuously.
+    bt_exec = ["bpftrace", "-B", "line", os.path.join(BENCH, "scripts", "execsnoop.bt")]
+    vg_exec = [vig, "trace", "exec"]
+    R.command(part, "bpftrace -B line bench/scripts/execsnoop.bt   (stopped after its first event)")
+    if have["trace"]:
+        R.command(part, "vigil trace exec   (stopped after its first event)")
+    R.command(part, [env.exe("vigil-bench-storm"), "exec", "100000", "200"])
+    storm = Proc([env.exe("vigil-bench-storm"), "exec", "100000", "200"])
+    res = {"bt": [], "bt_rss": [], "vg": [], "vg_rss": []}
+    try:
+        for k in range(runs):
+            order = ["bt", "vg"] if k % 2 == 0 else ["vg", "bt"]
+            for who in order:
+                if who == "bt":
+                    first, total, rss, out = timed_tool(bt_exec, r"^\d+\s+\d+",
+                                                        stop_after_first=True)
+                    if first is not None:
+                        res["bt"].append(first)
+                        res["bt_rss"].append(rss)
+                elif have["trace"]:
+                    first, total, rss, out = timed_tool(vg_exec, r"\btrue\b",
+                                                        stop_after_first=True)
+                    if first is None:
+                        R.skip(part, "vigil trace exec", "no exec event line within %.0f s "
+                               "(exit %d): %s" % (total, timed_tool.last_rc,
+                                                  out.strip()[-200:].replace("\n", " ")))
+                        have["trace"] = False
+                    else:
+                        res["vg"].append(first)
+                        res["vg_rss"].append(rss)
+    finally:
+        storm.stop()
+    R.row(part, "bpftrace execsnoop: time to first event", [x * 1000 for x in res["bt"]], "ms",
+          "execs every 5 ms")
+    R.row(part, "bpftrace execsnoop: peak RSS", res["bt_rss"], "MiB")
+    if have["trace"]:
+        R.row(part, "vigil trace exec: time to first event", [x * 1000 for x in res["vg"]], "ms",
+              "goal <= 25 ms")
+        R.row(part, "vigil trace exec: peak RSS", res["vg_rss"], "MiB")
+
+
+# ---------------------------------------------------------------------------------------------
+# Output: the table and docs/performance.md
+
+PART_TITLES = {
+    "overhead": "1. Workload overhead",
+    "bpfcost": "2. BPF cost per event",
+    "footprint": "3. Agent footprint",
+    "events": "4. Event throughput",
+    "aggregator": "5. Aggregator scale",
+    "wire": "6. Wire efficiency",
+    "cli": "7. CLI start-up",
+}
+
+PART_NOTES = {
+    "overhead": [
+        "Each configuration is compared with \"no agent\" in pairs run back to back, the order "
+        "alternating from pair to pair (A B, B A, ...). A ratio is (throughput with the "
+        "configuration) / (throughput without it) of the same pair; medians and min–max over "
+        "the pairs. CPU/request is the CPU time of server plus client (utime+stime from /proc "
+        "and the client's rusage) per request; BPF programs run in the context of the task that "
+        "hit the hook, so their cost is inside it. The agent's or peer's own CPU is not in it "
+        "(see the footprint part).",
+        "Syscall hooks are the expensive part of any agent: a `raw_syscalls` tracepoint puts "
+        "every syscall of every task on the slow path whatever the program does, which the floor "
+        "with raw_syscalls shows. This is why vigil samples syscalls by duty cycle by default: "
+        "see [syscall-sampling.md](syscall-sampling.md) for the trade-off.",
+    ],
+    "bpfcost": [
+        "With `kernel.bpf_stats_enabled=1` (set back afterwards), the agent and an empty program "
+        "on every hook the agent uses (same attach type) run side by side over the same "
+        "workload (redis-benchmark, 200 exec/s, a getppid loop); per window, run_time_ns/run_cnt "
+        "deltas of each vigil program and of the empty program on its hook. The empty program "
+        "is the floor: BPF dispatch plus the kernel's own tracepoint work.",
+        "The getppid loop measures what a hook adds to the cheapest syscall. With the agent's "
+        "defaults, syscall programs (when built) are attached only part of each interval, so "
+        "that figure depends on whether the loop fell in an attached slice.",
+    ],
+    "footprint": [
+        "RSS from /proc/PID/status (VmRSS) sampled every second; CPU from utime+stime over the "
+        "window, at the default 10 s interval. Churn: `vigil-bench-storm exec` forks and execs "
+        "/bin/true at 1,000/s; growth is RSS one interval after the churn minus RSS before it.",
+    ],
+    "events": [
+        "An exec storm and a TCP connect storm against an agent at a 1 s interval; events "
+        "counted and lost are deltas of the agent's own /metrics counters, read before and after.",
+    ],
+    "aggregator": [
+        "`vigil-bench-loadgen` opens one real Cap'n Proto RPC connection per simulated agent "
+        "over loopback, registers, and pushes a synthetic ~500-series frame (packed+zstd, built "
+        "per push with that agent's id and seq) every 10 s, one push in flight per agent, spread "
+        "evenly over the interval. Sustained means: all agents registered, no push was still "
+        "unacknowledged when the next was due, ≥ 98 % of expected frames acknowledged and ack "
+        "p99 below the interval. The load generator runs on the same 2 cores as the aggregator, "
+        "so the aggregator's figures include that competition. Bytes per active series is "
+        "(RSS at the end − RSS idle) / (agents × series per frame). Each run starts a fresh "
+        "aggregator; when the build's aggregator has `--data_dir` (the ingest log), it gets a "
+        "fresh directory on disk, so every acknowledgement includes that durable write.",
+    ],
+    "wire": [
+        "`vigil-bench-wire` encodes one steady-state frame as the agent sends it (Cap'n Proto "
+        "packed + zstd level 3: the payload of IngestSession.push, without the RPC call's own "
+        "framing) and the same data as JSON: \"structured\" mirrors the frame with zero fields "
+        "omitted (the fairest JSON), \"series\" is a flat list of {name, labels, value}; gzip is "
+        "zlib level 6. Samples are the Prometheus series the frame renders to.",
+    ],
+    "cli": [
+        "bcc's tools compile their BPF C at run time against kernel headers, which this kernel "
+        "does not ship; CO-RE tools (vigil, bpftrace's tracepoint-only scripts) need none. The "
+        "peer is therefore bpftrace 0.17 with tracepoint-only scripts in bench/scripts/. "
+        "Peak RSS is the child's ru_maxrss. For runqlat both tools are asked for a 1 s "
+        "histogram and the figure is the wall time beyond that second (start-up, attach, "
+        "print, exit); for execsnoop it is the time to the first event line while "
+        "/bin/true is exec'd every 5 ms.",
+    ],
+}
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu,
+            "mem": next((l.split(":")[1].strip() for l in open("/proc/meminfo")
+                         if l.startswith("MemTotal")), "?")}
+
+
+def git_rev():
+    try:
+        return subprocess.check_output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                       text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def print_table(elapsed):
+    print("\n%-11s %-62s %12s %24s %3s  %s" % ("part", "measure", "median", "min–max", "n", "unit"))
+    print("-" * 130)
+    for part, measure, m, lo, hi, n, unit, note in R.rows:
+        print("%-11s %-62s %12s %24s %3d  %s%s" % (part, measure[:62], fmt(m),
+                                                  "%s – %s" % (fmt(lo), fmt(hi)), n, unit,
+                                                  ("  [" + note + "]") if note else ""))
+    for part, what, reason in R.skipped:
+        print("%-11s %-62s %12s  %s" % (part, what[:62], "skipped", reason))
+    print("\nharness time: %.0f s%s" % (elapsed, " (BENCH_QUICK=1 smoke run)" if QUICK else ""))
+
+
+def write_doc(path, parts, elapsed, argv):
+    m = machine()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    L = []
+    L.append("# vigil performance")
+    L.append("")
+    L.append("<!-- GENERATED by bench/run.sh: do not edit by hand; rerun `make bench`. -->")
+    L.append("")
+    if QUICK:
+        L.append("> **SMOKE RUN (`BENCH_QUICK=1`) on a busy shared machine.** This file was "
+                 "produced to validate the harness while other builds were running on the same "
+                 "2 cores; run lengths and pair counts are cut down. **The figures below are "
+                 "noise, not results**; they will be replaced by a full `make bench` on a quiet "
+                 "machine.")
+        L.append("")
+    L.append("- Date: %s; vigil commit %s" % (now, git_rev()))
+    L.append("- Machine: %d CPUs (nproc), %s, kernel %s, %s RAM" % (m["nproc"], m["cpu"],
+                                                                 m["kernel"], m["mem"]))
+    L.append("- Command: `%s`%s; parts run: %s; harness time %.0f s" % (
+        " ".join(argv), " with BENCH_QUICK=1" if QUICK else "", ", ".join(parts), elapsed))
+    L.append("- Sizes: " + ", ".join("%s=%s" % kv for kv in CFG.items()))
+    L.append("- Syscall sampling and its trade-off: [syscall-sampling.md](syscall-sampling.md).")
+    L.append("")
+    L.append("Every comparison is a ratio measured in the same run, alternating A and B for %d "
+             "pairs, reported as median (min–max). Nothing here is typed by hand." %
+             CFG["pairs"])
+    L.append("")
+    L.append("## Summary")
+    L.append("")
+    L.append("| part | measure | median | min–max | n | unit | note |")
+    L.append("|---|---|---|---|---|---|---|")
+    for part, measure, med_, lo, hi, n, unit, note in R.rows:
+        L.append("| %s | %s | %s | %s–%s | %d | %s | %s |" % (part, measure, fmt(med_), fmt(lo),
+                                                             fmt(hi), n, unit, note))
+    L.append("")
+    goals = []
+    for part, measure, med_, lo, hi, n, unit, note in R.rows:
+        g = re.search(r"goal (<=|>=) ([\d.]+)", note)
+        if g:
+            target = float(g.group(2))
+            met = med_ <= target if g.group(1) == "<=" else med_ >= target
+            goals.append("| %s | %s | %s %s | %s %s | %s |" % (
+                part, measure, fmt(med_), unit, g.group(1).replace("<=", "≤").replace(">=", "≥"),
+                fmt(target), "yes" if met else "**no**"))
+    if goals:
+        L.append("## Goals (checked against the medians above)")
+        L.append("")
+        L.append("| part | measure | median | goal | met |")
+        L.append("|---|---|---|---|---|")
+        L.extend(goals)
+        L.append("")
+    L.append("## Skipped")
+    L.append("")
+    if R.skipped:
+        for part, what, reason in R.skipped:
+            L.append("- **%s / %s**: skipped: %s" % (part, what, reason))
+    else:
+        L.append("- nothing")
+    not_run = [p for p in PARTS if p not in parts]
+    for p in not_run:
+        L.append("- **%s**: not run in this invocation" % p)
+    L.append("")
+    for p in parts:
+        L.append("## " + PART_TITLES[p])
+        L.append("")
+        for note in PART_NOTES.get(p, []):
+            L.append(note)
+            L.append("")
+        if R.peers.get(p):
+            L.append("Configurations:")
+            L.append("")
+            for line in R.peers[p]:
+                L.append("- " + line)
+            L.append("")
+        det = R.sections.get(p, [])
+        table_lines = [d for d in det if d.startswith("|")]
+        other = [d for d in det if not d.startswith("|")]
+        if table_lines:
+            if p == "overhead":
+                L.append("| workload | configuration | no agent (req/s) | with it (req/s) | "
+                         "ratio | min–max | CPU µs/req (no agent → with) |")
+                L.append("|---|---|---|---|---|---|---|")
+            elif p == "bpfcost":
+                L.append("| program | hook | ns/event | empty ns/event | ratio (min–max) | "
+                         "events/window |")
+                L.append("|---|---|---|---|---|---|")
+            elif p == "aggregator":
+                L.append("| agents | interval | registered | frames acked/expected | samples/s | late | "
+                         "aggregator CPU | RSS MiB | ack p99 ms | sustained |")
+                L.append("|---|---|---|---|---|---|---|---|---|---|")
+            elif p == "wire":
+                L.append("| frame | series | packed B | packed+zstd B | JSON B | JSON+gzip B | "
+                         "series JSON B | series JSON+gzip B |")
+                L.append("|---|---|---|---|---|---|---|---|")
+            L.extend(table_lines)
+            L.append("")
+        for d in other:
+            L.append(d)
+            L.append("")
+        if R.commands.get(p):
+            L.append("Commands:")
+            L.append("")
+            L.append("```")
+            L.extend(R.commands[p])
+            L.append("```")
+            L.append("")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(L).rstrip() + "\n")
+    print("wrote " + os.path.relpath(path, REPO))
+
+
+def main():
+    ap = argparse.ArgumentParser(description="vigil benchmarks")
+    ap.add_argument("build", nargs="?", default=os.path.join(REPO, "build"))
+    ap.add_argument("--only", default="", help="comma-separated parts: " + " ".join(PARTS))
+    ap.add_argument("--no-doc", action="store_true", help="do not write any markdown")
+    args = ap.parse_args()
+    parts = PARTS
+    if args.only:
+        parts = [p.strip() for p in args.only.split(",") if p.strip()]
+        bad = [p for p in parts if p not in PARTS]
+        if bad:
+            print("unknown part(s): %s; parts are %s" % (", ".join(bad), " ".join(PARTS)),
+                  file=sys.stderr)
+            return 2
+    env = Env(args.build)
+    if not os.path.isdir(env.bin):
+        print("bench: no build at %s (run `make build`)" % env.build, file=sys.stderr)
+        return 2
+    atexit.register(cleanup_all)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    if not env.root:
+        print("bench: not root: BPF parts will be skipped", file=sys.stderr)
+    print("vigil bench%s: parts %s" % (" (BENCH_QUICK=1 smoke run)" if QUICK else "",
+                                       ", ".join(parts)), flush=True)
+    t0 = time.time()
+    funcs = {"overhead": part_overhead, "bpfcost": part_bpfcost, "footprint": part_footprint,
+             "events": part_events, "aggregator": part_aggregator, "wire": part_wire,
+             "cli": part_cli}
+    for p in parts:
+        print("\n== %s" % PART_TITLES[p], flush=True)
+        tp = time.time()
+        try:
+            funcs[p](env)
+        except Exception as e:  # one broken part must not hide the others
+            import traceback
+            traceback.print_exc()
+            R.skip(p, PART_TITLES[p], "harness error: %s" % e)
+        print("  (%s took %.0f s)" % (p, time.time() - tp), flush=True)
+    if env.aggregator:
+        env.aggregator.stop()
+    shutil.rmtree(os.path.join(env.build, "bench-data"), ignore_errors=True)
+    elapsed = time.time() - t0
+    print_table(elapsed)
+    try:
+        with open(os.path.join(env.build, "bench-results.json"), "w") as f:
+            json.dump({"quick": QUICK, "parts": parts, "rows": R.rows, "skipped": R.skipped,
+                       "details": R.sections, "commands": R.commands}, f, indent=1)
+    except OSError as e:
+        print("bench: cannot write bench-results.json: %s" % e, file=sys.stderr)
+    if not args.no_doc:
+        # A partial run never replaces the full report: it goes to the build directory.
+        path = os.path.join(REPO, "docs", "performance.md") if parts == PARTS else \
+            os.path.join(env.build, "performance.partial.md")
+        write_doc(path, parts, elapsed, ["bench/run.sh"] + sys.argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+// vigil-bench-loadgen: simulates N agents against a running vigil-aggregator over real Cap'n Proto
+// RPC connections on loopback. Each simulated agent connects, registers (Aggregator.register,
+// like userspace/agent/uplink.cc) and pushes a synthetic steady-state frame (~500 series,
+// bench/common/synth_frame.h) every interval, one push in flight at a time, as the agent does.
+// Pushes are spread evenly over the interval.
+//
+//   vigil-bench-loadgen --addr=127.0.0.1:PORT --agents=N [--interval_ms=10000]
+//                       [--warmup_s=12] [--duration_s=30] [--connect_per_s=2000]
+//
+// After all agents registered and the warm-up, it measures for duration_s and prints key=value
+// lines: acked frames, samples/s, ack latency percentiles (send to response, as seen by this
+// process's event loop), late pushes (a push was still unacknowledged when the next was due:
+// the aggregator is falling behind) and errors.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <capnp/message.h>
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/async.h>
+#include <kj/time.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench/common/synth_frame.h"
+#include "capnp/frame_codec.h"
+#include "capnp/snapshot.h"
+#include "capnp/vigil.capnp.h"
+
+namespace {
+
+struct Options {
+  std::string host = "127.0.0.1";
+  uint32_t port = 9470;
+  uint32_t agents = 100;
+  uint32_t interval_ms = 10000;
+  uint32_t warmup_s = 12;
+  uint32_t duration_s = 30;
+  uint32_t connect_per_s = 2000;
+};
+
+struct Stats {
+  uint64_t connected = 0;
+  uint64_t registered = 0;
+  uint64_t connect_failed = 0;
+  uint64_t register_failed = 0;
+  uint64_t push_failed = 0;
+  uint64_t disconnected = 0;
+  // Within the measurement window only:
+  uint64_t acked = 0;
+  uint64_t late = 0;
+  uint64_t payload_bytes = 0;
+  std::vector<double> latency_ms;
+};
+
+class ErrorCounter final : public kj::TaskSet::ErrorHandler {
+ public:
+  explicit ErrorCounter(Stats& s) : stats_(s) {}
+  void taskFailed(kj::Exception&& e) override {
+    stats_.disconnected++;
+    if (stats_.disconnected <= 3) {
+      fprintf(stderr, "vigil-bench-loadgen: agent task failed: %s\n", e.getDescription().cStr());
+    }
+  }
+
+ private:
+  Stats& stats_;
+};
+
+// A control capability the aggregator may call; the simulated agents refuse config.
+class NoConfig final : public vigil::wire::AgentControl::Server {
+ protected:
+  kj::Promise<void> applyConfig(ApplyConfigContext context) override {
+    auto r = context.getResults().initResult();
+    r.setApplied(false);
+    r.setError("load generator");
+    return kj::READY_NOW;
+  }
+};
+
+double selfCpuSeconds() {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+class LoadGen {
+ public:
+  LoadGen(Options o, kj::AsyncIoContext& io)
+      : o_(std::move(o)), io_(io), errors_(stats_), tasks_(errors_) {}
+
+  struct Agent {
+    uint32_t index = 0;
+    uint64_t seq = 0;
+    uint64_t epoch = 0;
+    bool in_flight = false;
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyClient> client;
+    vigil::wire::IngestSession::Client session = nullptr;
+  };
+
+  void run() {
+    auto& timer = io_.provider->getTimer();
+    auto addr = io_.provider->getNetwork().parseAddress(o_.host, o_.port).wait(io_.waitScope);
+    start_ = timer.now();
+    agents_.resize(o_.agents);
+    for (uint32_t i = 0; i < o_.agents; ++i) {
+      agents_[i] = kj::heap<Agent>();
+      agents_[i]->index = i;
+      agents_[i]->epoch = 1000000 + i;
+      kj::Duration at = (static_cast<int64_t>(i) * 1000000 / o_.connect_per_s) * kj::MICROSECONDS;
+      tasks_.add(timer.afterDelay(at).then([this, &addr, i]() { return startAgent(*addr, i); }));
+    }
+    // Wait until all agents registered (or failed), then warm up, then measure.
+    kj::TimePoint deadline = timer.now() + 120 * kj::SECONDS;
+    while (stats_.registered + stats_.connect_failed + stats_.register_failed < o_.agents &&
+           timer.now() < deadline) {
+      timer.afterDelay(100 * kj::MILLISECONDS).wait(io_.waitScope);
+    }
+    double ramp_s = (timer.now() - start_) / kj::MILLISECONDS / 1000.0;
+    timer.afterDelay(o_.warmup_s * kj::SECONDS).wait(io_.waitScope);
+    stats_.acked = stats_.late = stats_.payload_bytes = 0;
+    stats_.latency_ms.clear();
+    measuring_ = true;
+    kj::TimePoint m0 = timer.now();
+    double cpu0 = selfCpuSeconds();
+    printf("measure_start=1\n");
+    fflush(stdout);
+    timer.afterDelay(o_.duration_s * kj::SECONDS).wait(io_.waitScope);
+    double window_s = (timer.now() - m0) / kj::MILLISECONDS / 1000.0;
+    measuring_ = false;
+    printf("loadgen_cpu_seconds=%.3f\n", selfCpuSeconds() - cpu0);
+    report(ramp_s, window_s);
+  }
+
+ private:
+  kj::Promise<void> startAgent(kj::NetworkAddress& addr, uint32_t i) {
+    return addr.connect().then(
+        [this, i](kj::Own<kj::AsyncIoStream> stream) {
+          stats_.connected++;
+          Agent& a = *agents_[i];
+          a.stream = kj::mv(stream);
+          a.client = kj::heap<capnp::TwoPartyClient>(*a.stream);
+          auto req = a.client->bootstrap().castAs<vigil::wire::Aggregator>().registerRequest();
+          auto hello = req.initHello();
+          auto id = hello.initAgent();
+          std::string name = "bench-" + std::to_string(i);
+          id.setAgentId(name);
+          id.setNodeName(name);
+          id.setVersion("0.1.0-loadgen");
+          id.setKernel("6.18");
+          hello.setBootEpoch(a.epoch);
+          hello.setProtocolVersion(0);
+          req.setControl(kj::heap<NoConfig>());
+          return req.send().then(
+              [this, i](capnp::Response<vigil::wire::Aggregator::RegisterResults> resp) {
+                Agent& a = *agents_[i];
+                a.session = resp.getSession();
+                a.seq = resp.getLastSeq();
+                stats_.registered++;
+                // Spread first pushes evenly over one interval.
+                int64_t offset_us = static_cast<int64_t>(i) * o_.interval_ms * 1000 / o_.agents;
+                return io_.provider->getTimer()
+                    .afterDelay(offset_us * kj::MICROSECONDS)
+                    .then([this, i]() { return pushLoop(i); });
+              },
+              [this](kj::Exception&& e) -> kj::Promise<void> {
+                stats_.register_failed++;
+                return kj::mv(e);
+              });
+        },
+        [this](kj::Exception&& e) -> kj::Promise<void> {
+          stats_.connect_failed++;
+          return kj::mv(e);
+        });
+  }
+
+  kj::Promise<void> pushLoop(uint32_t i) {
+    auto& timer = io_.provider->getTimer();
+    kj::TimePoint next = timer.now() + o_.interval_ms * kj::MILLISECONDS;
+    Agent& a = *agents_[i];
+    if (a.in_flight) {
+      // The previous frame is still unacknowledged: the aggregator is behind. The agent would
+      // queue; we skip this interval's frame and count it.
+      if (measuring_) {
+        stats_.late++;
+      }
+    } else {
+      sendOne(i);
+    }
+    return timer.atTime(next).then([this, i]() { return pushLoop(i); });
+  }
+
+  void sendOne(uint32_t i) {
+    Agent& a = *agents_[i];
+    a.seq++;
+    vigil::Snapshot snap;
+    vigil::bench::SynthOptions so;
+    so.agent_id = "bench-" + std::to_string(i);
+    so.boot_epoch = a.epoch;
+    so.seed = i + 1;
+    vigil::bench::buildSyntheticSnapshot(so, a.seq, snap);
+    if (series_per_frame_ == 0) {
+      series_per_frame_ = vigil::bench::countSeries(snap);
+    }
+    capnp::MallocMessageBuilder message;
+    vigil::toWire(snap, message);
+    auto payload = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED_ZSTD);
+    auto req = a.session.pushRequest();
+    req.setSeq(a.seq);
+    req.setEncoding(vigil::wire::Encoding::PACKED_ZSTD);
+    req.setPayload(payload);
+    size_t bytes = payload.size();
+    a.in_flight = true;
+    kj::TimePoint sent = io_.provider->getTimer().now();
+    bool counted = measuring_;
+    tasks_.add(req.send().then(
+        [this, i, sent, counted, bytes](capnp::Response<vigil::wire::IngestSession::PushResults>) {
+          agents_[i]->in_flight = false;
+          if (counted && measuring_) {
+            stats_.acked++;
+            stats_.payload_bytes += bytes;
+            stats_.latency_ms.push_back((io_.provider->getTimer().now() - sent) / kj::MICROSECONDS /
+                                        1000.0);
+          }
+        },
+        [this, i](kj::Exception&& e) {
+          agents_[i]->in_flight = false;
+          stats_.push_failed++;
+          if (stats_.push_failed <= 3) {
+            fprintf(stderr, "vigil-bench-loadgen: push failed: %s\n", e.getDescription().cStr());
+          }
+        }));
+  }
+
+  void report(double ramp_s, double window_s) {
+    std::vector<double>& l = stats_.latency_ms;
+    std::sort(l.begin(), l.end());
+    auto pct = [&l](double p) -> double {
+      if (l.empty()) {
+        return 0;
+      }
+      size_t idx = std::min(l.size() - 1, static_cast<size_t>(p * (l.size() - 1) + 0.5));
+      return l[idx];
+    };
+    double expected = o_.agents * window_s * 1000.0 / o_.interval_ms;
+    printf("agents=%u\n", o_.agents);
+    printf("connected=%lu\nregistered=%lu\nconnect_failed=%lu\nregister_failed=%lu\n",
+           stats_.connected, stats_.registered, stats_.connect_failed, stats_.register_failed);
+    printf("ramp_seconds=%.1f\nwindow_seconds=%.1f\n", ramp_s, window_s);
+    printf("series_per_frame=%zu\n", series_per_frame_);
+    printf("frames_expected=%.0f\nframes_acked=%lu\nlate_pushes=%lu\npush_failed=%lu\n", expected,
+           stats_.acked, stats_.late, stats_.push_failed);
+    printf("disconnected=%lu\n", stats_.disconnected);
+    printf("samples_per_s=%.0f\n", stats_.acked * series_per_frame_ / window_s);
+    printf("payload_bytes_per_frame=%.0f\n",
+           stats_.acked ? static_cast<double>(stats_.payload_bytes) / stats_.acked : 0.0);
+    printf("ack_ms_p50=%.2f\nack_ms_p99=%.2f\nack_ms_max=%.2f\n", pct(0.5), pct(0.99),
+           l.empty() ? 0.0 : l.back());
+    bool sustained = stats_.registered == o_.agents && stats_.late == 0 &&
+                     stats_.push_failed == 0 && stats_.acked >= 0.98 * expected &&
+                     pct(0.99) < o_.interval_ms;
+    printf("sustained=%d\n", sustained ? 1 : 0);
+    fflush(stdout);
+  }
+
+  Options o_;
+  kj::AsyncIoContext& io_;
+  Stats stats_;
+  ErrorCounter errors_;
+  kj::TaskSet tasks_;
+  std::vector<kj::Own<Agent>> agents_;
+  kj::TimePoint start_ = kj::origin<kj::TimePoint>();
+  bool measuring_ = false;
+  size_t series_per_frame_ = 0;
+};
+
+bool flagValue(const char* arg, const char* name, std::string* out) {
+  std::string prefix = std::string("--") + name + "=";
+  if (strncmp(arg, prefix.c_str(), prefix.size()) == 0) {
+    *out = arg + prefix.size();
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string v;
+    if (flagValue(argv[i], "addr", &v)) {
+      size_t colon = v.rfind(':');
+      o.host = v.substr(0, colon);
+      o.port = static_cast<uint32_t>(std::stoul(v.substr(colon + 1)));
+    } else if (flagValue(argv[i], "agents", &v)) {
+      o.agents = static_cast<uint32_t>(std::stoul(v));
+    } else if (flagValue(argv[i], "interval_ms", &v)) {
+      o.interval_ms = static_cast<uint32_t>(std::stoul(v));
+    } else if (flagValue(argv[i], "warmup_s", &v)) {
+      o.warmup_s = static_cast<uint32_t>(std::stoul(v));
+    } else if (flagValue(argv[i], "duration_s", &v)) {
+      o.duration_s = static_cast<uint32_t>(std::stoul(v));
+    } else if (flagValue(argv[i], "connect_per_s", &v)) {
+      o.connect_per_s = std::max(1ul, std::stoul(v));
+    } else {
+      fprintf(stderr,
+              "usage: vigil-bench-loadgen --addr=HOST:PORT --agents=N [--interval_ms=10000] "
+              "[--warmup_s=12] [--duration_s=30] [--connect_per_s=2000]\n");
+      return 2;
+    }
+  }
+  if (o.agents == 0 || o.interval_ms == 0) {
+    fprintf(stderr, "vigil-bench-loadgen: --agents and --interval_ms must be positive\n");
+    return 2;
+  }
+  // One fd per simulated agent plus a few: raise the soft limit to the hard one, then try higher
+  // (needs CAP_SYS_RESOURCE). Say what we got; the harness reports an fd-limited run as such.
+  rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rlim_t want = o.agents + 64;
+  if (rl.rlim_cur < want) {
+    rlimit up = rl;
+    up.rlim_cur = std::min<rlim_t>(want > rl.rlim_max ? rl.rlim_max : want, rl.rlim_max);
+    if (want > rl.rlim_max) {
+      rlimit higher{want, want};
+      if (setrlimit(RLIMIT_NOFILE, &higher) == 0) {
+        up = higher;
+      } else {
+        fprintf(stderr, "vigil-bench-loadgen: cannot raise RLIMIT_NOFILE above %lu: %s\n",
+                static_cast<unsigned long>(rl.rlim_max), strerror(errno));
+      }
+    }
+    setrlimit(RLIMIT_NOFILE, &up);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  printf("nofile_limit=%lu\n", static_cast<unsigned long>(rl.rlim_cur));
+  if (rl.rlim_cur < want) {
+    printf("fd_limited=1\n");
+    fprintf(stderr, "vigil-bench-loadgen: %u agents need %lu fds, limit is %lu\n", o.agents,
+            static_cast<unsigned long>(want), static_cast<unsigned long>(rl.rlim_cur));
+    return 3;
+  }
+  auto io = kj::setupAsyncIo();
+  LoadGen gen(o, io);
+  gen.run();
+  // Tearing down thousands of RPC connections one by one measures nothing; the kernel closes them.
+  fflush(stdout);
+  _exit(0);
+}

@@ -1,0 +1,141 @@
+// Agent settings: the YAML file, pushed configs merged over the current settings, and validation
+// that names the bad field.
+#include "userspace/agent/agent_config.h"
+
+#include <capnp/message.h>
+
+#include <catch2/catch.hpp>
+
+#include "userspace/agent/host_cpu.h"
+#include "userspace/agent/uplink.h"
+
+namespace vigil {
+namespace {
+
+const std::vector<std::string> kCollectors = {"sched", "syscalls"};
+
+TEST_CASE("a YAML config sets every key") {
+  auto s = parseSettingsYaml(R"(
+interval: 5s
+disabled_collectors: [syscalls]
+syscall_mode: continuous
+syscall_duty_cycle: 0.5
+mask_patterns: ["token=\\S+"]
+comm_filter: [nginx, redis-server]
+dynamic_sampling:
+  cpu_threshold_percent: 70
+  low_interval: 30s
+  high_interval: 2s
+)",
+                             AgentSettings{});
+  REQUIRE(s.ok());
+  CHECK(s->interval_ms == 5000);
+  CHECK(s->disabled_collectors.contains("syscalls"));
+  CHECK(s->syscall_mode == "continuous");
+  CHECK(s->syscall_duty_cycle == 0.5);
+  CHECK(s->mask_patterns == std::vector<std::string>{"token=\\S+"});
+  CHECK(s->comm_filter.size() == 2);
+  CHECK(s->sampling.enabled);
+  CHECK(s->sampling.cpu_threshold_percent == 70);
+  CHECK(s->sampling.low_interval_ms == 30000);
+  CHECK(s->sampling.high_interval_ms == 2000);
+  CHECK(validateSettings(*s, kCollectors).ok());
+}
+
+TEST_CASE("a YAML config with an unknown key or a bad value is refused with its line") {
+  auto unknown = parseSettingsYaml("interval: 5s\nintervall: 3s\n", AgentSettings{});
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(std::string(unknown.status().message()) ==
+        "unknown key 'intervall' (line 2); see docs/configuration.md");
+  auto bad = parseSettingsYaml("interval: soon\n", AgentSettings{});
+  REQUIRE_FALSE(bad.ok());
+  CHECK(std::string(bad.status().message()).find("'soon' is not a duration") != std::string::npos);
+  auto broken = parseSettingsYaml("interval: [1\n", AgentSettings{});
+  CHECK_FALSE(broken.ok());
+}
+
+TEST_CASE("validation names the bad field") {
+  AgentSettings s;
+  s.interval_ms = 500;
+  CHECK(std::string(validateSettings(s, kCollectors).message()) ==
+        "interval must be between 1s and 1h, got 500ms");
+  s = AgentSettings{};
+  s.disabled_collectors.insert("nope");
+  CHECK(std::string(validateSettings(s, kCollectors).message()) ==
+        "unknown collector 'nope'; known: sched, syscalls");
+  s = AgentSettings{};
+  s.mask_patterns = {"("};
+  CHECK(std::string(validateSettings(s, kCollectors).message()).find("mask pattern '('") == 0);
+  s = AgentSettings{};
+  s.syscall_mode = "sometimes";
+  CHECK_FALSE(validateSettings(s, kCollectors).ok());
+  s = AgentSettings{};
+  s.sampling.enabled = true;
+  s.sampling.cpu_threshold_percent = 150;
+  CHECK_FALSE(validateSettings(s, kCollectors).ok());
+}
+
+TEST_CASE("a pushed config changes only the fields it sets") {
+  AgentSettings current;
+  current.comm_filter = {"nginx"};
+  current.disabled_collectors = {"syscalls"};
+  capnp::MallocMessageBuilder msg;
+  auto c = msg.initRoot<wire::AgentConfig>();
+  c.setVersion(3);
+  c.setIntervalMs(1000);
+  c.initEnabledCollectors(1).set(0, "syscalls");
+  c.initDisabledCollectors(1).set(0, "sched");
+  auto d = c.initDynamicSampling();
+  d.setEnabled(true);
+  d.setHighIntervalMs(2000);
+  auto s = mergePushedConfig(current, c.asReader());
+  REQUIRE(s.ok());
+  CHECK(s->version == 3);
+  CHECK(s->interval_ms == 1000);
+  CHECK(s->disabled_collectors == absl::flat_hash_set<std::string>{"sched"});
+  CHECK(s->comm_filter == std::vector<std::string>{"nginx"});
+  CHECK(s->sampling.enabled);
+  CHECK(s->sampling.high_interval_ms == 2000);
+  CHECK(s->sampling.low_interval_ms == 30000);
+}
+
+TEST_CASE("rendezvous order is stable, spreads nodes, and moves only a removed shard's nodes") {
+  std::vector<std::string> three = {"10.0.0.1:9470", "10.0.0.2:9470", "10.0.0.3:9470"};
+  std::vector<std::string> two = {"10.0.0.1:9470", "10.0.0.2:9470"};
+  std::map<std::string, int> load;
+  int moved_unnecessarily = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string node = "node-" + std::to_string(i);
+    auto order = rendezvousOrder(three, node);
+    CHECK(order == rendezvousOrder(three, node));
+    load[order[0]]++;
+    auto without = rendezvousOrder(two, node);
+    if (order[0] != "10.0.0.3:9470" && without[0] != order[0]) {
+      moved_unnecessarily++;
+    }
+    if (order[0] == "10.0.0.3:9470") {
+      CHECK(without[0] == order[1]);  // its fallback is the next in its own order
+    }
+  }
+  CHECK(moved_unnecessarily == 0);
+  for (auto& [addr, n] : load) {
+    CHECK(n > 850);  // ~1000 each
+    CHECK(n < 1150);
+  }
+}
+
+TEST_CASE("host CPU percent comes from two reads of /proc/stat") {
+  HostCpu cpu;
+  CHECK_FALSE(cpu.sample());
+  volatile uint64_t x = 0;
+  for (int i = 0; i < 20000000; ++i) {
+    x = x + i;
+  }
+  auto p = cpu.sample();
+  REQUIRE(p);
+  CHECK(*p >= 0);
+  CHECK(*p <= 100);
+}
+
+}  // namespace
+}  // namespace vigil

@@ -1,0 +1,48 @@
+// The agent's run-time settings: what an operator sets in `--config FILE` (YAML) and what the
+// aggregator pushes over AgentControl.applyConfig. Both paths produce an AgentSettings, which is
+// validated as a whole before the agent applies it, so a bad config never half-applies.
+// The keys are documented in docs/configuration.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "capnp/vigil.capnp.h"
+
+namespace vigil {
+
+// Collect every low_interval while host CPU is under the threshold, every high_interval at or
+// above it (a busy host gets finer resolution while it is interesting).
+struct SamplingPolicy {
+  bool enabled = false;
+  double cpu_threshold_percent = 50;
+  uint32_t low_interval_ms = 30000;
+  uint32_t high_interval_ms = 5000;
+};
+
+struct AgentSettings {
+  uint64_t version = 0;  // 0: built-in defaults and the local file
+  uint32_t interval_ms = 10000;
+  absl::flat_hash_set<std::string> disabled_collectors;
+  std::string syscall_mode = "sampled";  // sampled | continuous | off
+  double syscall_duty_cycle = 0.1;
+  std::vector<std::string> mask_patterns;  // regexes masked in cmdline
+  std::vector<std::string> comm_filter;    // only these comms are reported when non-empty
+  SamplingPolicy sampling;
+};
+
+// Checks every field; the error names the field and the bad value.
+absl::Status validateSettings(const AgentSettings& s, const std::vector<std::string>& collectors);
+
+// `current` with the pushed config applied (zero/empty wire fields keep the current value).
+absl::StatusOr<AgentSettings> mergePushedConfig(const AgentSettings& current,
+                                                wire::AgentConfig::Reader config);
+
+// Reads a YAML config file over `defaults`. Unknown keys are errors (a typo must not be ignored).
+absl::StatusOr<AgentSettings> loadSettingsFile(const std::string& path, AgentSettings defaults);
+absl::StatusOr<AgentSettings> parseSettingsYaml(const std::string& text, AgentSettings defaults);
+
+}  // namespace vigil
