@@ -81,13 +81,14 @@ std::vector<Command> buildCommands() {
       "fatal signals only: SIGKILL, SIGSEGV, SIGABRT, ...). Loads only the BPF collector the\n"
       "kind needs (process, or net for tcp), needs no agent, and prints a header as soon as the\n"
       "probes are attached. Events carry container and pod attribution (cgroup v2), and exec\n"
-      "argv is masked like the agent's (docs/masking.md). Filters: --pid is applied in the\n"
-      "kernel (only that process's events are ever written to the ring buffer); --comm and\n"
-      "--container are applied in userspace. Stops after --duration, or on Ctrl-C / SIGTERM;\n"
-      "if any events were lost (ring buffer full) their count is printed to stderr at exit.\n"
-      "Needs root.",
+      "argv is masked like the agent's (docs/masking.md).\n"
+      "Filters applied in the kernel (nothing else is written to the ring buffer): --pid, and\n"
+      "for exec/exit/oom/signal also --comm and the event kind (only that kind's program is\n"
+      "loaded). Applied in userspace: --comm for tcp, --container. Stops after --duration, or\n"
+      "on Ctrl-C / SIGTERM; if any events were lost (ring buffer full) their count is printed\n"
+      "to stderr at exit. Needs root.",
       {{"pid", true, "PID", "only this process (in-kernel filter)"},
-       {"comm", true, "NAME", "only events whose comm contains NAME (userspace filter)"},
+       {"comm", true, "NAME", "only processes whose comm is exactly NAME (in-kernel but for tcp)"},
        {"container", true, "ID", "only events of this container, by id prefix (userspace)"},
        {"duration", true, "DURATION", "stop after this long (default: until Ctrl-C)"},
        {"json", false, "", "one JSON object per line (header goes to stderr)"},

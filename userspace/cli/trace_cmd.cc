@@ -2,8 +2,9 @@
 // tcplife, oomkill and killsnoop. Loads only the collector the event kind needs (process or
 // net), reads its ring buffer through the collector (so masking, loss accounting and the event
 // model are the agent's), attributes events to containers and pods, and prints them as they
-// arrive. --pid is applied in the kernel (the collectors' only_tgid rodata); --comm and
-// --container are applied here.
+// arrive. --pid is applied in the kernel (the collectors' only_tgid rodata), as are --comm and
+// the event kind for process events (ProcessOptions::only_comm / event_types, so `trace exec`
+// loads only the exec program); --comm for tcp and --container are applied here.
 #include <arpa/inet.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -34,7 +35,7 @@ enum class Kind { kExec, kExit, kTcp, kOom, kSignal };
 
 struct Filters {
   uint32_t pid = 0;
-  std::string comm;       // substring of the comm
+  std::string comm;       // the exact comm
   std::string container;  // prefix of the container id
 };
 
@@ -133,7 +134,7 @@ bool passes(const Filters& f, const wire::Event::Reader& e) {
   if (f.pid != 0 && e.getPid() != f.pid) {
     return false;
   }
-  if (!f.comm.empty() && !absl::StrContains(std::string(e.getComm()), f.comm)) {
+  if (!f.comm.empty() && std::string(e.getComm()) != f.comm) {
     return false;
   }
   if (!f.container.empty() && !absl::StartsWith(std::string(e.getContainerId()), f.container)) {
@@ -347,6 +348,11 @@ int runTrace(const Command& self, const Args& args) {
     return usageError(self, "--ring-kb must be a power of two, at least 4");
   }
   Filters filters{*pid, args.get("comm"), args.get("container")};
+  if (filters.comm.size() > 15) {
+    return usageError(self, absl::StrCat("--comm '", filters.comm,
+                                         "' is longer than a kernel comm (15 bytes): give the "
+                                         "first 15 characters"));
+  }
   bool json = args.has("json");
   if (geteuid() != 0) {
     return collectorFailure(self, absl::PermissionDeniedError("not running as root"));
@@ -369,6 +375,12 @@ int runTrace(const Command& self, const Args& args) {
   } else {
     ProcessOptions o;
     o.only_tgid = filters.pid;
+    o.only_comm = filters.comm;
+    ProcEventType type = kind == Kind::kExec   ? ProcEventType::kExec
+                         : kind == Kind::kExit ? ProcEventType::kExit
+                         : kind == Kind::kOom  ? ProcEventType::kOomKill
+                                               : ProcEventType::kSignal;
+    o.event_types = 1u << static_cast<int>(type);
     if (ring_bytes != 0) {
       o.ring_bytes = ring_bytes;
     }

@@ -125,6 +125,14 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   }
   skel->rodata->targ_tgid = options.only_tgid;
   skel->rodata->targ_cgroup_id = options.only_cgroup_id;
+  skel->rodata->targ_types = options.event_types;
+  if (options.only_comm.size() >= sizeof(skel->rodata->targ_comm)) {
+    process_bpf::destroy(skel);
+    return absl::InvalidArgumentError(absl::StrCat("process: comm filter '", options.only_comm,
+                                                   "' is longer than the kernel's 15 bytes"));
+  }
+  memcpy(const_cast<char*>(skel->rodata->targ_comm), options.only_comm.data(),
+         options.only_comm.size());
   uint64_t mask = 0;
   for (int s : kFatalSignals) {
     mask |= 1ULL << s;
@@ -147,6 +155,24 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   };
   for (bpf_program* p : unused) {
     bpf_program__set_autoload(p, false);
+  }
+  // Types filtered out in the kernel need no program at all (faster load for `vigil trace`).
+  auto type_off = [&](ProcEventType t) {
+    return (options.event_types & (1u << static_cast<int>(t))) == 0;
+  };
+  std::pair<ProcEventType, std::vector<bpf_program*>> by_type[] = {
+      {ProcEventType::kExec, {skel->progs.vigil_exec_btf, skel->progs.vigil_exec_raw}},
+      {ProcEventType::kExit, {skel->progs.vigil_exit_btf, skel->progs.vigil_exit_raw}},
+      {ProcEventType::kFork, {skel->progs.vigil_fork_btf, skel->progs.vigil_fork_raw}},
+      {ProcEventType::kSignal, {skel->progs.vigil_sig_btf, skel->progs.vigil_sig_raw}},
+      {ProcEventType::kOomKill, {skel->progs.vigil_oom_raw}},
+  };
+  for (const auto& [type, progs] : by_type) {
+    if (type_off(type)) {
+      for (bpf_program* p : progs) {
+        bpf_program__set_autoload(p, false);
+      }
+    }
   }
   int err = process_bpf::load(skel);
   if (err == 0) {

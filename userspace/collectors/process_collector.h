@@ -28,6 +28,11 @@ struct ProcessOptions {
   uint32_t ring_bytes = 8u << 20;          // ring buffer size (power of two, >= page size)
   size_t max_buffered_events = 100000;     // events held between collect() calls
   std::vector<std::string> mask_patterns;  // extra masking regexes (docs/masking.md)
+  // In-kernel filters for `vigil trace`: bit n of event_types enables ProcEventType n (other
+  // types are never written to the ring); only_comm (at most 15 bytes) keeps only processes
+  // whose comm equals it exactly ("": all).
+  uint32_t event_types = ~0u;
+  std::string only_comm;
 };
 
 // Event types as in bpf/process/process.h, for the counters below.
