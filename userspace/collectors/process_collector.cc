@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -36,8 +37,7 @@ int64_t clockNs(clockid_t id) {
 // True when mark_victim's first argument is a pid rather than a task_struct * (see
 // process.bpf.c). Read from the kernel's BTF: the typedef btf_trace_mark_victim points to the
 // tracepoint's prototype, whose parameter 1 (after the context) is that argument.
-bool oomArgIsPid() {
-  struct btf* btf = btf__load_vmlinux_btf();
+bool oomArgIsPid(const struct btf* btf) {
   if (btf == nullptr) {
     return true;  // no BTF: do not dereference what may be a pid
   }
@@ -54,7 +54,6 @@ bool oomArgIsPid() {
       }
     }
   }
-  btf__free(btf);
   return is_pid;
 }
 
@@ -109,6 +108,8 @@ ProcessCollector::ProcessCollector(process_bpf* skel, const char* mode, size_t m
 
 absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
     const ProcessOptions& options) {
+  // One vmlinux BTF parse for all feature probes, freed before libbpf parses its own at load.
+  std::optional<compat::VmlinuxBtfScope> btf_scope(std::in_place);
   if (!compat::haveRingBuffer()) {
     return absl::FailedPreconditionError(
         "process: this kernel has no BPF ring buffer (needs 5.8+); process events are off");
@@ -138,7 +139,7 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
     mask |= 1ULL << s;
   }
   skel->rodata->fatal_signal_mask = mask;
-  skel->rodata->oom_arg_is_pid = oomArgIsPid();
+  skel->rodata->oom_arg_is_pid = oomArgIsPid(btf_scope->btf());
   bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
   skel->rodata->wakeup_bytes = options.ring_bytes / 4;
 
@@ -174,6 +175,7 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
       }
     }
   }
+  btf_scope.reset();
   int err = process_bpf::load(skel);
   if (err == 0) {
     err = process_bpf::attach(skel);

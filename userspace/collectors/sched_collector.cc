@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <vector>
 
@@ -61,6 +62,8 @@ bool processGone(uint32_t tgid) { return kill(static_cast<pid_t>(tgid), 0) != 0 
 
 absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
     const SchedOptions& options) {
+  // One vmlinux BTF parse for all feature probes, freed before libbpf parses its own at load.
+  std::optional<compat::VmlinuxBtfScope> btf_scope(std::in_place);
   sched_bpf* skel = sched_bpf::open();
   if (skel == nullptr) {
     return bpfError("sched: open", -errno);
@@ -78,6 +81,7 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
   bpf_program__set_autoload(btf ? skel->progs.vigil_wnew_raw : skel->progs.vigil_wnew_btf, false);
   // Enqueue times: task storage for tp_btf, an LRU hash for raw_tp; only one is created.
   bpf_map__set_autocreate(btf ? skel->maps.runq_start : skel->maps.runq_ts, false);
+  btf_scope.reset();
   int err = sched_bpf::load(skel);
   if (err == 0) {
     err = sched_bpf::attach(skel);
