@@ -92,9 +92,7 @@ std::vector<Command> buildCommands() {
        {"container", true, "ID", "only events of this container, by id prefix (userspace)"},
        {"duration", true, "DURATION", "stop after this long (default: until Ctrl-C)"},
        {"json", false, "", "one JSON object per line (header goes to stderr)"},
-       {"ring-kb", true, "KB",
-        "ring buffer size in KiB, a power of two >= 4 (default 8192 for "
-        "process events, 1024 for tcp)"}},
+       {"ring-kb", true, "KB", "ring buffer size in KiB, a power of two >= 4 (default 1024)"}},
       "  sudo vigil trace exec\n"
       "  sudo vigil trace exec --comm curl --json | jq .argv\n"
       "  sudo vigil trace tcp --pid 1234\n"

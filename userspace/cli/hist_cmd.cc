@@ -187,7 +187,6 @@ int runHist(const Command& self, const Args& args) {
     return h;
   };
 
-  Log2Hist base = read();
   if (!json) {
     printf("Tracing %s latency (%s)%s... Hit Ctrl-C to end.\n", what.c_str(), scope.c_str(),
            *interval > absl::ZeroDuration()
@@ -197,6 +196,7 @@ int runHist(const Command& self, const Args& args) {
     fprintf(stderr, "vigil hist: tracing %s latency (%s)\n", what.c_str(), scope.c_str());
   }
   fflush(stdout);
+  Log2Hist base = read();  // the collector started at zero; this is for the runs in between
 
   absl::Time start = absl::Now();
   absl::Time end = *duration > absl::ZeroDuration() ? start + *duration : absl::InfiniteFuture();
