@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "tests/support/test_support.h"
+#include "userspace/cli/trace_hist.h"
 
 namespace vigil {
 namespace {
@@ -140,6 +141,31 @@ TEST_CASE("vigil hist syscall counts every syscall of a process (continuous, not
   // 1000 getppid + the nanosleep that returns + pause entering (not yet returned: not counted).
   CHECK(lines[0]["count"].get<uint64_t>() >= 1000);
   CHECK(lines[0]["count"].get<uint64_t>() <= 1002);
+}
+
+TEST_CASE("log2 histograms: interval deltas with runqlat-style bars and JSON bucket bounds") {
+  HistogramSample a{"m", {}, 1000, {0, 2, 4, 0, 1}, 7, 40};
+  HistogramSample b{"m", {}, 1000, {1, 3, 8, 0, 1}, 13, 70};
+  cli::Log2Hist before, after;
+  before.add(a);
+  after.add(b);
+  cli::Log2Hist d = after.minus(before);
+  CHECK(d.buckets == std::vector<uint64_t>{1, 1, 4, 0, 0});
+  CHECK(d.count == 6);
+  CHECK(d.sum_units == 30);
+  std::string text = cli::renderHist(d, "t");
+  CHECK(text.find("0ns -> 2us : 1 ") != std::string::npos);
+  CHECK(text.find("4us -> 8us : 4          |****************************************|") !=
+        std::string::npos);
+  CHECK(text.find("8us -> 16us") == std::string::npos);  // trailing empty buckets are cut
+  CHECK(text.find("count 6, average 5us") != std::string::npos);
+  auto j = nlohmann::json::parse(cli::histJson(d, "m", "host"));
+  CHECK(j["unit"] == "us");
+  REQUIRE(j["buckets"].size() == 3);
+  CHECK(j["buckets"][2]["low"] == 4);
+  CHECK(j["buckets"][2]["high"] == 8);
+  CHECK(j["buckets"][2]["low_ns"] == 4000);
+  CHECK(cli::renderHist(cli::Log2Hist{}, "t").find("(no samples)") != std::string::npos);
 }
 
 TEST_CASE("vigil hist: usage errors exit 2 and name the problem") {

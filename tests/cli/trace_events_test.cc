@@ -350,6 +350,54 @@ TEST_CASE("vigil trace prints the lost-event count at exit when the ring buffer 
   CHECK(printed + lost >= 20);
 }
 
+TEST_CASE("vigil trace exit --pid reports only that process; signal sees its SIGSEGV") {
+  if (!testing::bpfAllowed("trace_events_test")) {
+    return;
+  }
+  TempDir dir;
+  // The target waits for a byte on a pipe, so its pid is known before it exits.
+  int go[2];
+  REQUIRE(pipe(go) == 0);
+  Child target = Child::fork([&]() {
+    char c;
+    close(go[1]);
+    if (read(go[0], &c, 1) != 1) {
+      return 1;
+    }
+    signal(SIGSEGV, SIG_DFL);  // Catch2 handles SIGSEGV in the forked child otherwise
+    raise(SIGSEGV);
+    return 2;
+  });
+  close(go[0]);
+  std::string pid = std::to_string(target.pid());
+  std::string exits = dir.file("exit.log"), signals = dir.file("signal.log");
+  Child exit_trace = startTrace({"exit", "--json", "--pid", pid}, exits);
+  Child signal_trace = startTrace({"signal", "--json", "--pid", pid}, signals);
+  runAndWait({"/bin/true"});  // another process's exit, which the filter must drop
+  REQUIRE(write(go[1], "x", 1) == 1);
+  close(go[1]);
+  REQUIRE(target.wait(10s).has_value());
+  bool seen = testing::waitFor(
+      [&]() {
+        return !jsonLines(readFile(exits)).empty() && !jsonLines(readFile(signals)).empty();
+      },
+      5s);
+  stopTrace(exit_trace);
+  stopTrace(signal_trace);
+  REQUIRE(seen);
+  auto e = jsonLines(readFile(exits));
+  REQUIRE(e.size() == 1);
+  CHECK(e[0]["event"] == "exit");
+  CHECK(e[0]["pid"] == static_cast<uint32_t>(target.pid()));
+  CHECK(e[0]["signal"] == SIGSEGV);
+  auto s = jsonLines(readFile(signals));
+  REQUIRE(s.size() >= 1);
+  CHECK(s[0]["event"] == "signal");
+  CHECK(s[0]["pid"] == static_cast<uint32_t>(target.pid()));
+  CHECK(s[0]["signal"] == SIGSEGV);
+  CHECK(s[0]["sender_pid"] == static_cast<uint32_t>(target.pid()));
+}
+
 TEST_CASE("vigil trace: usage errors exit 2, not root exits 3, --help documents the filters") {
   std::string vigil = testing::binaryPath("vigil");
   CHECK(WEXITSTATUS(runAndWait({vigil, "trace"})) == 2);
