@@ -398,6 +398,63 @@ TEST_CASE("vigil trace exit --pid reports only that process; signal sees its SIG
   CHECK(s[0]["sender_pid"] == static_cast<uint32_t>(target.pid()));
 }
 
+// localhost/vigil-test-busybox, built from busybox-static once (as tests/attribution does).
+bool ensureBusyboxImage() {
+  if (testing::shell("podman image exists localhost/vigil-test-busybox && echo yes") == "yes\n") {
+    return true;
+  }
+  TempDir dir;
+  std::string root = dir.file("rootfs");
+  std::string cmd = "set -e; mkdir -p " + root + "/bin; cp /bin/busybox " + root +
+                    "/bin/busybox; for a in sh sleep cat true; do ln -s busybox " + root +
+                    "/bin/$a; done; tar -C " + root + " -cf " + dir.file("rootfs.tar") +
+                    " .; podman import -q " + dir.file("rootfs.tar") +
+                    " localhost/vigil-test-busybox >/dev/null && echo ok";
+  return testing::shell(cmd) == "ok\n";
+}
+
+TEST_CASE("vigil trace exec --container shows only that podman container's execs (attributed)") {
+  if (!testing::bpfAllowed("trace_events_test")) {
+    return;
+  }
+  if (testing::shell("command -v podman runc >/dev/null && echo yes") != "yes\n") {
+    FAIL("podman and runc are needed (ci/install-deps.sh installs them)");
+  }
+  REQUIRE(ensureBusyboxImage());
+  std::string name = "vigil-test-trace-" + std::to_string(getpid());
+  struct Cleanup {
+    std::string name;
+    ~Cleanup() { testing::shell("podman rm -f -t 0 " + name + " >/dev/null 2>&1"); }
+  } cleanup{name};
+  std::string podman = "podman --runtime runc --cgroup-manager cgroupfs ";
+  std::string out = testing::shell(podman + "run -d --rm --name " + name +
+                                   " --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "
+                                   "localhost/vigil-test-busybox sleep 1234 2>/dev/null");
+  std::string id = out.substr(0, out.find_first_of(" \n"));
+  REQUIRE(id.size() == 64);
+  TempDir dir;
+  std::string log = dir.file("trace.log");
+  Child trace = startTrace({"exec", "--json", "--container", id.substr(0, 12)}, log);
+  runAndWait({"/bin/true"});  // on the host: filtered out
+  testing::shell(podman + "exec " + name + " true >/dev/null 2>&1");
+  bool seen = testing::waitFor(
+      [&]() {
+        for (const auto& j : jsonLines(readFile(log))) {
+          if (j["comm"] == "true") {
+            return true;
+          }
+        }
+        return false;
+      },
+      10s);
+  stopTrace(trace);
+  REQUIRE(seen);
+  for (const auto& j : jsonLines(readFile(log))) {
+    CHECK(j["container_id"] == id);
+    CHECK(j["cgroup_id"].get<uint64_t>() != 0);
+  }
+}
+
 TEST_CASE("vigil trace: usage errors exit 2, not root exits 3, --help documents the filters") {
   std::string vigil = testing::binaryPath("vigil");
   CHECK(WEXITSTATUS(runAndWait({vigil, "trace"})) == 2);
