@@ -143,6 +143,42 @@ TEST_CASE("vigil hist syscall counts every syscall of a process (continuous, not
   CHECK(lines[0]["count"].get<uint64_t>() <= 1002);
 }
 
+TEST_CASE("vigil hist runq --container sums the run-queue waits of a podman container") {
+  if (!testing::bpfAllowed("hist_runq_test")) {
+    return;
+  }
+  if (testing::shell("podman image exists localhost/vigil-test-busybox && command -v runc "
+                     ">/dev/null && echo yes") != "yes\n") {
+    WARN("needs podman, runc and localhost/vigil-test-busybox (trace_events_test builds it)");
+    return;
+  }
+  std::string name = "vigil-test-hist-" + std::to_string(getpid());
+  struct Cleanup {
+    std::string name;
+    ~Cleanup() { testing::shell("podman rm -f -t 0 " + name + " >/dev/null 2>&1"); }
+  } cleanup{name};
+  // Two busy loops on one CPU inside the container: each waits while the other runs.
+  std::string out = testing::shell(
+      "podman --runtime runc --cgroup-manager cgroupfs run -d --rm --cpuset-cpus 0 --name " + name +
+      " --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 localhost/vigil-test-busybox sh -c "
+      "'while :; do :; done & while :; do :; done' 2>/dev/null");
+  std::string id = out.substr(0, out.find_first_of(" \n"));
+  REQUIRE(id.size() == 64);
+  testing::TempDir dir;
+  std::string log = dir.file("hist.log");
+  Child hist = Child::spawn({testing::binaryPath("vigil"), "hist", "runq", "--container",
+                             id.substr(0, 12), "--duration", "1s", "--json"},
+                            log);
+  auto status = hist.wait(15s);
+  REQUIRE(status.has_value());
+  CHECK(WEXITSTATUS(*status) == 0);
+  auto lines = jsonLines(testing::readFile(log));
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["metric"] == "vigil_cgroup_runqueue_latency_seconds");
+  CHECK(lines[0]["scope"] == "container " + id.substr(0, 12));
+  CHECK(lines[0]["count"].get<uint64_t>() > 0);
+}
+
 TEST_CASE("log2 histograms: interval deltas with runqlat-style bars and JSON bucket bounds") {
   HistogramSample a{"m", {}, 1000, {0, 2, 4, 0, 1}, 7, 40};
   HistogramSample b{"m", {}, 1000, {1, 3, 8, 0, 1}, 13, 70};
