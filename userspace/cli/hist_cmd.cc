@@ -97,6 +97,7 @@ int runHist(const Command& self, const Args& args) {
   if (t.collector == "sched") {
     SchedOptions o;
     o.only_tgid = *pid;
+    o.max_processes = 64;  // the histograms do not use per-process CPU stats; faster load
     auto c = SchedCollector::create(o);
     st = c.status();
     if (c.ok()) {

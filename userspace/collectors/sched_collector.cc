@@ -75,6 +75,9 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
       return bpfError("sched: open", -errno);
     }
     skel->rodata->targ_tgid = options.only_tgid;
+    if (options.max_processes != 0) {
+      bpf_map__set_max_entries(skel->maps.proc_stats, options.max_processes);
+    }
     bpf_program__set_autoload(btf ? skel->progs.vigil_sched_raw : skel->progs.vigil_sched_btf,
                               false);
     bpf_program__set_autoload(btf ? skel->progs.vigil_wake_raw : skel->progs.vigil_wake_btf, false);
