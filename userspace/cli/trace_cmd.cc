@@ -364,6 +364,7 @@ int runTrace(const Command& self, const Args& args) {
   if (kind == Kind::kTcp) {
     NetOptions o;
     o.only_tgid = filters.pid;
+    o.wakeup_bytes = 1;  // print each event as it happens
     if (ring_bytes != 0) {
       o.ring_bytes = ring_bytes;
     }
@@ -375,6 +376,7 @@ int runTrace(const Command& self, const Args& args) {
   } else {
     ProcessOptions o;
     o.only_tgid = filters.pid;
+    o.wakeup_bytes = 1;  // print each event as it happens
     o.only_comm = filters.comm;
     ProcEventType type = kind == Kind::kExec   ? ProcEventType::kExec
                          : kind == Kind::kExit ? ProcEventType::kExit

@@ -111,7 +111,8 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   skel->rodata->bytes_from_tcp_sock = !have_lengths;
   skel->rodata->delete_on_destroy = have_destroy;
   bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
-  skel->rodata->wakeup_bytes = options.ring_bytes / 4;
+  skel->rodata->wakeup_bytes =
+      options.wakeup_bytes != 0 ? options.wakeup_bytes : options.ring_bytes / 4;
   btf_scope.reset();
   int err = net_bpf::load(skel);
   if (err == 0) {

@@ -155,7 +155,8 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
     skel->rodata->fatal_signal_mask = mask;
     skel->rodata->oom_arg_is_pid = oom_arg_is_pid;
     bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
-    skel->rodata->wakeup_bytes = options.ring_bytes / 4;
+    skel->rodata->wakeup_bytes =
+        options.wakeup_bytes != 0 ? options.wakeup_bytes : options.ring_bytes / 4;
     bpf_program* unused[] = {
         btf ? skel->progs.vigil_exec_raw : skel->progs.vigil_exec_btf,
         btf ? skel->progs.vigil_exit_raw : skel->progs.vigil_exit_btf,

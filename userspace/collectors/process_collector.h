@@ -33,6 +33,10 @@ struct ProcessOptions {
   // whose comm equals it exactly ("": all).
   uint32_t event_types = ~0u;
   std::string only_comm;
+  // Wake the reader once this many bytes wait in the ring (0: a quarter of ring_bytes, the
+  // agent's choice; the reader also drains every 100 ms). `vigil trace` uses 1: a wakeup per
+  // event, so each event is printed as it happens.
+  uint32_t wakeup_bytes = 0;
 };
 
 // Event types as in bpf/process/process.h, for the counters below.
