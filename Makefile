@@ -2,7 +2,11 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
-FORMAT_FILES = $(shell git ls-files '*.cc' '*.h' '*.c' | grep -v '^kernel-compat/.*/vmlinux.h$$')
+# BPF C (bpf/, bench/floor/ and the kernel-compat/*.bpf.h shims) is kernel style (bpf/.clang-format);
+# everything else is the Google-based .clang-format at the top.
+FORMAT_FILES = $(shell git ls-files '*.cc' '*.h' '*.c' | grep -v '^kernel-compat/.*vmlinux.h$$' \
+                 | grep -v '^kernel-compat/.*\.bpf\.h$$')
+SHIM_FILES = $(shell git ls-files 'kernel-compat/*.bpf.h')
 
 .PHONY: all deps build test unit-test run format format-check bench clean
 
@@ -23,9 +27,11 @@ run: build
 
 format:
 	@clang-format -i $(FORMAT_FILES)
+	@clang-format -i --style=file:bpf/.clang-format $(SHIM_FILES)
 
 format-check:
-	@clang-format --dry-run -Werror $(FORMAT_FILES) || \
+	@clang-format --dry-run -Werror $(FORMAT_FILES) && \
+	  clang-format --dry-run -Werror --style=file:bpf/.clang-format $(SHIM_FILES) || \
 	  (echo "format-check: run 'make format' to fix the files above" >&2; exit 1)
 
 bench: build

@@ -3,6 +3,7 @@
 
 #include <kj/async-unix.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -53,6 +54,28 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA for client certificates: enables mutual TLS (certificate CN = agent id).");
 ABSL_FLAG(bool, insecure_plaintext, false,
           "Allow plaintext RPC on a non-loopback --rpc_addr (loopback is always allowed).");
+ABSL_FLAG(std::string, rules_file, "",
+          "Alert rules (YAML, docs/alerting.md); reloaded when the file changes.");
+ABSL_FLAG(absl::Duration, alert_eval_interval, absl::Seconds(1), "How often rules are evaluated.");
+ABSL_FLAG(std::vector<std::string>, alertmanager_url, {},
+          "Alertmanager base URL(s), comma-separated; every one gets every alert.");
+ABSL_FLAG(std::vector<std::string>, webhook_url, {},
+          "Generic JSON webhook URL(s), comma-separated (docs/alerting.md).");
+ABSL_FLAG(absl::Duration, alert_resend_interval, absl::Minutes(1),
+          "Re-send firing alerts (and recently resolved ones) this often.");
+ABSL_FLAG(absl::Duration, alert_resolved_resend_for, absl::Minutes(5),
+          "Keep re-sending a resolved alert this long.");
+ABSL_FLAG(std::vector<std::string>, alert_group_by, {"alertname"},
+          "Labels that group alerts for the per-group rate limit.");
+ABSL_FLAG(int32_t, alert_group_limit, 50,
+          "Alerts sent per group per minute per destination; the rest are held back and counted.");
+ABSL_FLAG(std::string, api_tokens_file, "",
+          "YAML token -> {name, role: admin|viewer}. Without it the API is open only when "
+          "--http_addr is a loopback address.");
+ABSL_FLAG(absl::Duration, agent_offline_after, absl::Seconds(30),
+          "An agent silent this long is listed offline by the fleet API.");
+ABSL_FLAG(bool, enable_test_injection, false,
+          "TEST ONLY: accept synthetic samples on POST /api/v1/test/inject for the alert engine.");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -85,6 +108,21 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.log.max_age_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_log_retention));
   options.log.max_bytes = absl::GetFlag(FLAGS_log_max_bytes);
+  options.rules_file = absl::GetFlag(FLAGS_rules_file);
+  options.alert_eval_interval_ms =
+      std::max<int64_t>(100, absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_alert_eval_interval)));
+  options.notifier.alertmanager_urls = absl::GetFlag(FLAGS_alertmanager_url);
+  options.notifier.webhook_urls = absl::GetFlag(FLAGS_webhook_url);
+  options.notifier.resend_ms = std::max<int64_t>(
+      1000, absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_alert_resend_interval)));
+  options.notifier.resolved_resend_for_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_alert_resolved_resend_for));
+  options.notifier.group_by = absl::GetFlag(FLAGS_alert_group_by);
+  options.notifier.group_limit = std::max(1, absl::GetFlag(FLAGS_alert_group_limit));
+  options.api_tokens_file = absl::GetFlag(FLAGS_api_tokens_file);
+  options.agent_offline_after_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_agent_offline_after));
+  options.enable_test_injection = absl::GetFlag(FLAGS_enable_test_injection);
   if (absl::GetFlag(FLAGS_metrics_max_processes) < 0) {
     fprintf(stderr, "vigil-aggregator: --metrics_max_processes must be >= 0\n");
     return 2;

@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -66,6 +68,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
   if (auto st = s->replayLog(); !st.ok()) {
     return st;
   }
+  if (absl::Status st = s->setupAlerting(); !st.ok()) {
+    return st;
+  }
   for (size_t i = 0; i < s->options_.remote_write_urls.size(); ++i) {
     const std::string& url = s->options_.remote_write_urls[i];
     auto w = RemoteWriter::create(io.provider->getTimer(), io.provider->getNetwork(), *s->log_, url,
@@ -111,11 +116,195 @@ absl::StatusOr<std::unique_ptr<Server>> Server::create(ServerOptions options,
 kj::Promise<void> Server::run() {
   kj::Promise<void> all = ingest_->listen(*rpc_listener_)
                               .exclusiveJoin(http_->listen(*http_listener_))
-                              .exclusiveJoin(retentionLoop());
+                              .exclusiveJoin(retentionLoop())
+                              .exclusiveJoin(alertLoop());
   for (auto& w : remote_writers_) {
     all = all.exclusiveJoin(w->run());
   }
   return all;
+}
+
+absl::Status Server::setupAlerting() {
+  auto audit = AuditLog::open(options_.data_dir + "/audit.db");
+  if (!audit.ok()) {
+    return audit.status();
+  }
+  audit_ = std::move(*audit);
+  auto engine = alerting::AlertEngine::create(options_.data_dir + "/alerts.db");
+  if (!engine.ok()) {
+    return engine.status();
+  }
+  engine_ = std::move(*engine);
+  FleetApiOptions fo;
+  if (!options_.api_tokens_file.empty()) {
+    auto tokens = loadApiTokens(options_.api_tokens_file);
+    if (!tokens.ok()) {
+      return tokens.status();
+    }
+    fo.tokens = std::move(*tokens);
+  }
+  const std::string& a = options_.http_addr;
+  fo.loopback_only = a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0;
+  fo.offline_after_ms = options_.agent_offline_after_ms;
+  fleet_ = std::make_unique<FleetApi>(std::move(fo), store_, *audit_);
+  fleet_->setAlertEngine(engine_.get());
+  // Batch pushes (to ids, labels or all) go to each agent through the transport's capability.
+  fleet_->setPushConfig([this](const std::string& agent_id, const FleetConfig& fc) {
+    AgentConfigSpec spec;
+    spec.interval_ms = fc.interval_ms;
+    spec.enabled_collectors = fc.enabled_collectors;
+    spec.disabled_collectors = fc.disabled_collectors;
+    spec.syscall_mode = fc.syscall_mode;
+    spec.syscall_duty_cycle = fc.syscall_duty_cycle;
+    spec.mask_patterns = fc.mask_patterns;
+    spec.comm_filter = fc.comm_filter;
+    return ingest_->pushConfig(agent_id, std::move(spec)).then([](ConfigPushResult r) {
+      PushResult out;
+      out.applied = r.applied;
+      out.version = r.version;
+      out.error = r.delivered ? r.error : (r.error.empty() ? "agent not connected" : r.error);
+      return out;
+    });
+  });
+  if (!options_.rules_file.empty()) {
+    fleet_->setRulesReload([this]() { return loadRules(); });
+    if (absl::Status st = loadRules(); !st.ok()) {
+      return st;  // refuse to start on a broken rule file: nothing older to keep
+    }
+  }
+  if (options_.notifier.generator_url.empty() ||
+      options_.notifier.generator_url == NotifierOptions().generator_url) {
+    options_.notifier.generator_url =
+        absl::StrCat("http://", options_.http_addr, ":", options_.http_port, "/api/v1/alerts");
+  }
+  notifier_ = std::make_unique<Notifier>(io_.provider->getTimer(), io_.provider->getNetwork(),
+                                         options_.notifier);
+  return absl::OkStatus();
+}
+
+const SeriesSource& Server::alertSource() {
+  if (merged_ == nullptr) {
+    // The series store holds everything agents report; the recent /metrics history adds only
+    // what the store does not have (aggregator-level series such as vigil_agent_up).
+    recent_.setSkip([this](const std::string& name) { return series_.hasMetric(name); });
+    merged_ = std::make_unique<alerting::MergedSource>(
+        std::vector<const SeriesSource*>{&series_, &recent_, &injected_});
+  }
+  return *merged_;
+}
+
+namespace {
+// Identity of the rule file's current content for the hot-reload poll: mtime and size (works
+// for editors that write in place and for those that rename a new file over it).
+std::string fileStamp(const std::string& path) {
+  std::error_code ec;
+  auto mtime = std::filesystem::last_write_time(path, ec);
+  if (ec) {
+    return "missing";
+  }
+  auto size = std::filesystem::file_size(path, ec);
+  return absl::StrCat(mtime.time_since_epoch().count(), "/", ec ? 0 : size);
+}
+}  // namespace
+
+absl::Status Server::loadRules() {
+  rules_stamp_ = fileStamp(options_.rules_file);
+  std::ifstream in(options_.rules_file);
+  absl::Status st;
+  if (!in) {
+    st = absl::NotFoundError(absl::StrCat("cannot read --rules_file ", options_.rules_file));
+  } else {
+    std::stringstream ss;
+    ss << in.rdbuf();
+    alerting::ParseOptions po;
+    po.file_name = options_.rules_file;
+    po.source = &alertSource();
+    auto rules = alerting::parseRules(ss.str(), po);
+    if (!rules.ok() && !rules_loaded_once_) {
+      // At startup nothing has reported yet, so "unknown metric" cannot be judged: accept the
+      // file if it is valid apart from that check, and say which metric was not seen.
+      po.check_metrics = false;
+      auto unchecked = alerting::parseRules(ss.str(), po);
+      if (unchecked.ok()) {
+        VIGIL_LOG_WARN("accepting rules at startup although: %s", rules.status().message());
+        rules = std::move(unchecked);
+      }
+    }
+    if (rules.ok()) {
+      rules_loaded_once_ = true;
+      size_t n = rules->rules.size();
+      engine_->setRules(std::move(*rules), unixNanos() / 1000000);
+      rule_reloads_ok_++;
+      last_reload_ok_ = true;
+      last_reload_error_.clear();
+      VIGIL_LOG_INFO("loaded %d alert rule(s) from %s", n, options_.rules_file);
+      return absl::OkStatus();
+    }
+    st = rules.status();
+  }
+  rule_reloads_failed_++;
+  last_reload_ok_ = false;
+  last_reload_error_ = std::string(st.message());
+  VIGIL_LOG_ERROR("rejected rule file (%d rule(s) stay active): %s", engine_->rules().rules.size(),
+                  st.message());
+  return st;
+}
+
+kj::Promise<void> Server::alertLoop() {
+  return io_.provider->getTimer()
+      .afterDelay(options_.alert_eval_interval_ms * kj::MILLISECONDS)
+      .then([this]() {
+        alertTick(unixNanos() / 1000000);
+        return alertLoop();
+      });
+}
+
+void Server::alertTick(int64_t now_ms) {
+  recent_.setNow(now_ms);
+  store_.render(recent_, now_ms * 1000000);
+  injected_.setNow(now_ms);
+  if (!options_.rules_file.empty()) {
+    if (fileStamp(options_.rules_file) != rules_stamp_) {
+      (void)loadRules();  // errors are logged and counted; the old rules stay
+    }
+  }
+  std::vector<alerting::AgentStatus> agents;
+  for (const auto& [id, r] : store_.agents()) {
+    agents.push_back({id, r->info.node_name.empty() ? id : r->info.node_name, r->online,
+                      r->last_seen_ns / 1000000});
+  }
+  engine_->evaluate(alertSource(), agents, now_ms);
+  notifier_->notify(engine_->alerts(), now_ms);
+}
+
+kj::Maybe<kj::Promise<HttpReply>> Server::handleInjection(const HttpRequest& request) {
+  // TEST ONLY (--enable_test_injection): {"metric": "...", "labels": {...}, "value": 1.5,
+  // "timestamp_ms": optional}. Lets tests drive anomaly/forecast rules with synthetic series.
+  if (request.path != "/api/v1/test/inject") {
+    return nullptr;
+  }
+  if (!options_.enable_test_injection || request.method != kj::HttpMethod::POST) {
+    return kj::Promise<HttpReply>(HttpReply::text(404, "test injection is disabled\n"));
+  }
+  auto j = nlohmann::json::parse(request.body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("metric") || !j["metric"].is_string() ||
+      !j.contains("value") || !j["value"].is_number() ||
+      !validMetricName(j["metric"].get<std::string>())) {
+    return kj::Promise<HttpReply>(
+        HttpReply::text(400, "want {\"metric\": NAME, \"labels\": {}, \"value\": N}\n"));
+  }
+  LabelSet labels;
+  if (j.contains("labels") && j["labels"].is_object()) {
+    for (auto& [k, v] : j["labels"].items()) {
+      if (!v.is_string() || !validLabelName(k)) {
+        return kj::Promise<HttpReply>(HttpReply::text(400, "bad label\n"));
+      }
+      labels.emplace_back(k, v.get<std::string>());
+    }
+  }
+  int64_t ts = j.value("timestamp_ms", unixNanos() / 1000000);
+  injected_.add(j["metric"].get<std::string>(), labels, Sample{ts, j["value"].get<double>()});
+  return kj::Promise<HttpReply>(HttpReply::text(200, "ok\n"));
 }
 
 absl::Status Server::replayLog() {
@@ -222,7 +411,31 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
                "Frames removed from the ingest log by age or size retention.");
     out.sample("vigil_aggregator_log_retention_dropped_total", {},
                static_cast<double>(ls.retention_dropped));
+    engine_->render(out);
+    notifier_->render(out);
+    fleet_->render(out);
+    out.family("vigil_alert_rule_reloads_total", MetricType::kCounter,
+               "Rule file loads by result (a failed load keeps the previous rules).");
+    out.sample("vigil_alert_rule_reloads_total", {{"result", "ok"}},
+               static_cast<double>(rule_reloads_ok_));
+    out.sample("vigil_alert_rule_reloads_total", {{"result", "error"}},
+               static_cast<double>(rule_reloads_failed_));
+    out.family("vigil_alert_rules_last_reload_ok", MetricType::kGauge,
+               "1 if the last rule file load succeeded.");
+    out.sample("vigil_alert_rules_last_reload_ok", {}, last_reload_ok_ ? 1 : 0);
+    out.family("vigil_alert_history_series", MetricType::kGauge,
+               "Series held in the alert engine's recent-history window.");
+    out.sample("vigil_alert_history_series", {}, static_cast<double>(recent_.seriesCount()));
+    out.family("vigil_alert_history_overflow_total", MetricType::kCounter,
+               "Samples not recorded because the recent-history series cap was reached.");
+    out.sample("vigil_alert_history_overflow_total", {}, static_cast<double>(recent_.overflow()));
     return HttpReply{200, PromWriter::contentType(om), out.finish()};
+  }
+  KJ_IF_MAYBE (reply, fleet_->handle(request, unixNanos() / 1000000)) {
+    return kj::mv(*reply);
+  }
+  KJ_IF_MAYBE (reply, handleInjection(request)) {
+    return kj::mv(*reply);
   }
   if (auto reply = query_api_.handle(request, unixNanos() / 1000000)) {
     return kj::mv(*reply);
@@ -240,14 +453,24 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
       return HttpReply::text(405, "use POST with a JSON config body\n");
     }
     std::string id(path.substr(kAgents.size(), path.size() - kAgents.size() - kConfig.size()));
+    // An admin action like the fleet API's own pushes: same tokens, same audit log.
+    std::string who;
+    if (auto deny = fleet_->admitAdmin(request, &who)) {
+      return kj::mv(*deny);
+    }
     auto spec = agentConfigFromJson(request.body);
     if (!spec.ok()) {
+      fleet_->auditAction(who, request, id, absl::StrCat("error: ", spec.status().message()));
       return HttpReply::text(400, absl::StrCat(spec.status().message(), "\n"));
     }
-    return ingest_->pushConfig(id, std::move(*spec)).then([id](ConfigPushResult r) {
-      int status = r.applied ? 200 : (r.delivered ? 422 : 404);
-      return HttpReply::json(status, configResultJson(id, r));
-    });
+    return ingest_->pushConfig(id, std::move(*spec))
+        .then([this, id, who, request](ConfigPushResult r) {
+          fleet_->auditAction(who, request, id,
+                              r.applied ? absl::StrCat("applied version ", r.version)
+                                        : absl::StrCat("error: ", r.error));
+          int status = r.applied ? 200 : (r.delivered ? 422 : 404);
+          return HttpReply::json(status, configResultJson(id, r));
+        });
   }
   return HttpReply::text(404, "not found; try /metrics, /healthz or /api/v1/agents\n");
 }

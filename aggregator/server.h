@@ -8,7 +8,12 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "aggregator/alerting/engine.h"
+#include "aggregator/alerting/recent_series.h"
+#include "aggregator/audit_log.h"
+#include "aggregator/fleet_api.h"
 #include "aggregator/ingest.h"
+#include "aggregator/notify/notifier.h"
 #include "aggregator/query_api.h"
 #include "aggregator/remote_write.h"
 #include "aggregator/series_store.h"
@@ -27,6 +32,16 @@ struct ServerOptions {
   IngestLogOptions log;
   IngestOptions ingest;
   StoreOptions store;
+
+  // Alerting and the fleet API (docs/alerting.md, docs/fleet-api.md).
+  std::string rules_file;        // "" = no rules
+  int64_t rules_poll_ms = 2000;  // hot reload: mtime poll period
+  int64_t alert_eval_interval_ms = 1000;
+  NotifierOptions notifier;
+  std::string api_tokens_file;  // "" = open API, loopback only
+  int64_t agent_offline_after_ms = 30000;
+  // TEST ONLY: POST /api/v1/test/inject adds synthetic samples the alert engine sees.
+  bool enable_test_injection = false;
   SeriesStoreOptions series;
   // Remote-write receivers; the first URL's cursor is the log consumer "remote_write", further
   // URLs use "remote_write:<url>".
@@ -55,6 +70,15 @@ class Server {
   absl::Status replayLog();
   kj::Promise<void> retentionLoop();
 
+  // Alerting: evaluates rules every alert_eval_interval_ms, reloads changed rule files and
+  // hands alerts to the notifiers.
+  absl::Status setupAlerting();
+  absl::Status loadRules();
+  kj::Promise<void> alertLoop();
+  void alertTick(int64_t now_ms);
+  kj::Maybe<kj::Promise<HttpReply>> handleInjection(const HttpRequest& request);
+  const SeriesSource& alertSource();
+
   ServerOptions options_;
   kj::AsyncIoContext& io_;
   std::unique_ptr<IngestLog> log_;
@@ -68,6 +92,23 @@ class Server {
   kj::Own<kj::ConnectionReceiver> http_listener_;
   uint16_t rpc_port_ = 0;
   uint16_t http_port_ = 0;
+
+  std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<alerting::AlertEngine> engine_;
+  std::unique_ptr<Notifier> notifier_;
+  std::unique_ptr<FleetApi> fleet_;
+  // The engine reads the series store first; recent_ records, each evaluation tick, what
+  // /metrics renders that the store lacks (aggregator-level series); injected_ holds test-only
+  // synthetic samples.
+  alerting::RecentSeries recent_{30 * 60 * 1000, 200000};
+  alerting::RecentSeries injected_{30 * 60 * 1000, 10000};
+  std::unique_ptr<alerting::MergedSource> merged_;
+  std::string rules_stamp_;
+  uint64_t rule_reloads_ok_ = 0;
+  uint64_t rule_reloads_failed_ = 0;
+  bool last_reload_ok_ = true;
+  bool rules_loaded_once_ = false;
+  std::string last_reload_error_;
 };
 
 }  // namespace vigil::aggregator

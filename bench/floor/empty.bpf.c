@@ -11,15 +11,24 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
-#define FLOOR_BTF(n) \
-  SEC("tp_btf")      \
-  int floor_btf_##n(void* ctx) { return 0; }
-#define FLOOR_RAW(n) \
-  SEC("raw_tp")      \
-  int floor_raw_##n(void* ctx) { return 0; }
-#define FLOOR_TP(n) \
-  SEC("tracepoint") \
-  int floor_tp_##n(void* ctx) { return 0; }
+#define FLOOR_BTF(n)                                                                               \
+	SEC("tp_btf")                                                                              \
+	int floor_btf_##n(void *ctx)                                                               \
+	{                                                                                          \
+		return 0;                                                                          \
+	}
+#define FLOOR_RAW(n)                                                                               \
+	SEC("raw_tp")                                                                              \
+	int floor_raw_##n(void *ctx)                                                               \
+	{                                                                                          \
+		return 0;                                                                          \
+	}
+#define FLOOR_TP(n)                                                                                \
+	SEC("tracepoint")                                                                          \
+	int floor_tp_##n(void *ctx)                                                                \
+	{                                                                                          \
+		return 0;                                                                          \
+	}
 /* clang-format does not settle on one layout for this list. */
 // clang-format off
 #define FLOOR_SLOTS(M) \

@@ -61,374 +61,449 @@ const volatile __u64 wakeup_bytes = 256 << 10;
 
 /* What we know about a tracked TCP socket, keyed by its struct sock address. */
 struct sock_info {
-  __u64 state_ts_ns; /* when it entered its current state */
-  __u64 open_ts_ns;
-  __u64 cgroup_id;
-  __u64 tgid; /* owner; 0 until an accepted socket is first used (64-bit for cmpxchg) */
-  __u8 passive;
-  __u8 pad[7];
-  char comm[VIGIL_NET_COMM_LEN];
+	__u64 state_ts_ns; /* when it entered its current state */
+	__u64 open_ts_ns;
+	__u64 cgroup_id;
+	__u64 tgid; /* owner; 0 until an accepted socket is first used (64-bit for cmpxchg) */
+	__u8 passive;
+	__u8 pad[7];
+	char comm[VIGIL_NET_COMM_LEN];
 };
 
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, MAX_SOCKS);
-  __type(key, __u64);
-  __type(value, struct sock_info);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, struct sock_info);
 } socks SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(max_entries, MAX_PROCS);
-  __type(key, __u32);
-  __type(value, struct net_proc_stats);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MAX_PROCS);
+	__type(key, __u32);
+	__type(value, struct net_proc_stats);
 } proc_stats SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, MAX_HISTS);
-  __type(key, struct net_hist_key);
-  __type(value, struct net_hist);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_HISTS);
+	__type(key, struct net_hist_key);
+	__type(value, struct net_hist);
 } hists SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 1 << 20); /* resized by userspace before load */
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* resized by userspace before load */
 } events SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, NET_COUNTER_MAX);
-  __type(key, __u32);
-  __type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NET_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
 } net_counters SEC(".maps");
 
-static __always_inline void count(__u32 idx) {
-  __u64* c = bpf_map_lookup_elem(&net_counters, &idx);
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&net_counters, &idx);
 
-  if (c) __sync_fetch_and_add(c, 1);
+	if (c)
+		__sync_fetch_and_add(c, 1);
 }
 
-static __always_inline __u32 log2_u64(__u64 v) {
-  __u32 r = 0;
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0;
 
 #pragma unroll
-  for (int shift = 32; shift > 0; shift >>= 1) {
-    if (v >= (1ULL << shift)) {
-      v >>= shift;
-      r += shift;
-    }
-  }
-  return r;
+	for (int shift = 32; shift > 0; shift >>= 1) {
+		if (v >= (1ULL << shift)) {
+			v >>= shift;
+			r += shift;
+		}
+	}
+	return r;
 }
 
-static __always_inline void hist_add(__u32 tgid, __u32 kind, __u64 value) {
-  struct net_hist_key key = {.tgid = tgid, .kind = kind};
-  static const struct net_hist zero;
-  struct net_hist* h = vigil_lookup_or_init(&hists, &key, &zero);
-  __u32 slot;
+static __always_inline void hist_add(__u32 tgid, __u32 kind, __u64 value)
+{
+	struct net_hist_key key = {.tgid = tgid, .kind = kind};
+	static const struct net_hist zero;
+	struct net_hist *h = vigil_lookup_or_init(&hists, &key, &zero);
+	__u32 slot;
 
-  if (!h) {
-    count(NET_COUNTER_HIST_MAP_FULL);
-    return;
-  }
-  slot = value ? log2_u64(value) : 0;
-  if (slot >= VIGIL_NET_HIST_SLOTS) slot = VIGIL_NET_HIST_SLOTS - 1;
-  __sync_fetch_and_add(&h->slots[slot], 1);
-  __sync_fetch_and_add(&h->count, 1);
-  __sync_fetch_and_add(&h->sum, value);
+	if (!h) {
+		count(NET_COUNTER_HIST_MAP_FULL);
+		return;
+	}
+	slot = value ? log2_u64(value) : 0;
+	if (slot >= VIGIL_NET_HIST_SLOTS)
+		slot = VIGIL_NET_HIST_SLOTS - 1;
+	__sync_fetch_and_add(&h->slots[slot], 1);
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->sum, value);
 }
 
 /* Per-process stats of tgid, created with the given identity when new. */
-static __always_inline struct net_proc_stats* proc_for(__u32 tgid, const char* comm,
-                                                       __u64 cgroup_id) {
-  struct net_proc_stats* st = bpf_map_lookup_elem(&proc_stats, &tgid);
-  struct net_proc_stats init = {};
+static __always_inline struct net_proc_stats *proc_for(__u32 tgid, const char *comm,
+						       __u64 cgroup_id)
+{
+	struct net_proc_stats *st = bpf_map_lookup_elem(&proc_stats, &tgid);
+	struct net_proc_stats init = {};
 
-  if (st) return st;
-  init.cgroup_id = cgroup_id;
-  if (comm) __builtin_memcpy(init.comm, comm, VIGIL_NET_COMM_LEN);
-  st = vigil_lookup_or_init(&proc_stats, &tgid, &init);
-  if (!st) count(NET_COUNTER_PROC_MAP_FULL);
-  return st;
+	if (st)
+		return st;
+	init.cgroup_id = cgroup_id;
+	if (comm)
+		__builtin_memcpy(init.comm, comm, VIGIL_NET_COMM_LEN);
+	st = vigil_lookup_or_init(&proc_stats, &tgid, &init);
+	if (!st)
+		count(NET_COUNTER_PROC_MAP_FULL);
+	return st;
 }
 
-static __always_inline struct net_proc_stats* proc_of_sock(struct sock_info* info) {
-  if (!info || !info->tgid) return NULL;
-  if (targ_tgid && info->tgid != targ_tgid) return NULL;
-  return proc_for(info->tgid, info->comm, info->cgroup_id);
+static __always_inline struct net_proc_stats *proc_of_sock(struct sock_info *info)
+{
+	if (!info || !info->tgid)
+		return NULL;
+	if (targ_tgid && info->tgid != targ_tgid)
+		return NULL;
+	return proc_for(info->tgid, info->comm, info->cgroup_id);
 }
 
-static __always_inline __u16 sk_protocol(const struct sock* sk) {
-  return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+static __always_inline __u16 sk_protocol(const struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
 }
 
-static __always_inline void emit(const struct sock* sk, struct sock_info* info, int oldstate,
-                                 int newstate, __u64 now) {
-  struct tcp_sock* tp = (struct tcp_sock*)sk;
-  struct net_tcp_event* e;
+static __always_inline void emit(const struct sock *sk, struct sock_info *info, int oldstate,
+				 int newstate, __u64 now)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct net_tcp_event *e;
 
-  if (targ_tgid && info->tgid != targ_tgid) return;
-  count(NET_COUNTER_EVENTS_GENERATED);
-  e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-  if (!e) {
-    count(NET_COUNTER_EVENTS_LOST);
-    return;
-  }
-  __builtin_memset(e, 0, sizeof(*e));
-  e->pid = info->tgid;
-  e->ktime_ns = now;
-  e->cgroup_id = info->cgroup_id;
-  __builtin_memcpy(e->comm, info->comm, VIGIL_NET_COMM_LEN);
-  e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-  e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-  e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-  e->old_state = oldstate;
-  e->new_state = newstate;
-  if (e->family == AF_INET) {
-    /* BPF_CORE_READ_INTO copies sizeof(*dst) bytes: give it a 4- or 16-byte destination. */
-    BPF_CORE_READ_INTO((__u32*)e->saddr, sk, __sk_common.skc_rcv_saddr);
-    BPF_CORE_READ_INTO((__u32*)e->daddr, sk, __sk_common.skc_daddr);
-  } else {
-    BPF_CORE_READ_INTO((struct in6_addr*)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-    BPF_CORE_READ_INTO((struct in6_addr*)e->daddr, sk, __sk_common.skc_v6_daddr);
-  }
-  e->duration_ns = now - info->state_ts_ns;
-  e->lifetime_ns = now - info->open_ts_ns;
-  e->tx_bytes = BPF_CORE_READ(tp, bytes_acked);
-  e->rx_bytes = BPF_CORE_READ(tp, bytes_received);
-  e->sk_err = BPF_CORE_READ(sk, sk_err);
-  e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-  bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
-                            ? BPF_RB_FORCE_WAKEUP
-                            : BPF_RB_NO_WAKEUP);
+	if (targ_tgid && info->tgid != targ_tgid)
+		return;
+	count(NET_COUNTER_EVENTS_GENERATED);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(NET_COUNTER_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->pid = info->tgid;
+	e->ktime_ns = now;
+	e->cgroup_id = info->cgroup_id;
+	__builtin_memcpy(e->comm, info->comm, VIGIL_NET_COMM_LEN);
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->old_state = oldstate;
+	e->new_state = newstate;
+	if (e->family == AF_INET) {
+		/* BPF_CORE_READ_INTO copies sizeof(*dst) bytes: give it a 4- or 16-byte destination. */
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)e->daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	e->duration_ns = now - info->state_ts_ns;
+	e->lifetime_ns = now - info->open_ts_ns;
+	e->tx_bytes = BPF_CORE_READ(tp, bytes_acked);
+	e->rx_bytes = BPF_CORE_READ(tp, bytes_received);
+	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+				      ? BPF_RB_FORCE_WAKEUP
+				      : BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline int on_state(const struct sock* sk, int oldstate, int newstate) {
-  __u64 key = (__u64)sk, now = bpf_ktime_get_ns();
-  struct net_proc_stats* st;
-  struct sock_info* info;
+static __always_inline int on_state(const struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key = (__u64)sk, now = bpf_ktime_get_ns();
+	struct net_proc_stats *st;
+	struct sock_info *info;
 
-  if (sk_protocol(sk) != IPPROTO_TCP) return 0;
-  if (oldstate == TCP_LISTEN || newstate == TCP_LISTEN) return 0; /* listeners and their clones */
+	if (sk_protocol(sk) != IPPROTO_TCP)
+		return 0;
+	if (oldstate == TCP_LISTEN || newstate == TCP_LISTEN)
+		return 0; /* listeners and their clones */
 
-  if (newstate == TCP_SYN_SENT) {
-    /* connect(): we are in the caller's context. */
-    struct sock_info init = {.state_ts_ns = now, .open_ts_ns = now};
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (newstate == TCP_SYN_SENT) {
+		/* connect(): we are in the caller's context. */
+		struct sock_info init = {.state_ts_ns = now, .open_ts_ns = now};
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
-    init.tgid = tgid;
-    init.cgroup_id = bpf_get_current_cgroup_id();
-    bpf_get_current_comm(init.comm, sizeof(init.comm));
-    if (bpf_map_update_elem(&socks, &key, &init, BPF_ANY) != 0) count(NET_COUNTER_SOCK_MAP_FULL);
-    if (targ_tgid && tgid != targ_tgid) return 0;
-    st = proc_for(tgid, init.comm, init.cgroup_id);
-    if (st) __sync_fetch_and_add(&st->active_opens, 1);
-    return 0;
-  }
+		init.tgid = tgid;
+		init.cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(init.comm, sizeof(init.comm));
+		if (bpf_map_update_elem(&socks, &key, &init, BPF_ANY) != 0)
+			count(NET_COUNTER_SOCK_MAP_FULL);
+		if (targ_tgid && tgid != targ_tgid)
+			return 0;
+		st = proc_for(tgid, init.comm, init.cgroup_id);
+		if (st)
+			__sync_fetch_and_add(&st->active_opens, 1);
+		return 0;
+	}
 
-  info = bpf_map_lookup_elem(&socks, &key);
-  if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED && !info) {
-    /* An accepted connection; its owner is set by the first send/recv on it. */
-    struct sock_info init = {.state_ts_ns = now, .open_ts_ns = now, .passive = 1};
+	info = bpf_map_lookup_elem(&socks, &key);
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED && !info) {
+		/* An accepted connection; its owner is set by the first send/recv on it. */
+		struct sock_info init = {.state_ts_ns = now, .open_ts_ns = now, .passive = 1};
 
-    if (bpf_map_update_elem(&socks, &key, &init, BPF_ANY) != 0) count(NET_COUNTER_SOCK_MAP_FULL);
-    info = bpf_map_lookup_elem(&socks, &key);
-    if (info) emit(sk, info, oldstate, newstate, now);
-    return 0;
-  }
-  if (!info) {
-    count(NET_COUNTER_STATE_UNATTRIBUTED);
-    return 0;
-  }
+		if (bpf_map_update_elem(&socks, &key, &init, BPF_ANY) != 0)
+			count(NET_COUNTER_SOCK_MAP_FULL);
+		info = bpf_map_lookup_elem(&socks, &key);
+		if (info)
+			emit(sk, info, oldstate, newstate, now);
+		return 0;
+	}
+	if (!info) {
+		count(NET_COUNTER_STATE_UNATTRIBUTED);
+		return 0;
+	}
 
-  st = proc_of_sock(info);
-  if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
-    hist_add(info->tgid, NET_HIST_CONNECT_US, (now - info->state_ts_ns) / 1000);
-  } else if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE) {
-    int err = BPF_CORE_READ(sk, sk_err);
+	st = proc_of_sock(info);
+	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
+		hist_add(info->tgid, NET_HIST_CONNECT_US, (now - info->state_ts_ns) / 1000);
+	} else if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE) {
+		int err = BPF_CORE_READ(sk, sk_err);
 
-    if (st) {
-      __sync_fetch_and_add(&st->connect_failures, 1);
-      if (err == ECONNREFUSED) __sync_fetch_and_add(&st->connect_refused, 1);
-      if (err == ETIMEDOUT) __sync_fetch_and_add(&st->connect_timeouts, 1);
-    }
-  }
-  if (oldstate == TCP_ESTABLISHED) {
-    struct tcp_sock* tp = (struct tcp_sock*)sk;
+		if (st) {
+			__sync_fetch_and_add(&st->connect_failures, 1);
+			if (err == ECONNREFUSED)
+				__sync_fetch_and_add(&st->connect_refused, 1);
+			if (err == ETIMEDOUT)
+				__sync_fetch_and_add(&st->connect_timeouts, 1);
+		}
+	}
+	if (oldstate == TCP_ESTABLISHED) {
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
 
-    hist_add(info->tgid, NET_HIST_SRTT_US, BPF_CORE_READ(tp, srtt_us) >> 3);
-  }
+		hist_add(info->tgid, NET_HIST_SRTT_US, BPF_CORE_READ(tp, srtt_us) >> 3);
+	}
 
-  if (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE) emit(sk, info, oldstate, newstate, now);
+	if (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE)
+		emit(sk, info, oldstate, newstate, now);
 
-  if (newstate == TCP_CLOSE) {
-    if (oldstate != TCP_SYN_SENT) {
-      if (st) __sync_fetch_and_add(&st->closes, 1);
-      if (info->passive && !info->tgid) count(NET_COUNTER_PASSIVE_UNATTRIBUTED);
-    }
-    if (st && bytes_from_tcp_sock) {
-      struct tcp_sock* tp = (struct tcp_sock*)sk;
+	if (newstate == TCP_CLOSE) {
+		if (oldstate != TCP_SYN_SENT) {
+			if (st)
+				__sync_fetch_and_add(&st->closes, 1);
+			if (info->passive && !info->tgid)
+				count(NET_COUNTER_PASSIVE_UNATTRIBUTED);
+		}
+		if (st && bytes_from_tcp_sock) {
+			struct tcp_sock *tp = (struct tcp_sock *)sk;
 
-      __sync_fetch_and_add(&st->tcp_tx_bytes, BPF_CORE_READ(tp, bytes_acked));
-      __sync_fetch_and_add(&st->tcp_rx_bytes, BPF_CORE_READ(tp, bytes_received));
-    }
-    if (!delete_on_destroy) {
-      bpf_map_delete_elem(&socks, &key);
-      return 0;
-    }
-  }
-  info->state_ts_ns = now;
-  return 0;
+			__sync_fetch_and_add(&st->tcp_tx_bytes, BPF_CORE_READ(tp, bytes_acked));
+			__sync_fetch_and_add(&st->tcp_rx_bytes, BPF_CORE_READ(tp, bytes_received));
+		}
+		if (!delete_on_destroy) {
+			bpf_map_delete_elem(&socks, &key);
+			return 0;
+		}
+	}
+	info->state_ts_ns = now;
+	return 0;
 }
 
 /* sendmsg/recvmsg returned `ret` bytes on sk, in the caller's context. */
-static __always_inline int on_length(struct sock* sk, int ret, int flags, bool send) {
-  __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-  struct net_proc_stats* st;
-  struct sock_info* info;
-  __u16 family, proto;
-  char comm[VIGIL_NET_COMM_LEN];
-  __u64 cgroup_id, key = (__u64)sk;
+static __always_inline int on_length(struct sock *sk, int ret, int flags, bool send)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct net_proc_stats *st;
+	struct sock_info *info;
+	__u16 family, proto;
+	char comm[VIGIL_NET_COMM_LEN];
+	__u64 cgroup_id, key = (__u64)sk;
 
-  if (ret <= 0 || !sk) return 0;
-  if (!send && (flags & MSG_PEEK)) return 0;
-  if (targ_tgid && tgid != targ_tgid) return 0;
-  family = BPF_CORE_READ(sk, __sk_common.skc_family);
-  if (family != AF_INET && family != AF_INET6) return 0;
-  proto = sk_protocol(sk);
-  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 0;
+	if (ret <= 0 || !sk)
+		return 0;
+	if (!send && (flags & MSG_PEEK))
+		return 0;
+	if (targ_tgid && tgid != targ_tgid)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	proto = sk_protocol(sk);
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
 
-  st = bpf_map_lookup_elem(&proc_stats, &tgid);
-  if (!st) {
-    bpf_get_current_comm(comm, sizeof(comm));
-    st = proc_for(tgid, comm, bpf_get_current_cgroup_id());
-    if (!st) return 0;
-  }
-  if (proto == IPPROTO_UDP) {
-    if (send)
-      __sync_fetch_and_add(&st->udp_tx_bytes, ret);
-    else
-      __sync_fetch_and_add(&st->udp_rx_bytes, ret);
-    return 0;
-  }
-  if (send)
-    __sync_fetch_and_add(&st->tcp_tx_bytes, ret);
-  else
-    __sync_fetch_and_add(&st->tcp_rx_bytes, ret);
+	st = bpf_map_lookup_elem(&proc_stats, &tgid);
+	if (!st) {
+		bpf_get_current_comm(comm, sizeof(comm));
+		st = proc_for(tgid, comm, bpf_get_current_cgroup_id());
+		if (!st)
+			return 0;
+	}
+	if (proto == IPPROTO_UDP) {
+		if (send)
+			__sync_fetch_and_add(&st->udp_tx_bytes, ret);
+		else
+			__sync_fetch_and_add(&st->udp_rx_bytes, ret);
+		return 0;
+	}
+	if (send)
+		__sync_fetch_and_add(&st->tcp_tx_bytes, ret);
+	else
+		__sync_fetch_and_add(&st->tcp_rx_bytes, ret);
 
-  info = bpf_map_lookup_elem(&socks, &key);
-  if (info && info->tgid != 0) return 0;
-  cgroup_id = bpf_get_current_cgroup_id();
-  bpf_get_current_comm(comm, sizeof(comm));
-  if (info) {
-    /* First use of an accepted socket: this is the accepting process (counted once, even if
-     * two threads race here). */
-    if (__sync_val_compare_and_swap(&info->tgid, 0, (__u64)tgid) != 0) return 0;
-    info->cgroup_id = cgroup_id;
-    __builtin_memcpy(info->comm, comm, VIGIL_NET_COMM_LEN);
-    __sync_fetch_and_add(&st->passive_opens, 1);
-  } else {
-    /* A connection that predates us: adopt it so retransmits and resets get an owner. */
-    __u64 now = bpf_ktime_get_ns();
-    struct sock_info init = {
-        .state_ts_ns = now, .open_ts_ns = now, .tgid = tgid, .cgroup_id = cgroup_id};
+	info = bpf_map_lookup_elem(&socks, &key);
+	if (info && info->tgid != 0)
+		return 0;
+	cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(comm, sizeof(comm));
+	if (info) {
+		/* First use of an accepted socket: this is the accepting process (counted once,
+		 * even if two threads race here). */
+		if (__sync_val_compare_and_swap(&info->tgid, 0, (__u64)tgid) != 0)
+			return 0;
+		info->cgroup_id = cgroup_id;
+		__builtin_memcpy(info->comm, comm, VIGIL_NET_COMM_LEN);
+		__sync_fetch_and_add(&st->passive_opens, 1);
+	} else {
+		/* A connection that predates us: adopt it so retransmits and resets get an owner.
+		 */
+		__u64 now = bpf_ktime_get_ns();
+		struct sock_info init = {.state_ts_ns = now,
+					 .open_ts_ns = now,
+					 .tgid = tgid,
+					 .cgroup_id = cgroup_id};
 
-    __builtin_memcpy(init.comm, comm, VIGIL_NET_COMM_LEN);
-    long err = bpf_map_update_elem(&socks, &key, &init, BPF_NOEXIST);
+		__builtin_memcpy(init.comm, comm, VIGIL_NET_COMM_LEN);
+		long err = bpf_map_update_elem(&socks, &key, &init, BPF_NOEXIST);
 
-    if (err != 0 && err != -EEXIST) count(NET_COUNTER_SOCK_MAP_FULL);
-  }
-  return 0;
+		if (err != 0 && err != -EEXIST)
+			count(NET_COUNTER_SOCK_MAP_FULL);
+	}
+	return 0;
 }
 
-static __always_inline int on_retransmit(const struct sock* sk) {
-  __u64 key = (__u64)sk;
-  struct net_proc_stats* st = proc_of_sock(bpf_map_lookup_elem(&socks, &key));
+static __always_inline int on_retransmit(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct net_proc_stats *st = proc_of_sock(bpf_map_lookup_elem(&socks, &key));
 
-  count(NET_COUNTER_RETRANSMITS);
-  if (st)
-    __sync_fetch_and_add(&st->retransmits, 1);
-  else
-    count(NET_COUNTER_RETRANSMITS_UNATTRIBUTED);
-  return 0;
+	count(NET_COUNTER_RETRANSMITS);
+	if (st)
+		__sync_fetch_and_add(&st->retransmits, 1);
+	else
+		count(NET_COUNTER_RETRANSMITS_UNATTRIBUTED);
+	return 0;
 }
 
-static __always_inline int on_reset(const struct sock* sk, bool sent) {
-  __u64 key = (__u64)sk;
-  struct net_proc_stats* st = sk ? proc_of_sock(bpf_map_lookup_elem(&socks, &key)) : NULL;
+static __always_inline int on_reset(const struct sock *sk, bool sent)
+{
+	__u64 key = (__u64)sk;
+	struct net_proc_stats *st = sk ? proc_of_sock(bpf_map_lookup_elem(&socks, &key)) : NULL;
 
-  count(sent ? NET_COUNTER_RESETS_SENT : NET_COUNTER_RESETS_RECEIVED);
-  if (!st) {
-    count(sent ? NET_COUNTER_RESETS_SENT_UNATTRIBUTED : NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED);
-    return 0;
-  }
-  if (sent)
-    __sync_fetch_and_add(&st->resets_sent, 1);
-  else
-    __sync_fetch_and_add(&st->resets_received, 1);
-  return 0;
+	count(sent ? NET_COUNTER_RESETS_SENT : NET_COUNTER_RESETS_RECEIVED);
+	if (!st) {
+		count(sent ? NET_COUNTER_RESETS_SENT_UNATTRIBUTED
+			   : NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED);
+		return 0;
+	}
+	if (sent)
+		__sync_fetch_and_add(&st->resets_sent, 1);
+	else
+		__sync_fetch_and_add(&st->resets_received, 1);
+	return 0;
 }
 
-static __always_inline int on_destroy(const struct sock* sk) {
-  __u64 key = (__u64)sk;
+static __always_inline int on_destroy(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
 
-  bpf_map_delete_elem(&socks, &key);
-  return 0;
+	bpf_map_delete_elem(&socks, &key);
+	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(vigil_state_btf, const struct sock* sk, const int oldstate, const int newstate) {
-  return on_state(sk, oldstate, newstate);
+int BPF_PROG(vigil_state_btf, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return on_state(sk, oldstate, newstate);
 }
 
 SEC("raw_tp/inet_sock_set_state")
-int BPF_PROG(vigil_state_raw, const struct sock* sk, const int oldstate, const int newstate) {
-  return on_state(sk, oldstate, newstate);
+int BPF_PROG(vigil_state_raw, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return on_state(sk, oldstate, newstate);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(vigil_rtx_btf, const struct sock* sk) { return on_retransmit(sk); }
+int BPF_PROG(vigil_rtx_btf, const struct sock *sk)
+{
+	return on_retransmit(sk);
+}
 
 SEC("raw_tp/tcp_retransmit_skb")
-int BPF_PROG(vigil_rtx_raw, const struct sock* sk) { return on_retransmit(sk); }
+int BPF_PROG(vigil_rtx_raw, const struct sock *sk)
+{
+	return on_retransmit(sk);
+}
 
 SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(vigil_rsts_btf, const struct sock* sk) { return on_reset(sk, true); }
+int BPF_PROG(vigil_rsts_btf, const struct sock *sk)
+{
+	return on_reset(sk, true);
+}
 
 SEC("raw_tp/tcp_send_reset")
-int BPF_PROG(vigil_rsts_raw, const struct sock* sk) { return on_reset(sk, true); }
+int BPF_PROG(vigil_rsts_raw, const struct sock *sk)
+{
+	return on_reset(sk, true);
+}
 
 SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(vigil_rstr_btf, struct sock* sk) { return on_reset(sk, false); }
+int BPF_PROG(vigil_rstr_btf, struct sock *sk)
+{
+	return on_reset(sk, false);
+}
 
 SEC("raw_tp/tcp_receive_reset")
-int BPF_PROG(vigil_rstr_raw, struct sock* sk) { return on_reset(sk, false); }
+int BPF_PROG(vigil_rstr_raw, struct sock *sk)
+{
+	return on_reset(sk, false);
+}
 
 SEC("tp_btf/sock_send_length")
-int BPF_PROG(vigil_send_btf, struct sock* sk, int ret, int flags) {
-  return on_length(sk, ret, flags, true);
+int BPF_PROG(vigil_send_btf, struct sock *sk, int ret, int flags)
+{
+	return on_length(sk, ret, flags, true);
 }
 
 SEC("raw_tp/sock_send_length")
-int BPF_PROG(vigil_send_raw, struct sock* sk, int ret, int flags) {
-  return on_length(sk, ret, flags, true);
+int BPF_PROG(vigil_send_raw, struct sock *sk, int ret, int flags)
+{
+	return on_length(sk, ret, flags, true);
 }
 
 SEC("tp_btf/sock_recv_length")
-int BPF_PROG(vigil_recv_btf, struct sock* sk, int ret, int flags) {
-  return on_length(sk, ret, flags, false);
+int BPF_PROG(vigil_recv_btf, struct sock *sk, int ret, int flags)
+{
+	return on_length(sk, ret, flags, false);
 }
 
 SEC("raw_tp/sock_recv_length")
-int BPF_PROG(vigil_recv_raw, struct sock* sk, int ret, int flags) {
-  return on_length(sk, ret, flags, false);
+int BPF_PROG(vigil_recv_raw, struct sock *sk, int ret, int flags)
+{
+	return on_length(sk, ret, flags, false);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(vigil_dstr_btf, struct sock* sk) { return on_destroy(sk); }
+int BPF_PROG(vigil_dstr_btf, struct sock *sk)
+{
+	return on_destroy(sk);
+}
 
 SEC("raw_tp/tcp_destroy_sock")
-int BPF_PROG(vigil_dstr_raw, struct sock* sk) { return on_destroy(sk); }
+int BPF_PROG(vigil_dstr_raw, struct sock *sk)
+{
+	return on_destroy(sk);
+}
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -14,79 +14,79 @@
 
 /* Value of proc_stats (a per-CPU hash keyed by tgid); userspace sums the CPUs. */
 struct net_proc_stats {
-  __u64 tcp_tx_bytes;
-  __u64 tcp_rx_bytes;
-  __u64 udp_tx_bytes;
-  __u64 udp_rx_bytes;
-  __u64 retransmits;
-  __u64 active_opens;
-  __u64 passive_opens;
-  __u64 connect_failures; /* SYN_SENT -> CLOSE, whatever the reason */
-  __u64 connect_refused;  /* ... with sk_err ECONNREFUSED */
-  __u64 connect_timeouts; /* ... with sk_err ETIMEDOUT */
-  __u64 closes;           /* connections that reached CLOSE after being established */
-  __u64 resets_sent;
-  __u64 resets_received;
-  __u64 cgroup_id;
-  char comm[VIGIL_NET_COMM_LEN];
+	__u64 tcp_tx_bytes;
+	__u64 tcp_rx_bytes;
+	__u64 udp_tx_bytes;
+	__u64 udp_rx_bytes;
+	__u64 retransmits;
+	__u64 active_opens;
+	__u64 passive_opens;
+	__u64 connect_failures; /* SYN_SENT -> CLOSE, whatever the reason */
+	__u64 connect_refused; /* ... with sk_err ECONNREFUSED */
+	__u64 connect_timeouts; /* ... with sk_err ETIMEDOUT */
+	__u64 closes; /* connections that reached CLOSE after being established */
+	__u64 resets_sent;
+	__u64 resets_received;
+	__u64 cgroup_id;
+	char comm[VIGIL_NET_COMM_LEN];
 };
 
 /* Key of hists: one log2 histogram per (tgid, kind); tgid 0 holds unattributed samples. */
 enum net_hist_kind {
-  NET_HIST_CONNECT_US = 0, /* SYN_SENT -> ESTABLISHED, microseconds */
-  NET_HIST_SRTT_US = 1,    /* tcp_sock::srtt_us / 8 when a connection leaves ESTABLISHED */
-  NET_HIST_KINDS,
+	NET_HIST_CONNECT_US = 0, /* SYN_SENT -> ESTABLISHED, microseconds */
+	NET_HIST_SRTT_US = 1, /* tcp_sock::srtt_us / 8 when a connection leaves ESTABLISHED */
+	NET_HIST_KINDS,
 };
 
 struct net_hist_key {
-  __u32 tgid;
-  __u32 kind;
+	__u32 tgid;
+	__u32 kind;
 };
 
 struct net_hist {
-  __u64 slots[VIGIL_NET_HIST_SLOTS]; /* slot i: 2^i <= v < 2^(i+1); slot 0 also v < 1 */
-  __u64 count;
-  __u64 sum;
+	__u64 slots[VIGIL_NET_HIST_SLOTS]; /* slot i: 2^i <= v < 2^(i+1); slot 0 also v < 1 */
+	__u64 count;
+	__u64 sum;
 };
 
 /* A TCP connection lifecycle event (into ESTABLISHED, or into CLOSE), from the ring buffer. */
 struct net_tcp_event {
-  __u32 pid; /* owner tgid: the connecting process, or the one that used an accepted socket */
-  __u32 pad0;
-  __u64 ktime_ns;
-  __u64 cgroup_id;
-  char comm[VIGIL_NET_COMM_LEN];
-  __u16 family; /* AF_INET or AF_INET6 */
-  __u16 sport;  /* host byte order */
-  __u16 dport;  /* host byte order */
-  __u8 old_state;
-  __u8 new_state;
-  __u8 saddr[16]; /* IPv4 in the first 4 bytes */
-  __u8 daddr[16];
-  __u64 duration_ns; /* time spent in old_state */
-  __u64 lifetime_ns; /* since the connect() or the accept-side SYN_RECV -> ESTABLISHED */
-  __u64 tx_bytes;    /* tcp_sock::bytes_acked */
-  __u64 rx_bytes;    /* tcp_sock::bytes_received */
-  __s32 sk_err;      /* sk->sk_err at the transition (ECONNREFUSED, ETIMEDOUT, ...) */
-  __u32 srtt_us;     /* smoothed RTT, microseconds */
+	__u32 pid; /* owner tgid: the connecting process, or the one that used an accepted socket */
+	__u32 pad0;
+	__u64 ktime_ns;
+	__u64 cgroup_id;
+	char comm[VIGIL_NET_COMM_LEN];
+	__u16 family; /* AF_INET or AF_INET6 */
+	__u16 sport; /* host byte order */
+	__u16 dport; /* host byte order */
+	__u8 old_state;
+	__u8 new_state;
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u64 duration_ns; /* time spent in old_state */
+	__u64 lifetime_ns; /* since the connect() or the accept-side SYN_RECV -> ESTABLISHED */
+	__u64 tx_bytes; /* tcp_sock::bytes_acked */
+	__u64 rx_bytes; /* tcp_sock::bytes_received */
+	__s32 sk_err; /* sk->sk_err at the transition (ECONNREFUSED, ETIMEDOUT, ...) */
+	__u32 srtt_us; /* smoothed RTT, microseconds */
 };
 
 /* Slots of the net_counters per-CPU array. */
 enum net_counter {
-  NET_COUNTER_PROC_MAP_FULL = 0,
-  NET_COUNTER_SOCK_MAP_FULL,
-  NET_COUNTER_HIST_MAP_FULL,
-  NET_COUNTER_EVENTS_GENERATED,
-  NET_COUNTER_EVENTS_LOST, /* ring buffer reserve failures */
-  NET_COUNTER_RETRANSMITS,
-  NET_COUNTER_RETRANSMITS_UNATTRIBUTED,
-  NET_COUNTER_RESETS_SENT,
-  NET_COUNTER_RESETS_SENT_UNATTRIBUTED, /* includes RSTs for no socket (closed ports) */
-  NET_COUNTER_RESETS_RECEIVED,
-  NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED,
-  NET_COUNTER_PASSIVE_UNATTRIBUTED, /* accepted sockets closed before any send/recv */
-  NET_COUNTER_STATE_UNATTRIBUTED,   /* state changes of sockets opened before load */
-  NET_COUNTER_MAX,
+	NET_COUNTER_PROC_MAP_FULL = 0,
+	NET_COUNTER_SOCK_MAP_FULL,
+	NET_COUNTER_HIST_MAP_FULL,
+	NET_COUNTER_EVENTS_GENERATED,
+	NET_COUNTER_EVENTS_LOST, /* ring buffer reserve failures */
+	NET_COUNTER_RETRANSMITS,
+	NET_COUNTER_RETRANSMITS_UNATTRIBUTED,
+	NET_COUNTER_RESETS_SENT,
+	NET_COUNTER_RESETS_SENT_UNATTRIBUTED, /* includes RSTs for no socket (closed ports) */
+	NET_COUNTER_RESETS_RECEIVED,
+	NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED,
+	NET_COUNTER_PASSIVE_UNATTRIBUTED, /* accepted sockets closed before any send/recv */
+	NET_COUNTER_STATE_UNATTRIBUTED, /* state changes of sockets opened before load */
+	NET_COUNTER_MAX,
 };
 
 #ifdef __cplusplus

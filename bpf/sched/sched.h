@@ -13,11 +13,11 @@
 
 /* Value of proc_stats (a per-CPU hash keyed by tgid); userspace sums the CPUs. */
 struct sched_proc_stats {
-  __u64 oncpu_ns;
-  __u64 voluntary_switches;
-  __u64 involuntary_switches;
-  __u64 cgroup_id;
-  char comm[VIGIL_COMM_LEN];
+	__u64 oncpu_ns;
+	__u64 voluntary_switches;
+	__u64 involuntary_switches;
+	__u64 cgroup_id;
+	char comm[VIGIL_COMM_LEN];
 };
 
 /*
@@ -26,9 +26,9 @@ struct sched_proc_stats {
  * switched out (a lone CPU burner on a tickless CPU) still shows its time.
  */
 struct sched_cpu_state {
-  __u64 switched_in_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
-  __u32 tgid;           /* 0 while the CPU is idle */
-  __u32 pad;
+	__u64 switched_in_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+	__u32 tgid; /* 0 while the CPU is idle */
+	__u32 pad;
 };
 
 /*
@@ -39,17 +39,17 @@ struct sched_cpu_state {
 #define SCHED_HIST_SLOTS 27
 
 struct sched_hist {
-  __u64 slots[SCHED_HIST_SLOTS];
-  __u64 sum_us;
+	__u64 slots[SCHED_HIST_SLOTS];
+	__u64 sum_us;
 };
 
 /* Slots of the sched_counters per-CPU array. */
 enum sched_counter {
-  SCHED_COUNTER_PROC_MAP_FULL = 0, /* proc_stats had no room for a new tgid */
-  SCHED_COUNTER_RUNQ_START_FULL,   /* runq_start could not record an enqueue time */
-  SCHED_COUNTER_RUNQ_PROC_FULL,    /* runq_proc had no room for a new tgid */
-  SCHED_COUNTER_RUNQ_CGROUP_FULL,  /* runq_cgroup had no room for a new cgroup */
-  SCHED_COUNTER_MAX,
+	SCHED_COUNTER_PROC_MAP_FULL = 0, /* proc_stats had no room for a new tgid */
+	SCHED_COUNTER_RUNQ_START_FULL, /* runq_start could not record an enqueue time */
+	SCHED_COUNTER_RUNQ_PROC_FULL, /* runq_proc had no room for a new tgid */
+	SCHED_COUNTER_RUNQ_CGROUP_FULL, /* runq_cgroup had no room for a new cgroup */
+	SCHED_COUNTER_MAX,
 };
 
 #ifdef __cplusplus
@@ -60,5 +60,5 @@ static_assert(sizeof(sched_hist) == 8 * (SCHED_HIST_SLOTS + 1), "sched_hist layo
 _Static_assert(sizeof(struct sched_cpu_state) == 16, "sched_cpu_state layout changed");
 _Static_assert(sizeof(struct sched_proc_stats) == 48, "sched_proc_stats layout changed");
 _Static_assert(sizeof(struct sched_hist) == 8 * (SCHED_HIST_SLOTS + 1),
-               "sched_hist layout changed");
+	       "sched_hist layout changed");
 #endif

@@ -43,62 +43,64 @@ __u64 window = 0;
  * (errno: once per process and errno), from syscall exit, a context where allocating is safe.
  */
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __uint(max_entries, MAX_PROCS);
-  __type(key, __u32);
-  __type(value, struct syscall_proc_stats);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_PROCS);
+	__type(key, __u32);
+	__type(value, struct syscall_proc_stats);
 } sys_proc SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, struct syscall_cache);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct syscall_cache);
 } sys_cache SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __uint(max_entries, MAX_ERRNO_KEYS);
-  __type(key, struct syscall_errno_key);
-  __type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_ERRNO_KEYS);
+	__type(key, struct syscall_errno_key);
+	__type(value, __u64);
 } sys_errno SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, struct syscall_hist);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct syscall_hist);
 } sys_latency SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, int);
-  __type(value, struct syscall_start);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct syscall_start);
 } sys_start SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, SYSCALL_COUNTER_MAX);
-  __type(key, __u32);
-  __type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SYSCALL_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
 } sys_counters SEC(".maps");
 
-static __always_inline int on_enter(void) {
-  struct syscall_start* s;
+static __always_inline int on_enter(void)
+{
+	struct syscall_start *s;
 
-  if (targ_tgid && (bpf_get_current_pid_tgid() >> 32) != targ_tgid) return 0;
-  s = bpf_task_storage_get(&sys_start, bpf_get_current_task_btf(), 0,
-                           BPF_LOCAL_STORAGE_GET_F_CREATE);
-  if (!s) {
-    vigil_count(&sys_counters, SYSCALL_COUNTER_START_FAILED);
-    return 0;
-  }
-  s->ts = bpf_ktime_get_ns();
-  s->window = window;
-  return 0;
+	if (targ_tgid && (bpf_get_current_pid_tgid() >> 32) != targ_tgid)
+		return 0;
+	s = bpf_task_storage_get(&sys_start, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		vigil_count(&sys_counters, SYSCALL_COUNTER_START_FAILED);
+		return 0;
+	}
+	s->ts = bpf_ktime_get_ns();
+	s->window = window;
+	return 0;
 }
 
 /*
@@ -106,100 +108,126 @@ static __always_inline int on_enter(void) {
  * its sys_proc entry and make sure the new one has an entry (with its comm, readable only now,
  * while it is current). Entries userspace retired (exited processes) are not recreated.
  */
-static __noinline void switch_cache(struct syscall_cache* c, __u32 tgid) {
-  struct syscall_proc_stats *st, init = {};
-  struct task_struct *task, *leader;
+static __noinline void switch_cache(struct syscall_cache *c, __u32 tgid)
+{
+	struct syscall_proc_stats *st, init = {};
+	struct task_struct *task, *leader;
 
-  if (c->count) {
-    st = bpf_map_lookup_elem(&sys_proc, &c->tgid);
-    if (st) {
-      st->count += c->count;
-      st->errors += c->errors;
-    }
-  }
-  c->tgid = tgid;
-  c->count = 0;
-  c->errors = 0;
-  if (bpf_map_lookup_elem(&sys_proc, &tgid)) return;
-  task = (struct task_struct*)bpf_get_current_task();
-  leader = BPF_CORE_READ(task, group_leader);
-  bpf_probe_read_kernel_str(init.comm, sizeof(init.comm), &leader->comm);
-  init.cgroup_id = bpf_get_current_cgroup_id();
-  if (bpf_map_update_elem(&sys_proc, &tgid, &init, BPF_NOEXIST))
-    vigil_count(&sys_counters, SYSCALL_COUNTER_PROC_MAP_FULL);
+	if (c->count) {
+		st = bpf_map_lookup_elem(&sys_proc, &c->tgid);
+		if (st) {
+			st->count += c->count;
+			st->errors += c->errors;
+		}
+	}
+	c->tgid = tgid;
+	c->count = 0;
+	c->errors = 0;
+	if (bpf_map_lookup_elem(&sys_proc, &tgid))
+		return;
+	task = (struct task_struct *)bpf_get_current_task();
+	leader = BPF_CORE_READ(task, group_leader);
+	bpf_probe_read_kernel_str(init.comm, sizeof(init.comm), &leader->comm);
+	init.cgroup_id = bpf_get_current_cgroup_id();
+	if (bpf_map_update_elem(&sys_proc, &tgid, &init, BPF_NOEXIST))
+		vigil_count(&sys_counters, SYSCALL_COUNTER_PROC_MAP_FULL);
 }
 
-static __noinline void count_errno(__u32 tgid, long ret) {
-  struct syscall_errno_key key = {.tgid = tgid, .err = (__u32)-ret};
-  __u64 *c, one = 1;
+static __noinline void count_errno(__u32 tgid, long ret)
+{
+	struct syscall_errno_key key = {.tgid = tgid, .err = (__u32)-ret};
+	__u64 *c, one = 1;
 
-  if (ret < -MAX_ERRNO) return; /* a negative value that is not an errno */
-  c = bpf_map_lookup_elem(&sys_errno, &key);
-  if (c) {
-    *c += 1;
-    return;
-  }
-  if (bpf_map_update_elem(&sys_errno, &key, &one, BPF_NOEXIST))
-    vigil_count(&sys_counters, SYSCALL_COUNTER_ERRNO_MAP_FULL);
+	if (ret < -MAX_ERRNO)
+		return; /* a negative value that is not an errno */
+	c = bpf_map_lookup_elem(&sys_errno, &key);
+	if (c) {
+		*c += 1;
+		return;
+	}
+	if (bpf_map_update_elem(&sys_errno, &key, &one, BPF_NOEXIST))
+		vigil_count(&sys_counters, SYSCALL_COUNTER_ERRNO_MAP_FULL);
 }
 
-static __always_inline void observe_latency(void) {
-  struct syscall_start* s;
-  struct syscall_hist* h;
-  __u64 ns;
-  __u32 slot, zero = 0;
+static __always_inline void observe_latency(void)
+{
+	struct syscall_start *s;
+	struct syscall_hist *h;
+	__u64 ns;
+	__u32 slot, zero = 0;
 
-  s = bpf_task_storage_get(&sys_start, bpf_get_current_task_btf(), 0, 0);
-  if (!s || !s->ts || s->window != window) return;
-  ns = bpf_ktime_get_ns() - s->ts;
-  s->ts = 0;
-  h = bpf_map_lookup_elem(&sys_latency, &zero);
-  if (!h) return;
-  slot = vigil_hist_slot(ns, SYSCALL_HIST_SLOTS);
-  if (slot < SYSCALL_HIST_SLOTS) h->slots[slot] += 1;
-  h->sum_ns += ns;
+	s = bpf_task_storage_get(&sys_start, bpf_get_current_task_btf(), 0, 0);
+	if (!s || !s->ts || s->window != window)
+		return;
+	ns = bpf_ktime_get_ns() - s->ts;
+	s->ts = 0;
+	h = bpf_map_lookup_elem(&sys_latency, &zero);
+	if (!h)
+		return;
+	slot = vigil_hist_slot(ns, SYSCALL_HIST_SLOTS);
+	if (slot < SYSCALL_HIST_SLOTS)
+		h->slots[slot] += 1;
+	h->sum_ns += ns;
 }
 
-static __always_inline int on_exit(long ret) {
-  __u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0;
-  struct syscall_cache* c;
+static __always_inline int on_exit(long ret)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0;
+	struct syscall_cache *c;
 
-  if (targ_tgid && tgid != targ_tgid) return 0;
-  /* Per-CPU slot, and a program does not re-enter itself on one CPU: plain adds are safe. */
-  c = bpf_map_lookup_elem(&sys_cache, &zero);
-  if (!c) return 0;
-  if (c->tgid != tgid) switch_cache(c, tgid);
-  c->count += 1;
-  if (ret < 0) {
-    c->errors += 1;
-    count_errno(tgid, ret);
-  }
-  return 0;
+	if (targ_tgid && tgid != targ_tgid)
+		return 0;
+	/* Per-CPU slot, and a program does not re-enter itself on one CPU: plain adds are safe. */
+	c = bpf_map_lookup_elem(&sys_cache, &zero);
+	if (!c)
+		return 0;
+	if (c->tgid != tgid)
+		switch_cache(c, tgid);
+	c->count += 1;
+	if (ret < 0) {
+		c->errors += 1;
+		count_errno(tgid, ret);
+	}
+	return 0;
 }
 
 SEC("tp_btf/sys_enter")
-int BPF_PROG(vigil_sysen_btf, struct pt_regs* regs, long id) { return on_enter(); }
+int BPF_PROG(vigil_sysen_btf, struct pt_regs *regs, long id)
+{
+	return on_enter();
+}
 
 SEC("raw_tp/sys_enter")
-int BPF_PROG(vigil_sysen_raw, struct pt_regs* regs, long id) { return on_enter(); }
+int BPF_PROG(vigil_sysen_raw, struct pt_regs *regs, long id)
+{
+	return on_enter();
+}
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(vigil_sysex_btf, struct pt_regs* regs, long ret) {
-  observe_latency();
-  return on_exit(ret);
+int BPF_PROG(vigil_sysex_btf, struct pt_regs *regs, long ret)
+{
+	observe_latency();
+	return on_exit(ret);
 }
 
 SEC("raw_tp/sys_exit")
-int BPF_PROG(vigil_sysex_raw, struct pt_regs* regs, long ret) {
-  observe_latency();
-  return on_exit(ret);
+int BPF_PROG(vigil_sysex_raw, struct pt_regs *regs, long ret)
+{
+	observe_latency();
+	return on_exit(ret);
 }
 
 /* The same exits without latency: loaded instead of the two above when latency is off. */
 SEC("tp_btf/sys_exit")
-int BPF_PROG(vigil_sysxc_btf, struct pt_regs* regs, long ret) { return on_exit(ret); }
+int BPF_PROG(vigil_sysxc_btf, struct pt_regs *regs, long ret)
+{
+	return on_exit(ret);
+}
 
 SEC("raw_tp/sys_exit")
-int BPF_PROG(vigil_sysxc_raw, struct pt_regs* regs, long ret) { return on_exit(ret); }
+int BPF_PROG(vigil_sysxc_raw, struct pt_regs *regs, long ret)
+{
+	return on_exit(ret);
+}
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

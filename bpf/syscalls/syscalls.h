@@ -19,10 +19,10 @@
 
 /* Value of sys_proc (a per-CPU hash keyed by tgid); userspace sums the CPUs. */
 struct syscall_proc_stats {
-  __u64 count;  /* syscalls that returned (sys_exit) */
-  __u64 errors; /* of which returned a negative value */
-  __u64 cgroup_id;
-  char comm[SYSCALL_COMM_LEN];
+	__u64 count; /* syscalls that returned (sys_exit) */
+	__u64 errors; /* of which returned a negative value */
+	__u64 cgroup_id;
+	char comm[SYSCALL_COMM_LEN];
 };
 
 /*
@@ -32,34 +32,34 @@ struct syscall_proc_stats {
  * when another process's syscall exits on the CPU. Userspace adds it when reading.
  */
 struct syscall_cache {
-  __u32 tgid;
-  __u32 pad;
-  __u64 count;
-  __u64 errors;
+	__u32 tgid;
+	__u32 pad;
+	__u64 count;
+	__u64 errors;
 };
 
 /* Key of sys_errno (a per-CPU hash of failure counts per process and errno). */
 struct syscall_errno_key {
-  __u32 tgid;
-  __u32 err; /* positive errno */
+	__u32 tgid;
+	__u32 err; /* positive errno */
 };
 
 struct syscall_hist {
-  __u64 slots[SYSCALL_HIST_SLOTS];
-  __u64 sum_ns;
+	__u64 slots[SYSCALL_HIST_SLOTS];
+	__u64 sum_ns;
 };
 
 /* Start of the syscall a thread is in, kept in task storage. */
 struct syscall_start {
-  __u64 ts;
-  __u64 window; /* attach window the timestamp was taken in (see syscalls.bpf.c) */
+	__u64 ts;
+	__u64 window; /* attach window the timestamp was taken in (see syscalls.bpf.c) */
 };
 
 enum syscall_counter {
-  SYSCALL_COUNTER_PROC_MAP_FULL = 0, /* sys_proc had no room for a new tgid */
-  SYSCALL_COUNTER_ERRNO_MAP_FULL,    /* sys_errno had no room for a new (tgid, errno) */
-  SYSCALL_COUNTER_START_FAILED,      /* no task storage for a start time (out of memory) */
-  SYSCALL_COUNTER_MAX,
+	SYSCALL_COUNTER_PROC_MAP_FULL = 0, /* sys_proc had no room for a new tgid */
+	SYSCALL_COUNTER_ERRNO_MAP_FULL, /* sys_errno had no room for a new (tgid, errno) */
+	SYSCALL_COUNTER_START_FAILED, /* no task storage for a start time (out of memory) */
+	SYSCALL_COUNTER_MAX,
 };
 
 #ifdef __cplusplus

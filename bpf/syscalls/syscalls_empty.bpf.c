@@ -8,9 +8,15 @@
 #include <bpf/bpf_tracing.h>
 
 SEC("tp_btf/sys_enter")
-int BPF_PROG(vigil_empty_en, struct pt_regs* regs, long id) { return 0; }
+int BPF_PROG(vigil_empty_en, struct pt_regs *regs, long id)
+{
+	return 0;
+}
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(vigil_empty_ex, struct pt_regs* regs, long ret) { return 0; }
+int BPF_PROG(vigil_empty_ex, struct pt_regs *regs, long ret)
+{
+	return 0;
+}
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

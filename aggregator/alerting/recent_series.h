@@ -1,0 +1,69 @@
+// RecentSeries: a small bounded in-memory SeriesSource. The aggregator records what it renders
+// into it each evaluation tick when no series store is wired in, and it backs the test-only
+// injection path (--enable_test_injection). Bounded by age and by series count; series over the
+// cap are counted, not stored.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "aggregator/series.h"
+#include "userspace/common/prom_text.h"
+
+namespace vigil::aggregator::alerting {
+
+class RecentSeries final : public SeriesSource, public MetricSink {
+ public:
+  RecentSeries(int64_t retention_ms, size_t max_series)
+      : retention_ms_(retention_ms), max_series_(max_series) {}
+
+  // Samples passed to sample() without a timestamp get `now_ms`; samples older than the
+  // retention are dropped.
+  void setNow(int64_t now_ms);
+  void add(const std::string& name, const LabelSet& labels, Sample s);
+
+  std::vector<Series> select(const Selector& selector, int64_t start_ms,
+                             int64_t end_ms) const override;
+  bool hasMetric(const std::string& metric) const override;
+
+  void family(absl::string_view, MetricType, absl::string_view) override {}
+  void ensureFamily(absl::string_view, MetricType) override {}
+  void sample(absl::string_view family, absl::string_view name, const Labels& labels, double value,
+              std::optional<int64_t> timestamp_ms) override;
+
+  // Metrics for which this returns true are not recorded (another source holds them).
+  void setSkip(std::function<bool(const std::string&)> skip) { skip_ = std::move(skip); }
+
+  size_t seriesCount() const { return series_.size(); }
+  uint64_t overflow() const { return overflow_; }
+
+ private:
+  int64_t retention_ms_;
+  size_t max_series_;
+  int64_t now_ms_ = 0;
+  uint64_t overflow_ = 0;
+  std::map<LabelSet, std::deque<Sample>> series_;  // key includes __name__
+  std::map<std::string, size_t> per_metric_;
+  std::function<bool(const std::string&)> skip_;
+};
+
+// Reads from several sources in order of preference: a metric is read from the first source
+// that has it (the series store, then the recent /metrics history for aggregator-level
+// metrics such as vigil_agent_up, then the test injection source), so no series is seen twice.
+class MergedSource final : public SeriesSource {
+ public:
+  explicit MergedSource(std::vector<const SeriesSource*> sources) : sources_(std::move(sources)) {}
+  std::vector<Series> select(const Selector& selector, int64_t start_ms,
+                             int64_t end_ms) const override;
+  bool hasMetric(const std::string& metric) const override;
+
+ private:
+  std::vector<const SeriesSource*> sources_;
+};
+
+}  // namespace vigil::aggregator::alerting
