@@ -201,7 +201,7 @@ static __always_inline void emit(const struct sock *sk, struct sock_info *info, 
 	e->old_state = oldstate;
 	e->new_state = newstate;
 	if (e->family == AF_INET) {
-		/* BPF_CORE_READ_INTO copies sizeof(*dst) bytes: give it a 4- or 16-byte destination. */
+		/* BPF_CORE_READ_INTO copies sizeof(*dst): a 4- or 16-byte dst. */
 		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
 	} else {
