@@ -1,21 +1,62 @@
 #include "kernel-compat/features.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 namespace vigil::compat {
 
 bool haveKernelBtf() { return access("/sys/kernel/btf/vmlinux", R_OK) == 0; }
 
+namespace {
+
+std::mutex g_btf_mu;
+::btf* g_btf = nullptr;  // guarded by g_btf_mu
+int g_btf_scopes = 0;    // guarded by g_btf_mu
+
+}  // namespace
+
+VmlinuxBtfScope::VmlinuxBtfScope() {
+  std::lock_guard<std::mutex> lock(g_btf_mu);
+  if (g_btf_scopes++ == 0 && haveKernelBtf()) {
+    g_btf = btf__load_vmlinux_btf();
+    if (libbpf_get_error(g_btf) != 0) {
+      g_btf = nullptr;
+    }
+  }
+}
+
+VmlinuxBtfScope::~VmlinuxBtfScope() {
+  std::lock_guard<std::mutex> lock(g_btf_mu);
+  if (--g_btf_scopes == 0 && g_btf != nullptr) {
+    btf__free(g_btf);
+    g_btf = nullptr;
+  }
+}
+
+const ::btf* VmlinuxBtfScope::btf() const {
+  std::lock_guard<std::mutex> lock(g_btf_mu);
+  return g_btf;
+}
+
 bool haveBtfTracepoint(const std::string& tracepoint) {
   if (!haveKernelBtf()) {
     return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_btf_mu);
+    if (g_btf != nullptr) {
+      // The same lookup libbpf_find_vmlinux_btf_id does for BPF_TRACE_RAW_TP.
+      return btf__find_by_name_kind(g_btf, ("btf_trace_" + tracepoint).c_str(), BTF_KIND_TYPEDEF) >
+             0;
+    }
   }
   // libbpf resolves tp_btf targets through the "btf_trace_<name>" typedef in vmlinux BTF.
   return libbpf_find_vmlinux_btf_id(tracepoint.c_str(), BPF_TRACE_RAW_TP) > 0;

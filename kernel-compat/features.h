@@ -5,6 +5,8 @@
 
 #include <string>
 
+struct btf;
+
 namespace vigil::compat {
 
 // Kernel BTF is present (/sys/kernel/btf/vmlinux), so CO-RE and tp_btf can work.
@@ -13,6 +15,20 @@ bool haveKernelBtf();
 // A BTF-typed raw tracepoint named `tracepoint` (e.g. "sched_switch") exists, so a tp_btf
 // program can attach to it.
 bool haveBtfTracepoint(const std::string& tracepoint);
+
+// While at least one scope is alive, vmlinux BTF is parsed once and shared: haveBtfTracepoint()
+// then looks names up in it instead of parsing all of /sys/kernel/btf/vmlinux per call (~10 ms
+// each, the bulk of a collector's start-up). Freed when the last scope ends. Collectors open one
+// in create().
+class VmlinuxBtfScope {
+ public:
+  VmlinuxBtfScope();
+  ~VmlinuxBtfScope();
+  VmlinuxBtfScope(const VmlinuxBtfScope&) = delete;
+  VmlinuxBtfScope& operator=(const VmlinuxBtfScope&) = delete;
+  // The shared vmlinux BTF, or nullptr when the kernel has none.
+  const ::btf* btf() const;
+};
 
 // The kernel supports BPF ring buffers (5.8+); otherwise events need a perf buffer.
 bool haveRingBuffer();

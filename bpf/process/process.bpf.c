@@ -25,6 +25,10 @@
 /* Only report events about this tgid / cgroup v2 id when non-zero (CLI --pid, tests). */
 const volatile __u32 targ_tgid = 0;
 const volatile __u64 targ_cgroup_id = 0;
+/* Bit n set: events of type n (enum vigil_proc_event_type) are written (CLI `vigil trace`). */
+const volatile __u32 targ_types = 0xffffffff;
+/* When non-empty, only events whose process (thread-group leader) comm equals it (CLI --comm). */
+const volatile char targ_comm[VIGIL_PROC_COMM_LEN] = {};
 /* Bit n set: signal n is reported by signal_generate. */
 const volatile __u64 fatal_signal_mask = 0;
 /* mark_victim's first argument is a pid (old kernels) rather than a task_struct *. */
@@ -78,6 +82,29 @@ static __always_inline bool wanted(__u32 tgid, __u64 cgroup_id)
 	return true;
 }
 
+static __always_inline bool type_wanted(__u32 type)
+{
+	return targ_types & (1u << type);
+}
+
+static __always_inline bool comm_wanted(struct task_struct *task)
+{
+	char comm[VIGIL_PROC_COMM_LEN] = {};
+	struct task_struct *leader;
+
+	if (!targ_comm[0])
+		return true;
+	leader = BPF_CORE_READ(task, group_leader);
+	bpf_probe_read_kernel_str(comm, sizeof(comm), &leader->comm);
+	for (int i = 0; i < VIGIL_PROC_COMM_LEN; i++) {
+		if (comm[i] != targ_comm[i])
+			return false;
+		if (!comm[i])
+			break;
+	}
+	return true;
+}
+
 static __always_inline void fill_header(struct proc_event_header *h, __u32 type,
 					struct task_struct *task, __u64 cgroup_id)
 {
@@ -114,7 +141,9 @@ static __always_inline int on_exec(struct linux_binprm *bprm)
 	__u32 zero = 0;
 	long n;
 
-	if (!wanted(BPF_CORE_READ(task, tgid), cgroup_id))
+	if (!type_wanted(VIGIL_PEV_EXEC))
+		return 0;
+	if (!wanted(BPF_CORE_READ(task, tgid), cgroup_id) || !comm_wanted(task))
 		return 0;
 	e = bpf_map_lookup_elem(&exec_scratch, &zero);
 	if (!e)
@@ -163,7 +192,9 @@ static __always_inline int on_exit(struct task_struct *task)
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	cgroup_id = bpf_get_current_cgroup_id();
-	if (!wanted(BPF_CORE_READ(task, tgid), cgroup_id))
+	if (!type_wanted(VIGIL_PEV_EXIT))
+		return 0;
+	if (!wanted(BPF_CORE_READ(task, tgid), cgroup_id) || !comm_wanted(task))
 		return 0;
 	e = reserve(VIGIL_PEV_EXIT, sizeof(*e));
 	if (!e)
@@ -186,7 +217,9 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	if (child_tgid == BPF_CORE_READ(parent, tgid))
 		return 0;
 	cgroup_id = bpf_get_current_cgroup_id();
-	if (!wanted(BPF_CORE_READ(parent, tgid), cgroup_id))
+	if (!type_wanted(VIGIL_PEV_FORK))
+		return 0;
+	if (!wanted(BPF_CORE_READ(parent, tgid), cgroup_id) || !comm_wanted(parent))
 		return 0;
 	e = reserve(VIGIL_PEV_FORK, sizeof(*e));
 	if (!e)
@@ -206,7 +239,9 @@ static __always_inline int on_signal(int sig, struct task_struct *task, int resu
 	if (sig <= 0 || sig >= 64 || !(fatal_signal_mask & (1ULL << sig)))
 		return 0;
 	cgroup_id = vigil_task_cgroup_id(task);
-	if (!wanted(BPF_CORE_READ(task, tgid), cgroup_id))
+	if (!type_wanted(VIGIL_PEV_SIGNAL))
+		return 0;
+	if (!wanted(BPF_CORE_READ(task, tgid), cgroup_id) || !comm_wanted(task))
 		return 0;
 	e = reserve(VIGIL_PEV_SIGNAL, sizeof(*e));
 	if (!e)
@@ -229,7 +264,7 @@ static __always_inline int on_oom_victim(__u64 arg0)
 
 	if (oom_arg_is_pid) {
 		/* Old kernels give only the pid; the rest of the record stays zero. */
-		if (!wanted((__u32)arg0, 0))
+		if (!type_wanted(VIGIL_PEV_OOM_KILL) || !wanted((__u32)arg0, 0))
 			return 0;
 		e = reserve(VIGIL_PEV_OOM_KILL, sizeof(*e));
 		if (!e)
@@ -243,7 +278,9 @@ static __always_inline int on_oom_victim(__u64 arg0)
 	}
 	task = (struct task_struct *)arg0;
 	cgroup_id = vigil_task_cgroup_id(task);
-	if (!wanted(BPF_CORE_READ(task, tgid), cgroup_id))
+	if (!type_wanted(VIGIL_PEV_OOM_KILL))
+		return 0;
+	if (!wanted(BPF_CORE_READ(task, tgid), cgroup_id) || !comm_wanted(task))
 		return 0;
 	e = reserve(VIGIL_PEV_OOM_KILL, sizeof(*e));
 	if (!e)

@@ -15,7 +15,7 @@ _vigil() {
     --by) COMPREPLY=($(compgen -W "process container" -- "${cur}")); return ;;
     --sort) COMPREPLY=($(compgen -W "cpu syscalls errors net block runq pid" -- "${cur}")); return ;;
     --syscall-mode) COMPREPLY=($(compgen -W "continuous sampled off" -- "${cur}")); return ;;
-    --duration|--interval|--since|--step|--pid|--limit|--comm|--container|--aggregator|--state|--disable|--token)
+    --duration|--interval|--since|--step|--pid|--limit|--comm|--container|--aggregator|--state|--disable|--token|--ring-kb|--device)
       return ;;
   esac
   local flags=""
@@ -23,13 +23,15 @@ _vigil() {
     top) flags="--by --sort --pid --container --comm --interval --limit --syscall-mode --once --json" ;;
     snapshot) flags="--duration --json --pretty --syscall-mode --pid --comm --disable" ;;
     trace)
-      if [[ ${COMP_CWORD} -eq 2 ]]; then
+      if [[ ${COMP_CWORD} -eq 2 && "${cur}" != -* ]]; then
         COMPREPLY=($(compgen -W "exec exit tcp oom signal" -- "${cur}")); return
-      fi ;;
+      fi
+      flags="--pid --comm --container --duration --json --ring-kb" ;;
     hist)
-      if [[ ${COMP_CWORD} -eq 2 ]]; then
+      if [[ ${COMP_CWORD} -eq 2 && "${cur}" != -* ]]; then
         COMPREPLY=($(compgen -W "runq syscall block tcp-connect tcp-rtt" -- "${cur}")); return
-      fi ;;
+      fi
+      flags="--pid --container --device --duration --interval --json" ;;
     agents) flags="--aggregator --json --token" ;;
     alerts) flags="--aggregator --json --token --state" ;;
     query) flags="--aggregator --json --token --since --step" ;;

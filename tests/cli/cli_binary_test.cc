@@ -86,7 +86,7 @@ Child idler(const char* name) {
 // tests rank the processes this test controls (--comm PREFIX): an idler started first (lower
 // pid) and a burner. On a quiet machine the burner is first without the filter as well.
 
-TEST_CASE("exit codes: usage 2, not available 3, unreachable aggregator 4, all with advice") {
+TEST_CASE("exit codes: usage 2, unreachable aggregator 4, all with advice") {
   Run none = vigil("");
   CHECK(none.rc == 2);
   CHECK(none.err.find("commands:") != std::string::npos);
@@ -98,10 +98,10 @@ TEST_CASE("exit codes: usage 2, not available 3, unreachable aggregator 4, all w
   CHECK(vigil("frobnicate").rc == 2);
   CHECK(vigil("top --by pod --once").rc == 2);
   CHECK(vigil("query").rc == 2);
-  Run trace = vigil("trace exec");
-  CHECK(trace.rc == 3);
-  CHECK(trace.err.find("not available in this build yet") != std::string::npos);
-  CHECK(vigil("hist runq").rc == 3);
+  Run trace = vigil("trace");
+  CHECK(trace.rc == 2);
+  CHECK(trace.err.find("name one event kind") != std::string::npos);
+  CHECK(vigil("hist bogus").rc == 2);
   // Port 1 on loopback: nothing listens there.
   Run agents = vigil("agents --aggregator 127.0.0.1:1");
   CHECK(agents.rc == 4);
@@ -114,11 +114,12 @@ TEST_CASE("exit codes: usage 2, not available 3, unreachable aggregator 4, all w
   CHECK(version.out.rfind("vigil ", 0) == 0);
 }
 
-TEST_CASE("without privileges, snapshot and top exit 3 and say to run as root") {
+TEST_CASE("without privileges, snapshot, top, trace and hist exit 3 and say to run as root") {
   if (!testing::bpfAllowed("cli_binary_test")) {
     return;  // needs root to drop to an unprivileged user
   }
-  for (const std::string cmd : {"snapshot --duration 0.1 --json", "top --once"}) {
+  for (const std::string cmd : {"snapshot --duration 0.1 --json", "top --once",
+                                "trace exec --duration 0.1", "hist runq --duration 0.1"}) {
     std::string out = testing::shell("setpriv --reuid=65534 --regid=65534 --clear-groups " +
                                      testing::binaryPath("vigil") + " " + cmd +
                                      " 2>&1 >/dev/null; echo \"__rc=$?\"");

@@ -18,12 +18,6 @@ const FlagSpec kJsonFlag{"json", false, "", "print the aggregator's JSON unchang
 const FlagSpec kTokenFlag{"token", true, "TOKEN",
                           "bearer token for the aggregator's API (default: $VIGIL_TOKEN)"};
 
-int notYet(const Command& self, const Args& args) {
-  return fail(self, kExitUnsupported,
-              "not available in this build yet (it needs the event and histogram collectors); "
-              "use 'vigil snapshot --json' for what this build collects");
-}
-
 int version(const Command& self, const Args& args) {
   printf("vigil %s\n", kVigilVersion);
   return kExitOk;
@@ -78,22 +72,59 @@ std::vector<Command> buildCommands() {
       "  sudo vigil snapshot --duration 10s --json --pretty > frame.json\n"
       "  sudo vigil snapshot --disable host\n",
       runSnapshot});
-  c.push_back(Command{"trace",
-                      "stream exec/exit/tcp/oom/signal events (not in this build yet)",
-                      "vigil trace exec|exit|tcp|oom|signal [flags]",
-                      "Streams kernel events like execsnoop, exitsnoop, tcplife, oomkill and "
-                      "killsnoop.\nNot available in this build yet: exits with code 3.",
-                      {},
-                      "  sudo vigil trace exec --json\n",
-                      notYet});
-  c.push_back(Command{"hist",
-                      "log2 latency histograms (not in this build yet)",
-                      "vigil hist runq|syscall|block|tcp-connect|tcp-rtt [flags]",
-                      "Prints log2 histograms like runqlat and biolatency.\nNot available in "
-                      "this build yet: exits with code 3.",
-                      {},
-                      "  sudo vigil hist runq --duration 5s\n",
-                      notYet});
+  c.push_back(Command{
+      "trace",
+      "stream exec/exit/tcp/oom/signal events as they happen",
+      "vigil trace exec|exit|tcp|oom|signal [flags]",
+      "Streams kernel events like execsnoop (exec), exitsnoop (exit), tcplife/tcpconnect (tcp:\n"
+      "connect, accept and close with bytes and duration), oomkill (oom) and killsnoop (signal:\n"
+      "fatal signals only: SIGKILL, SIGSEGV, SIGABRT, ...). Loads only the BPF collector the\n"
+      "kind needs (process, or net for tcp), needs no agent, and prints a header as soon as the\n"
+      "probes are attached. Events carry container and pod attribution (cgroup v2), and exec\n"
+      "argv is masked like the agent's (docs/masking.md).\n"
+      "Filters applied in the kernel (nothing else is written to the ring buffer): --pid, and\n"
+      "for exec/exit/oom/signal also --comm and the event kind (only that kind's program is\n"
+      "loaded). Applied in userspace: --comm for tcp, --container. Stops after --duration, or\n"
+      "on Ctrl-C / SIGTERM; if any events were lost (ring buffer full) their count is printed\n"
+      "to stderr at exit. Needs root.",
+      {{"pid", true, "PID", "only this process (in-kernel filter)"},
+       {"comm", true, "NAME", "only processes whose comm is exactly NAME (in-kernel but for tcp)"},
+       {"container", true, "ID", "only events of this container, by id prefix (userspace)"},
+       {"duration", true, "DURATION", "stop after this long (default: until Ctrl-C)"},
+       {"json", false, "", "one JSON object per line (header goes to stderr)"},
+       {"ring-kb", true, "KB", "ring buffer size in KiB, a power of two >= 4 (default 1024)"}},
+      "  sudo vigil trace exec\n"
+      "  sudo vigil trace exec --comm curl --json | jq .argv\n"
+      "  sudo vigil trace tcp --pid 1234\n"
+      "  sudo vigil trace oom --container 3f2a\n"
+      "  sudo vigil trace exit --duration 30s --json > exits.jsonl\n",
+      runTrace});
+  c.push_back(Command{
+      "hist",
+      "log2 latency histograms: runq, syscall, block, tcp-connect, tcp-rtt",
+      "vigil hist runq|syscall|block|tcp-connect|tcp-rtt [flags]",
+      "Prints log2 histograms like runqlat and biolatency: run-queue latency (runq), syscall\n"
+      "latency of every syscall (syscall; not sampled), block I/O latency (block), TCP connect\n"
+      "latency (tcp-connect) and smoothed RTT (tcp-rtt). Loads only the collector it needs and\n"
+      "needs no agent. For the whole host, or per --pid (in-kernel filter: only that process\n"
+      "is recorded), --container (runq only: the container's cgroup histograms) or --device\n"
+      "(block: name like vda, or MAJ:MIN). Collects for --duration (default 5s, 0 = until\n"
+      "Ctrl-C); with --interval prints every interval (what happened in that interval) until\n"
+      "--duration or Ctrl-C. Needs root.",
+      {{"pid", true, "PID", "only this process (in-kernel filter)"},
+       {"container", true, "ID", "runq only: this container, by id prefix"},
+       {"device", true, "NAME", "block only: this device (vda, nvme0n1 or 8:0)"},
+       {"duration", true, "DURATION", "how long to collect (default 5s; 0 = until Ctrl-C)"},
+       {"interval", true, "DURATION",
+        "print every interval (then --duration defaults to "
+        "until Ctrl-C)"},
+       {"json", false, "", "one JSON object per histogram printed"}},
+      "  sudo vigil hist runq\n"
+      "  sudo vigil hist runq --pid 1234 --duration 10s\n"
+      "  sudo vigil hist block --device vda --interval 1s\n"
+      "  sudo vigil hist syscall --pid 1234 --json | jq .buckets\n"
+      "  sudo vigil hist tcp-connect --duration 30s\n",
+      runHist});
   c.push_back(Command{
       "agents",
       "list the agents an aggregator knows",

@@ -52,5 +52,7 @@ int runTop(const Command& self, const Args& args);
 int runAgents(const Command& self, const Args& args);
 int runAlerts(const Command& self, const Args& args);
 int runQuery(const Command& self, const Args& args);
+int runTrace(const Command& self, const Args& args);
+int runHist(const Command& self, const Args& args);
 
 }  // namespace vigil::cli

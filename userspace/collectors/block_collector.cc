@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <optional>
 #include <fstream>
 #include <vector>
 
@@ -55,6 +56,8 @@ std::string blockDeviceName(uint32_t major, uint32_t minor) {
 
 absl::StatusOr<std::unique_ptr<BlockCollector>> BlockCollector::create(
     const BlockOptions& options) {
+  // One vmlinux BTF parse for all feature probes, freed before libbpf parses its own at load.
+  std::optional<compat::VmlinuxBtfScope> btf_scope(std::in_place);
   block_bpf* skel = block_bpf::open();
   if (skel == nullptr) {
     return bpfError("block: open", -errno);
@@ -66,6 +69,7 @@ absl::StatusOr<std::unique_ptr<BlockCollector>> BlockCollector::create(
   bpf_program__set_autoload(btf ? skel->progs.vigil_bins_raw : skel->progs.vigil_bins_btf, false);
   bpf_program__set_autoload(btf ? skel->progs.vigil_biss_raw : skel->progs.vigil_biss_btf, false);
   bpf_program__set_autoload(btf ? skel->progs.vigil_bcmp_raw : skel->progs.vigil_bcmp_btf, false);
+  btf_scope.reset();
   int err = block_bpf::load(skel);
   if (err == 0) {
     err = block_bpf::attach(skel);

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +49,8 @@ NetCollector::NetCollector(net_bpf* skel, const char* mode, const char* bytes_so
 }
 
 absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOptions& options) {
+  // One vmlinux BTF parse for all feature probes, freed before libbpf parses its own at load.
+  std::optional<compat::VmlinuxBtfScope> btf_scope(std::in_place);
   if (!compat::haveRingBuffer()) {
     return absl::FailedPreconditionError(
         "net: this kernel has no BPF ring buffer (needs 5.8+); the net collector is off");
@@ -108,7 +111,9 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   skel->rodata->bytes_from_tcp_sock = !have_lengths;
   skel->rodata->delete_on_destroy = have_destroy;
   bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
-  skel->rodata->wakeup_bytes = options.ring_bytes / 4;
+  skel->rodata->wakeup_bytes =
+      options.wakeup_bytes != 0 ? options.wakeup_bytes : options.ring_bytes / 4;
+  btf_scope.reset();
   int err = net_bpf::load(skel);
   if (err == 0) {
     err = net_bpf::attach(skel);

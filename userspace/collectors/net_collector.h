@@ -24,6 +24,10 @@ struct NetOptions {
   uint32_t only_tgid = 0;              // 0: every process
   uint32_t ring_bytes = 1u << 20;      // ring buffer size (power of two, >= page size)
   size_t max_buffered_events = 50000;  // events held between collect() calls
+  // Wake the reader once this many bytes wait in the ring (0: a quarter of ring_bytes, the
+  // agent's choice; the reader also drains every 100 ms). `vigil trace` uses 1: a wakeup per
+  // event, so each event is printed as it happens.
+  uint32_t wakeup_bytes = 0;
 };
 
 class NetCollector final : public Collector {

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -36,8 +37,7 @@ int64_t clockNs(clockid_t id) {
 // True when mark_victim's first argument is a pid rather than a task_struct * (see
 // process.bpf.c). Read from the kernel's BTF: the typedef btf_trace_mark_victim points to the
 // tracepoint's prototype, whose parameter 1 (after the context) is that argument.
-bool oomArgIsPid() {
-  struct btf* btf = btf__load_vmlinux_btf();
+bool oomArgIsPid(const struct btf* btf) {
   if (btf == nullptr) {
     return true;  // no BTF: do not dereference what may be a pid
   }
@@ -54,7 +54,6 @@ bool oomArgIsPid() {
       }
     }
   }
-  btf__free(btf);
   return is_pid;
 }
 
@@ -113,48 +112,87 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
     return absl::FailedPreconditionError(
         "process: this kernel has no BPF ring buffer (needs 5.8+); process events are off");
   }
+  if (options.only_comm.size() >= VIGIL_PROC_COMM_LEN) {
+    return absl::InvalidArgumentError(absl::StrCat("process: comm filter '", options.only_comm,
+                                                   "' is longer than the kernel's 15 bytes"));
+  }
+  auto type_on = [&](ProcEventType t) {
+    return (options.event_types & (1u << static_cast<int>(t))) != 0;
+  };
+  // mark_victim's argument type needs vigil's own parse of vmlinux BTF (~10 ms); only when OOM
+  // events are wanted (not for `vigil trace exec`, whose start-up is measured).
+  bool oom_arg_is_pid = true;
+  if (type_on(ProcEventType::kOomKill)) {
+    compat::VmlinuxBtfScope btf_scope;
+    oom_arg_is_pid = oomArgIsPid(btf_scope.btf());
+  }
   std::vector<std::string> mask_errors;
   std::unique_ptr<Masker> masker = Masker::create(options.mask_patterns, &mask_errors);
   for (const std::string& e : mask_errors) {
     VIGIL_LOG_WARN("process: %s; pattern skipped", e);
   }
-
-  process_bpf* skel = process_bpf::open();
-  if (skel == nullptr) {
-    return bpfError("process: open", -errno);
-  }
-  skel->rodata->targ_tgid = options.only_tgid;
-  skel->rodata->targ_cgroup_id = options.only_cgroup_id;
   uint64_t mask = 0;
   for (int s : kFatalSignals) {
     mask |= 1ULL << s;
   }
-  skel->rodata->fatal_signal_mask = mask;
-  skel->rodata->oom_arg_is_pid = oomArgIsPid();
-  bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
-  skel->rodata->wakeup_bytes = options.ring_bytes / 4;
 
-  // tp_btf only when every hook has BTF, so one attach type serves the whole object.
-  bool btf = compat::haveBtfTracepoint("sched_process_exec") &&
-             compat::haveBtfTracepoint("sched_process_exit") &&
-             compat::haveBtfTracepoint("sched_process_fork") &&
-             compat::haveBtfTracepoint("signal_generate");
-  bpf_program* unused[] = {
-      btf ? skel->progs.vigil_exec_raw : skel->progs.vigil_exec_btf,
-      btf ? skel->progs.vigil_exit_raw : skel->progs.vigil_exit_btf,
-      btf ? skel->progs.vigil_fork_raw : skel->progs.vigil_fork_btf,
-      btf ? skel->progs.vigil_sig_raw : skel->progs.vigil_sig_btf,
-  };
-  for (bpf_program* p : unused) {
-    bpf_program__set_autoload(p, false);
-  }
-  int err = process_bpf::load(skel);
-  if (err == 0) {
-    err = process_bpf::attach(skel);
-  }
-  if (err != 0) {
+  // tp_btf for every hook, or raw_tp for every hook: one attach type serves the whole object.
+  // Rather than parsing vmlinux BTF to probe for the four btf_trace_* types (a second ~10 ms
+  // parse next to libbpf's own), load with tp_btf and fall back to raw_tp if that load fails.
+  process_bpf* skel = nullptr;
+  bool btf = compat::haveKernelBtf();
+  int err = 0;
+  while (true) {
+    skel = process_bpf::open();
+    if (skel == nullptr) {
+      return bpfError("process: open", -errno);
+    }
+    skel->rodata->targ_tgid = options.only_tgid;
+    skel->rodata->targ_cgroup_id = options.only_cgroup_id;
+    skel->rodata->targ_types = options.event_types;
+    memcpy(const_cast<char*>(skel->rodata->targ_comm), options.only_comm.data(),
+           options.only_comm.size());
+    skel->rodata->fatal_signal_mask = mask;
+    skel->rodata->oom_arg_is_pid = oom_arg_is_pid;
+    bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
+    skel->rodata->wakeup_bytes =
+        options.wakeup_bytes != 0 ? options.wakeup_bytes : options.ring_bytes / 4;
+    bpf_program* unused[] = {
+        btf ? skel->progs.vigil_exec_raw : skel->progs.vigil_exec_btf,
+        btf ? skel->progs.vigil_exit_raw : skel->progs.vigil_exit_btf,
+        btf ? skel->progs.vigil_fork_raw : skel->progs.vigil_fork_btf,
+        btf ? skel->progs.vigil_sig_raw : skel->progs.vigil_sig_btf,
+    };
+    for (bpf_program* p : unused) {
+      bpf_program__set_autoload(p, false);
+    }
+    // Types filtered out in the kernel need no program at all (faster load for `vigil trace`).
+    std::pair<ProcEventType, std::vector<bpf_program*>> by_type[] = {
+        {ProcEventType::kExec, {skel->progs.vigil_exec_btf, skel->progs.vigil_exec_raw}},
+        {ProcEventType::kExit, {skel->progs.vigil_exit_btf, skel->progs.vigil_exit_raw}},
+        {ProcEventType::kFork, {skel->progs.vigil_fork_btf, skel->progs.vigil_fork_raw}},
+        {ProcEventType::kSignal, {skel->progs.vigil_sig_btf, skel->progs.vigil_sig_raw}},
+        {ProcEventType::kOomKill, {skel->progs.vigil_oom_raw}},
+    };
+    for (const auto& [type, progs] : by_type) {
+      if (!type_on(type)) {
+        for (bpf_program* p : progs) {
+          bpf_program__set_autoload(p, false);
+        }
+      }
+    }
+    err = process_bpf::load(skel);
+    if (err == 0) {
+      err = process_bpf::attach(skel);
+    }
+    if (err == 0) {
+      break;
+    }
     process_bpf::destroy(skel);
-    return bpfError("process", err);
+    if (!btf || err == -EPERM) {
+      return bpfError("process", err);
+    }
+    btf = false;  // a hook without BTF (or no tp_btf support): retry with raw_tp
   }
   std::unique_ptr<ProcessCollector> c(
       new ProcessCollector(skel, btf ? "tp_btf" : "raw_tp", options.max_buffered_events,

@@ -28,6 +28,15 @@ struct ProcessOptions {
   uint32_t ring_bytes = 8u << 20;          // ring buffer size (power of two, >= page size)
   size_t max_buffered_events = 100000;     // events held between collect() calls
   std::vector<std::string> mask_patterns;  // extra masking regexes (docs/masking.md)
+  // In-kernel filters for `vigil trace`: bit n of event_types enables ProcEventType n (other
+  // types are never written to the ring); only_comm (at most 15 bytes) keeps only processes
+  // whose comm equals it exactly ("": all).
+  uint32_t event_types = ~0u;
+  std::string only_comm;
+  // Wake the reader once this many bytes wait in the ring (0: a quarter of ring_bytes, the
+  // agent's choice; the reader also drains every 100 ms). `vigil trace` uses 1: a wakeup per
+  // event, so each event is printed as it happens.
+  uint32_t wakeup_bytes = 0;
 };
 
 // Event types as in bpf/process/process.h, for the counters below.

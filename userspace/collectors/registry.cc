@@ -40,7 +40,7 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     // Latency costs two clock reads and a task-storage lookup per syscall, over the per-event
     // budget of continuous mode; sampled mode pays it only while attached
     // (docs/syscall-sampling.md).
-    options.latency = *mode == SyscallMode::kSampled;
+    options.latency = *mode == SyscallMode::kSampled || config.syscall_latency;
     auto c = SyscallCollector::create(options);
     if (!c.ok()) {
       return c.status();

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <vector>
 
@@ -61,30 +62,40 @@ bool processGone(uint32_t tgid) { return kill(static_cast<pid_t>(tgid), 0) != 0 
 
 absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
     const SchedOptions& options) {
-  sched_bpf* skel = sched_bpf::open();
-  if (skel == nullptr) {
-    return bpfError("sched: open", -errno);
-  }
-  skel->rodata->targ_tgid = options.only_tgid;
-  // All three tracepoints came with the same kernels; one probe decides for the set.
   // The tp_btf programs keep enqueue times in task storage (5.11+ for tracing programs); a
-  // kernel with BTF tracepoints but without it takes the raw_tp path.
-  bool btf =
-      !options.force_raw_tp && libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) == 1 &&
-      compat::haveBtfTracepoint("sched_switch") && compat::haveBtfTracepoint("sched_wakeup") &&
-      compat::haveBtfTracepoint("sched_wakeup_new");
-  bpf_program__set_autoload(btf ? skel->progs.vigil_sched_raw : skel->progs.vigil_sched_btf, false);
-  bpf_program__set_autoload(btf ? skel->progs.vigil_wake_raw : skel->progs.vigil_wake_btf, false);
-  bpf_program__set_autoload(btf ? skel->progs.vigil_wnew_raw : skel->progs.vigil_wnew_btf, false);
-  // Enqueue times: task storage for tp_btf, an LRU hash for raw_tp; only one is created.
-  bpf_map__set_autocreate(btf ? skel->maps.runq_start : skel->maps.runq_ts, false);
-  int err = sched_bpf::load(skel);
-  if (err == 0) {
-    err = sched_bpf::attach(skel);
-  }
-  if (err != 0) {
+  // kernel with BTF tracepoints but without it takes the raw_tp path. Whether the three
+  // btf_trace_* types exist is not probed (that needs a ~10 ms parse of vmlinux BTF next to
+  // libbpf's own): the tp_btf load is tried, and raw_tp is loaded if it fails.
+  bool btf = !options.force_raw_tp && compat::haveKernelBtf() &&
+             libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) == 1;
+  sched_bpf* skel = nullptr;
+  while (true) {
+    skel = sched_bpf::open();
+    if (skel == nullptr) {
+      return bpfError("sched: open", -errno);
+    }
+    skel->rodata->targ_tgid = options.only_tgid;
+    if (options.max_processes != 0) {
+      bpf_map__set_max_entries(skel->maps.proc_stats, options.max_processes);
+    }
+    bpf_program__set_autoload(btf ? skel->progs.vigil_sched_raw : skel->progs.vigil_sched_btf,
+                              false);
+    bpf_program__set_autoload(btf ? skel->progs.vigil_wake_raw : skel->progs.vigil_wake_btf, false);
+    bpf_program__set_autoload(btf ? skel->progs.vigil_wnew_raw : skel->progs.vigil_wnew_btf, false);
+    // Enqueue times: task storage for tp_btf, an LRU hash for raw_tp; only one is created.
+    bpf_map__set_autocreate(btf ? skel->maps.runq_start : skel->maps.runq_ts, false);
+    int err = sched_bpf::load(skel);
+    if (err == 0) {
+      err = sched_bpf::attach(skel);
+    }
+    if (err == 0) {
+      break;
+    }
     sched_bpf::destroy(skel);
-    return bpfError("sched", err);
+    if (!btf || err == -EPERM) {
+      return bpfError("sched", err);
+    }
+    btf = false;  // a hook without BTF: retry with raw_tp
   }
   return std::unique_ptr<SchedCollector>(
       new SchedCollector(skel, btf ? "tp_btf" : "raw_tp", options));

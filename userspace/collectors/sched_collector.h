@@ -24,6 +24,10 @@ namespace vigil {
 struct SchedOptions {
   uint32_t only_tgid = 0;  // 0: every process
   size_t max_process_histograms = 32;
+  // Capacity of the per-CPU per-process stats map (0: the BPF default, 16384). Preallocated per
+  // CPU, so it dominates load time; `vigil hist runq` needs no per-process CPU stats and asks
+  // for a few. New processes beyond it are counted (vigil_sched map-full counter), not stored.
+  uint32_t max_processes = 0;
   bool force_raw_tp = false;  // tests: use the raw_tp fallback even where tp_btf works
 };
 

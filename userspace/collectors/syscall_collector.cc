@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <cmath>
 
@@ -58,6 +59,8 @@ SyscallCollector::SyscallCollector(syscalls_bpf* skel, const char* mode,
 
 absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     const SyscallOptions& options) {
+  // One vmlinux BTF parse for all feature probes, freed before libbpf parses its own at load.
+  std::optional<compat::VmlinuxBtfScope> btf_scope(std::in_place);
   if (options.mode == SyscallMode::kOff) {
     return std::unique_ptr<SyscallCollector>(new SyscallCollector(nullptr, "", options));
   }
@@ -95,6 +98,7 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
   bpf_object__for_each_program(prog, skel->obj) {
     bpf_program__set_autoload(prog, prog == keep_enter || prog == keep_exit);
   }
+  btf_scope.reset();
   int err = syscalls_bpf::load(skel);
   if (err != 0) {
     syscalls_bpf::destroy(skel);

@@ -1,0 +1,142 @@
+#include "userspace/cli/trace_hist.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace vigil::cli {
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+
+void onStopSignal(int) { g_stop = 1; }
+
+// A duration in nanoseconds as "512ns", "16us", "4ms", "2s".
+std::string humanNs(uint64_t ns) {
+  if (ns < 1000) {
+    return absl::StrCat(ns, "ns");
+  }
+  if (ns < 1000000) {
+    return absl::StrFormat("%gus", ns / 1e3);
+  }
+  if (ns < 1000000000) {
+    return absl::StrFormat("%gms", ns / 1e6);
+  }
+  return absl::StrFormat("%gs", ns / 1e9);
+}
+
+const char* unitName(uint64_t unit_ns) {
+  switch (unit_ns) {
+    case 1:
+      return "ns";
+    case 1000:
+      return "us";
+    case 1000000:
+      return "ms";
+  }
+  return "units";
+}
+
+}  // namespace
+
+void installStopHandlers() {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = onStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+bool stopRequested() { return g_stop != 0; }
+
+void Log2Hist::add(const HistogramSample& h) {
+  if (buckets.empty() && count == 0) {
+    unit_ns = h.unit_ns;
+  }
+  if (buckets.size() < h.buckets.size()) {
+    buckets.resize(h.buckets.size(), 0);
+  }
+  for (size_t i = 0; i < h.buckets.size(); ++i) {
+    buckets[i] += h.buckets[i];
+  }
+  count += h.count;
+  sum_units += h.sum_units;
+}
+
+Log2Hist Log2Hist::minus(const Log2Hist& earlier) const {
+  Log2Hist d = *this;
+  for (size_t i = 0; i < d.buckets.size() && i < earlier.buckets.size(); ++i) {
+    d.buckets[i] = d.buckets[i] >= earlier.buckets[i] ? d.buckets[i] - earlier.buckets[i] : 0;
+  }
+  d.count = 0;
+  for (uint64_t b : d.buckets) {
+    d.count += b;
+  }
+  d.sum_units = sum_units >= earlier.sum_units ? sum_units - earlier.sum_units : 0;
+  return d;
+}
+
+uint64_t bucketLow(size_t i) { return i == 0 ? 0 : (uint64_t{1} << i); }
+
+std::string renderHist(const Log2Hist& h, const std::string& title) {
+  std::string out = absl::StrCat(title, "\n");
+  size_t first = h.buckets.size(), last = 0;
+  uint64_t peak = 0;
+  for (size_t i = 0; i < h.buckets.size(); ++i) {
+    if (h.buckets[i] != 0) {
+      first = std::min(first, i);
+      last = i;
+      peak = std::max(peak, h.buckets[i]);
+    }
+  }
+  if (peak == 0) {
+    absl::StrAppend(&out, "  (no samples)\n");
+    return out;
+  }
+  constexpr int kBarWidth = 40;
+  absl::StrAppend(&out, absl::StrFormat("  %21s : %-10s |%-*s|\n", "latency", "count", kBarWidth,
+                                        "distribution"));
+  for (size_t i = first; i <= last; ++i) {
+    std::string range = absl::StrCat(humanNs(bucketLow(i) * h.unit_ns), " -> ",
+                                     humanNs((uint64_t{1} << (i + 1)) * h.unit_ns));
+    int bar = static_cast<int>(h.buckets[i] * kBarWidth / peak);
+    absl::StrAppend(&out, absl::StrFormat("  %21s : %-10u |%-*s|\n", range, h.buckets[i], kBarWidth,
+                                          std::string(bar, '*')));
+  }
+  double avg = h.count ? static_cast<double>(h.sum_units) / h.count * h.unit_ns : 0;
+  absl::StrAppend(&out, absl::StrFormat("  count %u, average %s\n", h.count,
+                                        humanNs(static_cast<uint64_t>(avg))));
+  return out;
+}
+
+std::string histJson(const Log2Hist& h, const std::string& metric, const std::string& scope) {
+  nlohmann::json j;
+  j["metric"] = metric;
+  j["scope"] = scope;
+  j["unit"] = unitName(h.unit_ns);
+  j["unit_ns"] = h.unit_ns;
+  j["count"] = h.count;
+  j["sum"] = h.sum_units;
+  nlohmann::json buckets = nlohmann::json::array();
+  for (size_t i = 0; i < h.buckets.size(); ++i) {
+    if (h.buckets[i] == 0) {
+      continue;
+    }
+    buckets.push_back({{"low", bucketLow(i)},
+                       {"high", uint64_t{1} << (i + 1)},
+                       {"low_ns", bucketLow(i) * h.unit_ns},
+                       {"high_ns", (uint64_t{1} << (i + 1)) * h.unit_ns},
+                       {"count", h.buckets[i]}});
+  }
+  j["buckets"] = buckets;
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace vigil::cli

@@ -1,0 +1,41 @@
+// Helpers shared by `vigil trace` and `vigil hist`: clean stop on SIGINT/SIGTERM, and log2
+// histogram arithmetic and rendering (runqlat/biolatency-style ASCII bars, and JSON).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "capnp/snapshot.h"
+
+namespace vigil::cli {
+
+// Installs SIGINT and SIGTERM handlers (without SA_RESTART, so blocking polls return EINTR)
+// that set a flag read by stopRequested().
+void installStopHandlers();
+bool stopRequested();
+
+// A log2 histogram in nanoseconds-per-unit, as HistogramSample carries it.
+struct Log2Hist {
+  uint64_t unit_ns = 1000;
+  std::vector<uint64_t> buckets;
+  uint64_t count = 0;
+  uint64_t sum_units = 0;
+
+  // Adds `h` (its unit must match, or this is empty and takes its unit).
+  void add(const HistogramSample& h);
+  // this - earlier, bucket by bucket (clamped at 0: a counter reset counts from zero).
+  Log2Hist minus(const Log2Hist& earlier) const;
+};
+
+// Lower bound of bucket i in units: 0 for bucket 0, else 2^i (see wire::Histogram).
+uint64_t bucketLow(size_t i);
+
+// runqlat-style text: one line per bucket from the first to the last non-empty one, with the
+// range in a readable unit (ns/us/ms/s), the count and a bar scaled to the largest bucket.
+std::string renderHist(const Log2Hist& h, const std::string& title);
+
+// {"unit":"us","count":..,"sum":..,"buckets":[{"low":..,"high":..,"count":..},..]}, as one line.
+std::string histJson(const Log2Hist& h, const std::string& metric, const std::string& scope);
+
+}  // namespace vigil::cli
