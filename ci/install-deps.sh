@@ -18,7 +18,7 @@ TEST_PKGS=(
   iptables
 )
 # bench/run.sh runs bcc's runqlat once to show that BCC cannot compile here (no kernel headers).
-TEST_PKGS+=(bpfcc-tools)
+TEST_PKGS+=(bpfcc-tools time)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" != "--build-only" ]]; then
