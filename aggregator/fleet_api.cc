@@ -212,6 +212,8 @@ std::string FleetApi::agentsJson(int64_t now_ms) const {
                       {"boot_epoch", r->boot_epoch},
                       {"last_seq", r->last_seq},
                       {"config_version", r->config_version},
+                      {"offline_since", r->offline_since_ns / 1000000000},
+                      {"offline_reason", r->offline_reason},
                       {"labels", labels},
                       {"collectors", collectors}});
   }

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <chrono>
 #include <map>
 #include <set>
@@ -82,9 +83,16 @@ struct Aggregator {
   }
   std::string agents() const { return testing::httpGet(http_port, "/api/v1/agents").body; }
   bool hasOnline(const std::string& agent_id) const {
-    std::string a = agents();
-    size_t at = a.find("\"agent_id\":\"" + agent_id + "\"");
-    return at != std::string::npos && a.find("\"online\":true", at) < a.find('}', at);
+    auto doc = nlohmann::json::parse(agents(), nullptr, false);
+    if (!doc.is_object() || !doc.contains("agents")) {
+      return false;
+    }
+    for (const auto& a : doc["agents"]) {
+      if (a.value("agent_id", "") == agent_id) {
+        return a.value("online", false);
+      }
+    }
+    return false;
   }
 };
 
@@ -267,6 +275,9 @@ TEST_CASE("kill -9 of the aggregator right after a frame loses nothing it acknow
   Agent agent(dir, "ack-node", agg.addr());
   REQUIRE(testing::waitFor([&]() { return loggedFrames(agg.db(), "ack-node").size() >= 3; }, 15s,
                            10ms));
+  // The third ack may still be on its way to the agent: kill once the agent holds it.
+  REQUIRE(testing::waitFor([&]() { return agent.metric("vigil_agent_frames_acked_total") >= 3; },
+                           15s, 10ms));
   agg.kill(SIGKILL);
   std::this_thread::sleep_for(200ms);
   double acked = agent.metric("vigil_agent_frames_acked_total");
