@@ -261,7 +261,7 @@ kj::Promise<void> Server::alertLoop() {
 
 void Server::alertTick(int64_t now_ms) {
   recent_.setNow(now_ms);
-  store_.render(recent_, now_ms * 1000000);
+  store_.render(recent_, now_ms * 1000000, /*agent_level_only=*/true);
   injected_.setNow(now_ms);
   if (!options_.rules_file.empty()) {
     if (fileStamp(options_.rules_file) != rules_stamp_) {

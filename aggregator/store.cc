@@ -150,7 +150,7 @@ void Store::apply(const Snapshot& frame, int64_t now_ns) {
   }
 }
 
-void Store::render(MetricSink& out, int64_t now_ns) {
+void Store::render(MetricSink& out, int64_t now_ns, bool agent_level_only) {
   declareFrameFamilies(out);
   out.family("vigil_agent_up", MetricType::kGauge,
              "1 while the agent holds a connection to this aggregator.");
@@ -175,6 +175,9 @@ void Store::render(MetricSink& out, int64_t now_ns) {
     info.emplace_back("kernel", r.info.kernel);
     out.sample("vigil_agent_info", info, 1);
     out.sample("vigil_agent_frames_received_total", agent_labels, static_cast<double>(r.frames));
+    if (agent_level_only) {
+      continue;
+    }
 
     Snapshot view;
     view.host = r.host;

@@ -83,7 +83,10 @@ class Store {
   // Applies a frame's content. The caller has checked it is not a duplicate.
   void apply(const Snapshot& frame, int64_t now_ns);
 
-  void render(MetricSink& out, int64_t now_ns);
+  // agent_level_only: just the per-agent families the aggregator itself produces (vigil_agent_up,
+  // _last_seen_, _info, _frames_received_total); the alert engine records those every tick,
+  // while everything agents report is already in the series store.
+  void render(MetricSink& out, int64_t now_ns, bool agent_level_only = false);
 
   // Called with every applied frame (after the store took it): the series store listens here.
   void setFrameListener(std::function<void(const Snapshot&)> fn) { listener_ = std::move(fn); }
