@@ -3,6 +3,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdarg>
@@ -106,6 +107,41 @@ void appendProgramStats(const bpf_object* obj, std::vector<MetricSample>& out) {
                                static_cast<double>(info.run_cnt), true});
   }
 }
+
+int pollRingBuffer(ring_buffer* ring, int timeout_ms) {
+  int n = timeout_ms > 0 ? ring_buffer__poll(ring, timeout_ms) : 0;
+  int m = ring_buffer__consume(ring);
+  return (n < 0 ? 0 : n) + (m < 0 ? 0 : m);
+}
+
+namespace {
+
+kj::Promise<void> drainOnReadable(kj::UnixEventPort::FdObserver& observer, ring_buffer* ring) {
+  return observer.whenBecomesReadable().then([&observer, ring]() {
+    pollRingBuffer(ring, 0);
+    return drainOnReadable(observer, ring);
+  });
+}
+
+kj::Promise<void> drainOnTimer(kj::Timer& timer, ring_buffer* ring) {
+  return timer.afterDelay(100 * kj::MILLISECONDS).then([&timer, ring]() {
+    pollRingBuffer(ring, 0);
+    return drainOnTimer(timer, ring);
+  });
+}
+
+}  // namespace
+
+kj::Promise<void> drainRingBuffer(CollectorContext& context, ring_buffer* ring) {
+  auto observer = kj::heap<kj::UnixEventPort::FdObserver>(
+      context.event_port, ring_buffer__epoll_fd(ring), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  auto& ref = *observer;
+  return drainOnReadable(ref, ring)
+      .exclusiveJoin(drainOnTimer(context.timer, ring))
+      .attach(kj::mv(observer));
+}
+
+bool processGone(uint32_t tgid) { return kill(static_cast<pid_t>(tgid), 0) != 0 && errno == ESRCH; }
 
 uint64_t sumPerCpuCounter(int map_fd, uint32_t idx) {
   std::vector<uint64_t> values(possibleCpus());

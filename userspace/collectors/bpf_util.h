@@ -6,12 +6,16 @@
 #include <functional>
 #include <string>
 #include "absl/strings/string_view.h"
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "capnp/snapshot.h"
 
+#include "userspace/collectors/collector.h"
+
 struct bpf_object;
+struct ring_buffer;
 
 namespace vigil {
 
@@ -37,6 +41,22 @@ size_t forEachPerCpu(int map_fd,
 // cumulative run time and run count: vigil_bpf_program_run_seconds_total and
 // vigil_bpf_program_runs_total, labelled {program, id}.
 void appendProgramStats(const bpf_object* obj, std::vector<MetricSample>& out);
+
+// Waits up to timeout_ms (0: not at all) for a ring buffer, then always consumes it: the
+// kernel side wakes readers only past its wakeup threshold, so records may be there without a
+// wakeup. Returns the number of records handed to the buffer's callback.
+int pollRingBuffer(ring_buffer* ring, int timeout_ms);
+
+// Drains a ring buffer on the event loop for as long as the promise lives: whenever its epoll
+// fd is readable, and every 100 ms as a safety net for a missed edge.
+kj::Promise<void> drainRingBuffer(CollectorContext& context, ring_buffer* ring);
+
+// Reads every entry of a (not per-CPU) hash map.
+template <typename Key, typename Value>
+std::vector<std::pair<Key, Value>> readHash(int map_fd);
+
+// True when no process with this tgid exists any more (reaped; a zombie still exists).
+bool processGone(uint32_t tgid);
 
 // Sums slot `idx` of a per-CPU __u64 array across CPUs.
 uint64_t sumPerCpuCounter(int map_fd, uint32_t idx);

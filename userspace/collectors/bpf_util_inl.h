@@ -25,4 +25,21 @@ size_t forEachPerCpu(int map_fd,
   return n;
 }
 
+template <typename Key, typename Value>
+std::vector<std::pair<Key, Value>> readHash(int map_fd) {
+  std::vector<std::pair<Key, Value>> out;
+  Key key{};
+  Key next{};
+  const Key* prev = nullptr;
+  while (bpf_map_get_next_key(map_fd, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    Value v{};
+    if (bpf_map_lookup_elem(map_fd, &key, &v) == 0) {
+      out.emplace_back(key, v);
+    }
+  }
+  return out;
+}
+
 }  // namespace vigil

@@ -134,7 +134,6 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
 }
 
 NetCollector::~NetCollector() {
-  observer_ = nullptr;
   if (ring_ != nullptr) {
     ring_buffer__free(ring_);
   }
@@ -176,33 +175,10 @@ int NetCollector::onRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-int NetCollector::poll(int timeout_ms) {
-  // The kernel side wakes readers only when the ring fills up (see wakeup_bytes), so after
-  // waiting always consume: records may be there without a wakeup.
-  int n = timeout_ms > 0 ? ring_buffer__poll(ring_, timeout_ms) : 0;
-  int m = ring_buffer__consume(ring_);
-  return (n < 0 ? 0 : n) + (m < 0 ? 0 : m);
-}
-
-kj::Promise<void> NetCollector::drainOnReadable() {
-  return observer_->whenBecomesReadable().then([this]() {
-    poll(0);
-    return drainOnReadable();
-  });
-}
-
-kj::Promise<void> NetCollector::drainOnTimer(kj::Timer& timer) {
-  return timer.afterDelay(100 * kj::MILLISECONDS).then([this, &timer]() {
-    poll(0);
-    return drainOnTimer(timer);
-  });
-}
+int NetCollector::poll(int timeout_ms) { return pollRingBuffer(ring_, timeout_ms); }
 
 kj::Promise<void> NetCollector::run(CollectorContext& context) {
-  observer_ = std::make_unique<kj::UnixEventPort::FdObserver>(
-      context.event_port, ring_buffer__epoll_fd(ring_),
-      kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  return drainOnReadable().exclusiveJoin(drainOnTimer(context.timer));
+  return drainRingBuffer(context, ring_);
 }
 
 void NetCollector::collect(Snapshot& out) {

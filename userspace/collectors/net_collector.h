@@ -68,8 +68,6 @@ class NetCollector final : public Collector {
 
   NetCollector(net_bpf* skel, const char* mode, const char* bytes_source, size_t max_buffered);
   static int onRecord(void* ctx, void* data, size_t size);
-  kj::Promise<void> drainOnReadable();
-  kj::Promise<void> drainOnTimer(kj::Timer& timer);
 
   net_bpf* skel_;
   ring_buffer* ring_ = nullptr;
@@ -79,7 +77,6 @@ class NetCollector final : public Collector {
   std::vector<Buffered> buffered_;
   uint64_t seen_ = 0, dropped_ = 0, malformed_ = 0;
   std::array<Hist, 2> retired_;  // histogram counts of exited processes, kept cumulative
-  std::unique_ptr<kj::UnixEventPort::FdObserver> observer_;
 };
 
 }  // namespace vigil

@@ -206,7 +206,6 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
 }
 
 ProcessCollector::~ProcessCollector() {
-  observer_ = nullptr;
   if (ring_ != nullptr) {
     ring_buffer__free(ring_);
   }
@@ -311,34 +310,10 @@ void ProcessCollector::handle(const uint8_t* data, size_t size) {
   buffered_.push_back(std::move(b));
 }
 
-int ProcessCollector::poll(int timeout_ms) {
-  // The kernel side wakes readers only when the ring fills up (see wakeup_bytes), so after
-  // waiting always consume: records may be there without a wakeup.
-  int n = timeout_ms > 0 ? ring_buffer__poll(ring_, timeout_ms) : 0;
-  int m = ring_buffer__consume(ring_);
-  return (n < 0 ? 0 : n) + (m < 0 ? 0 : m);
-}
-
-kj::Promise<void> ProcessCollector::drainOnReadable() {
-  return observer_->whenBecomesReadable().then([this]() {
-    poll(0);
-    return drainOnReadable();
-  });
-}
-
-kj::Promise<void> ProcessCollector::drainOnTimer(kj::Timer& timer) {
-  // A safety net for a missed edge on the epoll fd: the ring is also read every 100 ms.
-  return timer.afterDelay(100 * kj::MILLISECONDS).then([this, &timer]() {
-    poll(0);
-    return drainOnTimer(timer);
-  });
-}
+int ProcessCollector::poll(int timeout_ms) { return pollRingBuffer(ring_, timeout_ms); }
 
 kj::Promise<void> ProcessCollector::run(CollectorContext& context) {
-  observer_ = std::make_unique<kj::UnixEventPort::FdObserver>(
-      context.event_port, ring_buffer__epoll_fd(ring_),
-      kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  return drainOnReadable().exclusiveJoin(drainOnTimer(context.timer));
+  return drainRingBuffer(context, ring_);
 }
 
 uint64_t ProcessCollector::lostInKernel(ProcEventType t) const {

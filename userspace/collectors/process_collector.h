@@ -94,8 +94,6 @@ class ProcessCollector final : public Collector {
                    std::unique_ptr<Masker> masker, std::vector<std::string> mask_errors);
   static int onRecord(void* ctx, void* data, size_t size);
   void handle(const uint8_t* data, size_t size);
-  kj::Promise<void> drainOnReadable();
-  kj::Promise<void> drainOnTimer(kj::Timer& timer);
 
   process_bpf* skel_;
   ring_buffer* ring_ = nullptr;
@@ -107,7 +105,6 @@ class ProcessCollector final : public Collector {
   std::array<uint64_t, kTypes> seen_{};
   std::array<uint64_t, kTypes> dropped_{};
   uint64_t malformed_ = 0;
-  std::unique_ptr<kj::UnixEventPort::FdObserver> observer_;
 };
 
 }  // namespace vigil

@@ -38,26 +38,6 @@ HistogramSample toSample(const char* name, Labels labels, const sched_hist& h) {
   return s;
 }
 
-// Reads every entry of a (not per-CPU) hash map.
-template <typename Key, typename Value>
-std::vector<std::pair<Key, Value>> readHash(int fd) {
-  std::vector<std::pair<Key, Value>> out;
-  Key key{};
-  Key next{};
-  const Key* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    key = next;
-    prev = &key;
-    Value v{};
-    if (bpf_map_lookup_elem(fd, &key, &v) == 0) {
-      out.emplace_back(key, v);
-    }
-  }
-  return out;
-}
-
-bool processGone(uint32_t tgid) { return kill(static_cast<pid_t>(tgid), 0) != 0 && errno == ESRCH; }
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(

@@ -28,8 +28,6 @@ int64_t monoNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-bool processGone(uint32_t tgid) { return kill(static_cast<pid_t>(tgid), 0) != 0 && errno == ESRCH; }
-
 uint64_t scaled(uint64_t raw, double fraction) {
   if (fraction <= 0) {
     return 0;
