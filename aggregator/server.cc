@@ -12,33 +12,7 @@
 #include "userspace/common/log.h"
 
 namespace vigil::aggregator {
-namespace {
-
-std::string jsonEscape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        if (c < 0x20) {
-          absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Server::Server(ServerOptions options, kj::AsyncIoContext& io)
     : options_(std::move(options)),
@@ -357,33 +331,6 @@ kj::Promise<void> Server::retentionLoop() {
   });
 }
 
-std::string Server::agentsJson() {
-  std::string out = "{\"agents\":[";
-  bool first = true;
-  for (const auto& [id, r] : store_.agents()) {
-    if (!first) {
-      out += ',';
-    }
-    first = false;
-    absl::StrAppend(&out, "{\"agent_id\":\"", jsonEscape(id), "\",\"node\":\"",
-                    jsonEscape(r->info.node_name), "\",\"online\":", r->online ? "true" : "false",
-                    ",\"version\":\"", jsonEscape(r->info.version), "\",\"kernel\":\"",
-                    jsonEscape(r->info.kernel), "\",\"last_seen\":", r->last_seen_ns / 1000000000,
-                    ",\"boot_epoch\":", r->boot_epoch, ",\"last_seq\":", r->last_seq,
-                    ",\"config_version\":", r->config_version,
-                    ",\"offline_since\":", r->offline_since_ns / 1000000000,
-                    ",\"offline_reason\":\"", jsonEscape(r->offline_reason), "\",\"labels\":{");
-    bool lf = true;
-    for (const auto& [k, v] : r->info.labels) {
-      absl::StrAppend(&out, lf ? "" : ",", "\"", jsonEscape(k), "\":\"", jsonEscape(v), "\"");
-      lf = false;
-    }
-    out += "}}";
-  }
-  out += "]}\n";
-  return out;
-}
-
 kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
   if (request.path == "/healthz") {
     return HttpReply::text(200, "ok\n");
@@ -439,9 +386,6 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
   }
   if (auto reply = query_api_.handle(request, unixNanos() / 1000000)) {
     return kj::mv(*reply);
-  }
-  if (request.path == "/api/v1/agents") {
-    return HttpReply::json(200, agentsJson());
   }
   // POST /api/v1/agents/<id>/config: push a config (JSON, see aggregator/fleet.h) to one agent.
   constexpr absl::string_view kAgents = "/api/v1/agents/";

@@ -64,7 +64,6 @@ class Server {
  private:
   Server(ServerOptions options, kj::AsyncIoContext& io);
   kj::Promise<HttpReply> handleHttp(const HttpRequest& request);
-  std::string agentsJson();
 
   // Replays the ingest log into the in-memory store after a restart.
   absl::Status replayLog();
