@@ -98,7 +98,9 @@ TEST_CASE("connecting to a closed loopback port is one refused connect of that p
   }
   auto collector = NetCollector::create(NetOptions{});
   REQUIRE(collector.ok());
-  CHECK((*collector)->bytesSource() == "sock_length");
+  // The default: no per-message hook attached.
+  CHECK((*collector)->messageMode() == "off");
+  CHECK(!(*collector)->messageHooksAttached());
   // A port that was just free: bound, never listened on, closed.
   int probe = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a = loopback(0);
@@ -216,7 +218,9 @@ TEST_CASE("UDP datagrams over loopback count as UDP bytes of sender and receiver
   if (!testing::bpfAllowed("net_collector_test")) {
     return;
   }
-  auto collector = NetCollector::create(NetOptions{});
+  NetOptions options;
+  options.message_mode = NetMessageMode::kContinuous;
+  auto collector = NetCollector::create(options);
   REQUIRE(collector.ok());
   int rfd = socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in a = loopback(0);
