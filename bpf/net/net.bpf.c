@@ -228,14 +228,20 @@ static __always_inline __u64 claim(__u64 *reported, __u64 now)
 	return 0;
 }
 
-/* Adds the socket's not yet reported TCP bytes to its owner, or to the unattributed counters. */
-static __always_inline void account_bytes(const struct sock *sk, struct sock_info *info)
+/*
+ * Adds the socket's not yet reported TCP bytes to its owner. Without an owner they wait, unless
+ * this is the last look (CLOSE): then they go to the unattributed counters.
+ */
+static __always_inline void account_bytes(const struct sock *sk, struct sock_info *info, bool final)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	__u64 tx = claim(&info->tx_reported, BPF_CORE_READ(tp, bytes_acked));
-	__u64 rx = claim(&info->rx_reported, BPF_CORE_READ(tp, bytes_received));
 	struct net_proc_stats *st;
+	__u64 tx, rx;
 
+	if (!info->tgid && !final)
+		return;
+	tx = claim(&info->tx_reported, BPF_CORE_READ(tp, bytes_acked));
+	rx = claim(&info->rx_reported, BPF_CORE_READ(tp, bytes_received));
 	if (!tx && !rx)
 		return;
 	if (!info->tgid) {
@@ -407,9 +413,14 @@ static __always_inline int on_state(const struct sock *sk, int oldstate, int new
 		hist_add(info->tgid, NET_HIST_SRTT_US, BPF_CORE_READ(tp, srtt_us) >> 3);
 	}
 
-	/* Bytes are final at CLOSE: whatever no iterator pass reported yet is added now. */
-	if (newstate == TCP_CLOSE && oldstate != TCP_SYN_SENT)
-		account_bytes(sk, info);
+	/*
+	 * Bytes are final at CLOSE: whatever no iterator pass reported yet is added now. Earlier
+	 * steps of the close (FIN sent, FIN acked, ...) report what is there too, since an orphaned
+	 * socket (its last fd closed, so no iterator sees it) can sit in FIN_WAIT2 for up to
+	 * tcp_fin_timeout before it reaches CLOSE.
+	 */
+	if (oldstate != TCP_SYN_SENT && oldstate != TCP_SYN_RECV)
+		account_bytes(sk, info, newstate == TCP_CLOSE);
 	if (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE)
 		emit(sk, info, oldstate, newstate, now);
 
@@ -537,7 +548,7 @@ static __always_inline int on_iter_sock(struct task_struct *task, struct sock *s
 			__builtin_memcpy(info->comm, comm, VIGIL_NET_COMM_LEN);
 		}
 	}
-	account_bytes(sk, info);
+	account_bytes(sk, info, false);
 	return 0;
 }
 
