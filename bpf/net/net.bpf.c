@@ -89,7 +89,9 @@ struct sock_info {
 	__u64 rx_reported; /* bytes_received likewise */
 	__u64 seen_pass; /* last iterator pass that accounted this socket */
 	__u8 passive;
-	__u8 pad[7];
+	__u8 pad;
+	__u16 sport; /* local port, remembered: at CLOSE the socket is unhashed and reads 0 */
+	__u8 pad2[4];
 	char comm[VIGIL_NET_COMM_LEN];
 };
 
@@ -323,6 +325,10 @@ static __always_inline void emit(const struct sock *sk, struct sock_info *info, 
 	__builtin_memcpy(e->comm, info->comm, VIGIL_NET_COMM_LEN);
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (e->sport)
+		info->sport = e->sport;
+	else
+		e->sport = info->sport;
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	e->old_state = oldstate;
 	e->new_state = newstate;
