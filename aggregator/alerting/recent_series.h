@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "aggregator/series.h"
 #include "userspace/common/prom_text.h"
 
@@ -47,7 +48,11 @@ class RecentSeries final : public SeriesSource, public MetricSink {
   size_t max_series_;
   int64_t now_ms_ = 0;
   uint64_t overflow_ = 0;
-  std::map<LabelSet, std::deque<Sample>> series_;  // key includes __name__
+  // Key includes __name__. Hashed, not ordered: the aggregator records every agent's own series
+  // each tick, and at 10,000 agents comparing long label vectors in an ordered map was the
+  // largest cost of the whole aggregator (perf, 10,000 simulated agents at 4 s). select() sorts
+  // its result instead.
+  absl::flat_hash_map<LabelSet, std::deque<Sample>> series_;
   std::map<std::string, size_t> per_metric_;
   std::function<bool(const std::string&)> skip_;
 };
