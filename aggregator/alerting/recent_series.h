@@ -26,6 +26,9 @@ class RecentSeries final : public SeriesSource, public MetricSink {
   // Samples passed to sample() without a timestamp get `now_ms`; samples older than the
   // retention are dropped.
   void setNow(int64_t now_ms);
+  // How far back samples are kept; the next setNow() drops older ones.
+  void setRetention(int64_t retention_ms) { retention_ms_ = retention_ms; }
+  int64_t retention() const { return retention_ms_; }
   void add(const std::string& name, const LabelSet& labels, Sample s);
 
   std::vector<Series> select(const Selector& selector, int64_t start_ms,
