@@ -799,5 +799,60 @@ TEST_CASE("cost of the net per-message programs in continuous mode", "[.][cost]"
   close(stats_fd);
 }
 
+// What the hooks cost a request/response workload: a 64-byte TCP ping-pong over loopback
+// (50,000 round trips, 4 send/recv calls each), with no collector, the default collector
+// (net_message_mode off) and continuous mode, alternating, 6 rounds; prints ns per round trip.
+double pingPongNs(int rounds) {
+  int lfd = listener();
+  uint16_t port = portOf(lfd);
+  Child server = Child::fork([lfd, rounds]() {
+    int c = accept(lfd, nullptr, nullptr);
+    char b[64];
+    for (int i = 0; i < rounds; ++i) {
+      if (read(c, b, 64) != 64 || write(c, b, 64) != 64) {
+        return 1;
+      }
+    }
+    return 0;
+  });
+  close(lfd);
+  int fd = connectTo(port);
+  REQUIRE(fd >= 0);
+  char b[64] = {};
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < rounds; ++i) {
+    REQUIRE(write(fd, b, 64) == 64);
+    REQUIRE(readFull(fd, 64));
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  close(fd);
+  REQUIRE(exitCode(server) == 0);
+  return std::chrono::duration<double, std::nano>(t1 - t0).count() / rounds;
+}
+
+TEST_CASE("cost of the net hooks to a loopback TCP ping-pong", "[.][cost]") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  std::vector<double> none, off, cont;
+  for (int round = 0; round < 6; ++round) {
+    none.push_back(pingPongNs(50000));
+    {
+      auto c = NetCollector::create(NetOptions{});
+      REQUIRE(c.ok());
+      off.push_back(pingPongNs(50000));
+    }
+    {
+      NetOptions o;
+      o.message_mode = NetMessageMode::kContinuous;
+      auto c = NetCollector::create(o);
+      REQUIRE(c.ok());
+      cont.push_back(pingPongNs(50000));
+    }
+    printf("round %d: none %.0f  off %.0f (%.3f)  continuous %.0f (%.3f) ns/round trip\n", round,
+           none.back(), off.back(), off.back() / none.back(), cont.back(),
+           cont.back() / none.back());
+  }
+}
 }  // namespace
 }  // namespace vigil
