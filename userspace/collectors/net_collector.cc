@@ -1,6 +1,7 @@
 #include "userspace/collectors/net_collector.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -43,6 +44,27 @@ bool haveHook(bool btf, const char* category, const char* name) {
 }
 
 bool isMessageHook(absl::string_view name) { return name.find("_length") != name.npos; }
+
+// The byte iterator needs the task_file bpf_iter target (v5.8+; libbpf resolves
+// SEC("iter/task_file") through the bpf_iter_task_file function in vmlinux BTF) and the
+// bpf_sock_from_file helper (v5.11+; probed as its BPF_FUNC_* value in vmlinux BTF).
+bool haveSocketIterator(const btf* b) {
+  if (b == nullptr || btf__find_by_name_kind(b, "bpf_iter_task_file", BTF_KIND_FUNC) <= 0) {
+    return false;
+  }
+  int id = btf__find_by_name_kind(b, "bpf_func_id", BTF_KIND_ENUM);
+  if (id <= 0) {
+    return false;
+  }
+  const btf_type* t = btf__type_by_id(b, id);
+  const struct btf_enum* e = btf_enum(t);  // "struct": btf_enum() hides the type name
+  for (int i = 0; i < btf_vlen(t); ++i) {
+    if (absl::string_view(btf__name_by_offset(b, e[i].name_off)) == "BPF_FUNC_sock_from_file") {
+      return true;
+    }
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -152,9 +174,15 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
         "available, net message mode is off");
     effective.message_mode = NetMessageMode::kOff;
   }
-  // The byte iterator is run by iterate(), attached below (needs bpf_iter, v5.8+; task_file
-  // and bpf_sock_from_file, v5.11+: without them the load fails with the verifier's reason).
+  // The byte iterator is run by iterate(), attached below.
   bpf_program__set_autoattach(skel->progs.vigil_sock_iter, false);
+  bool have_iter = haveSocketIterator(btf_scope->btf());
+  if (!have_iter) {
+    bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
+    VIGIL_LOG_WARN(
+        "net: no task_file bpf_iter or bpf_sock_from_file (v5.11+); TCP bytes are reported only "
+        "as connections close, and accepted sockets get owners only when closed");
+  }
   skel->rodata->targ_tgid = options.only_tgid;
   skel->rodata->delete_on_destroy = have_destroy;
   bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
@@ -175,13 +203,15 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   if (c->ring_ == nullptr) {
     return bpfError("net: ring buffer", -errno);
   }
-  c->iter_link_ = bpf_program__attach_iter(skel->progs.vigil_sock_iter, nullptr);
-  if (c->iter_link_ == nullptr) {
-    return bpfError("net: attach iter/task_file", -errno);
-  }
-  // The baseline pass: sockets opened before now count from now on, not from their start.
-  if (absl::Status st = c->iterate(); !st.ok()) {
-    return st;
+  if (have_iter) {
+    c->iter_link_ = bpf_program__attach_iter(skel->progs.vigil_sock_iter, nullptr);
+    if (c->iter_link_ == nullptr) {
+      return bpfError("net: attach iter/task_file", -errno);
+    }
+    // The baseline pass: sockets opened before now count from now on, not from their start.
+    if (absl::Status st = c->iterate(); !st.ok()) {
+      return st;
+    }
   }
   if (effective.message_mode != NetMessageMode::kOff) {
     // Sampled mode's first window opens now; run() keeps the cadence.
@@ -262,6 +292,9 @@ double NetCollector::messageAttachedFraction() const {
 }
 
 absl::Status NetCollector::iterate() {
+  if (iter_link_ == nullptr) {
+    return absl::OkStatus();  // no iterator on this kernel (logged at create)
+  }
   skel_->bss->iter_pass += 1;
   int64_t t0 = clockNs(CLOCK_MONOTONIC);
   int fd = bpf_iter_create(bpf_link__fd(iter_link_));
