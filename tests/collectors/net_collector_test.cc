@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -459,6 +460,119 @@ TEST_CASE("bytes of an accepted socket reset before anyone owned it are counted 
     }
   }
   CHECK(seen);
+}
+
+TEST_CASE("an accepted socket held open at a collection belongs to the process holding it") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  constexpr size_t kBytes = 1 << 20;
+  auto collector = NetCollector::create(NetOptions{});
+  REQUIRE(collector.ok());
+  int lfd = listener();
+  uint16_t port = portOf(lfd);
+  int done[2];
+  REQUIRE(pipe(done) == 0);
+  // The server accepts and reads, then keeps the socket open: only the iterator can name it.
+  Child server = Child::fork([lfd, &done]() {
+    int c = accept(lfd, nullptr, nullptr);
+    if (c < 0 || !readFull(c, kBytes) || write(done[1], "d", 1) != 1) {
+      return 1;
+    }
+    pause();
+    return 0;
+  });
+  close(lfd);
+  Child client = Child::fork([port]() {
+    int fd = connectTo(port);
+    if (fd < 0 || !writeFull(fd, kBytes)) {
+      return 1;
+    }
+    pause();
+    return 0;
+  });
+  char d;
+  REQUIRE(read(done[0], &d, 1) == 1);
+  Snapshot snap;
+  (*collector)->collect(snap);
+  const ProcessStats* s = find(snap, server.pid());
+  REQUIRE(s != nullptr);
+  CHECK(s->tcp_passive_opens == 1);
+  CHECK(s->tcp_rx_bytes == kBytes);
+  CHECK(s->tcp_closes == 0);
+  const ProcessStats* c = find(snap, client.pid());
+  REQUIRE(c != nullptr);
+  CHECK(c->tcp_active_opens == 1);
+  CHECK(c->tcp_tx_bytes == kBytes + 1);  // + the SYN (bytes_acked counts its sequence number)
+}
+
+TEST_CASE("a connection handed to a child after fork follows the process that holds it") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  constexpr size_t kBytes = 3 << 20;
+  auto collector = NetCollector::create(NetOptions{});
+  REQUIRE(collector.ok());
+  int lfd = listener();
+  uint16_t port = portOf(lfd);
+  // The server keeps its end open: a FIN from it would move the client's socket to CLOSE_WAIT
+  // and report its bytes to the owner known then (the parent) before any collection saw the
+  // handover (docs/metrics.md).
+  Child server = Child::fork([lfd]() {
+    int c = accept(lfd, nullptr, nullptr);
+    if (c < 0 || !readFull(c, kBytes)) {
+      return 1;
+    }
+    pause();
+    return 0;
+  });
+  close(lfd);
+  int report[2];
+  REQUIRE(pipe(report) == 0);
+  // The parent connects, forks a child that inherits the socket, closes its own copy and
+  // exits; the child sends everything and reports its pid once the data is acknowledged.
+  Child parent = Child::fork([port, &report]() {
+    int fd = connectTo(port);
+    if (fd < 0) {
+      return 1;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+      if (!writeFull(fd, kBytes)) {
+        _exit(1);
+      }
+      for (int i = 0; i < 1000; ++i) {
+        int unacked = 0;
+        ioctl(fd, TIOCOUTQ, &unacked);
+        if (unacked == 0) {
+          break;
+        }
+        usleep(1000);
+      }
+      pid_t me = getpid();
+      if (write(report[1], &me, sizeof(me)) != sizeof(me)) {
+        _exit(2);
+      }
+      pause();
+      _exit(0);
+    }
+    close(fd);
+    return child > 0 ? 0 : 2;
+  });
+  REQUIRE(exitCode(parent) == 0);
+  pid_t child = 0;
+  REQUIRE(read(report[0], &child, sizeof(child)) == sizeof(child));
+  Snapshot snap;
+  (*collector)->collect(snap);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);  // reaped by init if not ours; harmless either way
+  const ProcessStats* c = find(snap, child);
+  REQUIRE(c != nullptr);
+  CHECK(c->tcp_tx_bytes == kBytes + 1);  // + the SYN
+  const ProcessStats* p = find(snap, parent.pid());
+  REQUIRE(p != nullptr);  // its connect
+  CHECK(p->tcp_active_opens == 1);
+  CHECK(p->tcp_tx_bytes == 0);
 }
 
 TEST_CASE("UDP datagrams over loopback count as UDP bytes of sender and receiver") {
