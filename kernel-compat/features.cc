@@ -20,8 +20,9 @@ bool haveKernelBtf() { return access("/sys/kernel/btf/vmlinux", R_OK) == 0; }
 namespace {
 
 std::mutex g_btf_mu;
-::btf* g_btf = nullptr;  // guarded by g_btf_mu
-int g_btf_scopes = 0;    // guarded by g_btf_mu
+::btf* g_btf = nullptr;    // guarded by g_btf_mu
+int g_btf_scopes = 0;      // guarded by g_btf_mu
+bool g_btf_tried = false;  // guarded by g_btf_mu: a parse was attempted in the current scopes
 
 }  // namespace
 
@@ -51,29 +52,42 @@ namespace {
   return btf__load_vmlinux_btf();
 }
 
+// The shared BTF, parsed on first use inside a scope (a collector that ends up asking nothing,
+// e.g. one told to use raw_tp, parses nothing). Needs g_btf_mu held.
+::btf* sharedBtfLocked() {
+  if (g_btf_scopes > 0 && !g_btf_tried) {
+    g_btf_tried = true;
+    if (haveKernelBtf()) {
+      g_btf = loadVmlinuxBtf();
+      if (libbpf_get_error(g_btf) != 0) {
+        g_btf = nullptr;
+      }
+    }
+  }
+  return g_btf;
+}
+
 }  // namespace
 
 VmlinuxBtfScope::VmlinuxBtfScope() {
   std::lock_guard<std::mutex> lock(g_btf_mu);
-  if (g_btf_scopes++ == 0 && haveKernelBtf()) {
-    g_btf = loadVmlinuxBtf();
-    if (libbpf_get_error(g_btf) != 0) {
-      g_btf = nullptr;
-    }
-  }
+  ++g_btf_scopes;
 }
 
 VmlinuxBtfScope::~VmlinuxBtfScope() {
   std::lock_guard<std::mutex> lock(g_btf_mu);
-  if (--g_btf_scopes == 0 && g_btf != nullptr) {
-    btf__free(g_btf);
-    g_btf = nullptr;
+  if (--g_btf_scopes == 0) {
+    if (g_btf != nullptr) {
+      btf__free(g_btf);
+      g_btf = nullptr;
+    }
+    g_btf_tried = false;
   }
 }
 
 const ::btf* VmlinuxBtfScope::btf() const {
   std::lock_guard<std::mutex> lock(g_btf_mu);
-  return g_btf;
+  return sharedBtfLocked();
 }
 
 bool haveBtfTracepoint(const std::string& tracepoint) {
@@ -82,7 +96,7 @@ bool haveBtfTracepoint(const std::string& tracepoint) {
   }
   {
     std::lock_guard<std::mutex> lock(g_btf_mu);
-    if (g_btf != nullptr) {
+    if (sharedBtfLocked() != nullptr) {
       // The same lookup libbpf_find_vmlinux_btf_id does for BPF_TRACE_RAW_TP.
       return btf__find_by_name_kind(g_btf, ("btf_trace_" + tracepoint).c_str(), BTF_KIND_TYPEDEF) >
              0;

@@ -18,8 +18,8 @@ bool haveBtfTracepoint(const std::string& tracepoint);
 
 // While at least one scope is alive, vmlinux BTF is parsed once and shared: haveBtfTracepoint()
 // then looks names up in it instead of parsing all of /sys/kernel/btf/vmlinux per call (~10 ms
-// each, the bulk of a collector's start-up). Freed when the last scope ends. Collectors open one
-// in create().
+// each, the bulk of a collector's start-up). Parsed at the first lookup, not when the scope
+// opens; freed when the last scope ends. Collectors open one in create().
 class VmlinuxBtfScope {
  public:
   VmlinuxBtfScope();

@@ -120,6 +120,9 @@ int runHist(const Command& self, const Args& args) {
   } else if (t.collector == "block") {
     BlockOptions o;
     o.only_tgid = *pid;
+    // raw_tp, as for runq: no tp_btf feature probe (one vmlinux BTF parse less) and a faster
+    // verification; the same histogram.
+    o.force_raw_tp = true;
     auto c = BlockCollector::create(o);
     st = c.status();
     if (c.ok()) {
