@@ -1,5 +1,7 @@
 #include "kernel-compat/features.h"
 
+#include "kernel-compat/btf_scan.h"
+
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -10,6 +12,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 
@@ -23,6 +26,8 @@ std::mutex g_btf_mu;
 ::btf* g_btf = nullptr;    // guarded by g_btf_mu
 int g_btf_scopes = 0;      // guarded by g_btf_mu
 bool g_btf_tried = false;  // guarded by g_btf_mu: a parse was attempted in the current scopes
+std::unique_ptr<MappedBtf> g_mapped;  // guarded by g_btf_mu
+bool g_mapped_tried = false;          // guarded by g_btf_mu
 
 }  // namespace
 
@@ -67,6 +72,16 @@ namespace {
   return g_btf;
 }
 
+// The mapped BTF for name lookups inside a scope (nullptr where the kernel does not allow the
+// mapping). Needs g_btf_mu held.
+const MappedBtf* mappedBtfLocked() {
+  if (g_btf_scopes > 0 && !g_mapped_tried) {
+    g_mapped_tried = true;
+    g_mapped = MappedBtf::open();
+  }
+  return g_mapped.get();
+}
+
 }  // namespace
 
 VmlinuxBtfScope::VmlinuxBtfScope() {
@@ -82,6 +97,8 @@ VmlinuxBtfScope::~VmlinuxBtfScope() {
       g_btf = nullptr;
     }
     g_btf_tried = false;
+    g_mapped.reset();
+    g_mapped_tried = false;
   }
 }
 
@@ -96,6 +113,9 @@ bool haveBtfTracepoint(const std::string& tracepoint) {
   }
   {
     std::lock_guard<std::mutex> lock(g_btf_mu);
+    if (const MappedBtf* m = mappedBtfLocked()) {
+      return m->find("btf_trace_" + tracepoint, BTF_KIND_TYPEDEF) > 0;
+    }
     if (sharedBtfLocked() != nullptr) {
       // The same lookup libbpf_find_vmlinux_btf_id does for BPF_TRACE_RAW_TP.
       return btf__find_by_name_kind(g_btf, ("btf_trace_" + tracepoint).c_str(), BTF_KIND_TYPEDEF) >
@@ -104,6 +124,14 @@ bool haveBtfTracepoint(const std::string& tracepoint) {
   }
   // libbpf resolves tp_btf targets through the "btf_trace_<name>" typedef in vmlinux BTF.
   return libbpf_find_vmlinux_btf_id(tracepoint.c_str(), BPF_TRACE_RAW_TP) > 0;
+}
+
+std::optional<bool> tracepointArgIsPointer(const std::string& tracepoint, int arg) {
+  std::lock_guard<std::mutex> lock(g_btf_mu);
+  if (const MappedBtf* m = mappedBtfLocked()) {
+    return m->tracepointArgIsPointer(tracepoint, arg);
+  }
+  return std::nullopt;
 }
 
 bool haveRingBuffer() { return libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, nullptr) == 1; }
