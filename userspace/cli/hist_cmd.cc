@@ -91,6 +91,7 @@ int runHist(const Command& self, const Args& args) {
     return collectorFailure(self, absl::PermissionDeniedError("not running as root"));
   }
   installStopHandlers();
+  prepareHeapForBtf();
 
   std::unique_ptr<Collector> collector;
   absl::Status st;
