@@ -235,17 +235,17 @@ const volatile __u64 load_ns = 0;
 /*
  * Per-task state (tp_btf). Kernel only: userspace reads it through vigil_sched_iter. The kernel
  * puts a task-storage value right after an 8-byte header at the start of a cache line
- * (bpf_local_storage_elem::sdata is ____cacheline_aligned), so the fields sched_switch writes
- * come first: seen_delay, wait_sum_ns and the five smallest slots (waits under 32 us, the
- * common case) share that one line.
+ * (bpf_local_storage_elem::sdata is ____cacheline_aligned), so everything sched_switch reads or
+ * writes comes first: seen_delay, wait_sum_ns, ready and the four smallest slots (waits under
+ * 16 us, the common case) share that one line.
  */
-#define SCHED_HOT_SLOTS 5
+#define SCHED_HOT_SLOTS 4
 struct sched_task {
 	__u64 seen_delay; /* sched_info.run_delay already turned into histogram samples */
 	__u64 wait_sum_ns;
-	__u64 slots[SCHED_HIST_SLOTS];
 	__u32 ready; /* bases below are set */
 	__u32 folded; /* the task exited and its totals went into `exited` */
+	__u64 slots[SCHED_HIST_SLOTS];
 	__u64 base_cpu_ns; /* se.sum_exec_runtime, nvcsw, nivcsw when accounting started */
 	__u64 base_nvcsw;
 	__u64 base_nivcsw;
