@@ -897,15 +897,16 @@ TEST_CASE(
   REQUIRE(!held.linked.empty());
 
   // The agent gets 40 MiB of headroom over what it uses now (charges made before the move stay
-  // with the old cgroup). 1M processes need a 16 MiB bucket array plus 64 MiB of preallocated
-  // elements plus per-CPU values for sched's proc_stats: the kernel refuses the elements.
+  // with the old cgroup). 4M processes need a 64 MiB bucket array for sched's per-process hash
+  // (proc_stats under raw_tp, exited under tp_btf; more with proc_stats' preallocated
+  // elements): the kernel refuses it.
   REQUIRE(cgroup.add(agent.proc.pid()));
   REQUIRE(cgroup.limit(cgroup.usage() + (40 << 20)));
 
   // One push that enables block (loads fine), disables syscalls and grows sched's map (refused).
   auto reply = pushConfig(agg, "rb-node", R"({"version": 2, "enabled_collectors": ["block"],
                                         "disabled_collectors": ["syscalls"],
-                                        "max_processes": 1000000})");
+                                        "max_processes": 4194304})");
   INFO(reply.body);
   INFO(agent.log());
   REQUIRE(reply.status == 422);

@@ -77,7 +77,9 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
     skel->rodata->targ_tgid = options.only_tgid;
     skel->rodata->load_ns = monotonicNs();
     if (options.max_processes != 0) {
+      // The per-process map of whichever design loads: proc_stats (raw_tp) or exited (tp_btf).
       bpf_map__set_max_entries(skel->maps.proc_stats, options.max_processes);
+      bpf_map__set_max_entries(skel->maps.exited, options.max_processes);
     }
     for (bpf_program* p :
          {skel->progs.vigil_sched_raw, skel->progs.vigil_wake_raw, skel->progs.vigil_wnew_raw}) {
