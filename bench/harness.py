@@ -1210,9 +1210,11 @@ def part_wire(env):
     runs = [("synthetic ~500-series frame",
              [env.exe("vigil-bench-wire"), "--rounds=5", "--keyframe_every=%d" % keyframe_every])]
     if env.root:
-        runs.append(("this host's frame (agent's collectors)",
-                     [env.exe("vigil-bench-wire"), "--live", "--interval_ms=2000", "--rounds=5",
-                      "--keyframe_every=%d" % keyframe_every]))
+        live = [env.exe("vigil-bench-wire"), "--live", "--interval_ms=2000", "--rounds=5",
+                "--keyframe_every=%d" % keyframe_every]
+        runs.append(("this host's frame (agent's collectors)", live))
+        # Events (exec, exit, TCP state changes) are new data in every frame, not samples.
+        runs.append(("this host's frame, samples only", live + ["--no_events"]))
     for label, cmd in runs:
         R.command(part, cmd)
         rc, out, _ = run(cmd, timeout=120)
@@ -1481,7 +1483,9 @@ PART_NOTES = {
         "agent's default `--wire_keyframe_every`; 5 minutes at the 10 s interval). The same data "
         "(the last frame) as JSON: \"structured\" mirrors the frame with zero fields omitted "
         "(the fairest JSON), \"series\" is a flat list of {name, labels, value}; gzip is zlib "
-        "level 6. JSON gets no delta: it is the seed's format, which ships every frame whole. "
+        "level 6; it includes the frame's events (Cap'n Proto's JSON codec, default fields "
+        "omitted), and the \"samples only\" run leaves events out of both sides. JSON gets no "
+        "delta: it is the seed's format, which ships every frame whole. "
         "Samples are the Prometheus series the frame renders to. The first frame of every "
         "session (agent start, reconnect, failover) is a keyframe, so an agent that reconnects "
         "often pays the keyframe figure more often.",

@@ -5,6 +5,9 @@
 //   vigil-bench-wire --live [--interval_ms=1000]                  this host's frames, from the
 //                                                                 agent's own collectors (root)
 //   common: [--rounds=N] (deltas measured, default 5) [--keyframe_every=K] (default 30)
+//           [--no_events] (samples only: events left out of the frames and the JSON alike)
+//           [--delta_level=N] (zstd level of deltas, default 3, as the agent)
+//   WIRE_DEBUG=1 prints each delta and the last delta's size with each part of the frame left out.
 //
 // It builds rounds+1 consecutive frames. The keyframe is packed + zstd of the last one; each
 // delta is a frame against the one before it (encodeDelta, checked to expand back byte for
@@ -249,6 +252,7 @@ int main(int argc, char** argv) {
   int rounds = 5;
   int keyframe_every = 30;
   int delta_level = 3;
+  bool no_events = false;
   vigil::bench::SynthOptions synth;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -265,6 +269,8 @@ int main(int argc, char** argv) {
       interval_ms = static_cast<uint32_t>(std::stoul(v));
     } else if (flagValue(a, "rounds", &v)) {
       rounds = std::max(1, std::stoi(v));
+    } else if (a == "--no_events") {
+      no_events = true;
     } else if (flagValue(a, "delta_level", &v)) {
       delta_level = std::stoi(v);
     } else if (flagValue(a, "keyframe_every", &v)) {
@@ -319,6 +325,13 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (no_events) {
+    // Samples only: the events (new data in every frame, not samples) left out of the frames and
+    // of the JSON alike.
+    for (auto& f : frames) {
+      f->events.clear();
+    }
+  }
   // Each frame as the agent has it: packed bytes, and the self-contained packed+zstd payload it
   // spools (and sends as a keyframe).
   std::vector<kj::Array<kj::byte>> packed_frames;
@@ -346,7 +359,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (getenv("WIRE_DEBUG") != nullptr) {
-      fprintf(stderr, "delta %zu: %zu B (events %zu)\n", i, d.size(), frames[i]->events.size());
+      fprintf(stderr, "delta %zu: %zu B (events %zu, packed %zu, processes %zu)\n", i, d.size(),
+              frames[i]->events.size(), packed_frames[i].size(), frames[i]->processes.size());
     }
     delta_sum += static_cast<double>(d.size());
     delta_max = std::max(delta_max, d.size());
@@ -374,6 +388,41 @@ int main(int argc, char** argv) {
     auto e = vigil::expandDelta(pb, last_delta);
     (void)vigil::compressPacked(*e, 1);
   });
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    // Where the last delta's bytes go: its size with one part of both frames left out.
+    const char* parts[] = {"host", "self", "processes", "containers", "histograms", "events"};
+    for (int part = 0; part < 6; ++part) {
+      kj::Array<kj::byte> pk[2];
+      for (int k = 0; k < 2; ++k) {
+        capnp::MallocMessageBuilder m;
+        vigil::toWire(*frames[frames.size() - 2 + k], m);
+        auto f = m.getRoot<vigil::wire::Frame>();
+        switch (part) {
+          case 0:
+            f.initHost(0);
+            break;
+          case 1:
+            f.initSelf(0);
+            break;
+          case 2:
+            f.initProcesses(0);
+            break;
+          case 3:
+            f.initContainers(0);
+            break;
+          case 4:
+            f.initHistograms(0);
+            break;
+          default:
+            f.initEvents(0);
+            break;
+        }
+        pk[k] = vigil::encodeFrame(m, vigil::wire::Encoding::PACKED);
+      }
+      fprintf(stderr, "last delta without %s: %zu B\n", parts[part],
+              vigil::encodeDelta(pk[0], pk[1]).size());
+    }
+  }
   // Steady state: one keyframe, then keyframe_every - 1 deltas.
   double steady = (static_cast<double>(packed_zstd) + (keyframe_every - 1) * delta_avg) /
                   static_cast<double>(keyframe_every);

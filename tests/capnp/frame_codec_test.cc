@@ -3,6 +3,7 @@
 #include <zstd.h>
 
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
 
 #include "capnp/snapshot.h"
@@ -255,6 +256,58 @@ TEST_CASE("a delta that declares an oversized frame is refused before allocation
   auto bomb = expandDelta(base, kj::arrayPtr(reinterpret_cast<const kj::byte*>(out.data()), n));
   REQUIRE_FALSE(bomb.ok());
   CHECK(std::string(bomb.status().message()).find("oversized") != std::string::npos);
+}
+
+TEST_CASE(
+    "a delta is exact for signed, NaN and infinite values, repeated names, union changes "
+    "and resized lists") {
+  Snapshot base;
+  fillHost(base, 10);
+  Snapshot next;
+  fillHost(next, 11);
+  // Same metric name twice (matched by occurrence), NaN, infinities, negative values.
+  for (Snapshot* s : {&base, &next}) {
+    bool n = s == &next;
+    s->host.push_back(MetricSample{"vigil_dup", {{"i", "0"}}, n ? -2.5 : 7.0, false});
+    s->host.push_back(MetricSample{"vigil_dup", {{"i", "1"}}, n ? std::nan("") : 1e300, false});
+    s->host.push_back(MetricSample{"vigil_inf", {}, n ? -INFINITY : INFINITY, false});
+    // The same event (same timestamp) in both frames: matched, with negative fields.
+    auto ev = s->newEvent();
+    ev.setTimestampNs(-5);
+    ev.setPid(1);
+    auto exit = ev.initExit();
+    exit.setExitCode(n ? -1 : 3);
+    exit.setSignal(n ? 9 : -2147483647 - 1);
+    // Same timestamp, different union member.
+    auto ev2 = s->newEvent();
+    ev2.setTimestampNs(77);
+    if (n) {
+      ev2.initFork().setChildPid(4000000000u);
+    } else {
+      ev2.initSignal().setSignal(-7);
+    }
+  }
+  next.histograms[0].buckets = {0, 0, 0, 0, 0, 0, 0, ~0ull};  // longer than the base's
+  base.processes[104].top_errnos = {{11, 5}, {2, 1}};
+  next.processes[104].top_errnos = {{2, 9}, {11, 5}, {4, 1}};  // reordered, one new
+
+  auto base_packed = packedOf(base);
+  auto next_packed = packedOf(next);
+  auto delta = encodeDelta(base_packed, next_packed);
+  auto expanded = expandDelta(base_packed, delta);
+  REQUIRE(expanded.ok());
+  REQUIRE(sameBytes(*expanded, next_packed));
+  auto decoded = decodeFrame(*expanded, wire::Encoding::PACKED);
+  REQUIRE(decoded.ok());
+  auto f = (*decoded)->frame();
+  auto host = f.getHost();
+  CHECK(host[host.size() - 3].getValue() == -2.5);
+  CHECK(std::isnan(host[host.size() - 2].getValue()));
+  CHECK(host[host.size() - 1].getValue() == -INFINITY);
+  CHECK(f.getEvents()[0].getExit().getExitCode() == -1);
+  CHECK(f.getEvents()[0].getExit().getSignal() == 9);
+  CHECK(f.getEvents()[1].getFork().getChildPid() == 4000000000u);
+  CHECK(f.getHistograms()[0].getBuckets()[7] == ~0ull);
 }
 
 }  // namespace
