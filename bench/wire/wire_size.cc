@@ -19,6 +19,7 @@
 // "series" is a flat list of {name, labels, value}, one per Prometheus series. Output is
 // key=value lines.
 #include <capnp/compat/json.h>
+#include <capnp/serialize.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -388,6 +389,23 @@ int main(int argc, char** argv) {
     auto e = vigil::expandDelta(pb, last_delta);
     (void)vigil::compressPacked(*e, 1);
   });
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    // Experiment: the same on the flat (unpacked) message bytes.
+    std::vector<kj::Array<kj::byte>> flat;
+    for (auto& f : frames) {
+      capnp::MallocMessageBuilder m;
+      vigil::toWire(*f, m);
+      auto words = capnp::messageToFlatArray(m);
+      flat.push_back(kj::heapArray<kj::byte>(words.asBytes()));
+    }
+    double fsum = 0;
+    for (size_t i = 1; i < flat.size(); ++i) {
+      fsum += vigil::encodeDelta(flat[i - 1], flat[i]).size();
+    }
+    fprintf(stderr, "flat: keyframe %zu B, keyframe L19 packed %zu B, delta avg %.0f B\n",
+            vigil::compressPacked(flat.back()).size(),
+            vigil::compressPacked(packed_frames.back(), 19).size(), fsum / (flat.size() - 1));
+  }
   if (getenv("WIRE_DEBUG") != nullptr) {
     // Where the last delta's bytes go: its size with one part of both frames left out.
     const char* parts[] = {"host", "self", "processes", "containers", "histograms", "events"};
