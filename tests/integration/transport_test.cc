@@ -128,8 +128,7 @@ std::pair<size_t, size_t> selfContainedFrames(const std::string& db, const std::
     for (size_t i = 0; i < bytes.size(); ++i) {
       bytes[i] = static_cast<kj::byte>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
     }
-    if (decodeFrame(kj::arrayPtr(bytes.data(), bytes.size()),
-                    static_cast<wire::Encoding>(encoding))
+    if (decodeFrame(kj::arrayPtr(bytes.data(), bytes.size()), static_cast<wire::Encoding>(encoding))
             .ok()) {
       ok++;
     }
@@ -707,7 +706,13 @@ TEST_CASE("agents fail over within two heartbeats when their aggregator dies, an
            << " on the survivor");
     CHECK(exactlyOneToN(seqs, seqs.back()));
     CHECK(!fb.empty());
+    auto [decodable, logged] = selfContainedFrames(survivor.db(), n);
+    CHECK(decodable == logged);
   }
+  // The survivor never saw the moved agents' earlier frames: their sessions there began with a
+  // keyframe, so no delta named a base it lacked.
+  CHECK(survivor.metric("vigil_aggregator_rejected_total", {{"reason", "delta_unknown_base"}}) ==
+        0);
   WARN("failover took " << failover_s << " s with " << kHeartbeatMs << " ms heartbeats");
 }
 
