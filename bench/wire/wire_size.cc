@@ -89,6 +89,7 @@ json structuredJson(const vigil::Snapshot& s) {
   f["interval_end_ns"] = s.end_unix_ns;
   f["interval_ms"] = s.interval_ms;
   f["syscall_duty_cycle"] = s.syscall_duty_cycle;
+  f["config_version"] = s.config_version;
   json procs = json::array();
   for (const auto& [pid, p] : s.processes) {
     json o;
@@ -123,6 +124,12 @@ json structuredJson(const vigil::Snapshot& s) {
     putIf(o, "block_write_bytes", p.block_write_bytes);
     putIf(o, "block_read_ops", p.block_read_ops);
     putIf(o, "block_write_ops", p.block_write_ops);
+    putIf(o, "tcp_closes", p.tcp_closes);
+    putIf(o, "tcp_connect_refused", p.tcp_connect_refused);
+    putIf(o, "tcp_connect_timeouts", p.tcp_connect_timeouts);
+    putIf(o, "tcp_connects", p.tcp_connects);
+    putIf(o, "tcp_connect_latency_sum_ns", p.tcp_connect_latency_sum_ns);
+    putIf(o, "exited", p.exited);
     procs.push_back(o);
   }
   f["processes"] = procs;
@@ -166,7 +173,9 @@ json structuredJson(const vigil::Snapshot& s) {
   f["histograms"] = hists;
   json cols = json::array();
   for (const auto& c : s.collectors) {
-    cols.push_back({{"name", c.name}, {"up", c.up}});
+    json o = {{"name", c.name}, {"up", c.up}};
+    putIf(o, "reason", c.reason);
+    cols.push_back(o);
   }
   f["collectors"] = cols;
   // Events are data the frame carries too: Cap'n Proto's own JSON codec, fields at their default
