@@ -69,12 +69,13 @@ struct Server {
   kj::Promise<void> serving = nullptr;
   uint port = 0;
 
-  explicit Server(kj::AsyncIoContext& context) : io(context) {
+  explicit Server(kj::AsyncIoContext& context, aggregator::IngestOptions options = {})
+      : io(context) {
     auto opened = aggregator::IngestLog::open(dir.file("ingest.db"));
     REQUIRE(opened.ok());
     log = std::move(*opened);
     ingest = std::make_unique<aggregator::Ingest>(io.provider->getTimer(), *log, store,
-                                                  aggregator::IngestOptions{});
+                                                  std::move(options));
     auto addr = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
     listener = addr->listen();
     port = listener->getPort();
@@ -278,6 +279,47 @@ TEST_CASE(
     keyframes_only += compressPacked(packedOf(seq)).size();
   }
   CHECK(st.payload_bytes_sent < keyframes_only);
+}
+
+TEST_CASE("an aggregator without delta frames is sent keyframes only, and refuses a delta") {
+  auto io = kj::setupAsyncIo();
+  aggregator::IngestOptions options;
+  options.accept_delta = false;
+  Server server(io, options);
+
+  // A hand-made delta is refused with its reason and breaks the session.
+  {
+    Client c(io, server.port);
+    c.registerSession();
+    CHECK_FALSE(c.accepts_delta);
+    auto p1 = packedOf(1);
+    CHECK(c.push(1, wire::Encoding::PACKED_ZSTD, compressPacked(p1)) == "");
+    CHECK(has(c.push(2, wire::Encoding::PACKED_ZSTD_DELTA, encodeDelta(p1, packedOf(2)), 1),
+              "delta_not_accepted"));
+    CHECK(server.rejected("delta_not_accepted") == 1);
+  }
+
+  // The uplink reads acceptsDelta and never sends one.
+  UplinkOptions o;
+  o.aggregators = {"127.0.0.1:" + std::to_string(server.port)};
+  o.identity.agent_id = o.identity.node_name = "node-d";
+  o.boot_epoch = kEpoch;
+  o.replay_rate = 0;
+  o.keyframe_every = 4;
+  Uplink uplink(*io.provider, o, nullptr);
+  for (uint64_t seq = 2; seq <= 9; ++seq) {
+    uplink.enqueue(seq, compressPacked(packedOf(seq)));
+  }
+  auto running = uplink.run().eagerlyEvaluate(nullptr);
+  for (int i = 0; i < 500 && uplink.stats().frames_acked < 8; ++i) {
+    io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  CHECK(uplink.stats().frames_acked == 8);
+  CHECK(uplink.stats().deltas_sent == 0);
+  CHECK(uplink.stats().keyframes_sent == 8);
+  CHECK(uplink.stats().delta_resyncs == 0);
+  CHECK(server.records().size() == 9);
+  CHECK(server.ingest->stats().delta_frames == 0);
 }
 
 }  // namespace

@@ -449,6 +449,7 @@ wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
   base_seq = 0;
   if (options_.keyframe_every == 0 || !conn.accepts_delta || conn.delta_disabled) {
     out = kj::heapArray<kj::byte>(next.payload);
+    stats_.keyframes_sent++;
     return wire::Encoding::PACKED_ZSTD;
   }
   auto packed = packedBytes(next.payload, wire::Encoding::PACKED_ZSTD);
@@ -458,6 +459,7 @@ wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
     conn.base_seq = 0;
     conn.base_packed = nullptr;
     out = kj::heapArray<kj::byte>(next.payload);
+    stats_.keyframes_sent++;
     return wire::Encoding::PACKED_ZSTD;
   }
   wire::Encoding encoding = wire::Encoding::PACKED_ZSTD;
