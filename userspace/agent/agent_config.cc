@@ -71,6 +71,11 @@ absl::Status validateSettings(const AgentSettings& s, const std::vector<std::str
     return absl::InvalidArgumentError(
         absl::StrCat("syscall_duty_cycle must be in (0, 1], got ", s.syscall_duty_cycle));
   }
+  if (s.net_message_mode != "off" && s.net_message_mode != "sampled" &&
+      s.net_message_mode != "continuous") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "net_message_mode must be off, sampled or continuous, got '", s.net_message_mode, "'"));
+  }
   for (const std::string& p : s.mask_patterns) {
     try {
       std::regex re(p, std::regex::ECMAScript);
@@ -84,6 +89,12 @@ absl::Status validateSettings(const AgentSettings& s, const std::vector<std::str
       return absl::InvalidArgumentError(
           absl::StrCat("comm_filter entry '", c, "' must be 1..15 bytes (a task comm)"));
     }
+  }
+  if (s.max_processes != 0 &&
+      (s.max_processes < kMinMaxProcesses || s.max_processes > kMaxMaxProcesses)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_processes must be 0 (collector default) or ", kMinMaxProcesses, "..",
+                     kMaxMaxProcesses, ", got ", s.max_processes));
   }
   if (s.sampling.enabled) {
     if (!(s.sampling.cpu_threshold_percent > 0 && s.sampling.cpu_threshold_percent < 100)) {
@@ -143,6 +154,9 @@ absl::StatusOr<AgentSettings> mergePushedConfig(const AgentSettings& current,
       s.comm_filter.push_back(c.cStr());
     }
   }
+  if (config.getMaxProcesses() != 0) {
+    s.max_processes = config.getMaxProcesses();
+  }
   if (config.hasDynamicSampling()) {
     auto d = config.getDynamicSampling();
     s.sampling.enabled = d.getEnabled();
@@ -188,10 +202,14 @@ absl::StatusOr<AgentSettings> parseSettingsYaml(const std::string& text, AgentSe
         s.syscall_mode = v.as<std::string>();
       } else if (key == "syscall_duty_cycle") {
         s.syscall_duty_cycle = v.as<double>();
+      } else if (key == "net_message_mode") {
+        s.net_message_mode = v.as<std::string>();
       } else if (key == "mask_patterns") {
         s.mask_patterns = yamlStrings(v, key);
       } else if (key == "comm_filter") {
         s.comm_filter = yamlStrings(v, key);
+      } else if (key == "max_processes") {
+        s.max_processes = v.as<uint32_t>();
       } else if (key == "dynamic_sampling") {
         if (!v.IsMap()) {
           return absl::InvalidArgumentError(

@@ -29,10 +29,21 @@ struct AgentSettings {
   absl::flat_hash_set<std::string> disabled_collectors;
   std::string syscall_mode = "sampled";  // sampled | continuous | off
   double syscall_duty_cycle = 0.1;
+  // Net collector's per-message hooks (UDP bytes): off | sampled | continuous. YAML only for
+  // now (AgentConfig on the wire has no field for it).
+  std::string net_message_mode = "off";
   std::vector<std::string> mask_patterns;  // regexes masked in cmdline
   std::vector<std::string> comm_filter;    // only these comms are reported when non-empty
   SamplingPolicy sampling;
+  // Capacity of the per-process BPF maps that honour it (0: the collectors' defaults). Changing
+  // it reloads those collectors; their maps are preallocated kernel memory.
+  uint32_t max_processes = 0;
 };
+
+// Bounds of max_processes: a few processes (what `vigil hist` asks for) up to PID_MAX_LIMIT on
+// 64-bit kernels (4194304, include/linux/threads.h), the most thread groups that can exist.
+inline constexpr uint32_t kMinMaxProcesses = 64;
+inline constexpr uint32_t kMaxMaxProcesses = 4194304;
 
 // Checks every field; the error names the field and the bad value.
 absl::Status validateSettings(const AgentSettings& s, const std::vector<std::string>& collectors);

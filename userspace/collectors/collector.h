@@ -23,6 +23,10 @@ struct CollectorConfig {
   absl::flat_hash_set<std::string> disabled;  // collector names
   std::string syscall_mode = "sampled";       // sampled | continuous | off
   double syscall_duty_cycle = 0.1;            // fraction of each interval, in sampled mode
+  // When the net collector's per-message hooks (UDP bytes) are attached: off | sampled (for
+  // syscall_duty_cycle of each interval) | continuous. Off by default: they cost every
+  // send/recv on the host (docs/performance.md); TCP bytes do not need them.
+  std::string net_message_mode = "off";
   kj::Duration interval = 10 * kj::SECONDS;
   std::vector<std::string> mask_patterns;  // extra regexes masked in argv/cmdline
   std::vector<std::string> comm_filter;    // when non-empty, only these comms are reported
@@ -30,6 +34,10 @@ struct CollectorConfig {
   // Syscall latency in continuous mode too (full coverage, at the per-syscall cost noted in
   // registry.cc); sampled mode always records it. `vigil hist syscall` sets this.
   bool syscall_latency = false;
+  // Capacity of the per-process BPF maps that honour it (0: each collector's default). The
+  // kernel preallocates them and charges the memory to the agent's memory cgroup, so a large
+  // value can make the load fail (ENOMEM); new processes beyond it are counted, not stored.
+  uint32_t max_processes = 0;
 };
 
 // Event-loop facilities a collector may use in run().
@@ -45,6 +53,10 @@ class Collector {
   virtual void collect(Snapshot& out) = 0;
   // Background work between intervals; the promise is dropped when the collector is removed.
   virtual kj::Promise<void> run(CollectorContext& context) { return kj::NEVER_DONE; }
+  // The agent's collection interval changed (a pushed config or dynamic sampling). A collector
+  // whose background work follows the interval (the syscall duty cycle) adopts it without being
+  // reloaded; the default ignores it. Called on the event loop, never fails.
+  virtual void setInterval(kj::Duration interval) {}
 };
 
 }  // namespace vigil
