@@ -26,6 +26,8 @@ struct IngestOptions {
   ServerTls* tls = nullptr;
   kj::Duration handshake_timeout = 10 * kj::SECONDS;
   kj::Duration config_push_timeout = 30 * kj::SECONDS;
+  // Accept delta frames (Encoding packedZstdDelta); told to agents in the register reply.
+  bool accept_delta = true;
 };
 
 struct IngestStats {
@@ -33,6 +35,7 @@ struct IngestStats {
   uint64_t connections_open = 0;
   uint64_t frames_accepted = 0;
   uint64_t frames_duplicate = 0;
+  uint64_t delta_frames = 0;  // accepted delta pushes (expanded before logging)
   uint64_t payload_bytes = 0;
   absl::flat_hash_map<std::string, uint64_t> rejected;            // by reason
   absl::flat_hash_map<std::string, uint64_t> connections_closed;  // by reason

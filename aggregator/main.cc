@@ -45,6 +45,9 @@ ABSL_FLAG(int32_t, metrics_max_processes, 200,
           "Processes per agent shown on /metrics (busiest by CPU over the last interval; 0: all). "
           "The rest are counted in vigil_aggregator_processes_not_exposed.");
 ABSL_FLAG(bool, verbose, false, "Log debug detail.");
+ABSL_FLAG(bool, wire_delta, true,
+          "Accept delta frames from agents (expanded against their base before they are logged). "
+          "See docs/transport.md.");
 ABSL_FLAG(std::string, tokens_file, "",
           "YAML file mapping agent id -> bearer token; when set, every agent must present its "
           "token.");
@@ -104,6 +107,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.ingest.heartbeat_interval_ms = static_cast<uint32_t>(hb);
+  options.ingest.accept_delta = absl::GetFlag(FLAGS_wire_delta);
   options.ready_file = absl::GetFlag(FLAGS_ready_file);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.log.max_age_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_log_retention));

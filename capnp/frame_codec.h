@@ -28,11 +28,16 @@ inline constexpr size_t kMaxDecodedBytes = 64 << 20;
 kj::Array<kj::byte> encodeFrame(capnp::MessageBuilder& message, wire::Encoding encoding,
                                 int zstd_level = 3);
 
+// zstd-compresses a frame's packed bytes into a self-contained PACKED_ZSTD payload.
+kj::Array<kj::byte> compressPacked(kj::ArrayPtr<const kj::byte> packed, int zstd_level = 3);
+
 // A decoded frame; owns the buffer the reader points into.
 class DecodedFrame {
  public:
   wire::Frame::Reader frame() { return reader_->getRoot<wire::Frame>(); }
   size_t decodedBytes() const { return decoded_.size(); }
+  // The frame's packed encoding (what a later delta is based on).
+  kj::ArrayPtr<const kj::byte> packed() const { return decoded_; }
 
  private:
   friend absl::StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(
@@ -46,8 +51,38 @@ class DecodedFrame {
 };
 
 // Decodes and validates a payload. Traverses the whole message once so that a malformed pointer
-// is found here, not later in the middle of ingest.
+// is found here, not later in the middle of ingest. `encoding` must be self-contained (PACKED or
+// PACKED_ZSTD); a delta is expanded first with expandDelta.
 absl::StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(kj::ArrayPtr<const kj::byte> payload,
                                                           wire::Encoding encoding);
+
+// --- Delta frames (Encoding.packedZstdDelta) -------------------------------------------------
+//
+// A delta is the zstd compression of a frame's packed bytes with the packed bytes of an earlier
+// frame of the same session (its base) as a zstd "prefix" (ZSTD_CCtx_refPrefix, zstd >= 1.4):
+// everything the frame repeats from the base (unchanged processes, label strings, counters that
+// did not move, the unchanged high bytes of those that did) becomes back-references into the
+// base, and only what changed is coded as literals. Working on bytes rather than on the schema
+// means every field, including ones added to vigil.capnp later, is delta-coded without code
+// that must be kept in step with the schema, and a delta expands to exactly the bytes of the
+// self-contained frame, so what is logged after expansion is identical to a keyframe.
+
+// The packed (uncompressed) bytes of a self-contained payload, with the same limits and checks
+// as decodeFrame's decompression step (no message validation).
+absl::StatusOr<kj::Array<kj::byte>> packedBytes(kj::ArrayPtr<const kj::byte> payload,
+                                                wire::Encoding encoding);
+
+// Compresses `packed` against `base_packed`. The result decodes only with the same base.
+kj::Array<kj::byte> encodeDelta(kj::ArrayPtr<const kj::byte> base_packed,
+                                kj::ArrayPtr<const kj::byte> packed, int zstd_level = 3);
+
+// Expands a delta payload against `base_packed` back to the frame's packed bytes. Refuses
+// (Status, never a crash) what is not zstd, declares no size or a size over kMaxDecodedBytes,
+// needs a window over kMaxDeltaWindowLog, or does not decompress against this base (zstd checks
+// that every back-reference lies inside the base plus the output, and the frame checksum that
+// the encoder writes catches a delta expanded against the wrong base).
+inline constexpr int kMaxDeltaWindowLog = 27;  // 128 MiB: base + frame, both below 64 MiB
+absl::StatusOr<kj::Array<kj::byte>> expandDelta(kj::ArrayPtr<const kj::byte> base_packed,
+                                                kj::ArrayPtr<const kj::byte> payload);
 
 }  // namespace vigil

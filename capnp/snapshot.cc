@@ -1,5 +1,8 @@
 #include "capnp/snapshot.h"
 
+#include <algorithm>
+#include <vector>
+
 namespace vigil {
 namespace {
 
@@ -57,9 +60,20 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
   writeMetrics(s.host, frame.initHost(s.host.size()));
   writeMetrics(s.self, frame.initSelf(s.self.size()));
 
+  // In pid order, not hash-map order: consecutive frames then lay out the same processes in the
+  // same order, which keeps delta frames (encodeDelta) small and makes the encoding
+  // deterministic.
+  std::vector<const ProcessStats*> ordered;
+  ordered.reserve(s.processes.size());
+  for (const auto& [pid, p] : s.processes) {
+    ordered.push_back(&p);
+  }
+  std::sort(ordered.begin(), ordered.end(),
+            [](const ProcessStats* a, const ProcessStats* b) { return a->pid < b->pid; });
   auto procs = frame.initProcesses(s.processes.size());
   size_t i = 0;
-  for (const auto& [pid, p] : s.processes) {
+  for (const ProcessStats* pp : ordered) {
+    const ProcessStats& p = *pp;
     auto o = procs[i++];
     o.setPid(p.pid);
     o.setComm(p.comm);

@@ -304,6 +304,11 @@ enum Encoding {
   # Cap'n Proto packed encoding of a Frame message.
   packedZstd @1;
   # zstd-compressed packed encoding.
+  packedZstdDelta @2;
+  # zstd-compressed packed encoding with the packed encoding of an earlier frame of the same
+  # session (IngestSession.push's baseSeq) as the zstd prefix: only what changed since that frame
+  # costs bytes. Decodable only with that base, so it is a wire-only form: the agent spools and
+  # the aggregator logs the self-contained frame (see docs/transport.md, "Delta frames").
 }
 
 struct Hello {
@@ -365,9 +370,14 @@ interface AgentControl {
 interface IngestSession {
   # Returned by Aggregator.register for one authenticated agent connection.
 
-  push @0 (seq :UInt64, encoding :Encoding, payload :Data) -> (ack :Ack);
+  push @0 (seq :UInt64, encoding :Encoding, payload :Data, baseSeq :UInt64) -> (ack :Ack);
   # Delivers one frame. The ack is returned only after the frame is durably accepted; a frame
   # whose agentId or bootEpoch differ from the session's is refused.
+  # baseSeq: for encoding packedZstdDelta, the seq of the frame (same session, same epoch) the
+  # delta is based on; it must be the last frame this session accepted, else the push is refused
+  # with reason delta_unknown_base and the session refuses everything after it
+  # (delta_session_broken) until the agent registers again and starts with a keyframe. 0 for a
+  # keyframe (packed, packedZstd).
 
   heartbeat @1 () -> (heartbeatIntervalMs :UInt32);
   # Liveness; the reply carries the interval the aggregator wants.
@@ -376,7 +386,10 @@ interface IngestSession {
 interface Aggregator {
   # The bootstrap capability of vigil-aggregator's RPC port.
   register @0 (hello :Hello, control :AgentControl)
-      -> (session :IngestSession, heartbeatIntervalMs :UInt32, lastSeq :UInt64);
+      -> (session :IngestSession, heartbeatIntervalMs :UInt32, lastSeq :UInt64,
+          acceptsDelta :Bool);
   # lastSeq is the highest seq already accepted for (agentId, bootEpoch), so a reconnecting agent
   # can skip what was delivered.
+  # acceptsDelta: the session accepts packedZstdDelta pushes. Aggregators older than that field
+  # leave it false, so an agent never sends them a delta they would refuse.
 }

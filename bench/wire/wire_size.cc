@@ -1,15 +1,28 @@
-// vigil-bench-wire: bytes per sample of one steady-state frame as the agent sends it (Cap'n Proto
-// packed + zstd, the payload of IngestSession.push) against JSON and JSON+gzip of the same data.
+// vigil-bench-wire: bytes per sample on the wire for steady-state frames as the agent sends them
+// (the payload of IngestSession.push) against JSON and JSON+gzip of the same data.
 //
-//   vigil-bench-wire [--seq=N] [--processes=N] [--containers=N]   synthetic frame (~500 series)
-//   vigil-bench-wire --live [--interval_ms=1000]                  this host's frame, from the
+//   vigil-bench-wire [--seq=N] [--processes=N] [--containers=N]   synthetic frames (~500 series)
+//   vigil-bench-wire --live [--interval_ms=1000]                  this host's frames, from the
 //                                                                 agent's own collectors (root)
+//   common: [--rounds=N] (deltas measured, default 5) [--keyframe_every=K] (default 30)
+//           [--no_events] (samples only: events left out of the frames and the JSON alike)
+//           [--delta_level=N] (zstd level of deltas, default 3, as the agent)
+//   WIRE_DEBUG=1 prints each delta and the last delta's size with each part of the frame left out.
 //
-// Two JSON shapes, both generous to JSON: "structured" mirrors the frame (one object per process
-// with named fields, zero fields omitted, the way a JSON agent would ship it); "series" is a flat
-// list of {name, labels, value}, one per Prometheus series. Output is key=value lines.
+// It builds rounds+1 consecutive frames. The keyframe is packed + zstd of the last one; each
+// delta is a frame against the one before it (encodeDelta, checked to expand back byte for
+// byte); the steady state is (keyframe + (K-1) x mean delta) / K, what a session sends on average
+// with a keyframe every K frames.
+//
+// Two JSON shapes of the last frame, both generous to JSON: "structured" mirrors the frame (one
+// object per process with named fields, zero fields omitted, the way a JSON agent would ship it);
+// "series" is a flat list of {name, labels, value}, one per Prometheus series. Output is
+// key=value lines.
+#include <capnp/compat/json.h>
+#include <capnp/serialize.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -76,6 +89,7 @@ json structuredJson(const vigil::Snapshot& s) {
   f["interval_end_ns"] = s.end_unix_ns;
   f["interval_ms"] = s.interval_ms;
   f["syscall_duty_cycle"] = s.syscall_duty_cycle;
+  f["config_version"] = s.config_version;
   json procs = json::array();
   for (const auto& [pid, p] : s.processes) {
     json o;
@@ -110,6 +124,12 @@ json structuredJson(const vigil::Snapshot& s) {
     putIf(o, "block_write_bytes", p.block_write_bytes);
     putIf(o, "block_read_ops", p.block_read_ops);
     putIf(o, "block_write_ops", p.block_write_ops);
+    putIf(o, "tcp_closes", p.tcp_closes);
+    putIf(o, "tcp_connect_refused", p.tcp_connect_refused);
+    putIf(o, "tcp_connect_timeouts", p.tcp_connect_timeouts);
+    putIf(o, "tcp_connects", p.tcp_connects);
+    putIf(o, "tcp_connect_latency_sum_ns", p.tcp_connect_latency_sum_ns);
+    putIf(o, "exited", p.exited);
     procs.push_back(o);
   }
   f["processes"] = procs;
@@ -153,9 +173,20 @@ json structuredJson(const vigil::Snapshot& s) {
   f["histograms"] = hists;
   json cols = json::array();
   for (const auto& c : s.collectors) {
-    cols.push_back({{"name", c.name}, {"up", c.up}});
+    json o = {{"name", c.name}, {"up", c.up}};
+    putIf(o, "reason", c.reason);
+    cols.push_back(o);
   }
   f["collectors"] = cols;
+  // Events are data the frame carries too: Cap'n Proto's own JSON codec, fields at their default
+  // omitted (as above for zero counters).
+  json events = json::array();
+  capnp::JsonCodec codec;
+  codec.setHasMode(capnp::HasMode::NON_DEFAULT);
+  for (const auto& e : s.events) {
+    events.push_back(json::parse(codec.encode(e.getReader()).cStr()));
+  }
+  f["events"] = events;
   return f;
 }
 
@@ -228,6 +259,10 @@ int main(int argc, char** argv) {
   bool live = false;
   uint64_t seq = 100;
   uint32_t interval_ms = 1000;
+  int rounds = 5;
+  int keyframe_every = 30;
+  int delta_level = 3;
+  bool no_events = false;
   vigil::bench::SynthOptions synth;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -242,15 +277,25 @@ int main(int argc, char** argv) {
       synth.containers = static_cast<uint32_t>(std::stoul(v));
     } else if (flagValue(a, "interval_ms", &v)) {
       interval_ms = static_cast<uint32_t>(std::stoul(v));
+    } else if (flagValue(a, "rounds", &v)) {
+      rounds = std::max(1, std::stoi(v));
+    } else if (a == "--no_events") {
+      no_events = true;
+    } else if (flagValue(a, "delta_level", &v)) {
+      delta_level = std::stoi(v);
+    } else if (flagValue(a, "keyframe_every", &v)) {
+      keyframe_every = std::max(1, std::stoi(v));
     } else {
       fprintf(stderr,
               "usage: vigil-bench-wire [--seq=N --processes=N --containers=N] | --live "
-              "[--interval_ms=N]\n");
+              "[--interval_ms=N]  [--rounds=N] [--keyframe_every=K]\n");
       return 2;
     }
   }
 
-  auto snap = std::make_unique<vigil::Snapshot>();
+  // frames[0] is the base of frames[1], and so on; the last frame is the one measured as a
+  // keyframe and against JSON.
+  std::vector<std::unique_ptr<vigil::Snapshot>> frames;
   if (live) {
     vigil::CollectorConfig config;
     std::vector<std::unique_ptr<vigil::Collector>> collectors;
@@ -267,29 +312,151 @@ int main(int argc, char** argv) {
       fprintf(stderr, "vigil-bench-wire: no collector could start (not root?)\n");
       return 1;
     }
-    // The second frame is the steady state: every live process has been seen once.
-    for (int round = 0; round < 2; ++round) {
+    // The first collection only discovers processes; the ones after it are the steady state.
+    for (int round = 0; round <= rounds + 1; ++round) {
       std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
-      snap = std::make_unique<vigil::Snapshot>();
+      auto snap = std::make_unique<vigil::Snapshot>();
       for (auto& c : collectors) {
         c->collect(*snap);
       }
+      snap->agent.agent_id = snap->agent.node_name = "live";
+      snap->boot_epoch = 1;
+      snap->seq = static_cast<uint64_t>(round + 1);
+      snap->interval_ms = interval_ms;
+      if (round > 0) {
+        frames.push_back(std::move(snap));
+      }
     }
-    snap->agent.agent_id = snap->agent.node_name = "live";
-    snap->boot_epoch = 1;
-    snap->seq = 2;
-    snap->interval_ms = interval_ms;
   } else {
-    vigil::bench::buildSyntheticSnapshot(synth, seq, *snap);
+    for (int i = 0; i <= rounds; ++i) {
+      auto snap = std::make_unique<vigil::Snapshot>();
+      vigil::bench::buildSyntheticSnapshot(synth, seq - rounds + i, *snap);
+      frames.push_back(std::move(snap));
+    }
   }
 
-  capnp::MallocMessageBuilder message;
-  vigil::toWire(*snap, message);
-  size_t packed = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED).size();
-  size_t packed_zstd = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED_ZSTD).size();
-  std::string structured = structuredJson(*snap).dump();
+  if (no_events) {
+    // Samples only: the events (new data in every frame, not samples) left out of the frames and
+    // of the JSON alike.
+    for (auto& f : frames) {
+      f->events.clear();
+    }
+  }
+  // Each frame as the agent has it: packed bytes, and the self-contained packed+zstd payload it
+  // spools (and sends as a keyframe).
+  std::vector<kj::Array<kj::byte>> packed_frames;
+  for (auto& f : frames) {
+    capnp::MallocMessageBuilder message;
+    vigil::toWire(*f, message);
+    packed_frames.push_back(vigil::encodeFrame(message, vigil::wire::Encoding::PACKED));
+  }
+  const vigil::Snapshot& snap = *frames.back();
+  size_t packed = packed_frames.back().size();
+  capnp::MallocMessageBuilder last_message;
+  vigil::toWire(snap, last_message);
+  size_t packed_zstd = vigil::encodeFrame(last_message, vigil::wire::Encoding::PACKED_ZSTD).size();
+  // Deltas exactly as the uplink makes them (frame i against frame i-1), each checked to expand
+  // back to the frame's bytes.
+  double delta_sum = 0;
+  size_t delta_max = 0;
+  size_t delta_last = 0;
+  for (size_t i = 1; i < packed_frames.size(); ++i) {
+    auto d = vigil::encodeDelta(packed_frames[i - 1], packed_frames[i], delta_level);
+    auto back = vigil::expandDelta(packed_frames[i - 1], d);
+    if (!back.ok() || back->size() != packed_frames[i].size() ||
+        memcmp(back->begin(), packed_frames[i].begin(), back->size()) != 0) {
+      fprintf(stderr, "vigil-bench-wire: delta %zu does not expand to its frame\n", i);
+      return 1;
+    }
+    if (getenv("WIRE_DEBUG") != nullptr) {
+      fprintf(stderr, "delta %zu: %zu B (events %zu, packed %zu, processes %zu)\n", i, d.size(),
+              frames[i]->events.size(), packed_frames[i].size(), frames[i]->processes.size());
+    }
+    delta_sum += static_cast<double>(d.size());
+    delta_max = std::max(delta_max, d.size());
+    delta_last = d.size();
+  }
+  double delta_avg = delta_sum / static_cast<double>(packed_frames.size() - 1);
+  // CPU cost of the last delta on each side (best of 20): the agent's encode, the aggregator's
+  // expand plus the level-1 recompression it logs.
+  auto best_us = [](auto&& fn) {
+    double best = 1e18;
+    for (int i = 0; i < 20; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      fn();
+      best = std::min(
+          best,
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  const auto& pb = packed_frames[packed_frames.size() - 2];
+  const auto& pl = packed_frames.back();
+  auto last_delta = vigil::encodeDelta(pb, pl, delta_level);
+  double encode_us = best_us([&]() { (void)vigil::encodeDelta(pb, pl, delta_level); });
+  double expand_us = best_us([&]() {
+    auto e = vigil::expandDelta(pb, last_delta);
+    (void)vigil::compressPacked(*e, 1);
+  });
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    // Experiment: the same on the flat (unpacked) message bytes.
+    std::vector<kj::Array<kj::byte>> flat;
+    for (auto& f : frames) {
+      capnp::MallocMessageBuilder m;
+      vigil::toWire(*f, m);
+      auto words = capnp::messageToFlatArray(m);
+      flat.push_back(kj::heapArray<kj::byte>(words.asBytes()));
+    }
+    double fsum = 0;
+    for (size_t i = 1; i < flat.size(); ++i) {
+      fsum += vigil::encodeDelta(flat[i - 1], flat[i]).size();
+    }
+    fprintf(stderr, "flat: keyframe %zu B, keyframe L19 packed %zu B, delta avg %.0f B\n",
+            vigil::compressPacked(flat.back()).size(),
+            vigil::compressPacked(packed_frames.back(), 19).size(), fsum / (flat.size() - 1));
+  }
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    // Where the last delta's bytes go: its size with one part of both frames left out.
+    const char* parts[] = {"host", "self", "processes", "containers", "histograms", "events"};
+    for (int part = 0; part < 6; ++part) {
+      kj::Array<kj::byte> pk[2];
+      for (int k = 0; k < 2; ++k) {
+        capnp::MallocMessageBuilder m;
+        vigil::toWire(*frames[frames.size() - 2 + k], m);
+        auto f = m.getRoot<vigil::wire::Frame>();
+        switch (part) {
+          case 0:
+            f.initHost(0);
+            break;
+          case 1:
+            f.initSelf(0);
+            break;
+          case 2:
+            f.initProcesses(0);
+            break;
+          case 3:
+            f.initContainers(0);
+            break;
+          case 4:
+            f.initHistograms(0);
+            break;
+          default:
+            f.initEvents(0);
+            break;
+        }
+        pk[k] = vigil::encodeFrame(m, vigil::wire::Encoding::PACKED);
+      }
+      fprintf(stderr, "last delta without %s: %zu B\n", parts[part],
+              vigil::encodeDelta(pk[0], pk[1]).size());
+    }
+  }
+  // Steady state: one keyframe, then keyframe_every - 1 deltas.
+  double steady = (static_cast<double>(packed_zstd) + (keyframe_every - 1) * delta_avg) /
+                  static_cast<double>(keyframe_every);
+
+  std::string structured = structuredJson(snap).dump();
   size_t series = 0;
-  std::string flat = seriesJson(*snap, &series).dump();
+  std::string flat = seriesJson(snap, &series).dump();
   std::string structured_gz = gzip(structured);
   std::string flat_gz = gzip(flat);
   if (series == 0) {
@@ -297,20 +464,36 @@ int main(int argc, char** argv) {
     return 1;
   }
   double n = static_cast<double>(series);
+  double sg = static_cast<double>(structured_gz.size());
+  double fg = static_cast<double>(flat_gz.size());
   printf("source=%s\n", live ? "live" : "synthetic");
   printf("series=%zu\n", series);
-  printf("processes=%zu\n", snap->processes.size());
+  printf("processes=%zu\n", snap.processes.size());
+  printf("events=%zu\n", snap.events.size());
   printf("packed_bytes=%zu\n", packed);
   printf("packed_zstd_bytes=%zu\n", packed_zstd);
+  printf("deltas=%zu\n", packed_frames.size() - 1);
+  printf("delta_bytes_avg=%.1f\n", delta_avg);
+  printf("delta_bytes_max=%zu\n", delta_max);
+  printf("delta_bytes_last=%zu\n", delta_last);
+  printf("keyframe_every=%d\n", keyframe_every);
+  printf("delta_encode_us=%.0f\n", encode_us);
+  printf("delta_expand_log_us=%.0f\n", expand_us);
+  printf("steady_bytes_avg=%.1f\n", steady);
   printf("json_structured_bytes=%zu\n", structured.size());
   printf("json_structured_gzip_bytes=%zu\n", structured_gz.size());
   printf("json_series_bytes=%zu\n", flat.size());
   printf("json_series_gzip_bytes=%zu\n", flat_gz.size());
   printf("packed_zstd_per_sample=%.3f\n", packed_zstd / n);
-  printf("json_structured_gzip_per_sample=%.3f\n", structured_gz.size() / n);
-  printf("json_series_gzip_per_sample=%.3f\n", flat_gz.size() / n);
-  printf("ratio_vs_json_structured_gzip=%.3f\n",
-         static_cast<double>(packed_zstd) / structured_gz.size());
-  printf("ratio_vs_json_series_gzip=%.3f\n", static_cast<double>(packed_zstd) / flat_gz.size());
+  printf("delta_per_sample=%.3f\n", delta_avg / n);
+  printf("steady_per_sample=%.3f\n", steady / n);
+  printf("json_structured_per_sample=%.3f\n", structured.size() / n);
+  printf("json_structured_gzip_per_sample=%.3f\n", sg / n);
+  printf("json_series_gzip_per_sample=%.3f\n", fg / n);
+  printf("ratio_vs_json_structured_gzip=%.3f\n", packed_zstd / sg);
+  printf("ratio_vs_json_series_gzip=%.3f\n", packed_zstd / fg);
+  printf("delta_ratio_vs_json_structured_gzip=%.3f\n", delta_avg / sg);
+  printf("steady_ratio_vs_json_structured_gzip=%.3f\n", steady / sg);
+  printf("steady_ratio_vs_json_series_gzip=%.3f\n", steady / fg);
   return 0;
 }

@@ -3,6 +3,7 @@
 #include <zstd.h>
 
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
 
 #include "capnp/snapshot.h"
@@ -101,6 +102,212 @@ TEST_CASE("an unknown encoding is refused") {
   auto bytes = encodeSample(wire::Encoding::PACKED);
   auto r = decodeFrame(bytes, static_cast<wire::Encoding>(9));
   CHECK_FALSE(r.ok());
+}
+
+// --- Delta frames ------------------------------------------------------------------------------
+
+kj::Array<kj::byte> packedOf(const Snapshot& s) {
+  capnp::MallocMessageBuilder message;
+  toWire(s, message);
+  return encodeFrame(message, wire::Encoding::PACKED);
+}
+
+bool sameBytes(kj::ArrayPtr<const kj::byte> a, kj::ArrayPtr<const kj::byte> b) {
+  return a.size() == b.size() && memcmp(a.begin(), b.begin(), a.size()) == 0;
+}
+
+// A small host: 40 processes with cumulative counters, host metrics, a histogram.
+void fillHost(Snapshot& s, uint64_t seq) {
+  s.agent.agent_id = s.agent.node_name = "node-d";
+  s.agent.labels = {{"zone", "z1"}};
+  s.boot_epoch = 9;
+  s.seq = seq;
+  s.interval_ms = 10000;
+  for (uint32_t pid = 100; pid < 140; ++pid) {
+    ProcessStats& p = s.process(pid);
+    p.comm = "worker";
+    p.cmdline = "/usr/bin/worker --id " + std::to_string(pid);
+    p.cgroup_id = 4242;
+    // Only every fourth process is busy; the others' counters stand still.
+    uint64_t busy = pid % 4 == 0 ? seq : 1;
+    p.cpu_ns = busy * 1000003 * pid;
+    p.voluntary_switches = busy * 17;
+    p.syscalls = busy * 977;
+  }
+  s.host.push_back(MetricSample{"vigil_host_load", {{"window", "1"}}, 0.25, false});
+  s.host.push_back(MetricSample{
+      "vigil_host_cpu_seconds_total", {{"mode", "user"}}, static_cast<double>(seq) * 3.5, true});
+  s.histograms.push_back(HistogramSample{
+      "vigil_runqueue_latency_seconds", {}, 1000, {seq, 2 * seq, 7, 0, 1}, 3 * seq + 8, 99 * seq});
+}
+
+TEST_CASE(
+    "a delta expands to exactly the frame's bytes: series and processes added, removed, "
+    "changed, exited, and new events") {
+  Snapshot base;
+  fillHost(base, 10);
+  Snapshot next;
+  fillHost(next, 11);
+  next.processes.erase(101);                 // gone without an exit record
+  next.processes[102].exited = true;         // exiting in this frame
+  next.processes[103].cmdline = "changed";   // a string changed
+  ProcessStats& fresh = next.process(7777);  // appeared
+  fresh.comm = "newcomer";
+  fresh.cpu_ns = 5;
+  next.host.push_back(MetricSample{"vigil_host_new_series", {{"k", "v"}}, 1, false});
+  next.host.erase(next.host.begin());  // a host series went away
+  auto ev = next.newEvent();
+  ev.setPid(7777);
+  ev.initExec().setFilename("/usr/bin/newcomer");
+
+  auto base_packed = packedOf(base);
+  auto next_packed = packedOf(next);
+  auto delta = encodeDelta(base_packed, next_packed);
+  auto expanded = expandDelta(base_packed, delta);
+  REQUIRE(expanded.ok());
+  REQUIRE(sameBytes(*expanded, next_packed));
+
+  auto decoded = decodeFrame(*expanded, wire::Encoding::PACKED);
+  REQUIRE(decoded.ok());
+  Snapshot back;
+  fromWire((*decoded)->frame(), back);
+  CHECK(back.seq == 11);
+  CHECK(back.processes.size() == 40);
+  CHECK(back.processes.count(101) == 0);
+  CHECK(back.processes[102].exited);
+  CHECK(back.processes[103].cmdline == "changed");
+  CHECK(back.processes[104].cpu_ns == 11ull * 1000003 * 104);
+  CHECK(back.processes[105].cpu_ns == 1000003ull * 105);
+  CHECK(back.processes[7777].comm == "newcomer");
+  REQUIRE(back.host.size() == 2);
+  CHECK(back.host[0].name == "vigil_host_cpu_seconds_total");
+  CHECK(back.host[0].value == 38.5);
+  CHECK(back.host[1].name == "vigil_host_new_series");
+  CHECK(back.histograms[0].buckets == std::vector<uint64_t>{11, 22, 7, 0, 1});
+  auto events = (*decoded)->frame().getEvents();
+  REQUIRE(events.size() == 1);
+  CHECK(std::string(events[0].getExec().getFilename().cStr()) == "/usr/bin/newcomer");
+}
+
+TEST_CASE("a delta of a frame whose processes mostly stand still is a fraction of the keyframe") {
+  Snapshot base;
+  fillHost(base, 10);
+  Snapshot next;
+  fillHost(next, 11);
+  auto base_packed = packedOf(base);
+  auto next_packed = packedOf(next);
+  auto keyframe = compressPacked(next_packed);
+  auto delta = encodeDelta(base_packed, next_packed);
+  INFO("keyframe " << keyframe.size() << " B, delta " << delta.size() << " B");
+  CHECK(delta.size() * 4 < keyframe.size());
+  // An unchanged frame costs only the zstd frame header, one match and the checksum.
+  auto copy = kj::heapArray<kj::byte>(next_packed.asPtr());
+  auto same = encodeDelta(copy, next_packed);
+  CHECK(same.size() < 32);
+}
+
+TEST_CASE("a delta against the wrong base, no base or garbage is refused, never mis-decoded") {
+  Snapshot a;
+  fillHost(a, 10);
+  Snapshot b;
+  fillHost(b, 11);
+  Snapshot c;
+  fillHost(c, 12);
+  auto pa = packedOf(a);
+  auto pb = packedOf(b);
+  auto pc = packedOf(c);
+  auto delta = encodeDelta(pb, pc);  // c based on b
+
+  // The right base works.
+  REQUIRE(expandDelta(pb, delta).ok());
+  // A base that differs in one byte: the matches copy it; the checksum catches it.
+  auto pb_flipped = kj::heapArray<kj::byte>(pb.asPtr());
+  pb_flipped[pb_flipped.size() / 2] ^= 0x5a;
+  auto wrong = expandDelta(pb_flipped, delta);
+  REQUIRE_FALSE(wrong.ok());
+  CHECK(std::string(wrong.status().message()).find("does not expand against its base") !=
+        std::string::npos);
+  // Another frame as the base.
+  CHECK_FALSE(expandDelta(pa, delta).ok());
+  // No base: back-references point before the start of the output.
+  auto none = expandDelta(kj::ArrayPtr<const kj::byte>(), delta);
+  CHECK_FALSE(none.ok());
+  // A truncated delta and garbage.
+  CHECK_FALSE(expandDelta(pb, delta.slice(0, delta.size() - 5)).ok());
+  kj::byte garbage[48];
+  for (size_t i = 0; i < sizeof(garbage); ++i) {
+    garbage[i] = static_cast<kj::byte>(i * 91 + 3);
+  }
+  auto g = expandDelta(pb, kj::arrayPtr(garbage, sizeof(garbage)));
+  REQUIRE_FALSE(g.ok());
+  CHECK(std::string(g.status().message()).find("not zstd") != std::string::npos);
+  // A delta is never decodable on its own.
+  auto alone = decodeFrame(delta, wire::Encoding::PACKED_ZSTD_DELTA);
+  REQUIRE_FALSE(alone.ok());
+  CHECK(std::string(alone.status().message()).find("needs its base") != std::string::npos);
+}
+
+TEST_CASE("a delta that declares an oversized frame is refused before allocation") {
+  std::vector<char> zeros(100 << 20, 0);
+  std::vector<char> out(ZSTD_compressBound(zeros.size()));
+  size_t n = ZSTD_compress(out.data(), out.size(), zeros.data(), zeros.size(), 1);
+  REQUIRE_FALSE(ZSTD_isError(n));
+  auto base = packedOf(Snapshot());
+  auto bomb = expandDelta(base, kj::arrayPtr(reinterpret_cast<const kj::byte*>(out.data()), n));
+  REQUIRE_FALSE(bomb.ok());
+  CHECK(std::string(bomb.status().message()).find("oversized") != std::string::npos);
+}
+
+TEST_CASE(
+    "a delta is exact for signed, NaN and infinite values, repeated names, union changes "
+    "and resized lists") {
+  Snapshot base;
+  fillHost(base, 10);
+  Snapshot next;
+  fillHost(next, 11);
+  // Same metric name twice (matched by occurrence), NaN, infinities, negative values.
+  for (Snapshot* s : {&base, &next}) {
+    bool n = s == &next;
+    s->host.push_back(MetricSample{"vigil_dup", {{"i", "0"}}, n ? -2.5 : 7.0, false});
+    s->host.push_back(MetricSample{"vigil_dup", {{"i", "1"}}, n ? std::nan("") : 1e300, false});
+    s->host.push_back(MetricSample{"vigil_inf", {}, n ? -INFINITY : INFINITY, false});
+    // The same event (same timestamp) in both frames: matched, with negative fields.
+    auto ev = s->newEvent();
+    ev.setTimestampNs(-5);
+    ev.setPid(1);
+    auto exit = ev.initExit();
+    exit.setExitCode(n ? -1 : 3);
+    exit.setSignal(n ? 9 : -2147483647 - 1);
+    // Same timestamp, different union member.
+    auto ev2 = s->newEvent();
+    ev2.setTimestampNs(77);
+    if (n) {
+      ev2.initFork().setChildPid(4000000000u);
+    } else {
+      ev2.initSignal().setSignal(-7);
+    }
+  }
+  next.histograms[0].buckets = {0, 0, 0, 0, 0, 0, 0, ~0ull};  // longer than the base's
+  base.processes[104].top_errnos = {{11, 5}, {2, 1}};
+  next.processes[104].top_errnos = {{2, 9}, {11, 5}, {4, 1}};  // reordered, one new
+
+  auto base_packed = packedOf(base);
+  auto next_packed = packedOf(next);
+  auto delta = encodeDelta(base_packed, next_packed);
+  auto expanded = expandDelta(base_packed, delta);
+  REQUIRE(expanded.ok());
+  REQUIRE(sameBytes(*expanded, next_packed));
+  auto decoded = decodeFrame(*expanded, wire::Encoding::PACKED);
+  REQUIRE(decoded.ok());
+  auto f = (*decoded)->frame();
+  auto host = f.getHost();
+  CHECK(host[host.size() - 3].getValue() == -2.5);
+  CHECK(std::isnan(host[host.size() - 2].getValue()));
+  CHECK(host[host.size() - 1].getValue() == -INFINITY);
+  CHECK(f.getEvents()[0].getExit().getExitCode() == -1);
+  CHECK(f.getEvents()[0].getExit().getSignal() == 9);
+  CHECK(f.getEvents()[1].getFork().getChildPid() == 4000000000u);
+  CHECK(f.getHistograms()[0].getBuckets()[7] == ~0ull);
 }
 
 }  // namespace

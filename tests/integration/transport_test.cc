@@ -115,6 +115,31 @@ std::vector<std::pair<uint64_t, uint64_t>> loggedFrames(const std::string& db,
   return frames;
 }
 
+// How many of the agent's logged frames decode on their own (the log never holds a delta), and
+// how many there are.
+std::pair<size_t, size_t> selfContainedFrames(const std::string& db, const std::string& agent_id) {
+  std::string out = testing::shell("sqlite3 -separator ' ' " + db +
+                                   " \"SELECT encoding, hex(payload) FROM frames WHERE agent_id='" +
+                                   agent_id + "' ORDER BY id\" 2>/dev/null");
+  std::istringstream in(out);
+  int encoding = 0;
+  std::string hex;
+  size_t ok = 0;
+  size_t total = 0;
+  while (in >> encoding >> hex) {
+    total++;
+    std::vector<kj::byte> bytes(hex.size() / 2);
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      bytes[i] = static_cast<kj::byte>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+    }
+    if (decodeFrame(kj::arrayPtr(bytes.data(), bytes.size()), static_cast<wire::Encoding>(encoding))
+            .ok()) {
+      ok++;
+    }
+  }
+  return {ok, total};
+}
+
 std::map<uint64_t, std::vector<uint64_t>> seqsByEpoch(
     const std::vector<std::pair<uint64_t, uint64_t>>& frames) {
   std::map<uint64_t, std::vector<uint64_t>> out;
@@ -222,6 +247,11 @@ TEST_CASE("a 60 s aggregator outage loses and duplicates nothing: every seq arri
   std::string spool_count =
       testing::shell("sqlite3 " + agent.spool() + " 'SELECT COUNT(*) FROM frames'");
   CHECK(spool_count == "0\n");
+  // Delta frames (on by default) were used, and everything logged decodes on its own.
+  CHECK(agg.metric("vigil_aggregator_delta_frames_total") > 0);
+  auto [decodable, logged] = selfContainedFrames(agg.db(), "outage-node");
+  CHECK(logged == seqs.size());
+  CHECK(decodable == logged);
   WARN("replayed " << queued << " spooled frames in " << drained_s << " s at --replay_rate=20");
 }
 
@@ -1051,7 +1081,13 @@ TEST_CASE("agents fail over within two heartbeats when their aggregator dies, an
            << " on the survivor");
     CHECK(exactlyOneToN(seqs, seqs.back()));
     CHECK(!fb.empty());
+    auto [decodable, logged] = selfContainedFrames(survivor.db(), n);
+    CHECK(decodable == logged);
   }
+  // The survivor never saw the moved agents' earlier frames: their sessions there began with a
+  // keyframe, so no delta named a base it lacked.
+  CHECK(survivor.metric("vigil_aggregator_rejected_total", {{"reason", "delta_unknown_base"}}) ==
+        0);
   WARN("failover took " << failover_s << " s with " << kHeartbeatMs << " ms heartbeats");
 }
 

@@ -250,6 +250,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   u.replay_rate = agent->options_.replay_rate;
   u.replay_burst = agent->options_.replay_burst;
   u.max_in_flight = agent->options_.max_in_flight;
+  u.keyframe_every = agent->options_.wire_keyframe_every;
   if (agent->tls_) {
     u.tls = *agent->tls_;
   }

@@ -44,6 +44,7 @@ struct AgentOptions {
   double replay_rate = 50;  // frames per second
   double replay_burst = 20;
   uint32_t max_in_flight = 8;
+  uint32_t wire_keyframe_every = 30;  // delta frames between keyframes; 0: keyframes only
   // TLS: trust anchor for the aggregator's certificate; cert+key for mutual TLS.
   std::string tls_ca_file;
   std::string tls_cert_file;

@@ -46,6 +46,11 @@ ABSL_FLAG(absl::Duration, spool_max_age, absl::Hours(2), "Spool bound by frame a
 ABSL_FLAG(double, replay_rate, 50, "Most frames per second sent to the aggregator (token bucket).");
 ABSL_FLAG(double, replay_burst, 20, "Token bucket burst, in frames.");
 ABSL_FLAG(int32_t, max_in_flight, 8, "Pushes awaiting acknowledgement at once (1..64).");
+ABSL_FLAG(bool, wire_delta, true,
+          "Send frames as deltas against the previous frame of the session (keyframes only when "
+          "false, or when the aggregator does not accept deltas). See docs/transport.md.");
+ABSL_FLAG(int32_t, wire_keyframe_every, 30,
+          "With --wire_delta, a self-contained keyframe every N frames (2..10000).");
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM CA certificate that signs the aggregator's certificate; "
           "enables TLS.");
@@ -103,6 +108,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.max_in_flight = static_cast<uint32_t>(in_flight);
+  int32_t keyframe_every = absl::GetFlag(FLAGS_wire_keyframe_every);
+  if (keyframe_every < 2 || keyframe_every > 10000) {
+    fprintf(stderr, "vigil-agent: --wire_keyframe_every must be 2..10000, got %d\n",
+            keyframe_every);
+    return 2;
+  }
+  options.wire_keyframe_every =
+      absl::GetFlag(FLAGS_wire_delta) ? static_cast<uint32_t>(keyframe_every) : 0;
   options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);

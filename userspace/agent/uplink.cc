@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "capnp/frame_codec.h"
 #include "userspace/common/log.h"
 
 namespace vigil {
@@ -95,6 +96,13 @@ struct Uplink::Connection final : public kj::TaskSet::ErrorHandler {
   wire::IngestSession::Client session = nullptr;
   uint64_t session_epoch = 0;
   bool has_session = false;
+  // Delta state of the current session: the packed bytes of the last frame pushed on it.
+  bool accepts_delta = false;
+  bool delta_disabled = false;  // the aggregator could not expand our deltas: keyframes only
+  bool resync = false;          // a delta was refused: register again before the next push
+  uint64_t base_seq = 0;
+  kj::Array<kj::byte> base_packed;
+  uint32_t since_keyframe = 0;
   bool switching = false;
   size_t index;
   kj::Own<kj::PromiseFulfiller<void>> fail;
@@ -304,6 +312,7 @@ kj::Promise<void> Uplink::run() {
         stats_.connected = false;
         connection_ = nullptr;
         in_flight_ = 0;
+        send_generation_++;
         flushAcked();
         kj::Duration delay = 0 * kj::MILLISECONDS;
         const std::string& addr = order_[index];
@@ -409,6 +418,12 @@ kj::Promise<void> Uplink::registerEpoch(Connection& conn, uint64_t epoch) {
         conn.session = resp.getSession();
         conn.session_epoch = epoch;
         conn.has_session = true;
+        // A new session has no base: its first frame is a keyframe.
+        conn.accepts_delta = resp.getAcceptsDelta();
+        conn.resync = false;
+        conn.base_seq = 0;
+        conn.base_packed = nullptr;
+        conn.since_keyframe = 0;
         if (resp.getHeartbeatIntervalMs() >= 100) {
           stats_.heartbeat_interval_ms = resp.getHeartbeatIntervalMs();
         }
@@ -429,10 +444,62 @@ kj::Promise<void> Uplink::registerEpoch(Connection& conn, uint64_t epoch) {
       });
 }
 
+wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
+                                     kj::Array<kj::byte>& out, uint64_t& base_seq) {
+  base_seq = 0;
+  if (options_.keyframe_every == 0 || !conn.accepts_delta || conn.delta_disabled) {
+    out = kj::heapArray<kj::byte>(next.payload);
+    stats_.keyframes_sent++;
+    return wire::Encoding::PACKED_ZSTD;
+  }
+  auto packed = packedBytes(next.payload, wire::Encoding::PACKED_ZSTD);
+  if (!packed.ok()) {
+    // Not ours to judge here: send it as spooled (the aggregator refuses it with a reason) and
+    // start the next push with a keyframe.
+    conn.base_seq = 0;
+    conn.base_packed = nullptr;
+    out = kj::heapArray<kj::byte>(next.payload);
+    stats_.keyframes_sent++;
+    return wire::Encoding::PACKED_ZSTD;
+  }
+  wire::Encoding encoding = wire::Encoding::PACKED_ZSTD;
+  if (conn.base_seq != 0 && conn.base_seq < next.seq &&
+      conn.since_keyframe + 1 < options_.keyframe_every) {
+    auto delta = encodeDelta(conn.base_packed, *packed);
+    // A frame that shares little with its base is cheaper whole (and restarts the count).
+    if (delta.size() < next.payload.size()) {
+      out = kj::mv(delta);
+      base_seq = conn.base_seq;
+      encoding = wire::Encoding::PACKED_ZSTD_DELTA;
+    }
+  }
+  if (encoding == wire::Encoding::PACKED_ZSTD_DELTA) {
+    conn.since_keyframe++;
+    stats_.deltas_sent++;
+  } else {
+    out = kj::heapArray<kj::byte>(next.payload);
+    conn.since_keyframe = 0;
+    stats_.keyframes_sent++;
+  }
+  conn.base_seq = next.seq;
+  conn.base_packed = kj::mv(*packed);
+  return encoding;
+}
+
 kj::Promise<void> Uplink::pump(Connection& conn) {
   refill();
   if (conn.switching && in_flight_ == 0) {
     return KJ_EXCEPTION(DISCONNECTED, "returning to the preferred aggregator");
+  }
+  if (conn.resync) {
+    if (in_flight_ == 0 && !window_.empty()) {
+      // The refused delta is still the window's front: a new session starts with it as a
+      // keyframe (registering also skips whatever the aggregator already holds).
+      return registerEpoch(conn, window_.front().epoch).then([this, &conn]() {
+        return pump(conn);
+      });
+    }
+    return waitForWake().then([this, &conn]() { return pump(conn); });
   }
   if (!conn.switching && in_flight_ < window_.size() && in_flight_ < options_.max_in_flight) {
     Pending& next = window_[in_flight_];
@@ -450,14 +517,21 @@ kj::Promise<void> Uplink::pump(Connection& conn) {
     }
     auto req = conn.session.pushRequest();
     req.setSeq(next.seq);
-    req.setEncoding(wire::Encoding::PACKED_ZSTD);
-    req.setPayload(next.payload);
-    stats_.payload_bytes_sent += next.payload.size();
+    kj::Array<kj::byte> payload;
+    uint64_t base_seq = 0;
+    req.setEncoding(encodeForSend(conn, next, payload, base_seq));
+    req.setBaseSeq(base_seq);
+    req.setPayload(payload);
+    stats_.payload_bytes_sent += payload.size();
     uint64_t seq = next.seq;
     uint64_t epoch = next.epoch;
+    uint64_t generation = send_generation_;
     in_flight_++;
     conn.tasks.add(req.send().then(
-        [this, seq, epoch](capnp::Response<wire::IngestSession::PushResults> resp) {
+        [this, seq, epoch, generation](capnp::Response<wire::IngestSession::PushResults> resp) {
+          if (generation != send_generation_) {
+            return;  // sent before a resync; the frame is sent again
+          }
           auto ack = resp.getAck();
           KJ_REQUIRE(ack.getSeq() == seq, "aggregator acknowledged the wrong frame", ack.getSeq(),
                      seq);
@@ -467,14 +541,34 @@ kj::Promise<void> Uplink::pump(Connection& conn) {
           ackFront(false, ack.getDuplicate());
           wake();
         },
-        [this, seq, epoch](kj::Exception&& e) {
+        [this, &conn, seq, epoch, generation](kj::Exception&& e) {
+          if (generation != send_generation_) {
+            return;  // pipelined behind a refused delta: refused too, and sent again
+          }
+          const char* what = e.getDescription().cStr();
+          bool refused = e.getType() == kj::Exception::Type::FAILED &&
+                         strstr(what, "frame refused") != nullptr && !window_.empty() &&
+                         window_.front().seq == seq && window_.front().epoch == epoch;
+          if (refused && strstr(what, "delta_") != nullptr) {
+            // The aggregator could not use our delta (it lacks the base, or the delta did not
+            // expand). Nothing is lost: the frame is spooled whole. Disown the pushes behind it
+            // (the session refuses them all), register again and resend it as a keyframe.
+            stats_.delta_resyncs++;
+            if (strstr(what, "delta_bad") != nullptr || strstr(what, "delta_not_accepted")) {
+              conn.delta_disabled = true;
+            }
+            VIGIL_LOG_WARN("aggregator refused delta frame %d (%s); resending from a keyframe", seq,
+                           what);
+            send_generation_++;
+            in_flight_ = 0;
+            conn.resync = true;
+            wake();
+            return;
+          }
           // The aggregator refused this frame on its merits: resending it would be refused
           // forever, so drop it, count it and go on. Transport failures reconnect instead.
-          if (e.getType() == kj::Exception::Type::FAILED &&
-              strstr(e.getDescription().cStr(), "frame refused") != nullptr && !window_.empty() &&
-              window_.front().seq == seq && window_.front().epoch == epoch) {
-            VIGIL_LOG_ERROR("aggregator refused frame %d, dropping it: %s", seq,
-                            e.getDescription().cStr());
+          if (refused) {
+            VIGIL_LOG_ERROR("aggregator refused frame %d, dropping it: %s", seq, what);
             ackFront(true, false);
             wake();
             return;
@@ -550,6 +644,10 @@ void Uplink::appendSelfMetrics(std::vector<MetricSample>& out) const {
   add("vigil_agent_uplink_connect_failures_total", {}, stats_.connect_failures, true);
   add("vigil_agent_uplink_failovers_total", {}, stats_.failovers, true);
   add("vigil_agent_uplink_sent_bytes_total", {}, stats_.payload_bytes_sent, true);
+  add("vigil_agent_uplink_frames_sent_total", {{"encoding", "keyframe"}}, stats_.keyframes_sent,
+      true);
+  add("vigil_agent_uplink_frames_sent_total", {{"encoding", "delta"}}, stats_.deltas_sent, true);
+  add("vigil_agent_uplink_delta_resyncs_total", {}, stats_.delta_resyncs, true);
   add("vigil_agent_uplink_rate_limited_total", {}, stats_.rate_limited_waits, true);
   add("vigil_agent_duplicate_acks_total", {}, stats_.frames_duplicate, true);
   add("vigil_agent_heartbeat_interval_seconds", {}, stats_.heartbeat_interval_ms / 1000.0, false);

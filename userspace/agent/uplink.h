@@ -54,6 +54,10 @@ struct UplinkOptions {
   kj::Maybe<kj::TlsContext&> tls;  // null: plaintext
   std::string tls_server_name;     // "" : the host part of the address
   kj::Maybe<ConfigHandler&> config_handler;
+  // Delta frames: within a session, send frames as zstd deltas against the previous frame sent
+  // (a keyframe first and then every keyframe_every frames). 0 sends keyframes only. Spooled
+  // frames stay self-contained; deltas are made at send time.
+  uint32_t keyframe_every = 0;
 };
 
 struct UplinkStats {
@@ -69,6 +73,9 @@ struct UplinkStats {
   uint64_t connect_failures = 0;
   uint64_t failovers = 0;
   uint64_t payload_bytes_sent = 0;
+  uint64_t keyframes_sent = 0;
+  uint64_t deltas_sent = 0;
+  uint64_t delta_resyncs = 0;  // deltas refused for their base: registered again, keyframe sent
   uint64_t rate_limited_waits = 0;
   bool connected = false;
   bool spool_ok = false;
@@ -118,6 +125,9 @@ class Uplink {
   void wake();
   void refill();
   void ackFront(bool refused, bool duplicate);
+  // Chooses keyframe or delta for the next push on `conn` and updates the session's base.
+  wire::Encoding encodeForSend(Connection& conn, const Pending& next, kj::Array<kj::byte>& out,
+                               uint64_t& base_seq);
   kj::Promise<bool> probe(size_t index);
   kj::Promise<void> probeFrom(Connection& conn, size_t index);
   kj::Promise<kj::Own<kj::AsyncIoStream>> dial(size_t index);
@@ -138,7 +148,8 @@ class Uplink {
   std::deque<Pending> window_;       // oldest unacknowledged frames, in send order
   std::deque<Pending> memory_tail_;  // frames that could not be spooled
   size_t memory_bytes_ = 0;
-  size_t in_flight_ = 0;  // the first in_flight_ entries of window_ have been sent
+  size_t in_flight_ = 0;          // the first in_flight_ entries of window_ have been sent
+  uint64_t send_generation_ = 0;  // bumped to disown the replies of pushes sent before it
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> waiter_;
   kj::Maybe<kj::Own<Connection>> connection_;
   size_t index_ = 0;        // position in order_ being tried / used
