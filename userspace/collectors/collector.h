@@ -27,8 +27,8 @@ struct CollectorConfig {
   std::vector<std::string> mask_patterns;  // extra regexes masked in argv/cmdline
   std::vector<std::string> comm_filter;    // when non-empty, only these comms are reported
   uint32_t only_tgid = 0;                  // CLI --pid: account this process only
-  // Syscall latency in continuous mode too (full coverage, at the per-syscall cost noted in
-  // registry.cc); sampled mode always records it. `vigil hist syscall` sets this.
+  // Time every syscall's latency instead of one in kDefaultLatencySampleEvery (full coverage,
+  // at the per-syscall cost noted in registry.cc).
   bool syscall_latency = false;
 };
 

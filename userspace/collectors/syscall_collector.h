@@ -30,12 +30,19 @@ enum class SyscallMode { kOff, kSampled, kContinuous };
 // Parses "off", "sampled" or "continuous".
 absl::StatusOr<SyscallMode> parseSyscallMode(absl::string_view text);
 
+// Latency sampling rate the agent, `vigil snapshot` and `vigil top` use (registry.cc); chosen
+// from bpf_stats measurements, see docs/syscall-sampling.md.
+inline constexpr uint32_t kDefaultLatencySampleEvery = 64;
+
 struct SyscallOptions {
   SyscallMode mode = SyscallMode::kSampled;
   double duty_cycle = 0.1;  // sampled mode: attached fraction of each interval, in (0, 1]
   kj::Duration interval = 10 * kj::SECONDS;
-  uint32_t only_tgid = 0;     // 0: every process
-  bool latency = true;        // also attach sys_enter for the latency histogram
+  uint32_t only_tgid = 0;  // 0: every process
+  bool latency = true;     // also attach sys_enter for the latency histogram
+  // Time one syscall in this many (random gaps averaging it) and scale the histogram by it;
+  // 1 times every syscall exactly, through task storage, at 2-3x the per-event cost.
+  uint32_t latency_sample_every = 1;
   bool force_raw_tp = false;  // tests: use the raw_tp fallback even where tp_btf works
   size_t top_errnos = 5;      // errnos reported per process
 };
