@@ -330,6 +330,7 @@ TEST_CASE("sampled mode attaches the programs for the duty cycle of each interva
   options.mode = SyscallMode::kSampled;
   options.duty_cycle = 0.3;
   options.interval = 1 * kj::SECONDS;
+  options.randomize_window = false;  // windows at the start of each interval: checkable phases
   auto collector = SyscallCollector::create(options);
   REQUIRE(collector.ok());
   SyscallCollector& c = **collector;
@@ -366,6 +367,54 @@ TEST_CASE("sampled mode attaches the programs for the duty cycle of each interva
     }
   }
   CHECK(windows);
+}
+
+TEST_CASE("sampled mode opens one window per interval at a random point within it") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  auto io = kj::setupAsyncIo();
+  kj::Timer& timer = io.provider->getTimer();
+  CollectorContext context{timer, io.unixEventPort};
+  SyscallOptions options;
+  options.mode = SyscallMode::kSampled;
+  options.duty_cycle = 0.2;
+  options.interval = 200 * kj::MILLISECONDS;
+  auto collector = SyscallCollector::create(options);
+  REQUIRE(collector.ok());
+  SyscallCollector& c = **collector;
+  auto start = timer.now();
+  kj::Promise<void> running = c.run(context).eagerlyEvaluate(nullptr);
+  // Poll every 5 ms over 20 intervals: the window's phase must not be fixed.
+  std::vector<int> attached_at_phase(40, 0);
+  for (int ms = 0; ms < 4000; ms += 5) {
+    timer.atTime(start + ms * kj::MILLISECONDS).wait(io.waitScope);
+    if (c.attached()) {
+      attached_at_phase[(ms % 200) / 5] += 1;
+    }
+  }
+  timer.atTime(start + 4010 * kj::MILLISECONDS).wait(io.waitScope);
+  Snapshot snap;
+  c.collect(snap);
+  double windows = 0;
+  for (const MetricSample& m : snap.self) {
+    if (m.name == "vigil_syscall_attach_windows_total") {
+      windows = m.value;
+    }
+  }
+  int phases_seen = 0;
+  for (int n : attached_at_phase) {
+    phases_seen += n > 0 ? 1 : 0;
+  }
+  INFO("windows " << windows << ", phases seen attached " << phases_seen << " of 40, fraction "
+                  << snap.syscall_duty_cycle);
+  // One window per interval (20 or 21 by the end, one more on a slow start)...
+  CHECK(windows >= 20);
+  CHECK(windows <= 22);
+  // ...40 ms long at a fixed phase would cover 8 of the 40 phases; random phases cover more.
+  CHECK(phases_seen > 16);
+  CHECK(snap.syscall_duty_cycle > 0.1);
+  CHECK(snap.syscall_duty_cycle < 0.4);
 }
 
 TEST_CASE("sampled mode scales a steady getppid loop's count to about its true total") {
@@ -550,6 +599,45 @@ TEST_CASE("cost of the syscall programs against empty programs", "[.][cost]") {
   }
   syscalls_empty_bpf::destroy(empty);
   close(stats_fd);
+
+  // What one attach window costs the agent's thread: creating and destroying the two links
+  // (the kernel sets and clears the syscall-tracepoint flag on every thread).
+  {
+    auto io = kj::setupAsyncIo();
+    kj::Timer& timer = io.provider->getTimer();
+    CollectorContext context{timer, io.unixEventPort};
+    SyscallOptions o;
+    o.mode = SyscallMode::kSampled;
+    o.duty_cycle = 0.1;
+    o.interval = 100 * kj::MILLISECONDS;
+    o.latency_sample_every = kDefaultLatencySampleEvery;
+    auto c = SyscallCollector::create(o);
+    REQUIRE(c.ok());
+    struct rusage r0, r1;
+    getrusage(RUSAGE_THREAD, &r0);
+    auto start = timer.now();
+    kj::Promise<void> running = (*c)->run(context).eagerlyEvaluate(nullptr);
+    timer.atTime(start + 5 * kj::SECONDS).wait(io.waitScope);
+    getrusage(RUSAGE_THREAD, &r1);
+    Snapshot snap;
+    (*c)->collect(snap);
+    double windows = 0;
+    for (const MetricSample& m : snap.self) {
+      if (m.name == "vigil_syscall_attach_windows_total") {
+        windows = m.value;
+      }
+    }
+    double cpu_us =
+        (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e6 +
+        (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+    // /proc/loadavg's fourth field is running/total scheduling entities (threads).
+    std::string loadavg = testing::readFile("/proc/loadavg");
+    size_t slash = loadavg.find('/');
+    int threads = slash == std::string::npos ? 0 : atoi(loadavg.c_str() + slash + 1);
+    printf(
+        "attach window: %.0f windows, %.0f us CPU each (attach + detach, %d threads on the host)\n",
+        windows, cpu_us / windows, threads);
+  }
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ namespace vigil {
 struct CollectorConfig {
   absl::flat_hash_set<std::string> disabled;  // collector names
   std::string syscall_mode = "sampled";       // sampled | continuous | off
-  double syscall_duty_cycle = 0.1;            // fraction of each interval, in sampled mode
+  double syscall_duty_cycle = 0.02;           // fraction of each interval, in sampled mode
   kj::Duration interval = 10 * kj::SECONDS;
   std::vector<std::string> mask_patterns;  // extra regexes masked in argv/cmdline
   std::vector<std::string> comm_filter;    // when non-empty, only these comms are reported

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <random>
 #include <cerrno>
 #include <cmath>
 
@@ -231,30 +232,51 @@ kj::Promise<void> SyscallCollector::run(CollectorContext& context) {
   if (skel_ == nullptr || options_.mode != SyscallMode::kSampled || options_.duty_cycle >= 1) {
     return kj::NEVER_DONE;
   }
-  return cycle(context.timer, context.timer.now());
+  // The first window is the one create() opened; it starts now.
+  return cycle(context.timer, context.timer.now(), 0 * kj::NANOSECONDS);
 }
 
-kj::Promise<void> SyscallCollector::cycle(kj::Timer& timer, kj::TimePoint window_start) {
-  absl::Status st = attach();
-  if (!st.ok()) {
-    // Keep cycling: the next window tries again; the failure is counted and shown as down.
-    if (last_error_.empty()) {
-      VIGIL_LOG_WARN("%s", st.message());
-    }
-    last_error_ = std::string(st.message());
-  } else {
-    last_error_.clear();
-  }
+kj::Duration SyscallCollector::windowLength() const {
   int64_t interval_ns = options_.interval / kj::NANOSECONDS;
-  auto on = static_cast<int64_t>(static_cast<double>(interval_ns) * options_.duty_cycle) *
-            kj::NANOSECONDS;
-  return timer.atTime(window_start + on).then([this, &timer, window_start]() {
-    detach();
-    auto next = window_start + options_.interval;
-    if (next < timer.now()) {
-      next = timer.now();  // we fell behind (suspend, stall): keep the cadence from now
+  return static_cast<int64_t>(static_cast<double>(interval_ns) * options_.duty_cycle) *
+         kj::NANOSECONDS;
+}
+
+kj::Duration SyscallCollector::nextOffset() {
+  if (!options_.randomize_window) {
+    return 0 * kj::NANOSECONDS;
+  }
+  // Anywhere in the interval where the whole window fits, so that a job running at a fixed
+  // phase of the interval (a cron, a scrape) is not always inside or always outside it.
+  int64_t slack_ns = (options_.interval - windowLength()) / kj::NANOSECONDS;
+  if (slack_ns <= 0) {
+    return 0 * kj::NANOSECONDS;
+  }
+  std::uniform_int_distribution<int64_t> offset(0, slack_ns);
+  return offset(rng_) * kj::NANOSECONDS;
+}
+
+kj::Promise<void> SyscallCollector::cycle(kj::Timer& timer, kj::TimePoint interval_start,
+                                          kj::Duration offset) {
+  return timer.atTime(interval_start + offset).then([this, &timer, interval_start]() {
+    absl::Status st = attach();
+    if (!st.ok()) {
+      // Keep cycling: the next window tries again; the failure is counted and shown as down.
+      if (last_error_.empty()) {
+        VIGIL_LOG_WARN("%s", st.message());
+      }
+      last_error_ = std::string(st.message());
+    } else {
+      last_error_.clear();
     }
-    return timer.atTime(next).then([this, &timer, next]() { return cycle(timer, next); });
+    return timer.afterDelay(windowLength()).then([this, &timer, interval_start]() {
+      detach();
+      auto next = interval_start + options_.interval;
+      if (next < timer.now()) {
+        next = timer.now();  // we fell behind (suspend, stall): keep the cadence from now
+      }
+      return cycle(timer, next, nextOffset());
+    });
   });
 }
 
