@@ -333,6 +333,18 @@ class Env:
     def agent_supports(self, flag):
         return ("--" + flag) in self.agent_help()
 
+    def continuous_syscall_args(self):
+        """Agent arguments selecting continuous syscall mode: the flag when the agent has one,
+        else a --config YAML (docs/configuration.md); None when neither exists."""
+        if self.agent_supports("syscall_mode"):
+            return ["--syscall_mode=continuous"]
+        if not self.agent_supports("config"):
+            return None
+        path = os.path.join(self.tmp, "agent-continuous-syscalls.yaml")
+        with open(path, "w") as f:
+            f.write("syscall_mode: continuous\n")
+        return ["--config=" + path]
+
     def aggregator_cmd(self, name):
         """vigil-aggregator on free ports; with its own data directory under the build tree (on
         disk, not tmpfs, so the ingest log's durability costs what it costs) when this build
@@ -411,7 +423,7 @@ class Env:
 
     def no_continuous_reason(self):
         has_sys = any(h["hook"] in SYSCALL_HOOKS for h in self.detect_vigil_hooks())
-        return ("vigil-agent has no --syscall_mode flag in this build" +
+        return ("vigil-agent has neither --syscall_mode nor --config in this build" +
                 ("" if has_sys else " (and no syscall programs attached: the syscall collector "
                  "is not in this build)"))
 
@@ -549,10 +561,13 @@ def make_variants(env, part):
     else:
         vs.append(Variant("vigil-agent (defaults)", lambda: env.start_agent()))
         R.command(part, env.agent_cmd() + ["--ready_file=FILE"])
-        if env.agent_supports("syscall_mode"):
+        cont_args = env.continuous_syscall_args()
+        if cont_args:
             vs.append(Variant("vigil-agent (continuous syscalls)",
-                              lambda: env.start_agent(["--syscall_mode=continuous"])))
-            R.command(part, env.agent_cmd(["--syscall_mode=continuous"]))
+                              lambda: env.start_agent(cont_args)))
+            shown = ["--config=FILE" if a.startswith("--config=") else a for a in cont_args]
+            R.command(part, " ".join(shlex.quote(x) for x in env.agent_cmd(shown)) +
+                      ("   (FILE: `syscall_mode: continuous`)" if shown != cont_args else ""))
         else:
             R.skip(part, "vigil-agent (continuous syscalls)", env.no_continuous_reason())
     nosys = floor_hooks(env, False)
@@ -895,9 +910,10 @@ def part_bpfcost(env):
     variants = [Variant("empty programs on raw_syscalls+sched+tcp",
                         lambda: start_floor(env, floor_hooks(env, True))),
                 Variant("vigil-agent (defaults)", lambda: env.start_agent())]
-    if env.agent_supports("syscall_mode"):
+    cont_args = env.continuous_syscall_args()
+    if cont_args:
         variants.append(Variant("vigil-agent (continuous syscalls)",
-                                lambda: env.start_agent(["--syscall_mode=continuous"])))
+                                lambda: env.start_agent(cont_args)))
     else:
         R.skip(part, "getppid loop, vigil continuous syscalls", env.no_continuous_reason())
     loop()  # warm-up
