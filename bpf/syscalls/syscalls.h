@@ -17,7 +17,7 @@
  */
 #define SYSCALL_HIST_SLOTS 36
 
-/* Value of sys_proc (a per-CPU hash keyed by tgid); userspace sums the CPUs. */
+/* Value of sys_proc (a hash keyed by tgid, updated with atomic adds). */
 struct syscall_proc_stats {
 	__u64 count; /* syscalls that returned (sys_exit) */
 	__u64 errors; /* of which returned a negative value */
@@ -28,14 +28,14 @@ struct syscall_proc_stats {
 /*
  * Value of sys_cache (a per-CPU array of one): the counts of the last thread groups that made
  * syscalls on this CPU, not yet added to sys_proc, in SYSCALL_CACHE_SLOTS direct-mapped slots
- * (slot = tgid modulo the slot count). Consecutive syscalls on a CPU come from a handful of
+ * (slot = a multiplicative hash of the tgid). Consecutive syscalls on a CPU come from a handful of
  * processes (a server and its clients), so the hot path touches only this inlined array value;
  * sys_proc is updated when another process's syscall lands in an occupied slot. Userspace adds
  * the slots when reading. Repeats of one errno (EAGAIN from a non-blocking server) are cached
  * too, so the sys_errno hash is touched only when the errno changes. sample_left counts down to
  * the next syscall whose latency is sampled.
  */
-#define SYSCALL_CACHE_SLOTS 16
+#define SYSCALL_CACHE_SLOTS 64
 
 struct syscall_cache_slot {
 	__u32 tgid;
@@ -64,7 +64,7 @@ struct syscall_pending {
 	__u64 ts;
 };
 
-/* Key of sys_errno (a per-CPU hash of failure counts per process and errno). */
+/* Key of sys_errno (a hash of failure counts per process and errno, atomic adds). */
 struct syscall_errno_key {
 	__u32 tgid;
 	__u32 err; /* positive errno */
@@ -86,6 +86,7 @@ enum syscall_counter {
 	SYSCALL_COUNTER_ERRNO_MAP_FULL, /* sys_errno had no room for a new (tgid, errno) */
 	SYSCALL_COUNTER_START_FAILED, /* no task storage for a start time (out of memory) */
 	SYSCALL_COUNTER_SAMPLE_BUSY, /* latency sample skipped: its pending slot was in use */
+	SYSCALL_COUNTER_CACHE_FLUSH, /* a sys_cache slot changed hands (the slow counting path) */
 	SYSCALL_COUNTER_MAX,
 };
 

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <kj/async-io.h>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -570,7 +571,26 @@ TEST_CASE("cost of the syscall programs against empty programs", "[.][cost]") {
   }
   syscalls_prims_bpf::destroy(prims);
 
-  // The collector's programs, in continuous mode.
+  // The collector's programs, in continuous mode. VIGIL_COST_REDIS=1 adds a loopback
+  // redis-benchmark in the background (as the bench does), so the programs also see a server's
+  // syscalls, failures and a cache-unfriendly workload, not only the getppid loop.
+  std::optional<Child> redis_server, redis_load;
+  const char* with_redis = getenv("VIGIL_COST_REDIS");
+  if (with_redis != nullptr && strcmp(with_redis, "1") == 0) {
+    int port = 20000 + getpid() % 20000;
+    redis_server.emplace(Child::spawn({"/usr/bin/redis-server", "--port", std::to_string(port),
+                                       "--save", "", "--appendonly", "no"},
+                                      "/dev/null"));
+    REQUIRE(testing::waitFor(
+        [&]() {
+          return testing::shell("redis-cli -p " + std::to_string(port) + " ping 2>/dev/null") ==
+                 "PONG\n";
+        },
+        10s));
+    redis_load.emplace(Child::spawn({"/usr/bin/redis-benchmark", "-p", std::to_string(port), "-c",
+                                     "20", "-n", "100000000", "-t", "set,get", "-q"},
+                                    "/dev/null"));
+  }
   for (uint32_t every : {kDefaultLatencySampleEvery, 1u, 0u}) {
     SyscallOptions o = continuous();
     o.latency = every != 0;
@@ -593,10 +613,17 @@ TEST_CASE("cost of the syscall programs against empty programs", "[.][cost]") {
                        : every == 1 ? "vigil, exact latency"
                                     : "vigil, latency 1/" + std::to_string(every);
     measureAgainstEmpty(what.c_str(), empty, fds);
+    // The same with the empty programs attached after vigil's (the bench's order: agent first,
+    // then the floor). Programs on one hook run in attach order.
+    syscalls_empty_bpf::detach(empty);
+    REQUIRE(syscalls_empty_bpf::attach(empty) == 0);
+    measureAgainstEmpty((what + ", vigil first").c_str(), empty, fds);
     for (const auto& f : fds) {
       close(std::get<1>(f));
     }
   }
+  redis_load.reset();
+  redis_server.reset();
   syscalls_empty_bpf::destroy(empty);
   close(stats_fd);
 

@@ -11,6 +11,7 @@
 #include <random>
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 
 // Before the skeleton, which declares .bss variables of these types.
 #include "syscalls/syscalls.h"
@@ -292,14 +293,9 @@ void SyscallCollector::collect(Snapshot& out) {
   // Errnos first, grouped per process: sys_errno plus the runs still cached per CPU.
   int errno_fd = bpf_map__fd(skel_->maps.sys_errno);
   absl::flat_hash_map<uint32_t, absl::flat_hash_map<uint32_t, uint64_t>> errnos;
-  forEachPerCpu<syscall_errno_key, uint64_t>(
-      errno_fd, [&](const syscall_errno_key& k, const std::vector<uint64_t>& cpus) {
-        uint64_t n = 0;
-        for (uint64_t v : cpus) {
-          n += v;
-        }
-        errnos[k.tgid][k.err] += n;
-      });
+  for (const auto& [k, n] : readHash<syscall_errno_key, uint64_t>(errno_fd)) {
+    errnos[k.tgid][k.err] += n;
+  }
 
   // Counts still in the per-CPU caches (see struct syscall_cache), by tgid.
   absl::flat_hash_map<uint32_t, std::pair<uint64_t, uint64_t>> cached;
@@ -325,62 +321,55 @@ void SyscallCollector::collect(Snapshot& out) {
   uint64_t live_syscalls = 0;
   uint64_t live_errors = 0;
   std::vector<uint32_t> gone;
-  forEachPerCpu<uint32_t, syscall_proc_stats>(
-      proc_fd, [&](const uint32_t& tgid, const std::vector<syscall_proc_stats>& cpus) {
-        uint64_t count = 0;
-        uint64_t errors = 0;
-        ProcessStats& p = out.process(tgid);
-        const char* kernel_comm = nullptr;
-        for (const syscall_proc_stats& v : cpus) {
-          count += v.count;
-          errors += v.errors;
-          if (kernel_comm == nullptr && v.comm[0] != '\0') {
-            kernel_comm = v.comm;
-          }
-          if (p.cgroup_id == 0 && v.cgroup_id != 0) {
-            p.cgroup_id = v.cgroup_id;
-          }
-        }
-        if (p.comm.empty()) {
-          p.comm = reportedComm(tgid, kernel_comm ? kernel_comm : "", SYSCALL_COMM_LEN);
-        }
-        auto in_cache = cached.find(tgid);
-        if (in_cache != cached.end()) {
-          count += in_cache->second.first;
-          errors += in_cache->second.second;
-        }
-        // A read racing the kernel's cache flush can see counts twice, once: never report less
-        // than before, so counters stay monotonic.
-        auto& last = last_raw_[tgid];
-        count = std::max(count, last.first);
-        errors = std::max(errors, last.second);
-        last = {count, errors};
-        p.syscalls = scaled(count, fraction);
-        p.syscall_errors = scaled(errors, fraction);
-        auto it = errnos.find(tgid);
-        if (it != errnos.end()) {
-          std::vector<std::pair<uint32_t, uint64_t>> list(it->second.begin(), it->second.end());
-          std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
-            return a.second != b.second ? a.second > b.second : a.first < b.first;
-          });
-          if (list.size() > options_.top_errnos) {
-            list.resize(options_.top_errnos);
-          }
-          p.top_errnos.clear();
-          for (const auto& [err, n] : list) {
-            p.top_errnos.emplace_back(err, scaled(n, fraction));
-          }
-        }
-        if (processGone(tgid)) {
-          p.exited = true;
-          gone.push_back(tgid);
-          retired_syscalls_ += count;
-          retired_errors_ += errors;
-        } else {
-          live_syscalls += count;
-          live_errors += errors;
-        }
+  for (const auto& [tgid, v] : readHash<uint32_t, syscall_proc_stats>(proc_fd)) {
+    uint64_t count = v.count;
+    uint64_t errors = v.errors;
+    ProcessStats& p = out.process(tgid);
+    if (p.cgroup_id == 0) {
+      p.cgroup_id = v.cgroup_id;
+    }
+    if (p.comm.empty()) {
+      char kernel_comm[SYSCALL_COMM_LEN + 1] = {};
+      memcpy(kernel_comm, v.comm, SYSCALL_COMM_LEN);
+      p.comm = reportedComm(tgid, kernel_comm, SYSCALL_COMM_LEN);
+    }
+    auto in_cache = cached.find(tgid);
+    if (in_cache != cached.end()) {
+      count += in_cache->second.first;
+      errors += in_cache->second.second;
+    }
+    // A read racing the kernel's cache flush can see counts twice, once: never report less
+    // than before, so counters stay monotonic.
+    auto& last = last_raw_[tgid];
+    count = std::max(count, last.first);
+    errors = std::max(errors, last.second);
+    last = {count, errors};
+    p.syscalls = scaled(count, fraction);
+    p.syscall_errors = scaled(errors, fraction);
+    auto it = errnos.find(tgid);
+    if (it != errnos.end()) {
+      std::vector<std::pair<uint32_t, uint64_t>> list(it->second.begin(), it->second.end());
+      std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
+        return a.second != b.second ? a.second > b.second : a.first < b.first;
       });
+      if (list.size() > options_.top_errnos) {
+        list.resize(options_.top_errnos);
+      }
+      p.top_errnos.clear();
+      for (const auto& [err, n] : list) {
+        p.top_errnos.emplace_back(err, scaled(n, fraction));
+      }
+    }
+    if (processGone(tgid)) {
+      p.exited = true;
+      gone.push_back(tgid);
+      retired_syscalls_ += count;
+      retired_errors_ += errors;
+    } else {
+      live_syscalls += count;
+      live_errors += errors;
+    }
+  }
   for (uint32_t tgid : gone) {
     bpf_map_delete_elem(proc_fd, &tgid);
     last_raw_.erase(tgid);
@@ -459,6 +448,11 @@ void SyscallCollector::collect(Snapshot& out) {
       MetricSample{"vigil_syscall_latency_samples_skipped_total",
                    {},
                    static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_SAMPLE_BUSY)),
+                   true});
+  out.self.push_back(
+      MetricSample{"vigil_syscall_cache_flushes_total",
+                   {},
+                   static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_CACHE_FLUSH)),
                    true});
   out.self.push_back(MetricSample{
       "vigil_syscall_latency_sample_ratio",
