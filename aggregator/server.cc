@@ -179,6 +179,21 @@ std::string fileStamp(const std::string& path) {
   auto size = std::filesystem::file_size(path, ec);
   return absl::StrCat(mtime.time_since_epoch().count(), "/", ec ? 0 : size);
 }
+
+// How much aggregator-level history (vigil_agent_up and friends, recorded for every agent every
+// second) the rules can read: the longest window (plus the baseline of anomaly rules) and a
+// minute of slack, at least 5 and at most 30 minutes. Keeping a fixed 30 minutes would hold
+// ~1 GiB at 10,000 agents for rules that look back a minute.
+int64_t historyNeeded(const alerting::RuleSet& rules) {
+  constexpr int64_t kMin = 5 * 60 * 1000;
+  constexpr int64_t kMax = 30 * 60 * 1000;
+  int64_t need = 0;
+  for (const alerting::Rule& r : rules.rules) {
+    int64_t w = r.window_ms + (r.kind == alerting::RuleKind::kAnomaly ? r.baseline_ms : 0);
+    need = std::max(need, w + 60 * 1000);
+  }
+  return std::clamp(need, kMin, kMax);
+}
 }  // namespace
 
 absl::Status Server::loadRules() {
@@ -207,6 +222,7 @@ absl::Status Server::loadRules() {
     if (rules.ok()) {
       rules_loaded_once_ = true;
       size_t n = rules->rules.size();
+      recent_.setRetention(historyNeeded(*rules));
       engine_->setRules(std::move(*rules), unixNanos() / 1000000);
       rule_reloads_ok_++;
       last_reload_ok_ = true;
@@ -373,6 +389,10 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     out.family("vigil_alert_history_series", MetricType::kGauge,
                "Series held in the alert engine's recent-history window.");
     out.sample("vigil_alert_history_series", {}, static_cast<double>(recent_.seriesCount()));
+    out.family("vigil_alert_history_retention_seconds", MetricType::kGauge,
+               "How far back the recent-history window keeps samples (follows the rules).");
+    out.sample("vigil_alert_history_retention_seconds", {},
+               static_cast<double>(recent_.retention()) / 1000.0);
     out.family("vigil_alert_history_overflow_total", MetricType::kCounter,
                "Samples not recorded because the recent-history series cap was reached.");
     out.sample("vigil_alert_history_overflow_total", {}, static_cast<double>(recent_.overflow()));

@@ -99,7 +99,7 @@ class Server {
   // The engine reads the series store first; recent_ records, each evaluation tick, what
   // /metrics renders that the store lacks (aggregator-level series); injected_ holds test-only
   // synthetic samples.
-  alerting::RecentSeries recent_{30 * 60 * 1000, 200000};
+  alerting::RecentSeries recent_{5 * 60 * 1000, 200000};  // retention follows the rules
   alerting::RecentSeries injected_{30 * 60 * 1000, 10000};
   std::unique_ptr<alerting::MergedSource> merged_;
   std::string rules_stamp_;

@@ -98,14 +98,6 @@ void Store::heartbeat(const std::string& agent_id, int64_t now_ns) {
   }
 }
 
-bool Store::isDuplicate(const std::string& agent_id, uint64_t boot_epoch, uint64_t seq) const {
-  auto it = agents_.find(agent_id);
-  if (it == agents_.end()) {
-    return false;
-  }
-  return it->second->boot_epoch == boot_epoch && seq <= it->second->last_seq;
-}
-
 void Store::apply(const Snapshot& frame, int64_t now_ns) {
   AgentRecord& r = record(frame.agent.agent_id);
   if (frame.boot_epoch < r.boot_epoch) {

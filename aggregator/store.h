@@ -77,10 +77,8 @@ class Store {
   std::vector<OfflineAgent> offlineAgents() const;
   void setConfigVersion(const std::string& agent_id, uint64_t version);
 
-  // True if (agent, epoch, seq) was already applied.
-  bool isDuplicate(const std::string& agent_id, uint64_t boot_epoch, uint64_t seq) const;
-
-  // Applies a frame's content. The caller has checked it is not a duplicate.
+  // Applies a frame's content. The caller has checked it is not a duplicate (the ingest log
+  // dedupes on (agent, epoch, seq) before anything reaches the store).
   void apply(const Snapshot& frame, int64_t now_ns);
 
   // agent_level_only: just the per-agent families the aggregator itself produces (vigil_agent_up,

@@ -1450,6 +1450,14 @@ PART_NOTES = {
         "of the default agent's overhead is about 2 % of the continuous-mode variant's (estimated "
         "0.2–0.4 % of redis throughput), at the price of estimated rather than exact syscall "
         "counts; see [syscall-sampling.md](syscall-sampling.md) for the trade-off.",
+        "The per-message socket tracepoints (`sock_send_length`, `sock_recv_length`) are the "
+        "other hot hooks: they fire on every send and recv on the host, and empty programs on "
+        "just those two cost a loopback redis-benchmark measurably. The agent therefore leaves "
+        "them off by default (`net_message_mode`, docs/configuration.md) and takes TCP bytes "
+        "from the kernel's per-socket counters instead (an iterator pass per collection plus "
+        "the connection-lifecycle hooks); only UDP bytes need the per-message hooks. Figures "
+        "and how to reproduce them: [metrics.md](metrics.md#network-net-collector-bpfnet), "
+        "\"Cost\".",
     ],
     "bpfcost": [
         "With `kernel.bpf_stats_enabled=1` (set back afterwards), the agent and an empty program "

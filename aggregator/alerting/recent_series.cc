@@ -18,7 +18,7 @@ void RecentSeries::setNow(int64_t now_ms) {
           per_metric_.erase(kv.second);
         }
       }
-      it = series_.erase(it);
+      series_.erase(it++);
     } else {
       ++it;
     }
@@ -97,6 +97,8 @@ std::vector<Series> RecentSeries::select(const Selector& selector, int64_t start
       out.push_back(std::move(s));
     }
   }
+  std::sort(out.begin(), out.end(),
+            [](const Series& a, const Series& b) { return a.labels < b.labels; });
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "aggregator/series.h"
 #include "userspace/common/prom_text.h"
 
@@ -25,6 +26,9 @@ class RecentSeries final : public SeriesSource, public MetricSink {
   // Samples passed to sample() without a timestamp get `now_ms`; samples older than the
   // retention are dropped.
   void setNow(int64_t now_ms);
+  // How far back samples are kept; the next setNow() drops older ones.
+  void setRetention(int64_t retention_ms) { retention_ms_ = retention_ms; }
+  int64_t retention() const { return retention_ms_; }
   void add(const std::string& name, const LabelSet& labels, Sample s);
 
   std::vector<Series> select(const Selector& selector, int64_t start_ms,
@@ -47,7 +51,11 @@ class RecentSeries final : public SeriesSource, public MetricSink {
   size_t max_series_;
   int64_t now_ms_ = 0;
   uint64_t overflow_ = 0;
-  std::map<LabelSet, std::deque<Sample>> series_;  // key includes __name__
+  // Key includes __name__. Hashed, not ordered: the aggregator records every agent's own series
+  // each tick, and at 10,000 agents comparing long label vectors in an ordered map was the
+  // largest cost of the whole aggregator (perf, 10,000 simulated agents at 4 s). select() sorts
+  // its result instead.
+  absl::flat_hash_map<LabelSet, std::deque<Sample>> series_;
   std::map<std::string, size_t> per_metric_;
   std::function<bool(const std::string&)> skip_;
 };

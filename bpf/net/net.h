@@ -14,10 +14,10 @@
 
 /* Value of proc_stats (a per-CPU hash keyed by tgid); userspace sums the CPUs. */
 struct net_proc_stats {
-	__u64 tcp_tx_bytes;
-	__u64 tcp_rx_bytes;
-	__u64 udp_tx_bytes;
-	__u64 udp_rx_bytes;
+	__u64 tcp_tx_bytes; /* tcp_sock::bytes_acked deltas of the sockets it owns */
+	__u64 tcp_rx_bytes; /* tcp_sock::bytes_received deltas */
+	__u64 udp_tx_bytes; /* sock_send_length, only while the message hooks are attached */
+	__u64 udp_rx_bytes; /* sock_recv_length, likewise */
 	__u64 retransmits;
 	__u64 active_opens;
 	__u64 passive_opens;
@@ -86,6 +86,12 @@ enum net_counter {
 	NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED,
 	NET_COUNTER_PASSIVE_UNATTRIBUTED, /* accepted sockets closed before any send/recv */
 	NET_COUNTER_STATE_UNATTRIBUTED, /* state changes of sockets opened before load */
+	/* TCP bytes of sockets closed before any owner was known (bytes, not events) */
+	NET_COUNTER_TCP_TX_BYTES_UNATTRIBUTED,
+	NET_COUNTER_TCP_RX_BYTES_UNATTRIBUTED,
+	NET_COUNTER_ITER_SOCKETS, /* TCP sockets visited by the byte iterator */
+	NET_COUNTER_ITER_ADOPTED, /* ... of which first seen then (opened before load) */
+	NET_COUNTER_BYTES_RACE_LOST, /* byte claims abandoned after retries (caught up later) */
 	NET_COUNTER_MAX,
 };
 

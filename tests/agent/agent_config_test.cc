@@ -75,6 +75,17 @@ TEST_CASE("validation names the bad field") {
   CHECK_FALSE(validateSettings(s, kCollectors).ok());
 }
 
+TEST_CASE("net_message_mode defaults to off, is set from YAML and validated") {
+  CHECK(AgentSettings{}.net_message_mode == "off");
+  auto s = parseSettingsYaml("net_message_mode: sampled\n", AgentSettings{});
+  REQUIRE(s.ok());
+  CHECK(s->net_message_mode == "sampled");
+  CHECK(validateSettings(*s, kCollectors).ok());
+  s->net_message_mode = "always";
+  CHECK(std::string(validateSettings(*s, kCollectors).message()) ==
+        "net_message_mode must be off, sampled or continuous, got 'always'");
+}
+
 TEST_CASE("a pushed config changes only the fields it sets") {
   AgentSettings current;
   current.comm_filter = {"nginx"};

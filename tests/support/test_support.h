@@ -96,4 +96,17 @@ std::string shell(const std::string& command);
 // Contents of a file ("" if unreadable).
 std::string readFile(const std::string& path);
 
+// Replaces `path` atomically (write to path.tmp, rename), so a watcher never sees half a file.
+void writeFile(const std::string& path, const std::string& text);
+
+// A loopback TCP port that was free a moment ago, for servers that cannot listen on :0 and
+// report their port (Prometheus, Alertmanager). Callers retry if another process takes it.
+int freePort();
+
+// Percent-encodes everything but RFC 3986 unreserved characters (for query strings).
+std::string urlEncode(const std::string& s);
+
+// Wall-clock milliseconds since the epoch (Prometheus timestamps).
+int64_t nowMs();
+
 }  // namespace vigil::testing

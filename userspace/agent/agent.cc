@@ -176,6 +176,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   config.disabled = agent->settings_.disabled_collectors;
   config.syscall_mode = agent->settings_.syscall_mode;
   config.syscall_duty_cycle = agent->settings_.syscall_duty_cycle;
+  config.net_message_mode = agent->settings_.net_message_mode;
   config.mask_patterns = agent->settings_.mask_patterns;
   config.comm_filter = agent->settings_.comm_filter;
   for (const std::string& p : agent->settings_.mask_patterns) {
@@ -415,10 +416,15 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
   cfg.disabled = next.disabled_collectors;
   cfg.syscall_mode = next.syscall_mode;
   cfg.syscall_duty_cycle = next.syscall_duty_cycle;
+  cfg.net_message_mode = next.net_message_mode;
   cfg.mask_patterns = next.mask_patterns;
   cfg.comm_filter = next.comm_filter;
   bool syscall_changed = next.syscall_mode != settings_.syscall_mode ||
                          next.syscall_duty_cycle != settings_.syscall_duty_cycle;
+  // Sampled net message mode follows the syscall duty cycle.
+  bool net_changed = next.net_message_mode != settings_.net_message_mode ||
+                     (next.net_message_mode == "sampled" &&
+                      next.syscall_duty_cycle != settings_.syscall_duty_cycle);
 
   // Build every collector the new config needs before touching the running set, so a load
   // failure leaves the old set exactly as it was (rollback = dropping the new ones).
@@ -431,7 +437,8 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
     }
     bool was_disabled_by_config = settings_.disabled_collectors.contains(name);
     bool wanted = !next.disabled_collectors.contains(name);
-    bool rebuild = running && wanted && syscall_changed && name == "syscalls";
+    bool rebuild = running && wanted &&
+                   ((syscall_changed && name == "syscalls") || (net_changed && name == "net"));
     if (!wanted || (running && !rebuild) || (!running && !was_disabled_by_config)) {
       // Not wanted, unchanged, or down for a kernel reason at start (stays down).
       continue;

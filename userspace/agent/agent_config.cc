@@ -71,6 +71,11 @@ absl::Status validateSettings(const AgentSettings& s, const std::vector<std::str
     return absl::InvalidArgumentError(
         absl::StrCat("syscall_duty_cycle must be in (0, 1], got ", s.syscall_duty_cycle));
   }
+  if (s.net_message_mode != "off" && s.net_message_mode != "sampled" &&
+      s.net_message_mode != "continuous") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "net_message_mode must be off, sampled or continuous, got '", s.net_message_mode, "'"));
+  }
   for (const std::string& p : s.mask_patterns) {
     try {
       std::regex re(p, std::regex::ECMAScript);
@@ -188,6 +193,8 @@ absl::StatusOr<AgentSettings> parseSettingsYaml(const std::string& text, AgentSe
         s.syscall_mode = v.as<std::string>();
       } else if (key == "syscall_duty_cycle") {
         s.syscall_duty_cycle = v.as<double>();
+      } else if (key == "net_message_mode") {
+        s.net_message_mode = v.as<std::string>();
       } else if (key == "mask_patterns") {
         s.mask_patterns = yamlStrings(v, key);
       } else if (key == "comm_filter") {

@@ -29,6 +29,9 @@ struct AgentSettings {
   absl::flat_hash_set<std::string> disabled_collectors;
   std::string syscall_mode = "sampled";  // sampled | continuous | off
   double syscall_duty_cycle = 0.02;  // docs/syscall-sampling.md: about 0.3 % of redis throughput
+  // Net collector's per-message hooks (UDP bytes): off | sampled | continuous. YAML only for
+  // now (AgentConfig on the wire has no field for it).
+  std::string net_message_mode = "off";
   std::vector<std::string> mask_patterns;  // regexes masked in cmdline
   std::vector<std::string> comm_filter;    // only these comms are reported when non-empty
   SamplingPolicy sampling;

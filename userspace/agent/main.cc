@@ -36,8 +36,8 @@ ABSL_FLAG(absl::Duration, probe_interval, absl::Seconds(30),
 ABSL_FLAG(bool, verbose, false, "Log debug detail, including libbpf's messages.");
 ABSL_FLAG(std::string, config, "",
           "YAML file with run-time settings (interval, disabled_collectors, syscall_mode, "
-          "syscall_duty_cycle, mask_patterns, comm_filter, dynamic_sampling); its values win over "
-          "--interval. See docs/configuration.md.");
+          "syscall_duty_cycle, net_message_mode, mask_patterns, comm_filter, dynamic_sampling); "
+          "its values win over --interval. See docs/configuration.md.");
 ABSL_FLAG(
     std::string, spool_dir, "/var/lib/vigil-agent",
     "Directory of the durable spool of unacknowledged frames (spool.db); empty: memory only.");

@@ -62,6 +62,8 @@ int runSnapshot(const Command& self, const Args& args) {
     return usageError(self, absl::StrCat("--syscall-mode must be continuous, sampled or off, got '",
                                          config.syscall_mode, "'"));
   }
+  // An investigation wants every event: UDP bytes too (docs/metrics.md, network).
+  config.net_message_mode = "continuous";
   auto pid = args.u32("pid", 0);
   if (!pid.ok()) {
     return usageError(self, std::string(pid.status().message()));

@@ -23,6 +23,10 @@ struct CollectorConfig {
   absl::flat_hash_set<std::string> disabled;  // collector names
   std::string syscall_mode = "sampled";       // sampled | continuous | off
   double syscall_duty_cycle = 0.02;           // fraction of each interval, in sampled mode
+  // When the net collector's per-message hooks (UDP bytes) are attached: off | sampled (for
+  // syscall_duty_cycle of each interval) | continuous. Off by default: they cost every
+  // send/recv on the host (docs/performance.md); TCP bytes do not need them.
+  std::string net_message_mode = "off";
   kj::Duration interval = 10 * kj::SECONDS;
   std::vector<std::string> mask_patterns;  // extra regexes masked in argv/cmdline
   std::vector<std::string> comm_filter;    // when non-empty, only these comms are reported

@@ -1,12 +1,17 @@
 #include "userspace/collectors/net_collector.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <time.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -38,17 +43,68 @@ bool haveHook(bool btf, const char* category, const char* name) {
   return compat::haveTracepoint(category, name);
 }
 
+bool isMessageHook(absl::string_view name) { return name.find("_length") != name.npos; }
+
+// The byte iterator needs the task_file bpf_iter target (v5.8+; libbpf resolves
+// SEC("iter/task_file") through the bpf_iter_task_file function in vmlinux BTF) and the
+// bpf_sock_from_file helper (v5.11+; probed as its BPF_FUNC_* value in vmlinux BTF).
+bool haveSocketIterator(const btf* b) {
+  if (b == nullptr || btf__find_by_name_kind(b, "bpf_iter_task_file", BTF_KIND_FUNC) <= 0) {
+    return false;
+  }
+  int id = btf__find_by_name_kind(b, "bpf_func_id", BTF_KIND_ENUM);
+  if (id <= 0) {
+    return false;
+  }
+  const btf_type* t = btf__type_by_id(b, id);
+  const struct btf_enum* e = btf_enum(t);  // "struct": btf_enum() hides the type name
+  for (int i = 0; i < btf_vlen(t); ++i) {
+    if (absl::string_view(btf__name_by_offset(b, e[i].name_off)) == "BPF_FUNC_sock_from_file") {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
-NetCollector::NetCollector(net_bpf* skel, const char* mode, const char* bytes_source,
-                           size_t max_buffered)
-    : skel_(skel), attach_mode_(mode), bytes_source_(bytes_source), max_buffered_(max_buffered) {
+absl::StatusOr<NetMessageMode> parseNetMessageMode(absl::string_view text) {
+  if (text == "off") {
+    return NetMessageMode::kOff;
+  }
+  if (text == "sampled") {
+    return NetMessageMode::kSampled;
+  }
+  if (text == "continuous") {
+    return NetMessageMode::kContinuous;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "net_message_mode '", text, "' is not one of: off (default), sampled, continuous"));
+}
+
+NetCollector::NetCollector(net_bpf* skel, const char* mode, const NetOptions& options)
+    : skel_(skel),
+      attach_mode_(mode),
+      options_(options),
+      max_buffered_(options.max_buffered_events),
+      created_ns_(clockNs(CLOCK_MONOTONIC)) {
   for (Hist& h : retired_) {
     h.buckets.assign(VIGIL_NET_HIST_SLOTS, 0);
   }
+  last_collect_ns_ = created_ns_;
 }
 
 absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOptions& options) {
+  if (options.message_mode == NetMessageMode::kSampled &&
+      !(options.duty_cycle > 0 && options.duty_cycle <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("net: duty cycle must be in (0, 1], got ", options.duty_cycle));
+  }
+  if (options.message_mode == NetMessageMode::kSampled &&
+      options.interval < 100 * kj::MILLISECONDS) {
+    return absl::InvalidArgumentError(
+        "net: sampled message mode needs an interval of at least 100ms to cycle attachment");
+  }
   // One vmlinux BTF parse for all feature probes, freed before libbpf parses its own at load.
   std::optional<compat::VmlinuxBtfScope> btf_scope(std::in_place);
   if (!compat::haveRingBuffer()) {
@@ -80,35 +136,54 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
       {"sock", "sock_recv_length", skel->progs.vigil_recv_btf, skel->progs.vigil_recv_raw},
       {"tcp", "tcp_destroy_sock", skel->progs.vigil_dstr_btf, skel->progs.vigil_dstr_raw},
   };
+  NetOptions effective = options;
+  bool want_messages = options.message_mode != NetMessageMode::kOff;
   bool have_destroy = false;
   bool have_lengths = true;
   for (const Hook& h : hooks) {
+    bpf_program__set_autoload(btf ? h.raw_prog : h.btf_prog, false);
+    if (isMessageHook(h.name)) {
+      // Attached and detached by this class (message mode), never by the skeleton.
+      bpf_program__set_autoattach(h.btf_prog, false);
+      bpf_program__set_autoattach(h.raw_prog, false);
+      if (!want_messages) {
+        bpf_program__set_autoload(btf ? h.btf_prog : h.raw_prog, false);
+        continue;
+      }
+    }
     bool present = haveHook(btf, h.category, h.name);
     if (absl::string_view(h.name) == "tcp_destroy_sock") {
       have_destroy = present;
     }
-    bpf_program__set_autoload(btf ? h.raw_prog : h.btf_prog, false);
     if (!present) {
       bpf_program__set_autoload(btf ? h.btf_prog : h.raw_prog, false);
       VIGIL_LOG_WARN("net: tracepoint %s/%s is missing on this kernel; its counters stay 0",
                      h.category, h.name);
-      if (absl::string_view(h.name).find("_length") != absl::string_view::npos) {
+      if (isMessageHook(h.name)) {
         have_lengths = false;
       }
     }
   }
-  if (!have_lengths) {
-    // Both or neither: mixing exact per-call counts with close-time totals would double count.
+  if (want_messages && !have_lengths) {
     bpf_program__set_autoload(skel->progs.vigil_send_btf, false);
     bpf_program__set_autoload(skel->progs.vigil_send_raw, false);
     bpf_program__set_autoload(skel->progs.vigil_recv_btf, false);
     bpf_program__set_autoload(skel->progs.vigil_recv_raw, false);
     VIGIL_LOG_WARN(
-        "net: no sock_send_length/sock_recv_length tracepoints; TCP bytes are taken from "
-        "tcp_sock when connections close, UDP bytes are not available");
+        "net: no sock_send_length/sock_recv_length tracepoints (v6.3+); UDP bytes are not "
+        "available, net message mode is off");
+    effective.message_mode = NetMessageMode::kOff;
+  }
+  // The byte iterator is run by iterate(), attached below.
+  bpf_program__set_autoattach(skel->progs.vigil_sock_iter, false);
+  bool have_iter = haveSocketIterator(btf_scope->btf());
+  if (!have_iter) {
+    bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
+    VIGIL_LOG_WARN(
+        "net: no task_file bpf_iter or bpf_sock_from_file (v5.11+); TCP bytes are reported only "
+        "as connections close, and accepted sockets get owners only when closed");
   }
   skel->rodata->targ_tgid = options.only_tgid;
-  skel->rodata->bytes_from_tcp_sock = !have_lengths;
   skel->rodata->delete_on_destroy = have_destroy;
   bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
   skel->rodata->wakeup_bytes =
@@ -122,22 +197,127 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
     net_bpf::destroy(skel);
     return bpfError("net", err);
   }
-  std::unique_ptr<NetCollector> c(new NetCollector(skel, btf ? "tp_btf" : "raw_tp",
-                                                   have_lengths ? "sock_length" : "tcp_sock",
-                                                   options.max_buffered_events));
+  std::unique_ptr<NetCollector> c(new NetCollector(skel, btf ? "tp_btf" : "raw_tp", effective));
   c->ring_ =
       ring_buffer__new(bpf_map__fd(skel->maps.events), &NetCollector::onRecord, c.get(), nullptr);
   if (c->ring_ == nullptr) {
     return bpfError("net: ring buffer", -errno);
   }
+  if (have_iter) {
+    c->iter_link_ = bpf_program__attach_iter(skel->progs.vigil_sock_iter, nullptr);
+    if (c->iter_link_ == nullptr) {
+      return bpfError("net: attach iter/task_file", -errno);
+    }
+    // The baseline pass: sockets opened before now count from now on, not from their start.
+    if (absl::Status st = c->iterate(); !st.ok()) {
+      return st;
+    }
+  }
+  if (effective.message_mode != NetMessageMode::kOff) {
+    // Sampled mode's first window opens now; run() keeps the cadence.
+    if (absl::Status st = c->attachMessageHooks(); !st.ok()) {
+      return st;
+    }
+  }
   return c;
 }
 
 NetCollector::~NetCollector() {
+  detachMessageHooks();
+  bpf_link__destroy(iter_link_);
   if (ring_ != nullptr) {
     ring_buffer__free(ring_);
   }
   net_bpf::destroy(skel_);
+}
+
+absl::string_view NetCollector::messageMode() const {
+  switch (options_.message_mode) {
+    case NetMessageMode::kOff:
+      return "off";
+    case NetMessageMode::kSampled:
+      return "sampled";
+    case NetMessageMode::kContinuous:
+      return "continuous";
+  }
+  return "off";
+}
+
+absl::Status NetCollector::attachMessageHooks() {
+  if (messageHooksAttached() || options_.message_mode == NetMessageMode::kOff) {
+    return absl::OkStatus();
+  }
+  bool btf = absl::string_view(attach_mode_) == "tp_btf";
+  send_link_ = bpf_program__attach(btf ? skel_->progs.vigil_send_btf : skel_->progs.vigil_send_raw);
+  if (send_link_ == nullptr) {
+    int err = -errno;
+    ++attach_failures_;
+    return bpfError("net: attach sock_send_length", err);
+  }
+  recv_link_ = bpf_program__attach(btf ? skel_->progs.vigil_recv_btf : skel_->progs.vigil_recv_raw);
+  if (recv_link_ == nullptr) {
+    int err = -errno;
+    ++attach_failures_;
+    bpf_link__destroy(send_link_);
+    send_link_ = nullptr;
+    return bpfError("net: attach sock_recv_length", err);
+  }
+  attached_since_ns_ = clockNs(CLOCK_MONOTONIC);
+  ++windows_;
+  return absl::OkStatus();
+}
+
+void NetCollector::detachMessageHooks() {
+  if (!messageHooksAttached()) {
+    return;
+  }
+  bpf_link__destroy(send_link_);
+  send_link_ = nullptr;
+  bpf_link__destroy(recv_link_);
+  recv_link_ = nullptr;
+  attached_ns_total_ += clockNs(CLOCK_MONOTONIC) - attached_since_ns_;
+}
+
+double NetCollector::messageAttachedFraction() const {
+  if (options_.message_mode == NetMessageMode::kOff) {
+    return 0;
+  }
+  if (options_.message_mode == NetMessageMode::kContinuous) {
+    return 1;
+  }
+  int64_t now = clockNs(CLOCK_MONOTONIC);
+  int64_t on = attached_ns_total_ + (messageHooksAttached() ? now - attached_since_ns_ : 0);
+  int64_t all = now - created_ns_;
+  return all <= 0 ? 1 : std::min(1.0, static_cast<double>(on) / static_cast<double>(all));
+}
+
+absl::Status NetCollector::iterate() {
+  if (iter_link_ == nullptr) {
+    return absl::OkStatus();  // no iterator on this kernel (logged at create)
+  }
+  skel_->bss->iter_pass += 1;
+  int64_t t0 = clockNs(CLOCK_MONOTONIC);
+  int fd = bpf_iter_create(bpf_link__fd(iter_link_));
+  if (fd < 0) {
+    int err = -errno;
+    ++iter_failures_;
+    return bpfError("net: bpf_iter_create", err);
+  }
+  // The program writes nothing; reading drives the walk over every task's files to its end.
+  char buf[64];
+  ssize_t n;
+  do {
+    n = read(fd, buf, sizeof(buf));
+  } while (n > 0 || (n < 0 && errno == EINTR));
+  int err = n < 0 ? -errno : 0;
+  close(fd);
+  iter_ns_total_ += clockNs(CLOCK_MONOTONIC) - t0;
+  ++iter_passes_;
+  if (err != 0) {
+    ++iter_failures_;
+    return bpfError("net: reading the socket iterator", err);
+  }
+  return absl::OkStatus();
 }
 
 int NetCollector::onRecord(void* ctx, void* data, size_t size) {
@@ -178,11 +358,60 @@ int NetCollector::onRecord(void* ctx, void* data, size_t size) {
 int NetCollector::poll(int timeout_ms) { return pollRingBuffer(ring_, timeout_ms); }
 
 kj::Promise<void> NetCollector::run(CollectorContext& context) {
-  return drainRingBuffer(context, ring_);
+  kj::Promise<void> drain = drainRingBuffer(context, ring_);
+  if (options_.message_mode != NetMessageMode::kSampled || options_.duty_cycle >= 1) {
+    return drain;
+  }
+  return drain.exclusiveJoin(cycle(context.timer, context.timer.now()));
+}
+
+// The same cadence as the syscall collector's sampled mode (syscall_collector.cc), so with the
+// same interval and duty cycle both attach in the same windows: a window opens at each interval
+// start and closes duty_cycle * interval later.
+kj::Promise<void> NetCollector::cycle(kj::Timer& timer, kj::TimePoint window_start) {
+  if (absl::Status st = attachMessageHooks(); !st.ok()) {
+    VIGIL_LOG_WARN("%s", st.message());  // counted; the next window tries again
+  }
+  int64_t interval_ns = options_.interval / kj::NANOSECONDS;
+  auto on = static_cast<int64_t>(static_cast<double>(interval_ns) * options_.duty_cycle) *
+            kj::NANOSECONDS;
+  return timer.atTime(window_start + on).then([this, &timer, window_start]() {
+    detachMessageHooks();
+    auto next = window_start + options_.interval;
+    if (next < timer.now()) {
+      next = timer.now();  // fell behind (suspend, stall): keep the cadence from now
+    }
+    return timer.atTime(next).then([this, &timer, next]() { return cycle(timer, next); });
+  });
 }
 
 void NetCollector::collect(Snapshot& out) {
   poll(0);
+  if (absl::Status st = iterate(); !st.ok() && iter_failures_ == 1) {
+    VIGIL_LOG_WARN("%s (counted in vigil_net_iter_failures_total)", st.message());
+  }
+  // UDP bytes are seen only while the message hooks are attached: in sampled mode each
+  // interval's raw increase is divided by the fraction of that interval they were attached.
+  int64_t now_ns = clockNs(CLOCK_MONOTONIC);
+  int64_t attached_now =
+      attached_ns_total_ + (messageHooksAttached() ? now_ns - attached_since_ns_ : 0);
+  double interval_fraction = 1;
+  if (options_.message_mode == NetMessageMode::kSampled && now_ns > last_collect_ns_) {
+    interval_fraction = static_cast<double>(attached_now - attached_ns_at_last_collect_) /
+                        static_cast<double>(now_ns - last_collect_ns_);
+  }
+  last_collect_ns_ = now_ns;
+  attached_ns_at_last_collect_ = attached_now;
+  auto scaleUdp = [interval_fraction](uint64_t raw_now, uint64_t& raw_last, double& est) {
+    uint64_t delta = raw_now >= raw_last ? raw_now - raw_last : 0;
+    raw_last = raw_now;
+    // No attached time but a raw increase: bytes of a window that closed right at the last
+    // collect; added unscaled rather than dropped.
+    est += interval_fraction > 0 ? static_cast<double>(delta) / std::min(1.0, interval_fraction)
+                                 : static_cast<double>(delta);
+    return static_cast<uint64_t>(std::llround(est));
+  };
+  absl::flat_hash_set<uint32_t> live_udp;
   int64_t wall_minus_mono = clockNs(CLOCK_REALTIME) - clockNs(CLOCK_MONOTONIC);
   for (const Buffered& b : buffered_) {
     wire::Event::Builder ev = out.newEvent();
@@ -238,8 +467,12 @@ void NetCollector::collect(Snapshot& out) {
         }
         p.tcp_tx_bytes = sum.tcp_tx_bytes;
         p.tcp_rx_bytes = sum.tcp_rx_bytes;
-        p.udp_tx_bytes = sum.udp_tx_bytes;
-        p.udp_rx_bytes = sum.udp_rx_bytes;
+        if (sum.udp_tx_bytes != 0 || sum.udp_rx_bytes != 0 || udp_.contains(tgid)) {
+          UdpEstimate& u = udp_[tgid];
+          p.udp_tx_bytes = scaleUdp(sum.udp_tx_bytes, u.raw_tx, u.tx);
+          p.udp_rx_bytes = scaleUdp(sum.udp_rx_bytes, u.raw_rx, u.rx);
+          live_udp.insert(tgid);
+        }
         p.tcp_retransmits = sum.retransmits;
         p.tcp_active_opens = sum.active_opens;
         p.tcp_passive_opens = sum.passive_opens;
@@ -257,6 +490,13 @@ void NetCollector::collect(Snapshot& out) {
 
   // Histograms: per-process connect counts go to ProcessStats; all are summed host-wide.
   absl::flat_hash_set<uint32_t> gone_set(gone.begin(), gone.end());
+  for (auto it = udp_.begin(); it != udp_.end();) {
+    if (!live_udp.contains(it->first) || gone_set.contains(it->first)) {
+      udp_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
   int hist_fd = bpf_map__fd(skel_->maps.hists);
   std::array<Hist, 2> host = retired_;
   std::vector<net_hist_key> retire;
@@ -338,6 +578,33 @@ void NetCollector::collect(Snapshot& out) {
     out.self.push_back(
         MetricSample{"vigil_bpf_map_full_total", {{"map", f.map}}, counter(f.idx), true});
   }
+  out.self.push_back(MetricSample{"vigil_net_unattributed_bytes_total",
+                                  {{"protocol", "tcp"}, {"direction", "sent"}},
+                                  counter(NET_COUNTER_TCP_TX_BYTES_UNATTRIBUTED),
+                                  true});
+  out.self.push_back(MetricSample{"vigil_net_unattributed_bytes_total",
+                                  {{"protocol", "tcp"}, {"direction", "received"}},
+                                  counter(NET_COUNTER_TCP_RX_BYTES_UNATTRIBUTED),
+                                  true});
+  out.self.push_back(MetricSample{
+      "vigil_net_byte_claims_abandoned_total", {}, counter(NET_COUNTER_BYTES_RACE_LOST), true});
+  out.self.push_back(
+      MetricSample{"vigil_net_iter_runs_total", {}, static_cast<double>(iter_passes_), true});
+  out.self.push_back(
+      MetricSample{"vigil_net_iter_failures_total", {}, static_cast<double>(iter_failures_), true});
+  out.self.push_back(MetricSample{
+      "vigil_net_iter_seconds_total", {}, static_cast<double>(iter_ns_total_) / 1e9, true});
+  out.self.push_back(
+      MetricSample{"vigil_net_iter_sockets_total", {}, counter(NET_COUNTER_ITER_SOCKETS), true});
+  out.self.push_back(MetricSample{
+      "vigil_net_iter_adopted_sockets_total", {}, counter(NET_COUNTER_ITER_ADOPTED), true});
+  // 0: no UDP bytes (off); below 1: UDP bytes are estimates (sampled); 1: exact (continuous).
+  out.self.push_back(
+      MetricSample{"vigil_net_message_duty_cycle_ratio", {}, messageAttachedFraction(), false});
+  out.self.push_back(MetricSample{
+      "vigil_net_message_attach_windows_total", {}, static_cast<double>(windows_), true});
+  out.self.push_back(MetricSample{
+      "vigil_net_message_attach_failures_total", {}, static_cast<double>(attach_failures_), true});
   Labels l = {{"collector", "net"}, {"type", "tcp_state"}};
   out.self.push_back(MetricSample{"vigil_events_total", l, static_cast<double>(seen_), true});
   out.self.push_back(MetricSample{"vigil_ringbuf_reserve_failures_total", l,

@@ -4,21 +4,40 @@
 // lifecycle events (into ESTABLISHED and into CLOSE) come through a ring buffer, drained in
 // run() and buffered (bounded) until collect(). See bpf/net/net.bpf.c for how sockets are
 // attributed to processes and which tracepoints are probed.
+//
+// TCP bytes come from the kernel's per-socket counters, read by a bpf_iter pass over every
+// process's open files at each collect() (and once at creation, as the baseline) and at each
+// connection's close: no per-message hook is needed. The per-message tracepoints
+// (sock_send_length/sock_recv_length), the only source of UDP bytes, cost every send and recv on
+// the host, so they are attached according to the message mode: off (the default), sampled
+// (attached for duty_cycle of each interval, UDP bytes scaled and marked as estimates) or
+// continuous. docs/metrics.md ("Network") and docs/performance.md give the figures.
 #pragma once
+
+#include <kj/time.h>
 
 #include <array>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "userspace/collectors/collector.h"
 
 struct net_bpf;
 struct ring_buffer;
+struct bpf_link;
 
 namespace vigil {
+
+// When the per-message tracepoints are attached: never (no UDP bytes), for a duty cycle of each
+// interval (UDP bytes estimated), or always (exact UDP bytes).
+enum class NetMessageMode { kOff, kSampled, kContinuous };
+
+// Parses "off", "sampled" or "continuous".
+absl::StatusOr<NetMessageMode> parseNetMessageMode(absl::string_view text);
 
 struct NetOptions {
   uint32_t only_tgid = 0;              // 0: every process
@@ -28,6 +47,9 @@ struct NetOptions {
   // agent's choice; the reader also drains every 100 ms). `vigil trace` uses 1: a wakeup per
   // event, so each event is printed as it happens.
   uint32_t wakeup_bytes = 0;
+  NetMessageMode message_mode = NetMessageMode::kOff;
+  double duty_cycle = 0.1;  // sampled mode: attached fraction of each interval, in (0, 1]
+  kj::Duration interval = 10 * kj::SECONDS;  // sampled mode's cycle
 };
 
 class NetCollector final : public Collector {
@@ -42,12 +64,22 @@ class NetCollector final : public Collector {
   // Reads what the ring buffer holds, waiting up to timeout_ms for the first record.
   int poll(int timeout_ms);
 
+  // One iterator pass: adds every open TCP socket's bytes since the last report to the process
+  // holding it. collect() runs one first; public so tests and benchmarks can time it.
+  absl::Status iterate();
+
   absl::string_view attachMode() const { return attach_mode_; }
-  // Where TCP/UDP byte counts come from: "sock_length" (exact, per call) or "tcp_sock" (TCP
-  // only, added when a connection closes).
-  absl::string_view bytesSource() const { return bytes_source_; }
+  // The message mode in effect: "off", "sampled" or "continuous" ("off" also when the kernel
+  // lacks the per-message tracepoints).
+  absl::string_view messageMode() const;
+  // Whether the per-message programs are attached right now.
+  bool messageHooksAttached() const { return send_link_ != nullptr; }
+  // Fraction of the collector's lifetime the per-message programs were attached.
+  double messageAttachedFraction() const;
   uint64_t eventsSeen() const { return seen_; }
   uint64_t eventsDropped() const { return dropped_; }
+  uint64_t iterPasses() const { return iter_passes_; }
+  int64_t iterNanos() const { return iter_ns_total_; }
 
  private:
   struct Buffered {
@@ -66,14 +98,32 @@ class NetCollector final : public Collector {
     uint64_t count = 0, sum = 0;
   };
 
-  NetCollector(net_bpf* skel, const char* mode, const char* bytes_source, size_t max_buffered);
+  struct UdpEstimate {
+    uint64_t raw_tx = 0, raw_rx = 0;  // kernel counts at the last collect()
+    double tx = 0, rx = 0;            // scaled sums
+  };
+
+  NetCollector(net_bpf* skel, const char* mode, const NetOptions& options);
   static int onRecord(void* ctx, void* data, size_t size);
+  absl::Status attachMessageHooks();
+  void detachMessageHooks();
+  kj::Promise<void> cycle(kj::Timer& timer, kj::TimePoint window_start);
 
   net_bpf* skel_;
   ring_buffer* ring_ = nullptr;
   const char* attach_mode_;
-  const char* bytes_source_;
+  NetOptions options_;
   size_t max_buffered_;
+  bpf_link* iter_link_ = nullptr;
+  bpf_link* send_link_ = nullptr;
+  bpf_link* recv_link_ = nullptr;
+  uint64_t iter_passes_ = 0, iter_failures_ = 0;
+  int64_t iter_ns_total_ = 0;
+  // Message-hook attachment bookkeeping (sampled mode scales UDP bytes by it).
+  int64_t created_ns_ = 0, attached_since_ns_ = 0, attached_ns_total_ = 0;
+  int64_t last_collect_ns_ = 0, attached_ns_at_last_collect_ = 0;
+  uint64_t windows_ = 0, attach_failures_ = 0;
+  absl::flat_hash_map<uint32_t, UdpEstimate> udp_;
   std::vector<Buffered> buffered_;
   uint64_t seen_ = 0, dropped_ = 0, malformed_ = 0;
   std::array<Hist, 2> retired_;  // histogram counts of exited processes, kept cumulative

@@ -66,8 +66,15 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     return std::unique_ptr<Collector>(std::move(*c));
   }
   if (name == "net") {
+    auto mode = parseNetMessageMode(config.net_message_mode);
+    if (!mode.ok()) {
+      return mode.status();
+    }
     NetOptions options;
     options.only_tgid = config.only_tgid;
+    options.message_mode = *mode;
+    options.duty_cycle = config.syscall_duty_cycle;  // one duty cycle for all sampled hooks
+    options.interval = config.interval;
     auto c = NetCollector::create(options);
     if (!c.ok()) {
       return c.status();
