@@ -67,6 +67,7 @@ void AgentConfigSpec::toWire(wire::AgentConfig::Builder out) const {
     d.setLowIntervalMs(dynamic_sampling->low_interval_ms);
     d.setHighIntervalMs(dynamic_sampling->high_interval_ms);
   }
+  out.setMaxProcesses(max_processes);
 }
 
 absl::StatusOr<AgentConfigSpec> agentConfigFromJson(const std::string& body) {
@@ -102,6 +103,8 @@ absl::StatusOr<AgentConfigSpec> agentConfigFromJson(const std::string& body) {
       st = readStrings(v, key, spec.mask_patterns);
     } else if (key == "comm_filter") {
       st = readStrings(v, key, spec.comm_filter);
+    } else if (key == "max_processes") {
+      st = readUint32(v, key, spec.max_processes);
     } else if (key == "dynamic_sampling") {
       if (!v.is_object()) {
         return typeError(key, "an object");

@@ -32,6 +32,7 @@ struct AgentConfigSpec {
   std::vector<std::string> mask_patterns;
   std::vector<std::string> comm_filter;
   std::optional<DynamicSamplingSpec> dynamic_sampling;
+  uint32_t max_processes = 0;
 
   void toWire(wire::AgentConfig::Builder out) const;
 };
@@ -46,7 +47,7 @@ struct ConfigPushResult {
 // Parses the JSON body of POST /api/v1/agents/<id>/config. Keys: version, interval_ms,
 // disabled_collectors, enabled_collectors, syscall_mode, syscall_duty_cycle, mask_patterns,
 // comm_filter, dynamic_sampling {enabled, cpu_threshold_percent, low_interval_ms,
-// high_interval_ms}. Unknown keys and wrong types are errors naming the key.
+// high_interval_ms}, max_processes. Unknown keys and wrong types are errors naming the key.
 absl::StatusOr<AgentConfigSpec> agentConfigFromJson(const std::string& body);
 
 std::string configResultJson(const std::string& agent_id, const ConfigPushResult& r);

@@ -337,6 +337,8 @@ struct AgentConfig {
   commFilter @7 :List(Text);
   # When non-empty, only processes whose comm is listed are reported.
   dynamicSampling @8 :DynamicSampling;
+  maxProcesses @9 :UInt32;
+  # Capacity of the per-process BPF maps that honour it; changing it reloads those collectors.
 }
 
 struct DynamicSampling {

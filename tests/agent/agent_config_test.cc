@@ -22,6 +22,7 @@ syscall_mode: continuous
 syscall_duty_cycle: 0.5
 mask_patterns: ["token=\\S+"]
 comm_filter: [nginx, redis-server]
+max_processes: 65536
 dynamic_sampling:
   cpu_threshold_percent: 70
   low_interval: 30s
@@ -35,6 +36,7 @@ dynamic_sampling:
   CHECK(s->syscall_duty_cycle == 0.5);
   CHECK(s->mask_patterns == std::vector<std::string>{"token=\\S+"});
   CHECK(s->comm_filter.size() == 2);
+  CHECK(s->max_processes == 65536);
   CHECK(s->sampling.enabled);
   CHECK(s->sampling.cpu_threshold_percent == 70);
   CHECK(s->sampling.low_interval_ms == 30000);
@@ -73,6 +75,14 @@ TEST_CASE("validation names the bad field") {
   s.sampling.enabled = true;
   s.sampling.cpu_threshold_percent = 150;
   CHECK_FALSE(validateSettings(s, kCollectors).ok());
+  s = AgentSettings{};
+  s.max_processes = 10;
+  CHECK(std::string(validateSettings(s, kCollectors).message()) ==
+        "max_processes must be 0 (collector default) or 64..4194304, got 10");
+  s.max_processes = 4194305;
+  CHECK_FALSE(validateSettings(s, kCollectors).ok());
+  s.max_processes = 4194304;
+  CHECK(validateSettings(s, kCollectors).ok());
 }
 
 TEST_CASE("net_message_mode defaults to off, is set from YAML and validated") {
@@ -101,6 +111,9 @@ TEST_CASE("a pushed config changes only the fields it sets") {
   d.setHighIntervalMs(2000);
   auto s = mergePushedConfig(current, c.asReader());
   REQUIRE(s.ok());
+  CHECK(s->max_processes == 0);  // not set: kept
+  c.setMaxProcesses(100000);
+  CHECK(mergePushedConfig(current, c.asReader())->max_processes == 100000);
   CHECK(s->version == 3);
   CHECK(s->interval_ms == 1000);
   CHECK(s->disabled_collectors == absl::flat_hash_set<std::string>{"sched"});

@@ -17,7 +17,8 @@ TEST_CASE("a JSON config becomes a wire AgentConfig") {
       "disabled_collectors": ["syscalls"], "enabled_collectors": ["sched"],
       "mask_patterns": ["pw=\\S+"], "comm_filter": ["nginx"], "syscall_mode": "off",
       "dynamic_sampling": {"enabled": true, "cpu_threshold_percent": 60,
-                           "low_interval_ms": 30000, "high_interval_ms": 5000}})");
+                           "low_interval_ms": 30000, "high_interval_ms": 5000},
+      "max_processes": 65536})");
   REQUIRE(spec.ok());
   capnp::MallocMessageBuilder msg;
   auto c = msg.initRoot<wire::AgentConfig>();
@@ -33,6 +34,7 @@ TEST_CASE("a JSON config becomes a wire AgentConfig") {
   CHECK(c.hasDynamicSampling());
   CHECK(c.getDynamicSampling().getCpuThresholdPercent() == 60);
   CHECK(c.getDynamicSampling().getHighIntervalMs() == 5000);
+  CHECK(c.getMaxProcesses() == 65536);
 }
 
 TEST_CASE("bad config JSON is refused naming the key") {

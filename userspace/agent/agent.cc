@@ -179,6 +179,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   config.net_message_mode = agent->settings_.net_message_mode;
   config.mask_patterns = agent->settings_.mask_patterns;
   config.comm_filter = agent->settings_.comm_filter;
+  config.max_processes = agent->settings_.max_processes;
   for (const std::string& p : agent->settings_.mask_patterns) {
     agent->mask_res_.emplace_back(p, std::regex::ECMAScript);
   }
@@ -301,10 +302,21 @@ kj::Promise<void> Agent::run() {
 }
 
 uint32_t Agent::intervalInUseMs() const {
-  if (settings_.sampling.enabled && dynamic_interval_ms_ != 0) {
-    return dynamic_interval_ms_;
+  if (settings_.sampling.enabled && host_busy_) {
+    return *host_busy_ ? settings_.sampling.high_interval_ms : settings_.sampling.low_interval_ms;
   }
   return settings_.interval_ms;
+}
+
+void Agent::propagateInterval() {
+  kj::Duration interval = intervalInUseMs() * kj::MILLISECONDS;
+  if (interval == collector_config_.interval) {
+    return;
+  }
+  collector_config_.interval = interval;
+  for (auto& r : collectors_) {
+    r.collector->setInterval(interval);
+  }
 }
 
 kj::Promise<void> Agent::collectLoop() {
@@ -327,14 +339,13 @@ kj::Promise<void> Agent::collectLoop() {
           if (settings_.sampling.enabled) {
             auto cpu = host_cpu_.sample();
             if (cpu) {
-              uint32_t want = *cpu >= settings_.sampling.cpu_threshold_percent
-                                  ? settings_.sampling.high_interval_ms
-                                  : settings_.sampling.low_interval_ms;
-              if (want != dynamic_interval_ms_) {
+              uint32_t before = intervalInUseMs();
+              host_busy_ = *cpu >= settings_.sampling.cpu_threshold_percent;
+              if (intervalInUseMs() != before) {
                 VIGIL_LOG_INFO("dynamic sampling: host CPU %.1f%%, interval now %.1fs", *cpu,
-                               want / 1000.0);
+                               intervalInUseMs() / 1000.0);
               }
-              dynamic_interval_ms_ = want;
+              propagateInterval();
             }
           }
         }
@@ -403,6 +414,29 @@ void Agent::applyConfig(wire::AgentConfig::Reader config, wire::ConfigResult::Bu
   }
 }
 
+namespace {
+
+// Whether a running collector must be reloaded to apply `next`: settings it reads only at load
+// (map capacities, which programs load). The interval is not one: setInterval() carries it.
+bool needsReload(absl::string_view name, const CollectorConfig& cur, const CollectorConfig& next) {
+  if (name == "syscalls") {
+    return cur.syscall_mode != next.syscall_mode ||
+           cur.syscall_duty_cycle != next.syscall_duty_cycle;
+  }
+  if (name == "sched") {
+    return cur.max_processes != next.max_processes;
+  }
+  if (name == "net") {
+    // Sampled message mode follows the syscall duty cycle.
+    return cur.net_message_mode != next.net_message_mode ||
+           (next.net_message_mode == "sampled" &&
+            cur.syscall_duty_cycle != next.syscall_duty_cycle);
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::Status Agent::applySettings(const AgentSettings& next) {
   if (auto st = validateSettings(next, collectorNames()); !st.ok()) {
     return st;
@@ -412,62 +446,76 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
     res.emplace_back(p, std::regex::ECMAScript);
   }
   CollectorConfig cfg = collector_config_;
-  cfg.interval = next.interval_ms * kj::MILLISECONDS;
   cfg.disabled = next.disabled_collectors;
   cfg.syscall_mode = next.syscall_mode;
   cfg.syscall_duty_cycle = next.syscall_duty_cycle;
   cfg.net_message_mode = next.net_message_mode;
   cfg.mask_patterns = next.mask_patterns;
   cfg.comm_filter = next.comm_filter;
-  bool syscall_changed = next.syscall_mode != settings_.syscall_mode ||
-                         next.syscall_duty_cycle != settings_.syscall_duty_cycle;
-  // Sampled net message mode follows the syscall duty cycle.
-  bool net_changed = next.net_message_mode != settings_.net_message_mode ||
-                     (next.net_message_mode == "sampled" &&
-                      next.syscall_duty_cycle != settings_.syscall_duty_cycle);
+  cfg.max_processes = next.max_processes;
 
-  // Build every collector the new config needs before touching the running set, so a load
-  // failure leaves the old set exactly as it was (rollback = dropping the new ones).
-  std::vector<Running> created;
-  std::vector<std::string> replace;  // running collectors whose settings changed
+  // Phase 1: load every collector the new config needs while the running set stays untouched,
+  // so a failure (the kernel refusing a map or a program) rolls back by dropping what was
+  // loaded here: the running collectors keep their programs, maps and counters. Collectors the
+  // config enables load first, then replacements for running ones whose load-time settings
+  // changed: a replacement counts alongside the collector it replaces until the commit, so it
+  // loads last. Peak memory is therefore old + new (docs/configuration.md).
+  std::vector<std::string> enable, reload;
   for (const std::string& name : collectorNames()) {
     bool running = false;
     for (auto& r : collectors_) {
       running |= r.collector->name() == name;
     }
-    bool was_disabled_by_config = settings_.disabled_collectors.contains(name);
-    bool wanted = !next.disabled_collectors.contains(name);
-    bool rebuild = running && wanted &&
-                   ((syscall_changed && name == "syscalls") || (net_changed && name == "net"));
-    if (!wanted || (running && !rebuild) || (!running && !was_disabled_by_config)) {
-      // Not wanted, unchanged, or down for a kernel reason at start (stays down).
+    if (next.disabled_collectors.contains(name)) {
       continue;
     }
-    auto c = createCollector(name, cfg);
-    if (!c.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("collector ", name, " failed to load: ", c.status().message()));
+    if (running) {
+      if (needsReload(name, collector_config_, cfg)) {
+        reload.push_back(name);
+      }
+    } else if (settings_.disabled_collectors.contains(name)) {
+      enable.push_back(name);
     }
-    created.push_back(Running{std::move(*c), nullptr});
-    if (rebuild) {
-      replace.push_back(name);
+    // Down for a kernel reason at start: stays down (it failed once; retrying on every push
+    // would turn each push into a repeat of the same failure).
+  }
+  std::vector<Running> created;
+  for (const auto* names : {&enable, &reload}) {
+    for (const std::string& name : *names) {
+      auto c = createCollector(name, cfg);
+      if (!c.ok()) {
+        std::string undone;
+        for (auto& r : created) {
+          absl::StrAppend(&undone, undone.empty() ? "" : ", ", r.collector->name());
+        }
+        // Destroying `created` detaches and unloads what phase 1 loaded.
+        created.clear();
+        return absl::FailedPreconditionError(
+            absl::StrCat("collector ", name, " failed to load: ", c.status().message(),
+                         undone.empty() ? "" : absl::StrCat("; unloaded again: ", undone)));
+      }
+      created.push_back(Running{std::move(*c), nullptr});
     }
   }
-  // Commit: destroy what is disabled or replaced (detaching its BPF programs), add the new ones.
+
+  // Phase 2 (cannot fail): destroy what is disabled or replaced (detaching its BPF programs),
+  // add the new ones, then switch the settings the agent itself applies.
   for (auto it = collectors_.begin(); it != collectors_.end();) {
     std::string name(it->collector->name());
-    if (next.disabled_collectors.contains(name) ||
-        std::find(replace.begin(), replace.end(), name) != replace.end()) {
+    bool disabled = next.disabled_collectors.contains(name);
+    if (disabled || std::find(reload.begin(), reload.end(), name) != reload.end()) {
       VIGIL_LOG_INFO("collector %s %s", name,
-                     next.disabled_collectors.contains(name) ? "disabled by config; detached"
-                                                             : "reloaded with new settings");
+                     disabled ? "disabled by config; detached" : "reloaded with new settings");
       it = collectors_.erase(it);
     } else {
       ++it;
     }
   }
   for (auto& r : created) {
-    VIGIL_LOG_INFO("collector %s enabled by config", r.collector->name());
+    VIGIL_LOG_INFO("collector %s %s", r.collector->name(),
+                   std::find(enable.begin(), enable.end(), r.collector->name()) != enable.end()
+                       ? "enabled by config"
+                       : "loaded with new settings");
     collectors_.push_back(std::move(r));
     if (running_) {
       startCollector(collectors_.back());
@@ -480,17 +528,20 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
   for (const std::string& name : next.disabled_collectors) {
     disabled_collectors_.push_back(CollectorState{name, false, "disabled by config"});
   }
-  bool interval_changed = next.interval_ms != settings_.interval_ms ||
-                          next.sampling.enabled != settings_.sampling.enabled;
+  uint32_t interval_before = intervalInUseMs();
+  if (!next.sampling.enabled) {
+    host_busy_.reset();  // a later enable starts from the plain interval, not a stale verdict
+  }
   settings_ = next;
+  // Collectors loaded above got the old interval in use; propagateInterval() compares against it.
   collector_config_ = cfg;
   mask_res_ = std::move(res);
   // The patterns were validated above; the masker applies them with the built-in rules.
   masker_ = Masker::create(settings_.mask_patterns, nullptr);
-  if (!settings_.sampling.enabled) {
-    dynamic_interval_ms_ = 0;
-  }
-  if (interval_changed) {
+  propagateInterval();
+  if (intervalInUseMs() != interval_before) {
+    // The collect loop sleeps until one old interval after the last frame: wake it so the next
+    // frame is due one new interval after the last.
     KJ_IF_MAYBE (w, collect_wake_) {
       (*w)->fulfill();
     }

@@ -6,6 +6,7 @@
 #include <kj/async-io.h>
 
 #include <memory>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -79,6 +80,8 @@ class Agent final : public ConfigHandler {
   absl::Status setUpTls();
   void startCollector(Running& r);
   uint32_t intervalInUseMs() const;
+  // Tells running collectors (and those created later) the interval in use, when it changed.
+  void propagateInterval();
   void applyFilters(Snapshot& snap);
 
   kj::Promise<void> collectLoop();
@@ -99,7 +102,9 @@ class Agent final : public ConfigHandler {
   AgentSettings settings_;
   std::vector<std::regex> mask_res_;
   HostCpu host_cpu_;
-  uint32_t dynamic_interval_ms_ = 0;  // interval chosen by dynamic sampling (0: not active)
+  // Dynamic sampling's last verdict on host CPU (true: at or above the threshold); unset until
+  // the first sample after sampling was enabled. The interval follows the current policy.
+  std::optional<bool> host_busy_;
   uint64_t config_applied_ = 0;
   uint64_t config_failed_ = 0;
   bool running_ = false;

@@ -90,6 +90,12 @@ absl::Status validateSettings(const AgentSettings& s, const std::vector<std::str
           absl::StrCat("comm_filter entry '", c, "' must be 1..15 bytes (a task comm)"));
     }
   }
+  if (s.max_processes != 0 &&
+      (s.max_processes < kMinMaxProcesses || s.max_processes > kMaxMaxProcesses)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_processes must be 0 (collector default) or ", kMinMaxProcesses, "..",
+                     kMaxMaxProcesses, ", got ", s.max_processes));
+  }
   if (s.sampling.enabled) {
     if (!(s.sampling.cpu_threshold_percent > 0 && s.sampling.cpu_threshold_percent < 100)) {
       return absl::InvalidArgumentError(
@@ -148,6 +154,9 @@ absl::StatusOr<AgentSettings> mergePushedConfig(const AgentSettings& current,
       s.comm_filter.push_back(c.cStr());
     }
   }
+  if (config.getMaxProcesses() != 0) {
+    s.max_processes = config.getMaxProcesses();
+  }
   if (config.hasDynamicSampling()) {
     auto d = config.getDynamicSampling();
     s.sampling.enabled = d.getEnabled();
@@ -199,6 +208,8 @@ absl::StatusOr<AgentSettings> parseSettingsYaml(const std::string& text, AgentSe
         s.mask_patterns = yamlStrings(v, key);
       } else if (key == "comm_filter") {
         s.comm_filter = yamlStrings(v, key);
+      } else if (key == "max_processes") {
+        s.max_processes = v.as<uint32_t>();
       } else if (key == "dynamic_sampling") {
         if (!v.IsMap()) {
           return absl::InvalidArgumentError(

@@ -35,7 +35,15 @@ struct AgentSettings {
   std::vector<std::string> mask_patterns;  // regexes masked in cmdline
   std::vector<std::string> comm_filter;    // only these comms are reported when non-empty
   SamplingPolicy sampling;
+  // Capacity of the per-process BPF maps that honour it (0: the collectors' defaults). Changing
+  // it reloads those collectors; their maps are preallocated kernel memory.
+  uint32_t max_processes = 0;
 };
+
+// Bounds of max_processes: a few processes (what `vigil hist` asks for) up to PID_MAX_LIMIT on
+// 64-bit kernels (4194304, include/linux/threads.h), the most thread groups that can exist.
+inline constexpr uint32_t kMinMaxProcesses = 64;
+inline constexpr uint32_t kMaxMaxProcesses = 4194304;
 
 // Checks every field; the error names the field and the bad value.
 absl::Status validateSettings(const AgentSettings& s, const std::vector<std::string>& collectors);

@@ -34,6 +34,10 @@ struct CollectorConfig {
   // Time every syscall's latency instead of one in kDefaultLatencySampleEvery (full coverage,
   // at the per-syscall cost noted in registry.cc).
   bool syscall_latency = false;
+  // Capacity of the per-process BPF maps that honour it (0: each collector's default). The
+  // kernel preallocates them and charges the memory to the agent's memory cgroup, so a large
+  // value can make the load fail (ENOMEM); new processes beyond it are counted, not stored.
+  uint32_t max_processes = 0;
 };
 
 // Event-loop facilities a collector may use in run().
@@ -49,6 +53,10 @@ class Collector {
   virtual void collect(Snapshot& out) = 0;
   // Background work between intervals; the promise is dropped when the collector is removed.
   virtual kj::Promise<void> run(CollectorContext& context) { return kj::NEVER_DONE; }
+  // The agent's collection interval changed (a pushed config or dynamic sampling). A collector
+  // whose background work follows the interval (the syscall duty cycle) adopts it without being
+  // reloaded; the default ignores it. Called on the event loop, never fails.
+  virtual void setInterval(kj::Duration interval) {}
 };
 
 }  // namespace vigil

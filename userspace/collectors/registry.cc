@@ -21,6 +21,7 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
   if (name == "sched") {
     SchedOptions options;
     options.only_tgid = config.only_tgid;
+    options.max_processes = config.max_processes;
     auto c = SchedCollector::create(options);
     if (!c.ok()) {
       return c.status();

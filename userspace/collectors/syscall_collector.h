@@ -60,6 +60,8 @@ class SyscallCollector final : public Collector {
   absl::string_view name() const override { return "syscalls"; }
   void collect(Snapshot& out) override;
   kj::Promise<void> run(CollectorContext& context) override;
+  // cycle() reads the interval at each window's end, so the next window follows the new one.
+  void setInterval(kj::Duration interval) override { options_.interval = interval; }
 
   // Whether the programs are attached right now.
   bool attached() const { return exit_link_ != nullptr; }
