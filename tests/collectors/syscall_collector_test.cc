@@ -261,6 +261,35 @@ TEST_CASE("a process first seen before its exec is reported under its new name")
   CHECK(snap.processes[child.pid()].syscalls >= 100);
 }
 
+TEST_CASE("max_processes caps sys_proc; processes beyond it are counted as map full") {
+  if (!testing::bpfAllowed("syscall_collector_test")) {
+    return;
+  }
+  SyscallOptions options = continuous();
+  options.max_processes = 64;
+  auto collector = SyscallCollector::create(options);
+  REQUIRE(collector.ok());
+  for (int i = 0; i < 80; ++i) {
+    Child child = Child::fork([]() {
+      syscall(SYS_getppid);
+      return 0;
+    });
+    REQUIRE(child.wait(10s).has_value());
+  }
+  Snapshot snap;
+  (*collector)->collect(snap);
+  double full = -1;
+  for (const MetricSample& m : snap.self) {
+    if (m.name == "vigil_bpf_map_full_total" && m.labels.size() == 1 &&
+        m.labels[0].second == "syscalls_sys_proc") {
+      full = m.value;
+    }
+  }
+  INFO("processes reported " << snap.processes.size() << ", map full " << full);
+  CHECK(snap.processes.size() <= 64);
+  CHECK(full >= 16);  // at least the 80 children beyond the 64 entries
+}
+
 TEST_CASE("off mode attaches nothing and reports the collector down") {
   if (!testing::bpfAllowed("syscall_collector_test")) {
     return;

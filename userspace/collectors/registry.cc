@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     options.duty_cycle = config.syscall_duty_cycle;
     options.interval = config.interval;
     options.only_tgid = config.only_tgid;
+    options.max_processes = config.max_processes;
     // Timing every syscall costs two clock reads and a task-storage lookup per syscall, 2-3x an
     // empty program; one in kDefaultLatencySampleEvery stays within the per-event budget
     // (docs/syscall-sampling.md). syscall_latency asks for every syscall.

@@ -81,6 +81,10 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     return bpfError("syscalls: open", -errno);
   }
   skel->rodata->targ_tgid = options.only_tgid;
+  if (options.max_processes != 0) {
+    bpf_map__set_max_entries(skel->maps.sys_proc, options.max_processes);
+    bpf_map__set_max_entries(skel->maps.sys_errno, options.max_processes);
+  }
   SyscallOptions effective = options;
   if (effective.latency_sample_every == 0 || effective.latency_sample_every > (1u << 20)) {
     syscalls_bpf::destroy(skel);

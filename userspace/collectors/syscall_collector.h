@@ -50,6 +50,9 @@ struct SyscallOptions {
   uint32_t latency_sample_every = 1;
   bool force_raw_tp = false;  // tests: use the raw_tp fallback even where tp_btf works
   size_t top_errnos = 5;      // errnos reported per process
+  // Capacity of sys_proc and sys_errno (0: 16384 each). Both are preallocated, about 100 and
+  // 64 bytes per entry, charged to the agent's memory cgroup.
+  uint32_t max_processes = 0;
 };
 
 class SyscallCollector final : public Collector {
