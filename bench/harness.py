@@ -1312,6 +1312,24 @@ def timed_tool(cmd, first_output_re, stop_after_first=False, timeout=30, workloa
 
 
 def part_cli(env):
+    # BENCH_CLI_FIFO=1: this part (the harness's reader threads, both tools and the exec storm,
+    # which inherit it) runs as SCHED_FIFO 10, so start-up figures taken while other work keeps
+    # the machine busy approximate a quiet machine's: on the shared 2-core test machine at load
+    # 8-10 this reproduced the quiet-machine figures of the unchanged tools within ~1-2 ms.
+    fifo = os.environ.get("BENCH_CLI_FIFO") == "1"
+    if fifo and env.root:
+        old = (os.sched_getscheduler(0), os.sched_getparam(0))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        R.detail("cli", "Run with BENCH_CLI_FIFO=1: the harness and every measured command ran "
+                 "as SCHED_FIFO 10, to keep other load off the start-up figures.")
+        try:
+            return part_cli_measure(env)
+        finally:
+            os.sched_setscheduler(0, old[0], old[1])
+    return part_cli_measure(env)
+
+
+def part_cli_measure(env):
     part = "cli"
     # bcc's runqlat: the claim that it cannot run here is verified, not assumed.
     if shutil_which("runqlat-bpfcc"):
@@ -1345,7 +1363,7 @@ def part_cli(env):
     res = {"bt_attach": [], "bt_over": [], "bt_rss": [], "vg_first": [], "vg_over": [],
            "vg_rss": []}
     if have["hist"]:
-        R.command(part, " ".join(vg_runq[:1] + ["hist", "runq", "--duration", "1s"]))
+        R.command(part, " ".join(vg_runq))
     for k in range(runs):
         order = ["bt", "vg"] if k % 2 == 0 else ["vg", "bt"]
         for who in order:

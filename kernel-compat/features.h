@@ -3,6 +3,7 @@
 // probe tests for the feature itself, never for a kernel version.
 #pragma once
 
+#include <optional>
 #include <string>
 
 struct btf;
@@ -18,8 +19,10 @@ bool haveBtfTracepoint(const std::string& tracepoint);
 
 // While at least one scope is alive, vmlinux BTF is parsed once and shared: haveBtfTracepoint()
 // then looks names up in it instead of parsing all of /sys/kernel/btf/vmlinux per call (~10 ms
-// each, the bulk of a collector's start-up). Freed when the last scope ends. Collectors open one
-// in create().
+// each, the bulk of a collector's start-up). Name lookups walk an mmap of the file where the
+// kernel allows it (compat::MappedBtf, ~1 ms); libbpf parses it only when btf() is asked for or
+// the mapping fails, at the first use, not when the scope opens. Freed when the last scope
+// ends. Collectors open one in create().
 class VmlinuxBtfScope {
  public:
   VmlinuxBtfScope();
@@ -29,6 +32,12 @@ class VmlinuxBtfScope {
   // The shared vmlinux BTF, or nullptr when the kernel has none.
   const ::btf* btf() const;
 };
+
+// Inside a VmlinuxBtfScope, on kernels that let /sys/kernel/btf/vmlinux be mapped (6.16+):
+// whether argument `arg` (0 = the first after the context) of the BTF-typed tracepoint is a
+// pointer (false when the tracepoint or the argument is missing), read from the mapping without
+// a parse (compat::MappedBtf). std::nullopt otherwise: the caller parses with libbpf.
+std::optional<bool> tracepointArgIsPointer(const std::string& tracepoint, int arg);
 
 // The kernel supports BPF ring buffers (5.8+); otherwise events need a perf buffer.
 bool haveRingBuffer();

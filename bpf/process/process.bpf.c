@@ -67,10 +67,22 @@ static __always_inline void count(__u32 idx)
 		__sync_fetch_and_add(c, 1);
 }
 
+/*
+ * Wake the reader once wakeup_bytes wait in the ring, counting `pending` bytes not yet in it:
+ * a reserved record is already counted in AVAIL_DATA, the record bpf_ringbuf_output is about to
+ * copy is not (without it, an exec into an empty ring woke nobody and waited for the next event
+ * or the reader's 100 ms poll).
+ */
+static __always_inline __u64 wakeup_flag_pending(__u64 pending)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + pending >= wakeup_bytes
+		       ? BPF_RB_FORCE_WAKEUP
+		       : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline __u64 wakeup_flag(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-									     : BPF_RB_NO_WAKEUP;
+	return wakeup_flag_pending(0);
 }
 
 static __always_inline bool wanted(__u32 tgid, __u64 cgroup_id)
@@ -178,7 +190,7 @@ static __always_inline int on_exec(struct linux_binprm *bprm)
 	if (size > sizeof(*e))
 		return 0;
 	count(PROC_COUNTER_GENERATED_BASE + VIGIL_PEV_EXEC);
-	if (bpf_ringbuf_output(&events, e, size, wakeup_flag()) != 0)
+	if (bpf_ringbuf_output(&events, e, size, wakeup_flag_pending(size)) != 0)
 		count(PROC_COUNTER_LOST_BASE + VIGIL_PEV_EXEC);
 	return 0;
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "tests/support/test_support.h"
+#include "userspace/collectors/process_collector.h"
 
 namespace vigil {
 namespace {
@@ -117,6 +118,48 @@ TEST_CASE("vigil trace exec --json sees a uniquely named helper's exec with its 
     CHECK(j.contains("pod_uid"));
   }
   CHECK(matches == 1);
+}
+
+// `vigil trace` asks for a ring-buffer wakeup per event. The exec program writes with
+// bpf_ringbuf_output, whose wakeup decision once ignored the record being written, so an exec
+// into an empty ring woke nobody: the reader saw it only at the next event or its poll timeout.
+TEST_CASE("an exec into an empty ring buffer wakes the reader (vigil trace's wakeup per event)") {
+  if (!testing::bpfAllowed("trace_events_test")) {
+    return;
+  }
+  TempDir dir;
+  std::string helper = uniqueHelper(dir, "vwk" + std::to_string(getpid()));
+  int go[2];
+  REQUIRE(pipe(go) == 0);
+  Child child = Child::fork([&]() {
+    close(go[1]);
+    char c;
+    if (read(go[0], &c, 1) != 1) {
+      return 1;
+    }
+    execl(helper.c_str(), helper.c_str(), static_cast<char*>(nullptr));
+    return 127;
+  });
+  close(go[0]);
+  ProcessOptions o;
+  o.only_tgid = static_cast<uint32_t>(child.pid());  // nothing else reaches the ring
+  o.event_types = 1u << static_cast<int>(ProcEventType::kExec);
+  o.wakeup_bytes = 1;
+  o.ring_bytes = 1u << 16;
+  auto pc = ProcessCollector::create(o);
+  REQUIRE(pc.ok());
+  REQUIRE(write(go[1], "x", 1) == 1);
+  close(go[1]);
+  auto t0 = std::chrono::steady_clock::now();
+  // Waits in epoll for the wakeup; without one it would return only after the full 30 s.
+  int n = (*pc)->poll(30000);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(n == 1);
+  CHECK(waited < 15s);
+  CHECK((*pc)->seen(ProcEventType::kExec) == 1);
+  auto st = child.wait(10s);
+  REQUIRE(st.has_value());
+  CHECK(WEXITSTATUS(*st) == 0);
 }
 
 TEST_CASE("vigil trace exec --comm prints only that comm's events") {

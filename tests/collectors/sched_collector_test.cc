@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <sched.h>
 #include <thread>
+#include <vector>
 
 #include "sched_empty.skel.h"
 #include "tests/support/test_support.h"
@@ -132,6 +133,134 @@ TEST_CASE("an exited process is reported once with exited set, then retired") {
   Snapshot second;
   (*collector)->collect(second);
   CHECK(second.processes.count(pid) == 0);
+}
+
+TEST_CASE("a process whose threads exit keeps their on-CPU time, switches and run-queue waits") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  SchedOptions options;
+  options.max_process_histograms = 1000000;
+  options.force_raw_tp = GENERATE(false, true);
+  auto collector = SchedCollector::create(options);
+  REQUIRE(collector.ok());
+  // Four threads pinned to one CPU burn 0.25 s of CPU each and exit; the main thread then
+  // sleeps. Everything the process did was done by threads that no longer exist.
+  Child child = Child::fork([]() {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (sched_setaffinity(0, sizeof(one), &one) != 0) {
+      return 2;
+    }
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([]() { testing::burnCpu(0.25); });
+    }
+    for (auto& t : threads) {
+      t.join();
+    }
+    pause();
+    return 0;
+  });
+  REQUIRE(testing::waitFor(
+      [&]() {
+        return procState(child.pid()) == 'S' && testing::procCpuSeconds(child.pid()) >= 0.95;
+      },
+      20s, 10ms));
+  double expected = testing::procCpuSeconds(child.pid());
+  Snapshot snap;
+  (*collector)->collect(snap);
+  REQUIRE(snap.processes.count(child.pid()) == 1);
+  const ProcessStats& p = snap.processes[child.pid()];
+  INFO("bpf " << p.cpu_ns / 1e9 << "s, /proc " << expected << "s");
+  CHECK(p.cpu_ns / 1e9 == Approx(expected).epsilon(0.10));
+  CHECK_FALSE(p.exited);
+  // Four runnable threads on one CPU preempt each other: the waits of the exited threads are
+  // in the process's histogram.
+  uint64_t waits = 0;
+  for (const HistogramSample& h : snap.histograms) {
+    if (h.name != "vigil_process_runqueue_latency_seconds") {
+      continue;
+    }
+    for (const auto& [k, v] : h.labels) {
+      if (k == "pid" && v == std::to_string(child.pid())) {
+        waits = h.count;
+      }
+    }
+  }
+  CHECK(waits >= 4);
+  CHECK(p.involuntary_switches >= 4);
+  // Nothing goes down in later collections.
+  Snapshot again;
+  (*collector)->collect(again);
+  REQUIRE(again.processes.count(child.pid()) == 1);
+  CHECK(again.processes[child.pid()].cpu_ns >= p.cpu_ns);
+  CHECK(again.processes[child.pid()].involuntary_switches >= p.involuntary_switches);
+}
+
+TEST_CASE("tp_btf: the host and cgroup histograms count every process's waits, exited ones too") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  SchedOptions options;
+  options.max_process_histograms = 1000000;
+  auto collector = SchedCollector::create(options);
+  REQUIRE(collector.ok());
+  REQUIRE((*collector)->attachMode() == "tp_btf");
+  Snapshot before;
+  (*collector)->collect(before);
+  auto hostCount = [](const Snapshot& s) {
+    for (const HistogramSample& h : s.histograms) {
+      if (h.name == "vigil_runqueue_latency_seconds") {
+        return h.count;
+      }
+    }
+    return uint64_t{0};
+  };
+  uint64_t host0 = hostCount(before);
+  // Two pinned burners for 0.5 s, reaped before the next collection.
+  Child child = Child::fork([]() {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (sched_setaffinity(0, sizeof(one), &one) != 0) {
+      return 2;
+    }
+    std::thread a([]() { testing::burnCpu(0.25); });
+    std::thread b([]() { testing::burnCpu(0.25); });
+    a.join();
+    b.join();
+    return 0;
+  });
+  pid_t pid = child.pid();
+  REQUIRE(child.wait(20s).has_value());
+  Snapshot after;
+  (*collector)->collect(after);
+  REQUIRE(after.processes.count(pid) == 1);
+  CHECK(after.processes[pid].exited);
+  uint64_t mine = 0, cgroup_total = 0;
+  for (const HistogramSample& h : after.histograms) {
+    if (h.name == "vigil_process_runqueue_latency_seconds") {
+      for (const auto& [k, v] : h.labels) {
+        if (k == "pid" && v == std::to_string(pid)) {
+          mine = h.count;
+        }
+      }
+    }
+    if (h.name == "vigil_cgroup_runqueue_latency_seconds") {
+      cgroup_total += h.count;
+    }
+  }
+  CHECK(mine >= 2);
+  CHECK(hostCount(after) >= host0 + mine);
+  // Each wait is in exactly one cgroup histogram (none evicted or over the cap here).
+  CHECK(cgroup_total == hostCount(after));
+  // The exited process is retired, and the host histogram keeps its waits.
+  Snapshot later;
+  (*collector)->collect(later);
+  CHECK(later.processes.count(pid) == 0);
+  CHECK(hostCount(later) >= hostCount(after));
 }
 
 TEST_CASE("the collector reports itself up and exports its map-full counter") {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "userspace/cli/trace_hist.h"
 #include "userspace/collectors/registry.h"
 #include "userspace/common/version.h"
 
@@ -49,6 +50,7 @@ LocalCollectors::LocalCollectors(const CollectorConfig& config, kj::AsyncIoConte
 absl::StatusOr<std::unique_ptr<LocalCollectors>> LocalCollectors::create(
     const CollectorConfig& config, kj::AsyncIoContext& io) {
   std::unique_ptr<LocalCollectors> lc(new LocalCollectors(config, io));
+  prepareHeapForBtf();  // one libbpf BTF parse per collector: reuse the memory, huge pages
   for (const std::string& name : collectorNames()) {
     if (config.disabled.contains(name)) {
       lc->down_.push_back(CollectorState{name, false, "disabled by --disable"});

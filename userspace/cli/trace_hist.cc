@@ -1,9 +1,13 @@
 #include "userspace/cli/trace_hist.h"
 
+#include <malloc.h>
 #include <signal.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -55,6 +59,24 @@ void installStopHandlers() {
 }
 
 bool stopRequested() { return g_stop != 0; }
+
+void prepareHeapForBtf() {
+  constexpr size_t kHuge = size_t{2} << 20;
+  constexpr size_t kReserve = size_t{12} << 20;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);   // 5.5 MB buffers from the heap, not fresh mmaps
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);  // and keep it: the next parse reuses the pages
+  // Grow the heap by kReserve (untouched, so no RSS yet), advise it, give it back to malloc.
+  char* p = static_cast<char*>(malloc(kReserve));
+  if (p == nullptr) {
+    return;
+  }
+  uintptr_t start = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  uintptr_t end = reinterpret_cast<uintptr_t>(p) + kReserve;
+  if (end > start) {
+    madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+  }
+  free(p);
+}
 
 void Log2Hist::add(const HistogramSample& h) {
   if (buckets.empty() && count == 0) {

@@ -124,7 +124,8 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   bool oom_arg_is_pid = true;
   if (type_on(ProcEventType::kOomKill)) {
     compat::VmlinuxBtfScope btf_scope;
-    oom_arg_is_pid = oomArgIsPid(btf_scope.btf());
+    std::optional<bool> is_ptr = compat::tracepointArgIsPointer("mark_victim", 0);
+    oom_arg_is_pid = is_ptr.has_value() ? !*is_ptr : oomArgIsPid(btf_scope.btf());
   }
   std::vector<std::string> mask_errors;
   std::unique_ptr<Masker> masker = Masker::create(options.mask_patterns, &mask_errors);

@@ -1,17 +1,21 @@
 #include "userspace/collectors/sched_collector.h"
 
 #include <bpf/bpf.h>
-#include <time.h>
 #include <bpf/libbpf.h>
 #include <signal.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <optional>
 #include <cerrno>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 
 #include "kernel-compat/features.h"
 #include "sched.skel.h"
@@ -24,6 +28,21 @@ namespace {
 
 constexpr uint64_t kMicrosecond = 1000;
 constexpr uint32_t kCgroupIdleCollects = 30;  // 5 minutes at the default 10 s interval
+constexpr size_t kMaxCgroups = 1024;  // per-cgroup histograms kept (tp_btf), as the raw_tp map
+
+uint64_t monotonicNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
+}
+
+// True when the kernel maintains sched_info (run_delay, pcount): /proc/self/schedstat exists
+// (CONFIG_SCHED_INFO) and counts this process's arrivals on a CPU, which are never zero here.
+bool haveSchedInfo() {
+  std::ifstream in("/proc/self/schedstat");
+  unsigned long long run_ns = 0, delay_ns = 0, pcount = 0;
+  return static_cast<bool>(in >> run_ns >> delay_ns >> pcount) && pcount > 0;
+}
 
 HistogramSample toSample(const char* name, Labels labels, const sched_hist& h) {
   HistogramSample s;
@@ -42,12 +61,13 @@ HistogramSample toSample(const char* name, Labels labels, const sched_hist& h) {
 
 absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
     const SchedOptions& options) {
-  // The tp_btf programs keep enqueue times in task storage (5.11+ for tracing programs); a
-  // kernel with BTF tracepoints but without it takes the raw_tp path. Whether the three
-  // btf_trace_* types exist is not probed (that needs a ~10 ms parse of vmlinux BTF next to
-  // libbpf's own): the tp_btf load is tried, and raw_tp is loaded if it fails.
+  // The tp_btf design needs task storage for tracing programs (5.11+), the task iterator and
+  // schedstat's per-task sched_info (CONFIG_SCHED_INFO, which maintains run_delay). A kernel
+  // with BTF tracepoints but without one of them takes the raw_tp path. Whether the btf_trace_*
+  // types exist is not probed (that needs a ~10 ms parse of vmlinux BTF next to libbpf's own):
+  // the tp_btf load is tried, and raw_tp is loaded if it fails.
   bool btf = !options.force_raw_tp && compat::haveKernelBtf() &&
-             libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) == 1;
+             libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) == 1 && haveSchedInfo();
   sched_bpf* skel = nullptr;
   while (true) {
     skel = sched_bpf::open();
@@ -55,15 +75,26 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
       return bpfError("sched: open", -errno);
     }
     skel->rodata->targ_tgid = options.only_tgid;
+    skel->rodata->load_ns = monotonicNs();
     if (options.max_processes != 0) {
       bpf_map__set_max_entries(skel->maps.proc_stats, options.max_processes);
     }
-    bpf_program__set_autoload(btf ? skel->progs.vigil_sched_raw : skel->progs.vigil_sched_btf,
-                              false);
-    bpf_program__set_autoload(btf ? skel->progs.vigil_wake_raw : skel->progs.vigil_wake_btf, false);
-    bpf_program__set_autoload(btf ? skel->progs.vigil_wnew_raw : skel->progs.vigil_wnew_btf, false);
-    // Enqueue times: task storage for tp_btf, an LRU hash for raw_tp; only one is created.
-    bpf_map__set_autocreate(btf ? skel->maps.runq_start : skel->maps.runq_ts, false);
+    for (bpf_program* p :
+         {skel->progs.vigil_sched_raw, skel->progs.vigil_wake_raw, skel->progs.vigil_wnew_raw}) {
+      bpf_program__set_autoload(p, !btf);
+    }
+    for (bpf_program* p : {skel->progs.vigil_sched_btf, skel->progs.vigil_sfork_btf,
+                           skel->progs.vigil_sexit_btf, skel->progs.vigil_sched_iter}) {
+      bpf_program__set_autoload(p, btf);
+    }
+    // Only the chosen design's maps are created.
+    for (bpf_map* m : {skel->maps.cpu_state, skel->maps.proc_stats, skel->maps.runq_start,
+                       skel->maps.runq_proc, skel->maps.runq_cgroup, skel->maps.runq_host}) {
+      bpf_map__set_autocreate(m, !btf);
+    }
+    for (bpf_map* m : {skel->maps.task_sched, skel->maps.exited}) {
+      bpf_map__set_autocreate(m, btf);
+    }
     int err = sched_bpf::load(skel);
     if (err == 0) {
       err = sched_bpf::attach(skel);
@@ -77,8 +108,16 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
     }
     btf = false;  // a hook without BTF: retry with raw_tp
   }
-  return std::unique_ptr<SchedCollector>(
-      new SchedCollector(skel, btf ? "tp_btf" : "raw_tp", options));
+  std::unique_ptr<SchedCollector> c(new SchedCollector(skel, btf ? "tp_btf" : "raw_tp", options));
+  if (btf) {
+    // The first iterator run creates the state of every existing task, so their counts start
+    // now; tasks forked from here on get theirs at fork.
+    auto primed = c->readTaskIterator();
+    if (!primed.ok()) {
+      return primed.status();
+    }
+  }
+  return c;
 }
 
 SchedCollector::~SchedCollector() { sched_bpf::destroy(skel_); }
@@ -86,6 +125,36 @@ SchedCollector::~SchedCollector() { sched_bpf::destroy(skel_); }
 const bpf_object* SchedCollector::object() const { return skel_->obj; }
 
 void SchedCollector::collect(Snapshot& out) {
+  bool tasks = attach_mode_ == absl::string_view("tp_btf");
+  if (tasks) {
+    collectTasks(out);
+  } else {
+    collectHashes(out);
+  }
+  int counters = bpf_map__fd(skel_->maps.sched_counters);
+  // The raw_tp design's maps, then the tp_btf design's; each reports its own.
+  const std::pair<const char*, sched_counter> raw_full[] = {
+      {"sched_proc_stats", SCHED_COUNTER_PROC_MAP_FULL},
+      {"sched_runq_start", SCHED_COUNTER_RUNQ_START_FULL},
+      {"sched_runq_proc", SCHED_COUNTER_RUNQ_PROC_FULL},
+      {"sched_runq_cgroup", SCHED_COUNTER_RUNQ_CGROUP_FULL},
+  };
+  const std::pair<const char*, sched_counter> task_full[] = {
+      {"sched_task_sched", SCHED_COUNTER_TASK_STORAGE_FULL},
+      {"sched_exited", SCHED_COUNTER_EXITED_FULL},
+  };
+  for (const auto& [map, idx] :
+       tasks ? absl::MakeConstSpan(task_full) : absl::MakeConstSpan(raw_full)) {
+    out.self.push_back(MetricSample{"vigil_bpf_map_full_total",
+                                    {{"map", map}},
+                                    static_cast<double>(sumPerCpuCounter(counters, idx)),
+                                    true});
+  }
+  appendProgramStats(skel_->obj, out.self);
+  out.collectors.push_back(CollectorState{"sched", true, ""});
+}
+
+void SchedCollector::collectHashes(Snapshot& out) {
   int fd = bpf_map__fd(skel_->maps.proc_stats);
   std::vector<uint32_t> gone;
   forEachPerCpu<uint32_t, sched_proc_stats>(
@@ -122,21 +191,6 @@ void SchedCollector::collect(Snapshot& out) {
     last_cpu_ns_.erase(tgid);
   }
   collectRunqueue(out, gone);
-  int counters = bpf_map__fd(skel_->maps.sched_counters);
-  const std::pair<const char*, sched_counter> full[] = {
-      {"sched_proc_stats", SCHED_COUNTER_PROC_MAP_FULL},
-      {"sched_runq_start", SCHED_COUNTER_RUNQ_START_FULL},
-      {"sched_runq_proc", SCHED_COUNTER_RUNQ_PROC_FULL},
-      {"sched_runq_cgroup", SCHED_COUNTER_RUNQ_CGROUP_FULL},
-  };
-  for (const auto& [map, idx] : full) {
-    out.self.push_back(MetricSample{"vigil_bpf_map_full_total",
-                                    {{"map", map}},
-                                    static_cast<double>(sumPerCpuCounter(counters, idx)),
-                                    true});
-  }
-  appendProgramStats(skel_->obj, out.self);
-  out.collectors.push_back(CollectorState{"sched", true, ""});
 }
 
 }  // namespace vigil
@@ -237,6 +291,289 @@ void SchedCollector::collectRunqueue(Snapshot& out, const std::vector<uint32_t>&
     if (std::find(gone.begin(), gone.end(), tgid) != gone.end() || processGone(tgid)) {
       bpf_map_delete_elem(proc_fd, &tgid);
     }
+  }
+  out.self.push_back(MetricSample{
+      "vigil_runqueue_process_histograms_dropped", {}, static_cast<double>(dropped), false});
+}
+
+}  // namespace vigil
+
+namespace vigil {
+
+namespace {
+
+// Adds a thread's (or an exited group's) totals into a process's.
+void addTotals(const sched_totals& t, uint64_t& cpu, uint64_t& vol, uint64_t& invol,
+               uint64_t* slots, uint64_t& sum_ns) {
+  cpu += t.cpu_ns;
+  vol += t.voluntary_switches;
+  invol += t.involuntary_switches;
+  sum_ns += t.wait_sum_ns;
+  for (int i = 0; i < SCHED_HIST_SLOTS; ++i) {
+    slots[i] += t.slots[i];
+  }
+}
+
+// Raises `last` to `now` where `now` is larger and returns the growth: the kernel's sums dip for
+// a moment when a thread exits between the read of `exited` and the iterator run, and a
+// reported counter never goes down.
+uint64_t grow(uint64_t& last, uint64_t now) {
+  if (now <= last) {
+    return 0;
+  }
+  uint64_t d = now - last;
+  last = now;
+  return d;
+}
+
+HistogramSample histSample(const char* name, Labels labels, const uint64_t* slots,
+                           uint64_t sum_ns) {
+  HistogramSample s;
+  s.name = name;
+  s.labels = std::move(labels);
+  s.unit_ns = kMicrosecond;
+  s.buckets.assign(slots, slots + SCHED_HIST_SLOTS);
+  for (uint64_t b : s.buckets) {
+    s.count += b;
+  }
+  s.sum_units = sum_ns / kMicrosecond;
+  return s;
+}
+
+}  // namespace
+
+uint64_t SchedCollector::Hist::count() const {
+  uint64_t n = 0;
+  for (uint64_t s : slots) {
+    n += s;
+  }
+  return n;
+}
+
+absl::StatusOr<std::string> SchedCollector::readTaskIterator() {
+  static_assert(sizeof(Hist::slots) / sizeof(uint64_t) == SCHED_HIST_SLOTS,
+                "Hist must hold SCHED_HIST_SLOTS slots");
+  int fd = bpf_iter_create(bpf_link__fd(skel_->links.vigil_sched_iter));
+  if (fd < 0) {
+    return bpfError("sched: task iterator", -errno);
+  }
+  std::string data;
+  char buf[1 << 16];
+  while (true) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      int err = errno;
+      close(fd);
+      return bpfError("sched: reading the task iterator", -err);
+    }
+    if (n == 0) {
+      break;
+    }
+    data.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return data;
+}
+
+void SchedCollector::collectTasks(Snapshot& out) {
+  struct Current {
+    uint64_t cpu = 0, vol = 0, invol = 0;
+    Hist runq;
+    uint64_t cgroup_id = 0;
+    bool leader_seen = false;
+    bool live = false;
+    std::string comm;
+    bool from_exited = false;
+  };
+  absl::flat_hash_map<ProcKey, Current> now;
+  // Exited threads first, then the live ones: a thread that exits in between is missing for
+  // one collection (the counters hold still), never counted twice.
+  int exited_fd = bpf_map__fd(skel_->maps.exited);
+  for (const auto& [key, t] : readHash<sched_exited_key, sched_totals>(exited_fd)) {
+    Current& c = now[ProcKey{key.tgid, key.start_ns}];
+    addTotals(t, c.cpu, c.vol, c.invol, c.runq.slots, c.runq.sum_ns);
+    c.cgroup_id = t.cgroup_id;
+    c.comm.assign(t.comm, strnlen(t.comm, sizeof(t.comm)));
+    c.from_exited = true;
+  }
+  auto data = readTaskIterator();
+  if (!data.ok()) {
+    ++iterator_errors_;
+  } else {
+    for (size_t off = 0; off + sizeof(sched_totals) <= data->size(); off += sizeof(sched_totals)) {
+      sched_totals t;
+      memcpy(&t, data->data() + off, sizeof(t));
+      Current& c = now[ProcKey{t.tgid, t.start_ns}];
+      addTotals(t, c.cpu, c.vol, c.invol, c.runq.slots, c.runq.sum_ns);
+      c.live = true;
+      // The process's cgroup and name: the leader's, else any live thread's.
+      if (!c.leader_seen && (t.tid == t.tgid || c.comm.empty() || c.from_exited)) {
+        c.cgroup_id = t.cgroup_id;
+        c.comm.assign(t.comm, strnlen(t.comm, sizeof(t.comm)));
+        c.from_exited = false;
+        c.leader_seen = t.tid == t.tgid;
+      }
+    }
+  }
+  // Processes known from earlier collections that are in neither source this time (their
+  // last threads are exiting, or their exit could not be folded): report what they had.
+  for (const auto& [key, st] : procs_) {
+    now.try_emplace(key);
+  }
+
+  struct Seen {
+    ProcKey key;
+    bool live;
+  };
+  std::vector<Seen> seen;
+  seen.reserve(now.size());
+  std::vector<ProcKey> retire;
+  std::vector<const ProcState*> reported;
+  for (auto& [key, c] : now) {
+    auto it = procs_.find(key);
+    if (it == procs_.end()) {
+      // Never ran since accounting started (an idle task): nothing to report yet.
+      if (c.cpu == 0 && c.vol == 0 && c.invol == 0 && c.runq.count() == 0) {
+        continue;
+      }
+      it = procs_.emplace(key, ProcState{}).first;
+      it->second.tgid = key.tgid;
+    }
+    ProcState& st = it->second;
+    grow(st.cpu_ns, c.cpu);
+    grow(st.voluntary, c.vol);
+    grow(st.involuntary, c.invol);
+    Hist delta;
+    for (int i = 0; i < SCHED_HIST_SLOTS; ++i) {
+      delta.slots[i] = grow(st.runq.slots[i], c.runq.slots[i]);
+    }
+    delta.sum_ns = grow(st.runq.sum_ns, c.runq.sum_ns);
+    if (c.cgroup_id != 0) {
+      st.cgroup_id = c.cgroup_id;
+    }
+    if (!c.comm.empty()) {
+      st.comm = c.comm;
+    }
+    // Host and per-cgroup histograms grow by what each process's grew.
+    uint64_t delta_count = delta.count();
+    if (delta_count != 0) {
+      for (int i = 0; i < SCHED_HIST_SLOTS; ++i) {
+        host_runq_.slots[i] += delta.slots[i];
+      }
+      host_runq_.sum_ns += delta.sum_ns;
+      auto cg = cgroups_.find(st.cgroup_id);
+      if (cg == cgroups_.end() && cgroups_.size() < kMaxCgroups) {
+        cg = cgroups_.emplace(st.cgroup_id, CgroupState{}).first;
+      }
+      if (cg == cgroups_.end()) {
+        cgroup_samples_dropped_ += delta_count;
+      } else {
+        for (int i = 0; i < SCHED_HIST_SLOTS; ++i) {
+          cg->second.runq.slots[i] += delta.slots[i];
+        }
+        cg->second.runq.sum_ns += delta.sum_ns;
+        cg->second.idle_collects = 0;
+      }
+    }
+    seen.push_back(Seen{key, c.live});
+  }
+  // One process per pid in a snapshot. When a pid was reused (a process exited and a new one
+  // got its pid between two collections) the live one keeps the pid's series; the other's
+  // waits are already in the host and cgroup histograms, and it is counted.
+  absl::flat_hash_map<uint32_t, const Seen*> owner;
+  for (const Seen& s : seen) {
+    auto [it, added] = owner.try_emplace(s.key.tgid, &s);
+    if (!added && s.live && !it->second->live) {
+      it->second = &s;
+    }
+  }
+  for (const Seen& s : seen) {
+    if (owner[s.key.tgid] != &s) {
+      ++pid_reuse_;
+      if (!s.live) {
+        retire.push_back(s.key);
+      }
+      continue;
+    }
+    const ProcState& st = procs_[s.key];
+    reported.push_back(&st);
+    ProcessStats& p = out.process(s.key.tgid);
+    p.cpu_ns = st.cpu_ns;
+    p.voluntary_switches = st.voluntary;
+    p.involuntary_switches = st.involuntary;
+    if (st.cgroup_id != 0) {
+      p.cgroup_id = st.cgroup_id;
+    }
+    if (p.comm.empty()) {
+      p.comm = st.comm;
+    }
+    // A process with no live thread that is reaped has accrued all it will: report it this
+    // once, then retire it. (A zombie still answers kill(0), and its threads are folded.)
+    if (!s.live && processGone(s.key.tgid)) {
+      p.exited = true;
+      retire.push_back(s.key);
+    }
+  }
+  emitTaskHistograms(out, reported);
+  for (const ProcKey& key : retire) {
+    procs_.erase(key);
+    sched_exited_key k = {key.tgid, 0, key.start_ns};
+    bpf_map_delete_elem(exited_fd, &k);  // absent when the process had no exited entry
+  }
+  out.self.push_back(
+      MetricSample{"vigil_sched_pid_reuse_total", {}, static_cast<double>(pid_reuse_), true});
+  out.self.push_back(MetricSample{
+      "vigil_sched_iterator_errors_total", {}, static_cast<double>(iterator_errors_), true});
+  out.self.push_back(MetricSample{"vigil_runqueue_cgroup_samples_dropped_total",
+                                  {},
+                                  static_cast<double>(cgroup_samples_dropped_),
+                                  true});
+}
+
+void SchedCollector::emitTaskHistograms(Snapshot& out,
+                                        const std::vector<const ProcState*>& reported) {
+  out.histograms.push_back(
+      histSample("vigil_runqueue_latency_seconds", {}, host_runq_.slots, host_runq_.sum_ns));
+
+  // Per cgroup. A cgroup whose histogram has not grown for kCgroupIdleCollects collections
+  // (usually a removed one) is dropped; if it wakes up again it starts from zero (a counter
+  // reset to Prometheus).
+  for (auto it = cgroups_.begin(); it != cgroups_.end();) {
+    CgroupState& cg = it->second;
+    if (++cg.idle_collects > kCgroupIdleCollects) {
+      ++cgroups_evicted_;
+      cgroups_.erase(it++);
+      continue;
+    }
+    out.histograms.push_back(histSample("vigil_cgroup_runqueue_latency_seconds",
+                                        {{"cgroup_id", absl::StrCat(it->first)}}, cg.runq.slots,
+                                        cg.runq.sum_ns));
+    ++it;
+  }
+  out.self.push_back(MetricSample{
+      "vigil_runqueue_cgroups_evicted_total", {}, static_cast<double>(cgroups_evicted_), true});
+
+  // Per process: the processes that waited longest, up to the cap.
+  std::vector<std::pair<uint32_t, const ProcState*>> waited;
+  for (const ProcState* st : reported) {
+    if (st->runq.count() != 0) {
+      waited.emplace_back(st->tgid, st);
+    }
+  }
+  std::sort(waited.begin(), waited.end(), [](const auto& a, const auto& b) {
+    return a.second->runq.sum_ns > b.second->runq.sum_ns;
+  });
+  size_t dropped = waited.size() > options_.max_process_histograms
+                       ? waited.size() - options_.max_process_histograms
+                       : 0;
+  waited.resize(waited.size() - dropped);
+  for (const auto& [tgid, st] : waited) {
+    out.histograms.push_back(histSample("vigil_process_runqueue_latency_seconds",
+                                        {{"pid", absl::StrCat(tgid)}, {"comm", st->comm}},
+                                        st->runq.slots, st->runq.sum_ns));
   }
   out.self.push_back(MetricSample{
       "vigil_runqueue_process_histograms_dropped", {}, static_cast<double>(dropped), false});

@@ -2,6 +2,14 @@
 // object (bpf/sched). Counters and histograms accumulate in the kernel; collect() reads them and
 // retires the entries of processes that have exited, after reporting their final values once.
 //
+// Two designs (bpf/sched/sched.bpf.c explains both). With tp_btf (the default where the kernel
+// has BTF, task storage, bpf_iter and schedstat), the kernel keeps per-task totals and
+// run-queue histograms; collect() reads the thread groups whose threads exited from the
+// `exited` map, then every live thread through the vigil_sched_iter task iterator, sums them per
+// process and derives the per-cgroup and host histograms from the per-process growth, here in
+// userspace. Every reported counter is monotonic. The raw_tp fallback keeps the per-tgid and
+// per-cgroup hashes of the previous design.
+//
 // Run-queue latency is exported as three histogram families (see docs/metrics.md, "Kernel
 // collectors"): host-wide, per cgroup (bounded by the kernel map, 1024 cgroups) and per process.
 // Per-process histograms are capped at `max_process_histograms` series per frame, choosing the
@@ -10,6 +18,7 @@
 
 #include "absl/strings/string_view.h"
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -49,6 +58,40 @@ class SchedCollector final : public Collector {
   SchedCollector(sched_bpf* skel, const char* mode, const SchedOptions& options)
       : skel_(skel), attach_mode_(mode), options_(options) {}
 
+  // tp_btf: one process's totals (exited threads plus live ones) and what was last reported.
+  struct ProcKey {
+    uint32_t tgid;
+    uint64_t start_ns;
+    bool operator==(const ProcKey& o) const { return tgid == o.tgid && start_ns == o.start_ns; }
+    template <typename H>
+    friend H AbslHashValue(H h, const ProcKey& k) {
+      return H::combine(std::move(h), k.tgid, k.start_ns);
+    }
+  };
+  struct Hist {
+    uint64_t slots[27] = {};  // SCHED_HIST_SLOTS, checked in the .cc
+    uint64_t sum_ns = 0;
+    uint64_t count() const;
+  };
+  struct ProcState {
+    uint32_t tgid = 0;
+    uint64_t cpu_ns = 0;
+    uint64_t voluntary = 0;
+    uint64_t involuntary = 0;
+    Hist runq;
+    uint64_t cgroup_id = 0;
+    std::string comm;
+  };
+  struct CgroupState {
+    Hist runq;
+    uint32_t idle_collects = 0;
+  };
+
+  // Runs the task iterator and returns its raw output (whole sched_totals records).
+  absl::StatusOr<std::string> readTaskIterator();
+  void collectTasks(Snapshot& out);
+  void collectHashes(Snapshot& out);
+  void emitTaskHistograms(Snapshot& out, const std::vector<const ProcState*>& reported);
   void collectRunqueue(Snapshot& out, const std::vector<uint32_t>& gone);
 
   // Adds the on-CPU time of slices still running (sched_cpu_state) and keeps each process's
@@ -65,6 +108,14 @@ class SchedCollector final : public Collector {
   };
   absl::flat_hash_map<uint64_t, CgroupSeen> cgroups_seen_;  // bounded by the kernel map
   uint64_t cgroups_evicted_ = 0;
+
+  // tp_btf state.
+  absl::flat_hash_map<ProcKey, ProcState> procs_;
+  Hist host_runq_;
+  absl::flat_hash_map<uint64_t, CgroupState> cgroups_;  // at most kMaxCgroups
+  uint64_t cgroup_samples_dropped_ = 0;                 // waits of cgroups beyond the cap
+  uint64_t pid_reuse_ = 0;  // an exited process whose pid a live one already reports
+  uint64_t iterator_errors_ = 0;
 };
 
 }  // namespace vigil
