@@ -5,15 +5,23 @@
  *
  * Cost is the point of this file. Any program on raw_syscalls puts every syscall of every task
  * on the tracepoint slow path, so the agent attaches these programs only part of the time by
- * default (duty cycle, see docs/syscall-sampling.md), and what runs per event is kept minimal:
- * counting happens at sys_exit only, into a per-CPU one-slot cache for the thread group that ran
- * last on the CPU (an array lookup the verifier inlines; the per-process hash is touched only
- * when another process's syscall exits on that CPU); sys_enter exists only for latency and just
- * stamps the time into task storage; the errno map is touched on failures only. No ring buffer,
- * no locks.
+ * default (duty cycle, see docs/syscall-sampling.md), and what runs per event is kept to what
+ * an empty program costs plus about half of it (measured with bpf_stats, numbers in
+ * docs/syscall-sampling.md). On this hardware a helper call that touches the task, the clock
+ * or task storage costs 20-60 ns, as much as the empty program itself, so the hot paths make
+ * at most one helper call:
  *
- * tp_btf when the kernel has BTF for the tracepoints, raw_tp otherwise; thin wrappers around
- * on_enter() / on_exit().
+ * - sys_exit counts every syscall exactly, into per-CPU direct-mapped slots for the last thread
+ *   groups seen on the CPU (an array lookup the verifier inlines); the per-process hash is
+ *   touched only when a slot changes hands; the errno map on failures only.
+ * - Latency is sampled: sys_enter only decrements a per-CPU countdown and, one syscall in
+ *   `latency_every` (random gaps averaging that), stamps thread id and time into the global
+ *   `pending` table; sys_exit compares its thread id with one slot of it (a plain load) and
+ *   reads the clock only on a match. With latency_every == 1 (`vigil hist syscall`), every
+ *   syscall is timed through task storage instead (exact, 2-3x an empty program).
+ *
+ * No ring buffer, no locks. tp_btf when the kernel has BTF for the tracepoints, raw_tp
+ * otherwise; thin wrappers around on_enter_*() / on_exit().
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -27,9 +35,16 @@
 #define MAX_PROCS 16384
 #define MAX_ERRNO_KEYS 16384
 #define MAX_ERRNO 4095
+/* A pending latency sample older than this is taken as lost (its thread died in the syscall). */
+#define PENDING_EXPIRE_NS (64ULL * 1000000000ULL)
 
 /* Only account this tgid when non-zero (the CLI's --pid). */
 const volatile __u32 targ_tgid = 0;
+/* Sample the latency of one syscall in this many on average (sampled-latency programs). */
+const volatile __u32 latency_every = 64;
+/* exit and exit_group never return: never sampled (set by userspace for the native ABI). */
+const volatile __s64 nr_exit = -1;
+const volatile __s64 nr_exit_group = -1;
 
 /*
  * Bumped by userspace (through the mmap'ed .bss) each time it attaches the programs. A start
@@ -37,14 +52,19 @@ const volatile __u32 targ_tgid = 0;
  */
 __u64 window = 0;
 
+/* Latency samples in flight, see struct syscall_pending. */
+struct syscall_pending pending[SYSCALL_PENDING_SLOTS];
+
 /*
- * Per-CPU hashes are allocated on insert (BPF_F_NO_PREALLOC): preallocated, 16384 entries would
- * cost entries x value size x CPUs up front (40 MB on 64 CPUs). Inserts happen once per process
- * (errno: once per process and errno), from syscall exit, a context where allocating is safe.
+ * Plain preallocated hashes updated with atomic adds: they are written only when a sys_cache slot
+ * changes hands or an errno run ends (well under 1 % of syscalls), so the atomics cost nothing
+ * measurable, while an insert takes a preallocated element instead of allocating per-CPU
+ * memory. Per-CPU hashes with BPF_F_NO_PREALLOC made every new process's first syscall exit cost
+ * microseconds, which an exec storm turned into +25 ns per event on average. Preallocation
+ * costs ~1.6 MB (sys_proc) and ~1 MB (sys_errno) of kernel memory, whatever the CPU count.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_PROCS);
 	__type(key, __u32);
 	__type(value, struct syscall_proc_stats);
@@ -58,8 +78,7 @@ struct {
 } sys_cache SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_ERRNO_KEYS);
 	__type(key, struct syscall_errno_key);
 	__type(value, __u64);
@@ -86,7 +105,8 @@ struct {
 	__type(value, __u64);
 } sys_counters SEC(".maps");
 
-static __always_inline int on_enter(void)
+/* Exact latency: every syscall's start time, in task storage. */
+static __always_inline int on_enter_exact(void)
 {
 	struct syscall_start *s;
 
@@ -103,26 +123,106 @@ static __always_inline int on_enter(void)
 	return 0;
 }
 
+/* Stamps one syscall in latency_every (on average) into `pending`. */
+static __noinline void stamp_sample(struct syscall_cache *c, long id)
+{
+	struct syscall_pending *p;
+	__u64 pid_tgid, now;
+	__u32 tid;
+
+	/* Uniform gaps in [1, 2 * latency_every - 1]: mean latency_every, no aliasing with loops.
+	 */
+	c->sample_left = 1 + bpf_get_prandom_u32() % (2 * latency_every - 1);
+	if (id == nr_exit || id == nr_exit_group)
+		return;
+	pid_tgid = bpf_get_current_pid_tgid();
+	if (targ_tgid && (pid_tgid >> 32) != targ_tgid)
+		return;
+	tid = (__u32)pid_tgid;
+	if (!tid)
+		return; /* the idle task does not make syscalls; 0 marks a free slot */
+	p = &pending[tid & (SYSCALL_PENDING_SLOTS - 1)];
+	now = bpf_ktime_get_ns();
+	if (p->tid && p->window == (__u32)window && now - p->ts < PENDING_EXPIRE_NS) {
+		/* Another thread's sample is in flight in this slot. Skipping depends on that
+		 * thread, not on this syscall, so the samples taken stay unbiased. */
+		vigil_count(&sys_counters, SYSCALL_COUNTER_SAMPLE_BUSY);
+		return;
+	}
+	p->ts = now;
+	p->window = (__u32)window;
+	/* The thread id last: an exit on another CPU matches only a complete stamp. */
+	asm volatile("" ::: "memory");
+	p->tid = tid;
+}
+
+static __always_inline int on_enter_sampled(long id)
+{
+	struct syscall_cache *c;
+	__u32 zero = 0;
+
+	c = bpf_map_lookup_elem(&sys_cache, &zero);
+	if (!c)
+		return 0;
+	if (c->sample_left > 1) {
+		c->sample_left -= 1;
+		return 0;
+	}
+	stamp_sample(c, id);
+	return 0;
+}
+
+/* Adds n failures with errno err of tgid to sys_errno. */
+static __noinline void add_errno(__u32 tgid, __u32 err, __u64 n)
+{
+	struct syscall_errno_key key = {.tgid = tgid, .err = err};
+	__u64 *c;
+
+	c = bpf_map_lookup_elem(&sys_errno, &key);
+	if (c) {
+		__sync_fetch_and_add(c, n);
+		return;
+	}
+	if (bpf_map_update_elem(&sys_errno, &key, &n, BPF_NOEXIST))
+		vigil_count(&sys_counters, SYSCALL_COUNTER_ERRNO_MAP_FULL);
+}
+
+/* A failure with another errno than the slot's cached one: flush the cached run, start anew. */
+static __noinline void switch_errno(struct syscall_cache_slot *c, long ret)
+{
+	if (ret < -MAX_ERRNO)
+		return; /* a negative value that is not an errno */
+	if (c->err_count)
+		add_errno(c->tgid, c->err, c->err_count);
+	c->err = (__u32)-ret;
+	c->err_count = 0;
+}
+
 /*
  * Another thread group's syscall exits on this CPU: add the cached counts of the previous one to
  * its sys_proc entry and make sure the new one has an entry (with its comm, readable only now,
  * while it is current). Entries userspace retired (exited processes) are not recreated.
  */
-static __noinline void switch_cache(struct syscall_cache *c, __u32 tgid)
+static __noinline void switch_cache(struct syscall_cache_slot *c, __u32 tgid)
 {
 	struct syscall_proc_stats *st, init = {};
 	struct task_struct *task, *leader;
 
+	vigil_count(&sys_counters, SYSCALL_COUNTER_CACHE_FLUSH);
 	if (c->count) {
 		st = bpf_map_lookup_elem(&sys_proc, &c->tgid);
 		if (st) {
-			st->count += c->count;
-			st->errors += c->errors;
+			__sync_fetch_and_add(&st->count, c->count);
+			__sync_fetch_and_add(&st->errors, c->errors);
+			if (c->err_count)
+				add_errno(c->tgid, c->err, c->err_count);
 		}
 	}
 	c->tgid = tgid;
 	c->count = 0;
 	c->errors = 0;
+	c->err = 0;
+	c->err_count = 0;
 	if (bpf_map_lookup_elem(&sys_proc, &tgid))
 		return;
 	task = (struct task_struct *)bpf_get_current_task();
@@ -133,34 +233,11 @@ static __noinline void switch_cache(struct syscall_cache *c, __u32 tgid)
 		vigil_count(&sys_counters, SYSCALL_COUNTER_PROC_MAP_FULL);
 }
 
-static __noinline void count_errno(__u32 tgid, long ret)
+static __always_inline void add_latency(__u64 ns)
 {
-	struct syscall_errno_key key = {.tgid = tgid, .err = (__u32)-ret};
-	__u64 *c, one = 1;
-
-	if (ret < -MAX_ERRNO)
-		return; /* a negative value that is not an errno */
-	c = bpf_map_lookup_elem(&sys_errno, &key);
-	if (c) {
-		*c += 1;
-		return;
-	}
-	if (bpf_map_update_elem(&sys_errno, &key, &one, BPF_NOEXIST))
-		vigil_count(&sys_counters, SYSCALL_COUNTER_ERRNO_MAP_FULL);
-}
-
-static __always_inline void observe_latency(void)
-{
-	struct syscall_start *s;
 	struct syscall_hist *h;
-	__u64 ns;
 	__u32 slot, zero = 0;
 
-	s = bpf_task_storage_get(&sys_start, bpf_get_current_task_btf(), 0, 0);
-	if (!s || !s->ts || s->window != window)
-		return;
-	ns = bpf_ktime_get_ns() - s->ts;
-	s->ts = 0;
 	h = bpf_map_lookup_elem(&sys_latency, &zero);
 	if (!h)
 		return;
@@ -170,64 +247,127 @@ static __always_inline void observe_latency(void)
 	h->sum_ns += ns;
 }
 
-static __always_inline int on_exit(long ret)
+static __always_inline void observe_exact(void)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0;
+	struct syscall_start *s;
+	__u64 ns;
+
+	s = bpf_task_storage_get(&sys_start, bpf_get_current_task_btf(), 0, 0);
+	if (!s || !s->ts || s->window != window)
+		return;
+	ns = bpf_ktime_get_ns() - s->ts;
+	s->ts = 0;
+	add_latency(ns);
+}
+
+static __noinline void complete_sample(struct syscall_pending *p)
+{
+	__u64 ts = p->ts;
+	__u32 w = p->window;
+
+	p->tid = 0;
+	if (w == (__u32)window)
+		add_latency(bpf_ktime_get_ns() - ts);
+}
+
+enum latency_kind { LATENCY_NONE, LATENCY_EXACT, LATENCY_SAMPLED };
+
+static __always_inline int on_exit(long ret, enum latency_kind latency)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid, zero = 0;
+	struct syscall_cache_slot *slot;
+	struct syscall_pending *p;
 	struct syscall_cache *c;
 
 	if (targ_tgid && tgid != targ_tgid)
 		return 0;
-	/* Per-CPU slot, and a program does not re-enter itself on one CPU: plain adds are safe. */
+	if (latency == LATENCY_EXACT)
+		observe_exact();
+	/* Per-CPU value, and a program does not re-enter itself on one CPU: plain adds are safe. */
 	c = bpf_map_lookup_elem(&sys_cache, &zero);
 	if (!c)
 		return 0;
-	if (c->tgid != tgid)
-		switch_cache(c, tgid);
-	c->count += 1;
+	slot = &c->slots[(tgid * 2654435761U) >> 26 & (SYSCALL_CACHE_SLOTS - 1)];
+	if (slot->tgid != tgid)
+		switch_cache(slot, tgid);
+	slot->count += 1;
 	if (ret < 0) {
-		c->errors += 1;
-		count_errno(tgid, ret);
+		slot->errors += 1;
+		if (slot->err != (__u32)-ret)
+			switch_errno(slot, ret);
+		if (slot->err == (__u32)-ret)
+			slot->err_count += 1;
+	}
+	if (latency == LATENCY_SAMPLED) {
+		p = &pending[tid & (SYSCALL_PENDING_SLOTS - 1)];
+		if (p->tid == tid)
+			complete_sample(p);
 	}
 	return 0;
 }
 
+/* Sampled latency (the agent, snapshot, top): one syscall in latency_every. */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(vigil_sysen_btf, struct pt_regs *regs, long id)
 {
-	return on_enter();
+	return on_enter_sampled(id);
 }
 
 SEC("raw_tp/sys_enter")
 int BPF_PROG(vigil_sysen_raw, struct pt_regs *regs, long id)
 {
-	return on_enter();
+	return on_enter_sampled(id);
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(vigil_sysex_btf, struct pt_regs *regs, long ret)
 {
-	observe_latency();
-	return on_exit(ret);
+	return on_exit(ret, LATENCY_SAMPLED);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(vigil_sysex_raw, struct pt_regs *regs, long ret)
 {
-	observe_latency();
-	return on_exit(ret);
+	return on_exit(ret, LATENCY_SAMPLED);
 }
 
-/* The same exits without latency: loaded instead of the two above when latency is off. */
+/* Exact latency of every syscall (`vigil hist syscall`): loaded instead of the four above. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(vigil_sysel_btf, struct pt_regs *regs, long id)
+{
+	return on_enter_exact();
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(vigil_sysel_raw, struct pt_regs *regs, long id)
+{
+	return on_enter_exact();
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(vigil_sysxl_btf, struct pt_regs *regs, long ret)
+{
+	return on_exit(ret, LATENCY_EXACT);
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(vigil_sysxl_raw, struct pt_regs *regs, long ret)
+{
+	return on_exit(ret, LATENCY_EXACT);
+}
+
+/* Counting only, no latency: sys_exit alone. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(vigil_sysxc_btf, struct pt_regs *regs, long ret)
 {
-	return on_exit(ret);
+	return on_exit(ret, LATENCY_NONE);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(vigil_sysxc_raw, struct pt_regs *regs, long ret)
 {
-	return on_exit(ret);
+	return on_exit(ret, LATENCY_NONE);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

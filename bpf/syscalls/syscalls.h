@@ -17,7 +17,7 @@
  */
 #define SYSCALL_HIST_SLOTS 36
 
-/* Value of sys_proc (a per-CPU hash keyed by tgid); userspace sums the CPUs. */
+/* Value of sys_proc (a hash keyed by tgid, updated with atomic adds). */
 struct syscall_proc_stats {
 	__u64 count; /* syscalls that returned (sys_exit) */
 	__u64 errors; /* of which returned a negative value */
@@ -26,19 +26,45 @@ struct syscall_proc_stats {
 };
 
 /*
- * Value of sys_cache (a per-CPU array of one): the counts of the thread group that made the last
- * syscalls on this CPU, not yet added to sys_proc. Most consecutive syscalls on a CPU come from
- * the same process, so the hot path touches only this inlined array slot; sys_proc is updated
- * when another process's syscall exits on the CPU. Userspace adds it when reading.
+ * Value of sys_cache (a per-CPU array of one): the counts of the last thread groups that made
+ * syscalls on this CPU, not yet added to sys_proc, in SYSCALL_CACHE_SLOTS direct-mapped slots
+ * (slot = a multiplicative hash of the tgid). Consecutive syscalls on a CPU come from a handful of
+ * processes (a server and its clients), so the hot path touches only this inlined array value;
+ * sys_proc is updated when another process's syscall lands in an occupied slot. Userspace adds
+ * the slots when reading. Repeats of one errno (EAGAIN from a non-blocking server) are cached
+ * too, so the sys_errno hash is touched only when the errno changes. sample_left counts down to
+ * the next syscall whose latency is sampled.
  */
-struct syscall_cache {
+#define SYSCALL_CACHE_SLOTS 64
+
+struct syscall_cache_slot {
 	__u32 tgid;
-	__u32 pad;
+	__u32 err; /* errno of the last failure, whose repeats err_count holds (not in sys_errno) */
 	__u64 count;
 	__u64 errors;
+	__u64 err_count;
 };
 
-/* Key of sys_errno (a per-CPU hash of failure counts per process and errno). */
+struct syscall_cache {
+	struct syscall_cache_slot slots[SYSCALL_CACHE_SLOTS];
+	__u64 sample_left; /* syscalls on this CPU until the next latency sample */
+};
+
+/*
+ * Latency samples in flight (the .bss array `pending`, indexed by thread id modulo
+ * SYSCALL_PENDING_SLOTS): sys_enter of a sampled syscall stamps its thread id and start time,
+ * sys_exit of a thread whose id is in its slot completes the sample. A thread may exit its
+ * syscall on another CPU, so the table is global, not per CPU.
+ */
+#define SYSCALL_PENDING_SLOTS 256
+
+struct syscall_pending {
+	__u32 tid; /* 0: free */
+	__u32 window; /* low 32 bits of the attach window of the stamp */
+	__u64 ts;
+};
+
+/* Key of sys_errno (a hash of failure counts per process and errno, atomic adds). */
 struct syscall_errno_key {
 	__u32 tgid;
 	__u32 err; /* positive errno */
@@ -59,17 +85,22 @@ enum syscall_counter {
 	SYSCALL_COUNTER_PROC_MAP_FULL = 0, /* sys_proc had no room for a new tgid */
 	SYSCALL_COUNTER_ERRNO_MAP_FULL, /* sys_errno had no room for a new (tgid, errno) */
 	SYSCALL_COUNTER_START_FAILED, /* no task storage for a start time (out of memory) */
+	SYSCALL_COUNTER_SAMPLE_BUSY, /* latency sample skipped: its pending slot was in use */
+	SYSCALL_COUNTER_CACHE_FLUSH, /* a sys_cache slot changed hands (the slow counting path) */
 	SYSCALL_COUNTER_MAX,
 };
 
 #ifdef __cplusplus
 static_assert(sizeof(syscall_proc_stats) == 40, "syscall_proc_stats layout changed");
 static_assert(sizeof(syscall_errno_key) == 8, "syscall_errno_key layout changed");
-static_assert(sizeof(syscall_cache) == 24, "syscall_cache layout changed");
+static_assert(sizeof(syscall_cache) == 32 * SYSCALL_CACHE_SLOTS + 8, "syscall_cache layout");
+static_assert(sizeof(syscall_pending) == 16, "syscall_pending layout changed");
 static_assert(sizeof(syscall_hist) == 8 * (SYSCALL_HIST_SLOTS + 1), "syscall_hist layout");
 #else
 _Static_assert(sizeof(struct syscall_proc_stats) == 40, "syscall_proc_stats layout changed");
 _Static_assert(sizeof(struct syscall_errno_key) == 8, "syscall_errno_key layout changed");
-_Static_assert(sizeof(struct syscall_cache) == 24, "syscall_cache layout changed");
+_Static_assert(sizeof(struct syscall_cache) == 32 * SYSCALL_CACHE_SLOTS + 8,
+	       "syscall_cache layout");
+_Static_assert(sizeof(struct syscall_pending) == 16, "syscall_pending layout changed");
 _Static_assert(sizeof(struct syscall_hist) == 8 * (SYSCALL_HIST_SLOTS + 1), "syscall_hist layout");
 #endif

@@ -422,7 +422,8 @@ namespace {
 bool needsReload(absl::string_view name, const CollectorConfig& cur, const CollectorConfig& next) {
   if (name == "syscalls") {
     return cur.syscall_mode != next.syscall_mode ||
-           cur.syscall_duty_cycle != next.syscall_duty_cycle;
+           cur.syscall_duty_cycle != next.syscall_duty_cycle ||
+           cur.max_processes != next.max_processes;
   }
   if (name == "sched") {
     return cur.max_processes != next.max_processes;

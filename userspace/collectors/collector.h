@@ -22,7 +22,7 @@ namespace vigil {
 struct CollectorConfig {
   absl::flat_hash_set<std::string> disabled;  // collector names
   std::string syscall_mode = "sampled";       // sampled | continuous | off
-  double syscall_duty_cycle = 0.1;            // fraction of each interval, in sampled mode
+  double syscall_duty_cycle = 0.02;           // fraction of each interval, in sampled mode
   // When the net collector's per-message hooks (UDP bytes) are attached: off | sampled (for
   // syscall_duty_cycle of each interval) | continuous. Off by default: they cost every
   // send/recv on the host (docs/performance.md); TCP bytes do not need them.
@@ -31,8 +31,8 @@ struct CollectorConfig {
   std::vector<std::string> mask_patterns;  // extra regexes masked in argv/cmdline
   std::vector<std::string> comm_filter;    // when non-empty, only these comms are reported
   uint32_t only_tgid = 0;                  // CLI --pid: account this process only
-  // Syscall latency in continuous mode too (full coverage, at the per-syscall cost noted in
-  // registry.cc); sampled mode always records it. `vigil hist syscall` sets this.
+  // Time every syscall's latency instead of one in kDefaultLatencySampleEvery (full coverage,
+  // at the per-syscall cost noted in registry.cc).
   bool syscall_latency = false;
   // Capacity of the per-process BPF maps that honour it (0: each collector's default). The
   // kernel preallocates them and charges the memory to the agent's memory cgroup, so a large

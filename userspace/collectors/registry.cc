@@ -38,10 +38,12 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     options.duty_cycle = config.syscall_duty_cycle;
     options.interval = config.interval;
     options.only_tgid = config.only_tgid;
-    // Latency costs two clock reads and a task-storage lookup per syscall, over the per-event
-    // budget of continuous mode; sampled mode pays it only while attached
-    // (docs/syscall-sampling.md).
-    options.latency = *mode == SyscallMode::kSampled || config.syscall_latency;
+    options.max_processes = config.max_processes;
+    // Timing every syscall costs two clock reads and a task-storage lookup per syscall, 2-3x an
+    // empty program; one in kDefaultLatencySampleEvery stays within the per-event budget
+    // (docs/syscall-sampling.md). syscall_latency asks for every syscall.
+    options.latency = true;
+    options.latency_sample_every = config.syscall_latency ? 1 : kDefaultLatencySampleEvery;
     auto c = SyscallCollector::create(options);
     if (!c.ok()) {
       return c.status();

@@ -3,18 +3,23 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #include <algorithm>
 #include <optional>
+#include <random>
 #include <cerrno>
 #include <cmath>
+#include <cstring>
+
+// Before the skeleton, which declares .bss variables of these types.
+#include "syscalls/syscalls.h"
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "kernel-compat/features.h"
 #include "syscalls.skel.h"
-#include "syscalls/syscalls.h"
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/task_comm.h"
 #include "userspace/common/log.h"
@@ -76,22 +81,41 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     return bpfError("syscalls: open", -errno);
   }
   skel->rodata->targ_tgid = options.only_tgid;
-  SyscallOptions effective = options;
-  if (effective.latency && libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) != 1) {
-    VIGIL_LOG_WARN("syscalls: no BPF task storage in this kernel; syscall latency is off");
-    effective.latency = false;
+  if (options.max_processes != 0) {
+    bpf_map__set_max_entries(skel->maps.sys_proc, options.max_processes);
+    bpf_map__set_max_entries(skel->maps.sys_errno, options.max_processes);
   }
-  // Start times live in task storage, needed only for latency (and absent before 5.11).
-  bpf_map__set_autocreate(skel->maps.sys_start, effective.latency);
+  SyscallOptions effective = options;
+  if (effective.latency_sample_every == 0 || effective.latency_sample_every > (1u << 20)) {
+    syscalls_bpf::destroy(skel);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "latency_sample_every must be in [1, 1048576], got ", options.latency_sample_every));
+  }
+  bool exact = effective.latency && effective.latency_sample_every == 1;
+  if (exact && libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) != 1) {
+    VIGIL_LOG_WARN(
+        "syscalls: no BPF task storage in this kernel; syscall latency is sampled (1 in %u)",
+        kDefaultLatencySampleEvery);
+    effective.latency_sample_every = kDefaultLatencySampleEvery;
+    exact = false;
+  }
+  skel->rodata->latency_every = effective.latency_sample_every;
+  skel->rodata->nr_exit = SYS_exit;
+  skel->rodata->nr_exit_group = SYS_exit_group;
+  // Exact start times live in task storage (absent before 5.11); sampled ones in .bss.
+  bpf_map__set_autocreate(skel->maps.sys_start, exact);
   bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("sys_enter") &&
              compat::haveBtfTracepoint("sys_exit");
   // Exactly one exit program and at most one enter program load; the rest stay out.
-  bpf_program* keep_enter = effective.latency
-                                ? (btf ? skel->progs.vigil_sysen_btf : skel->progs.vigil_sysen_raw)
-                                : nullptr;
-  bpf_program* keep_exit = effective.latency
-                               ? (btf ? skel->progs.vigil_sysex_btf : skel->progs.vigil_sysex_raw)
-                               : (btf ? skel->progs.vigil_sysxc_btf : skel->progs.vigil_sysxc_raw);
+  bpf_program* keep_enter = nullptr;
+  bpf_program* keep_exit = btf ? skel->progs.vigil_sysxc_btf : skel->progs.vigil_sysxc_raw;
+  if (exact) {
+    keep_enter = btf ? skel->progs.vigil_sysel_btf : skel->progs.vigil_sysel_raw;
+    keep_exit = btf ? skel->progs.vigil_sysxl_btf : skel->progs.vigil_sysxl_raw;
+  } else if (effective.latency) {
+    keep_enter = btf ? skel->progs.vigil_sysen_btf : skel->progs.vigil_sysen_raw;
+    keep_exit = btf ? skel->progs.vigil_sysex_btf : skel->progs.vigil_sysex_raw;
+  }
   bpf_program* prog;
   bpf_object__for_each_program(prog, skel->obj) {
     bpf_program__set_autoload(prog, prog == keep_enter || prog == keep_exit);
@@ -130,7 +154,9 @@ absl::Status SyscallCollector::attach() {
     if (bpf_program__fd(prog) < 0) {
       continue;
     }
-    if (absl::string_view(bpf_program__name(prog)).substr(0, 11) == "vigil_sysen") {
+    // Enter programs are vigil_sysen_* (sampled latency) and vigil_sysel_* (exact).
+    absl::string_view name = bpf_program__name(prog);
+    if (name.substr(0, 11) == "vigil_sysen" || name.substr(0, 11) == "vigil_sysel") {
       enter = prog;
     } else {
       exit = prog;
@@ -211,30 +237,51 @@ kj::Promise<void> SyscallCollector::run(CollectorContext& context) {
   if (skel_ == nullptr || options_.mode != SyscallMode::kSampled || options_.duty_cycle >= 1) {
     return kj::NEVER_DONE;
   }
-  return cycle(context.timer, context.timer.now());
+  // The first window is the one create() opened; it starts now.
+  return cycle(context.timer, context.timer.now(), 0 * kj::NANOSECONDS);
 }
 
-kj::Promise<void> SyscallCollector::cycle(kj::Timer& timer, kj::TimePoint window_start) {
-  absl::Status st = attach();
-  if (!st.ok()) {
-    // Keep cycling: the next window tries again; the failure is counted and shown as down.
-    if (last_error_.empty()) {
-      VIGIL_LOG_WARN("%s", st.message());
-    }
-    last_error_ = std::string(st.message());
-  } else {
-    last_error_.clear();
-  }
+kj::Duration SyscallCollector::windowLength() const {
   int64_t interval_ns = options_.interval / kj::NANOSECONDS;
-  auto on = static_cast<int64_t>(static_cast<double>(interval_ns) * options_.duty_cycle) *
-            kj::NANOSECONDS;
-  return timer.atTime(window_start + on).then([this, &timer, window_start]() {
-    detach();
-    auto next = window_start + options_.interval;
-    if (next < timer.now()) {
-      next = timer.now();  // we fell behind (suspend, stall): keep the cadence from now
+  return static_cast<int64_t>(static_cast<double>(interval_ns) * options_.duty_cycle) *
+         kj::NANOSECONDS;
+}
+
+kj::Duration SyscallCollector::nextOffset() {
+  if (!options_.randomize_window) {
+    return 0 * kj::NANOSECONDS;
+  }
+  // Anywhere in the interval where the whole window fits, so that a job running at a fixed
+  // phase of the interval (a cron, a scrape) is not always inside or always outside it.
+  int64_t slack_ns = (options_.interval - windowLength()) / kj::NANOSECONDS;
+  if (slack_ns <= 0) {
+    return 0 * kj::NANOSECONDS;
+  }
+  std::uniform_int_distribution<int64_t> offset(0, slack_ns);
+  return offset(rng_) * kj::NANOSECONDS;
+}
+
+kj::Promise<void> SyscallCollector::cycle(kj::Timer& timer, kj::TimePoint interval_start,
+                                          kj::Duration offset) {
+  return timer.atTime(interval_start + offset).then([this, &timer, interval_start]() {
+    absl::Status st = attach();
+    if (!st.ok()) {
+      // Keep cycling: the next window tries again; the failure is counted and shown as down.
+      if (last_error_.empty()) {
+        VIGIL_LOG_WARN("%s", st.message());
+      }
+      last_error_ = std::string(st.message());
+    } else {
+      last_error_.clear();
     }
-    return timer.atTime(next).then([this, &timer, next]() { return cycle(timer, next); });
+    return timer.afterDelay(windowLength()).then([this, &timer, interval_start]() {
+      detach();
+      auto next = interval_start + options_.interval;
+      if (next < timer.now()) {
+        next = timer.now();  // we fell behind (suspend, stall): keep the cadence from now
+      }
+      return cycle(timer, next, nextOffset());
+    });
   });
 }
 
@@ -247,17 +294,12 @@ void SyscallCollector::collect(Snapshot& out) {
   double fraction = attachedFraction();
   out.syscall_duty_cycle = fraction;
 
-  // Errnos first, grouped per process.
+  // Errnos first, grouped per process: sys_errno plus the runs still cached per CPU.
   int errno_fd = bpf_map__fd(skel_->maps.sys_errno);
-  absl::flat_hash_map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> errnos;
-  forEachPerCpu<syscall_errno_key, uint64_t>(
-      errno_fd, [&](const syscall_errno_key& k, const std::vector<uint64_t>& cpus) {
-        uint64_t n = 0;
-        for (uint64_t v : cpus) {
-          n += v;
-        }
-        errnos[k.tgid].emplace_back(k.err, n);
-      });
+  absl::flat_hash_map<uint32_t, absl::flat_hash_map<uint32_t, uint64_t>> errnos;
+  for (const auto& [k, n] : readHash<syscall_errno_key, uint64_t>(errno_fd)) {
+    errnos[k.tgid][k.err] += n;
+  }
 
   // Counts still in the per-CPU caches (see struct syscall_cache), by tgid.
   absl::flat_hash_map<uint32_t, std::pair<uint64_t, uint64_t>> cached;
@@ -266,9 +308,14 @@ void SyscallCollector::collect(Snapshot& out) {
     uint32_t zero = 0;
     if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sys_cache), &zero, cpus.data()) == 0) {
       for (const syscall_cache& c : cpus) {
-        if (c.count != 0) {
-          cached[c.tgid].first += c.count;
-          cached[c.tgid].second += c.errors;
+        for (const syscall_cache_slot& s : c.slots) {
+          if (s.count != 0) {
+            cached[s.tgid].first += s.count;
+            cached[s.tgid].second += s.errors;
+          }
+          if (s.err_count != 0) {
+            errnos[s.tgid][s.err] += s.err_count;
+          }
         }
       }
     }
@@ -278,62 +325,55 @@ void SyscallCollector::collect(Snapshot& out) {
   uint64_t live_syscalls = 0;
   uint64_t live_errors = 0;
   std::vector<uint32_t> gone;
-  forEachPerCpu<uint32_t, syscall_proc_stats>(
-      proc_fd, [&](const uint32_t& tgid, const std::vector<syscall_proc_stats>& cpus) {
-        uint64_t count = 0;
-        uint64_t errors = 0;
-        ProcessStats& p = out.process(tgid);
-        const char* kernel_comm = nullptr;
-        for (const syscall_proc_stats& v : cpus) {
-          count += v.count;
-          errors += v.errors;
-          if (kernel_comm == nullptr && v.comm[0] != '\0') {
-            kernel_comm = v.comm;
-          }
-          if (p.cgroup_id == 0 && v.cgroup_id != 0) {
-            p.cgroup_id = v.cgroup_id;
-          }
-        }
-        if (p.comm.empty()) {
-          p.comm = reportedComm(tgid, kernel_comm ? kernel_comm : "", SYSCALL_COMM_LEN);
-        }
-        auto in_cache = cached.find(tgid);
-        if (in_cache != cached.end()) {
-          count += in_cache->second.first;
-          errors += in_cache->second.second;
-        }
-        // A read racing the kernel's cache flush can see counts twice, once: never report less
-        // than before, so counters stay monotonic.
-        auto& last = last_raw_[tgid];
-        count = std::max(count, last.first);
-        errors = std::max(errors, last.second);
-        last = {count, errors};
-        p.syscalls = scaled(count, fraction);
-        p.syscall_errors = scaled(errors, fraction);
-        auto it = errnos.find(tgid);
-        if (it != errnos.end()) {
-          auto list = it->second;
-          std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
-            return a.second != b.second ? a.second > b.second : a.first < b.first;
-          });
-          if (list.size() > options_.top_errnos) {
-            list.resize(options_.top_errnos);
-          }
-          p.top_errnos.clear();
-          for (const auto& [err, n] : list) {
-            p.top_errnos.emplace_back(err, scaled(n, fraction));
-          }
-        }
-        if (processGone(tgid)) {
-          p.exited = true;
-          gone.push_back(tgid);
-          retired_syscalls_ += count;
-          retired_errors_ += errors;
-        } else {
-          live_syscalls += count;
-          live_errors += errors;
-        }
+  for (const auto& [tgid, v] : readHash<uint32_t, syscall_proc_stats>(proc_fd)) {
+    uint64_t count = v.count;
+    uint64_t errors = v.errors;
+    ProcessStats& p = out.process(tgid);
+    if (p.cgroup_id == 0) {
+      p.cgroup_id = v.cgroup_id;
+    }
+    if (p.comm.empty()) {
+      char kernel_comm[SYSCALL_COMM_LEN + 1] = {};
+      memcpy(kernel_comm, v.comm, SYSCALL_COMM_LEN);
+      p.comm = reportedComm(tgid, kernel_comm, SYSCALL_COMM_LEN);
+    }
+    auto in_cache = cached.find(tgid);
+    if (in_cache != cached.end()) {
+      count += in_cache->second.first;
+      errors += in_cache->second.second;
+    }
+    // A read racing the kernel's cache flush can see counts twice, once: never report less
+    // than before, so counters stay monotonic.
+    auto& last = last_raw_[tgid];
+    count = std::max(count, last.first);
+    errors = std::max(errors, last.second);
+    last = {count, errors};
+    p.syscalls = scaled(count, fraction);
+    p.syscall_errors = scaled(errors, fraction);
+    auto it = errnos.find(tgid);
+    if (it != errnos.end()) {
+      std::vector<std::pair<uint32_t, uint64_t>> list(it->second.begin(), it->second.end());
+      std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
+        return a.second != b.second ? a.second > b.second : a.first < b.first;
       });
+      if (list.size() > options_.top_errnos) {
+        list.resize(options_.top_errnos);
+      }
+      p.top_errnos.clear();
+      for (const auto& [err, n] : list) {
+        p.top_errnos.emplace_back(err, scaled(n, fraction));
+      }
+    }
+    if (processGone(tgid)) {
+      p.exited = true;
+      gone.push_back(tgid);
+      retired_syscalls_ += count;
+      retired_errors_ += errors;
+    } else {
+      live_syscalls += count;
+      live_errors += errors;
+    }
+  }
   for (uint32_t tgid : gone) {
     bpf_map_delete_elem(proc_fd, &tgid);
     last_raw_.erase(tgid);
@@ -373,11 +413,25 @@ void SyscallCollector::collect(Snapshot& out) {
         }
         sum += c.sum_ns;
       }
+      // Sampled latency: the samples give the shape, the exact syscall count the total. Each
+      // completed sample stands for total / samples syscalls (about latency_sample_every; more
+      // when samples were skipped, see vigil_syscall_latency_samples_skipped_total).
+      double hist_fraction = fraction;
+      if (options_.latency_sample_every > 1) {
+        uint64_t samples = 0;
+        for (uint64_t b : h.buckets) {
+          samples += b;
+        }
+        uint64_t total = live_syscalls + retired_syscalls_;
+        hist_fraction = samples == 0 || total == 0
+                            ? 0
+                            : fraction * static_cast<double>(samples) / static_cast<double>(total);
+      }
       for (uint64_t& b : h.buckets) {
-        b = scaled(b, fraction);
+        b = scaled(b, hist_fraction);
         h.count += b;
       }
-      h.sum_units = scaled(sum, fraction);
+      h.sum_units = scaled(sum, hist_fraction);
     }
     out.histograms.push_back(std::move(h));
   }
@@ -394,6 +448,21 @@ void SyscallCollector::collect(Snapshot& out) {
                                     static_cast<double>(sumPerCpuCounter(counters, idx)),
                                     true});
   }
+  out.self.push_back(
+      MetricSample{"vigil_syscall_latency_samples_skipped_total",
+                   {},
+                   static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_SAMPLE_BUSY)),
+                   true});
+  out.self.push_back(
+      MetricSample{"vigil_syscall_cache_flushes_total",
+                   {},
+                   static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_CACHE_FLUSH)),
+                   true});
+  out.self.push_back(MetricSample{
+      "vigil_syscall_latency_sample_ratio",
+      {},
+      options_.latency ? 1.0 / static_cast<double>(options_.latency_sample_every) : 0.0,
+      false});
   int64_t on_ns = attached_ns_total_ + (attached() ? monoNs() - attached_since_ns_ : 0);
   out.self.push_back(MetricSample{"vigil_syscall_attached_seconds_total", {}, on_ns / 1e9, true});
   out.self.push_back(

@@ -3,7 +3,8 @@
 //
 // Any program on raw_syscalls slows every syscall on the host, so by default the programs are
 // attached for only a slice of each interval (sampled mode, docs/syscall-sampling.md): run()
-// attaches them at the start of each interval and detaches them after duty_cycle * interval.
+// attaches them once per interval, at a random point, and detaches them after
+// duty_cycle * interval.
 // Counts are then scaled by the inverse of the measured attached fraction and are estimates;
 // Snapshot.syscall_duty_cycle says by how much. Continuous mode keeps them attached; off mode
 // loads nothing and reports the collector down.
@@ -13,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -30,14 +32,27 @@ enum class SyscallMode { kOff, kSampled, kContinuous };
 // Parses "off", "sampled" or "continuous".
 absl::StatusOr<SyscallMode> parseSyscallMode(absl::string_view text);
 
+// Latency sampling rate the agent, `vigil snapshot` and `vigil top` use (registry.cc); chosen
+// from bpf_stats measurements, see docs/syscall-sampling.md.
+inline constexpr uint32_t kDefaultLatencySampleEvery = 64;
+
 struct SyscallOptions {
   SyscallMode mode = SyscallMode::kSampled;
-  double duty_cycle = 0.1;  // sampled mode: attached fraction of each interval, in (0, 1]
+  double duty_cycle = 0.02;  // sampled mode: attached fraction of each interval, in (0, 1]
+  // Sampled mode: open each window (after the first) at a random point of its interval where it
+  // fits, instead of at the interval's start.
+  bool randomize_window = true;
   kj::Duration interval = 10 * kj::SECONDS;
-  uint32_t only_tgid = 0;     // 0: every process
-  bool latency = true;        // also attach sys_enter for the latency histogram
+  uint32_t only_tgid = 0;  // 0: every process
+  bool latency = true;     // also attach sys_enter for the latency histogram
+  // Time one syscall in this many (random gaps averaging it) and scale the histogram by it;
+  // 1 times every syscall exactly, through task storage, at 2-3x the per-event cost.
+  uint32_t latency_sample_every = 1;
   bool force_raw_tp = false;  // tests: use the raw_tp fallback even where tp_btf works
   size_t top_errnos = 5;      // errnos reported per process
+  // Capacity of sys_proc and sys_errno (0: 16384 each). Both are preallocated, about 100 and
+  // 64 bytes per entry, charged to the agent's memory cgroup.
+  uint32_t max_processes = 0;
 };
 
 class SyscallCollector final : public Collector {
@@ -64,7 +79,9 @@ class SyscallCollector final : public Collector {
 
   absl::Status attach();
   void detach();
-  kj::Promise<void> cycle(kj::Timer& timer, kj::TimePoint window_start);
+  kj::Promise<void> cycle(kj::Timer& timer, kj::TimePoint interval_start, kj::Duration offset);
+  kj::Duration windowLength() const;
+  kj::Duration nextOffset();
 
   syscalls_bpf* skel_;  // null in off mode
   const char* attach_mode_;
@@ -76,6 +93,7 @@ class SyscallCollector final : public Collector {
   int64_t attached_ns_total_ = 0;  // completed windows
   uint64_t windows_ = 0;
   uint64_t attach_failures_ = 0;
+  std::mt19937_64 rng_{std::random_device{}()};  // window placement in sampled mode
   std::string last_error_;
   // Raw (unscaled) totals of processes that exited and were retired from the maps.
   uint64_t retired_syscalls_ = 0;
