@@ -365,9 +365,10 @@ kj::Promise<void> NetCollector::run(CollectorContext& context) {
   return drain.exclusiveJoin(cycle(context.timer, context.timer.now()));
 }
 
-// The same cadence as the syscall collector's sampled mode (syscall_collector.cc), so with the
-// same interval and duty cycle both attach in the same windows: a window opens at each interval
-// start and closes duty_cycle * interval later.
+// Sampled message mode: a window opens at each interval start and closes duty_cycle * interval
+// later (the syscall duty cycle's fraction; unlike the syscall collector, which opens its window
+// at a random point of the interval, these windows are not randomised, and the interval is the
+// one given at load: Collector::setInterval is not implemented here).
 kj::Promise<void> NetCollector::cycle(kj::Timer& timer, kj::TimePoint window_start) {
   if (absl::Status st = attachMessageHooks(); !st.ok()) {
     VIGIL_LOG_WARN("%s", st.message());  // counted; the next window tries again
