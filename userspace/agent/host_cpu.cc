@@ -1,5 +1,6 @@
 #include "userspace/agent/host_cpu.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -28,9 +29,19 @@ std::optional<double> HostCpu::sample() {
   }
   uint64_t idle = v[3] + v[4];
   uint64_t busy = total - idle;
+  if (have_last_ && total <= last_total_) {
+    // /proc/stat counts in USER_HZ ticks: two reads within one tick see the same total. Keep the
+    // older reading so the next call measures over the longer window instead of returning nothing
+    // again.
+    return std::nullopt;
+  }
   std::optional<double> out;
-  if (have_last_ && total > last_total_) {
-    out = 100.0 * static_cast<double>(busy - last_busy_) / static_cast<double>(total - last_total_);
+  if (have_last_) {
+    // iowait is known to go backwards on some kernels, which can make busy shrink; clamp rather
+    // than let an unsigned difference wrap into a huge percentage.
+    uint64_t d_busy = busy > last_busy_ ? busy - last_busy_ : 0;
+    double pct = 100.0 * static_cast<double>(d_busy) / static_cast<double>(total - last_total_);
+    out = std::min(100.0, pct);
   }
   last_busy_ = busy;
   last_total_ = total;
