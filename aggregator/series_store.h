@@ -97,6 +97,9 @@ std::vector<FrameSample> renderFrameSamples(const Snapshot& frame, RenderIssues*
 std::string nodeLabel(const Snapshot& frame);
 // Key of a label set (for hashing); unique per label set.
 std::string labelKey(const LabelSet& labels);
+// 64-bit hash of a label set, independent of label order (a sum of per-pair hashes), so the
+// store can hash labels as a renderer emits them without sorting or copying them first.
+uint64_t labelHash(const LabelSet& labels);
 
 struct SeriesStoreStats {
   uint64_t samples_appended = 0;
@@ -107,7 +110,9 @@ struct SeriesStoreStats {
   uint64_t frames_too_old = 0;  // frame ended before now - retention
   RenderIssues invalid;         // samples dropped / values repaired while rendering frames
   uint64_t series_created = 0;
-  uint64_t series_removed = 0;                                  // all samples aged out
+  uint64_t series_removed = 0;   // all samples aged out
+  uint64_t fast_path_hits = 0;   // frame samples matched to a stored series without allocating
+  uint64_t hash_collisions = 0;  // series sharing a labelHash with another (now)
   absl::flat_hash_map<std::string, uint64_t> dropped_by_agent;  // cap overflow, in samples
 };
 
@@ -158,8 +163,14 @@ class SeriesStore final : public SeriesSource {
   };
   using Postings = std::vector<uint32_t>;  // ascending series ids
 
+  class FrameSink;
   AppendResult appendLocked(const std::string& agent_id, const LabelSet& labels, int64_t t_ms,
                             double value, uint32_t* id_out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  AppendResult appendSample(MemSeries& s, int64_t t_ms, double value)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The series with this labelHash() whose labels satisfy eq, or null.
+  template <typename Eq>
+  MemSeries* findLocked(uint64_t hash, const Eq& eq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<Series> selectImpl(const Selector& selector, int64_t start_ms, int64_t end_ms,
                                  bool keep_stale) const;
   std::vector<uint32_t> candidates(const Selector& selector) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -169,7 +180,10 @@ class SeriesStore final : public SeriesSource {
   mutable absl::Mutex mu_;
   uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<uint32_t, std::unique_ptr<MemSeries>> series_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, uint32_t> by_key_ ABSL_GUARDED_BY(mu_);
+  // labelHash → series (owned by series_; a pointer saves a second lookup per sample); the
+  // rare second series of an equal hash goes to collisions_ (by id).
+  absl::flat_hash_map<uint64_t, MemSeries*> by_hash_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::vector<uint32_t>> collisions_ ABSL_GUARDED_BY(mu_);
   // name → value → postings.
   absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, Postings>> postings_
       ABSL_GUARDED_BY(mu_);
