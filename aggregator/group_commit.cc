@@ -61,10 +61,7 @@ const std::vector<double>& GroupCommitter::commitSecondsBounds() {
 GroupCommitter::GroupCommitter(IngestLog& log, GroupCommitOptions options,
                                std::function<void(const Snapshot&, int64_t)> off_loop,
                                std::function<void(const Snapshot&, int64_t)> on_loop)
-    : log_(log),
-      options_(options),
-      off_loop_(std::move(off_loop)),
-      on_loop_(std::move(on_loop)) {
+    : log_(log), options_(options), off_loop_(std::move(off_loop)), on_loop_(std::move(on_loop)) {
   options_.max_batch_frames = std::max<size_t>(1, options_.max_batch_frames);
   options_.max_batch_bytes = std::max<size_t>(1, options_.max_batch_bytes);
   options_.max_queue_frames = std::max<size_t>(1, options_.max_queue_frames);
@@ -152,9 +149,7 @@ kj::Promise<void> GroupCommitter::run() {
 std::vector<std::unique_ptr<CommitItem>> GroupCommitter::takeBatch(std::string* closed_by) {
   std::vector<std::unique_ptr<CommitItem>> out;
   absl::MutexLock lock(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || !queue_.empty();
-  };
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
   auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || queue_.size() >= options_.max_batch_frames ||
            queue_bytes_ >= options_.max_batch_bytes;

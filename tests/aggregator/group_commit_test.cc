@@ -35,16 +35,15 @@ struct Aggregator {
   Aggregator(TempDir& d, const std::vector<std::string>& extra) : dir(d) {
     std::string ready = dir.file("agg.ready");
     unlink(ready.c_str());
-    std::vector<std::string> argv = {testing::binaryPath("vigil-aggregator"),
-                                     "--rpc_port=0",
-                                     "--http_port=0",
-                                     "--data_dir=" + dir.file("data"),
+    std::vector<std::string> argv = {testing::binaryPath("vigil-aggregator"), "--rpc_port=0",
+                                     "--http_port=0", "--data_dir=" + dir.file("data"),
                                      "--ready_file=" + ready};
     argv.insert(argv.end(), extra.begin(), extra.end());
     proc = Child::spawn(argv, dir.file("agg.log"));
     auto rpc = testing::readReadyPort(ready, "http_port", std::chrono::seconds(20));
     REQUIRE(rpc.has_value());
-    rpc_port = static_cast<uint16_t>(*testing::readReadyPort(ready, "rpc_port", std::chrono::seconds(1)));
+    rpc_port =
+        static_cast<uint16_t>(*testing::readReadyPort(ready, "rpc_port", std::chrono::seconds(1)));
     http_port = static_cast<uint16_t>(*rpc);
   }
 };
@@ -177,8 +176,9 @@ double metric(uint16_t port, const std::string& name,
   return *v;
 }
 
-TEST_CASE("group commit: after kill -9 every acknowledged frame of many concurrent agents is in "
-          "the log exactly once") {
+TEST_CASE(
+    "group commit: after kill -9 every acknowledged frame of many concurrent agents is in "
+    "the log exactly once") {
   TempDir dir;
   std::map<std::string, uint64_t> max_acked;
   std::set<std::tuple<std::string, uint64_t, uint64_t>> acked;
@@ -294,10 +294,10 @@ TEST_CASE("group commit metrics count every frame, and batches are bounded by fr
         batches);
   CHECK(batches >= 600.0 / 8);
   CHECK(batches < 600);
-  double by_frames = metric(agg.http_port, "vigil_aggregator_commit_batches_closed_total",
-                            {{"reason", "frames"}});
-  double by_linger = metric(agg.http_port, "vigil_aggregator_commit_batches_closed_total",
-                            {{"reason", "linger"}});
+  double by_frames =
+      metric(agg.http_port, "vigil_aggregator_commit_batches_closed_total", {{"reason", "frames"}});
+  double by_linger =
+      metric(agg.http_port, "vigil_aggregator_commit_batches_closed_total", {{"reason", "linger"}});
   CHECK(by_frames > 0);
   CHECK(by_frames + by_linger +
             metric(agg.http_port, "vigil_aggregator_commit_batches_closed_total",
