@@ -113,6 +113,7 @@ struct SeriesStoreStats {
   uint64_t series_removed = 0;   // all samples aged out
   uint64_t fast_path_hits = 0;   // frame samples matched to a stored series without allocating
   uint64_t hash_collisions = 0;  // series sharing a labelHash with another (now)
+  uint64_t positional_hits = 0;  // of fast_path_hits: found at the same position as last frame
   absl::flat_hash_map<std::string, uint64_t> dropped_by_agent;  // cap overflow, in samples
 };
 
@@ -192,6 +193,9 @@ class SeriesStore final : public SeriesSource {
   // Per agent: ids of the series in its last frame (sorted), to mark the ones that end.
   absl::flat_hash_map<std::string, std::vector<uint32_t>> last_frame_series_ ABSL_GUARDED_BY(mu_);
   uint64_t live_samples_ ABSL_GUARDED_BY(mu_) = 0;
+  // Per agent: the series of its last frame in the order the renderer emitted them (null where
+  // a sample was refused). Cleared whenever retention removes series.
+  absl::flat_hash_map<std::string, std::vector<MemSeries*>> emit_order_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace vigil::aggregator
