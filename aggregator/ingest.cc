@@ -160,11 +160,8 @@ class SessionImpl final : public wire::IngestSession::Server {
       // Pushes pipelined behind a refused delta: none may be accepted out of order (the log
       // would then treat the refused frame as an old duplicate), so all wait for a new session.
       ingest_.reject("delta_session_broken");
-      kj::Exception e =
-          KJ_EXCEPTION(FAILED, "frame refused", "delta_session_broken",
-                       "an earlier delta on this session was refused; register again");
-      return afterEarlierPushes().then(
-          [e = kj::mv(e)]() mutable -> kj::Promise<void> { return kj::mv(e); });
+      return inOrder(KJ_EXCEPTION(FAILED, "frame refused", "delta_session_broken",
+                                  "an earlier delta on this session was refused; register again"));
     }
     wire::Encoding encoding = params.getEncoding();
     // What goes to the log: the payload as received for a self-contained frame, the expanded
@@ -252,8 +249,9 @@ class SessionImpl final : public wire::IngestSession::Server {
               return KJ_EXCEPTION(OVERLOADED, "aggregator cannot store frames right now", r.error);
             })
             .fork();
+    auto answer = done.addBranch();
     tail_ = done.addBranch().then([]() {}, [](kj::Exception&&) {});
-    return done.addBranch();
+    return answer;
   }
 
   kj::Promise<void> heartbeat(HeartbeatContext context) override {
@@ -264,19 +262,22 @@ class SessionImpl final : public wire::IngestSession::Server {
 
  private:
   // A refusal is answered after the answers to the session's earlier pushes, which may still
-  // wait for their commit: the agent expects its acknowledgements in order.
+  // wait for their commit: the agent expects its answers in order.
   kj::Promise<void> refuse(const std::string& reason, const std::string& detail) {
     ingest_.reject(reason);
     VIGIL_LOG_WARN("refused frame from %s (%s): %s", info_.agent_id, peer_, detail);
-    kj::Exception e = KJ_EXCEPTION(FAILED, "frame refused", reason, detail);
-    return afterEarlierPushes().then(
-        [e = kj::mv(e)]() mutable -> kj::Promise<void> { return kj::mv(e); });
+    return inOrder(KJ_EXCEPTION(FAILED, "frame refused", reason, detail));
   }
 
-  kj::Promise<void> afterEarlierPushes() {
-    auto fork = tail_.fork();
-    tail_ = fork.addBranch();
-    return fork.addBranch();
+  // Settles with `e` once every earlier push of the session has been answered, and becomes the
+  // session's new tail.
+  kj::Promise<void> inOrder(kj::Exception e) {
+    auto fork =
+        tail_.then([e = kj::mv(e)]() mutable -> kj::Promise<void> { return kj::mv(e); }).fork();
+    // The caller's branch first: a fork resolves its branches in the order they were added.
+    auto answer = fork.addBranch();
+    tail_ = fork.addBranch().then([]() {}, [](kj::Exception&&) {});
+    return answer;
   }
 
   // Expands a delta push to the frame's packed bytes, or says why not as "reason: detail".
