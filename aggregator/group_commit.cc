@@ -192,7 +192,7 @@ void GroupCommitter::workerMain() {
     if (batch.empty()) {
       return;
     }
-    commitBatch(batch);
+    auto appended = commitBatch(batch);
     kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake;
     {
       absl::MutexLock lock(&mu_);
@@ -206,10 +206,20 @@ void GroupCommitter::workerMain() {
     if (wake) {
       wake->fulfill();
     }
+    if (off_loop_) {
+      for (const auto& [frame, received_ns] : appended) {
+        off_loop_(*frame, received_ns);
+      }
+    }
+    appended.clear();
+    absl::MutexLock lock(&mu_);
+    stats_.worker_cpu_seconds = threadCpuSeconds();
   }
 }
 
-void GroupCommitter::commitBatch(std::vector<std::unique_ptr<CommitItem>>& batch) {
+std::vector<std::pair<std::shared_ptr<const Snapshot>, int64_t>> GroupCommitter::commitBatch(
+    std::vector<std::unique_ptr<CommitItem>>& batch) {
+  std::vector<std::pair<std::shared_ptr<const Snapshot>, int64_t>> appended_frames;
   {
     absl::MutexLock lock(&mu_);
     for (auto& item : batch) {
@@ -255,8 +265,8 @@ void GroupCommitter::commitBatch(std::vector<std::unique_ptr<CommitItem>>& batch
       bool appended = reqs[i].outcome == AppendRequest::Outcome::kAppended;
       items[i]->outcome =
           appended ? CommitItem::Outcome::kAppended : CommitItem::Outcome::kDuplicate;
-      if (appended && off_loop_ && items[i]->frame) {
-        off_loop_(*items[i]->frame, items[i]->received_ns);
+      if (appended && items[i]->frame) {
+        appended_frames.emplace_back(items[i]->frame, items[i]->received_ns);
       }
     }
   } else {
@@ -284,6 +294,7 @@ void GroupCommitter::commitBatch(std::vector<std::unique_ptr<CommitItem>>& batch
     stats_.commit_seconds_sum += commit_s;
   }
   stats_.failed_frames += fenced;
+  return appended_frames;
 }
 
 GroupCommitStats GroupCommitter::stats() const {

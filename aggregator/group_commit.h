@@ -1,8 +1,10 @@
 // Group commit for the aggregator's ingest log. Frames accepted by the RPC event loop are queued
 // here; one worker thread writes whatever has gathered (bounded by frames, bytes and a short
-// linger) to the ingest log in ONE transaction with one fsync, feeds the appended frames to the
-// off-loop consumer (the series store), and hands the batch back to the event loop, which
-// applies each frame to the fleet Store and only then resolves the frame's acknowledgement.
+// linger) to the ingest log in ONE transaction with one fsync and hands the batch back to the
+// event loop, which applies each frame to the fleet Store and only then resolves the frame's
+// acknowledgement. The worker then feeds the appended frames to the off-loop consumer (the
+// series store) before it takes the next batch: the series store trails the acks by at most
+// one batch, and a slow series store slows the commits (the queue bound then pushes back).
 //
 // So the promise of docs/transport.md still holds frame by frame: an ack is sent only after the
 // COMMIT that made its frame durable returned, and (agent, epoch, seq) dedupe happens inside that
@@ -58,7 +60,8 @@ struct CommitItem {
   wire::Encoding encoding = wire::Encoding::PACKED;
   kj::Array<kj::byte> payload;  // as logged (self-contained)
   int64_t received_ns = 0;
-  std::unique_ptr<Snapshot> frame;  // decoded; consumers read it after the commit
+  // Decoded; read after the commit by the event loop and the worker (shared, read-only).
+  std::shared_ptr<const Snapshot> frame;
 
   // Filled in by the committer.
   enum class Outcome { kAppended, kDuplicate, kFailed, kQueueFull } outcome = Outcome::kFailed;
@@ -88,9 +91,9 @@ struct GroupCommitStats {
 
 class GroupCommitter {
  public:
-  // `off_loop` runs on the worker thread for every appended frame, after its commit and before
-  // its ack (the series store: thread-safe). `on_loop` runs on the event loop for every appended
-  // frame, right before its ack (the fleet Store).
+  // `off_loop` runs on the worker thread for every appended frame, after its commit, once the
+  // batch went back to the loop (the series store: thread-safe). `on_loop` runs on the event
+  // loop for every appended frame, right before its ack (the fleet Store).
   GroupCommitter(IngestLog& log, GroupCommitOptions options,
                  std::function<void(const Snapshot&, int64_t received_ns)> off_loop,
                  std::function<void(const Snapshot&, int64_t received_ns)> on_loop);
@@ -119,7 +122,9 @@ class GroupCommitter {
  private:
   void workerMain();
   std::vector<std::unique_ptr<CommitItem>> takeBatch(std::string* closed_by);
-  void commitBatch(std::vector<std::unique_ptr<CommitItem>>& batch);
+  // Writes the batch; returns the frames it appended, for the off-loop consumer.
+  std::vector<std::pair<std::shared_ptr<const Snapshot>, int64_t>> commitBatch(
+      std::vector<std::unique_ptr<CommitItem>>& batch);
   static std::string fenceKey(const std::string& agent_id, uint64_t epoch);
 
   IngestLog& log_;

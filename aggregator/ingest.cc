@@ -224,7 +224,7 @@ class SessionImpl final : public wire::IngestSession::Server {
     item.encoding = log_encoding;
     item.payload = kj::mv(log_payload);
     item.received_ns = unixNanos();
-    item.frame = std::move(snap);
+    item.frame = std::shared_ptr<const Snapshot>(std::move(snap));
     auto done =
         ingest_.committer_->submit(kj::mv(item))
             .then([this, context](CommitItem r) mutable -> kj::Promise<void> {

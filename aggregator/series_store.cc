@@ -228,6 +228,67 @@ void XorChunk::decode(std::vector<Sample>& out, int64_t start_ms, int64_t end_ms
   }
 }
 
+CompactLabels::CompactLabels(const LabelSet& labels) {
+  size_t n = 0;
+  for (const auto& [k, v] : labels) {
+    n += 8 + k.size() + v.size();
+  }
+  buf_.reserve(n);
+  auto put = [this](const std::string& x) {
+    uint32_t len = static_cast<uint32_t>(x.size());
+    buf_.append(reinterpret_cast<const char*>(&len), sizeof(len));
+    buf_.append(x);
+  };
+  for (const auto& [k, v] : labels) {
+    put(k);
+    put(v);
+  }
+  count_ = static_cast<uint32_t>(labels.size());
+}
+
+absl::string_view CompactLabels::read(size_t& at) const {
+  uint32_t len;
+  std::memcpy(&len, buf_.data() + at, sizeof(len));
+  absl::string_view out(buf_.data() + at + sizeof(len), len);
+  at += sizeof(len) + len;
+  return out;
+}
+
+bool CompactLabels::find(absl::string_view name, absl::string_view* value) const {
+  size_t at = 0;
+  for (uint32_t i = 0; i < count_; ++i) {
+    absl::string_view k = read(at);
+    absl::string_view v = read(at);
+    if (k == name) {
+      *value = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+LabelSet CompactLabels::toLabelSet() const {
+  LabelSet out;
+  out.reserve(count_);
+  forEach([&out](absl::string_view k, absl::string_view v) {
+    out.emplace_back(std::string(k), std::string(v));
+  });
+  return out;
+}
+
+bool CompactLabels::operator==(const LabelSet& labels) const {
+  if (labels.size() != count_) {
+    return false;
+  }
+  size_t at = 0;
+  for (const auto& [k, v] : labels) {
+    if (read(at) != k || read(at) != v) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::string labelKey(const LabelSet& labels) {
   std::string key;
   for (const auto& [k, v] : labels) {
@@ -246,7 +307,7 @@ uint64_t finishHash(uint64_t sum) { return absl::Hash<uint64_t>{}(sum); }
 
 // The same labels (as a renderer emits them: name apart, any order) as a stored canonical set?
 // Needs distinct emitted names; the caller checked the hash already.
-bool sameLabels(const LabelSet& stored, absl::string_view name, const Labels& labels) {
+bool sameLabels(const CompactLabels& stored, absl::string_view name, const Labels& labels) {
   if (stored.size() != labels.size() + 1) {
     return false;
   }
@@ -257,26 +318,22 @@ bool sameLabels(const LabelSet& stored, absl::string_view name, const Labels& la
       }
     }
   }
-  auto find = [&stored](absl::string_view k) -> const std::string* {
-    auto it = std::lower_bound(
-        stored.begin(), stored.end(), k,
-        [](const auto& l, absl::string_view n) { return absl::string_view(l.first) < n; });
-    if (it != stored.end() && it->first == k) {
-      return &it->second;
-    }
-    return nullptr;
-  };
-  const std::string* n = find("__name__");
-  if (n == nullptr || *n != name) {
+  absl::string_view v;
+  if (!stored.find("__name__", &v) || v != name) {
     return false;
   }
-  for (const auto& [k, v] : labels) {
-    const std::string* sv = find(k);
-    if (sv == nullptr || *sv != v) {
+  for (const auto& [k, val] : labels) {
+    if (!stored.find(k, &v) || v != val) {
       return false;
     }
   }
   return true;
+}
+
+uint64_t compactHash(const CompactLabels& labels) {
+  uint64_t sum = 0;
+  labels.forEach([&sum](absl::string_view k, absl::string_view v) { sum += pairHash(k, v); });
+  return finishHash(sum);
 }
 
 }  // namespace
@@ -358,15 +415,6 @@ void intersect(std::vector<uint32_t>& acc, const std::vector<uint32_t>& other) {
   acc = std::move(out);
 }
 
-const std::string* labelValue(const LabelSet& labels, const std::string& name) {
-  auto it = std::lower_bound(labels.begin(), labels.end(), name,
-                             [](const auto& l, const std::string& n) { return l.first < n; });
-  if (it != labels.end() && it->first == name) {
-    return &it->second;
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 std::vector<FrameSample> renderFrameSamples(const Snapshot& frame, RenderIssues* issues) {
@@ -413,7 +461,7 @@ class SeriesStore::FrameSink final : public MetricSink {
       for (const auto& [k, v] : labels) {
         sum += pairHash(k, v);
       }
-      s = store_.findLocked(finishHash(sum), [&](const LabelSet& stored) {
+      s = store_.findLocked(finishHash(sum), [&](const CompactLabels& stored) {
         return sameLabels(stored, name, labels);
       });
     }
@@ -543,7 +591,8 @@ SeriesStore::AppendResult SeriesStore::appendLocked(const std::string& agent_id,
                                                     const LabelSet& labels, int64_t t_ms,
                                                     double value, uint32_t* id_out) {
   uint64_t hash = labelHash(labels);
-  MemSeries* s = findLocked(hash, [&labels](const LabelSet& stored) { return stored == labels; });
+  MemSeries* s =
+      findLocked(hash, [&labels](const CompactLabels& stored) { return stored == labels; });
   if (s == nullptr) {
     size_t& n = per_agent_[agent_id];
     if (n >= options_.max_series_per_agent) {
@@ -554,8 +603,7 @@ SeriesStore::AppendResult SeriesStore::appendLocked(const std::string& agent_id,
     auto owned = std::make_unique<MemSeries>();
     s = owned.get();
     s->id = next_id_++;
-    s->labels = labels;
-    s->labels.shrink_to_fit();
+    s->labels = CompactLabels(labels);
     s->agent_id = agent_id;
     for (const auto& [k, v] : labels) {
       postings_[k][v].push_back(s->id);  // ids only grow, so postings stay sorted
@@ -579,10 +627,10 @@ void SeriesStore::removeSeries(uint32_t id) {
     return;
   }
   MemSeries& s = *it->second;
-  for (const auto& [k, v] : s.labels) {
+  s.labels.forEach([this, id](absl::string_view k, absl::string_view v) {
     auto nit = postings_.find(k);
     if (nit == postings_.end()) {
-      continue;
+      return;
     }
     auto vit = nit->second.find(v);
     if (vit != nit->second.end()) {
@@ -598,13 +646,13 @@ void SeriesStore::removeSeries(uint32_t id) {
     if (nit->second.empty()) {
       postings_.erase(nit);
     }
-  }
+  });
   auto ait = per_agent_.find(s.agent_id);
   if (ait != per_agent_.end() && --ait->second == 0) {
     per_agent_.erase(ait);
   }
   live_samples_ -= s.samples;
-  uint64_t hash = labelHash(s.labels);
+  uint64_t hash = compactHash(s.labels);
   auto cit = collisions_.find(hash);
   if (cit != collisions_.end()) {
     auto& ids = cit->second;
@@ -697,8 +745,8 @@ std::vector<uint32_t> SeriesStore::candidates(const Selector& selector) const {
     const MemSeries& s = *series_.at(id);
     bool ok = true;
     for (const LabelMatcher& m : selector.matchers) {
-      const std::string* v = labelValue(s.labels, m.name);
-      if (!m.matches(v != nullptr ? *v : kEmpty)) {
+      absl::string_view v;
+      if (!m.matches(s.labels.find(m.name, &v) ? std::string(v) : kEmpty)) {
         ok = false;
         break;
       }
@@ -736,7 +784,7 @@ std::vector<Series> SeriesStore::selectImpl(const Selector& selector, int64_t st
                       r.samples.end());
     }
     if (!r.samples.empty()) {
-      r.labels = s.labels;
+      r.labels = s.labels.toLabelSet();
       out.push_back(std::move(r));
     }
   }
@@ -755,7 +803,7 @@ std::vector<LabelSet> SeriesStore::seriesLabels(const Selector& selector, int64_
         s.chunks.back().lastTime() < start_ms) {
       continue;
     }
-    out.push_back(s.labels);
+    out.push_back(s.labels.toLabelSet());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -796,11 +844,10 @@ size_t SeriesStore::memoryBytes() const {
     for (const XorChunk& c : s->chunks) {
       n += c.bytes();
     }
-    for (const auto& [k, v] : s->labels) {
-      // Label strings appear in the series, the key and (as map keys) the postings; ids too.
-      n += 2 * (k.size() + v.size() + 2) + sizeof(std::pair<std::string, std::string>) +
-           sizeof(uint32_t);
-    }
+    // Packed labels, one by_hash_ entry, one postings id per label (postings map keys are
+    // shared by all series with that label pair and left out).
+    n += s->labels.heapBytes() + sizeof(uint64_t) + sizeof(MemSeries*) +
+         s->labels.size() * sizeof(uint32_t);
   }
   return n;
 }

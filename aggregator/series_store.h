@@ -26,6 +26,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "aggregator/series.h"
 #include "capnp/snapshot.h"
@@ -101,6 +102,37 @@ std::string labelKey(const LabelSet& labels);
 // store can hash labels as a renderer emits them without sorting or copying them first.
 uint64_t labelHash(const LabelSet& labels);
 
+// A series' labels packed into one allocation: for each label (sorted by name) a 4-byte name
+// length, the name, a 4-byte value length, the value. About a third of the memory of a LabelSet
+// (two std::string of 32 bytes per label plus heap copies of long names and values).
+class CompactLabels {
+ public:
+  CompactLabels() = default;
+  explicit CompactLabels(const LabelSet& labels);
+
+  size_t size() const { return count_; }
+  // Calls f(name, value) for each label in order.
+  template <typename F>
+  void forEach(F&& f) const {
+    size_t at = 0;
+    for (uint32_t i = 0; i < count_; ++i) {
+      absl::string_view k = read(at);
+      absl::string_view v = read(at);
+      f(k, v);
+    }
+  }
+  // The value of `name`, or false.
+  bool find(absl::string_view name, absl::string_view* value) const;
+  LabelSet toLabelSet() const;
+  bool operator==(const LabelSet& labels) const;
+  size_t heapBytes() const { return buf_.capacity() + 1; }
+
+ private:
+  absl::string_view read(size_t& at) const;
+  std::string buf_;
+  uint32_t count_ = 0;
+};
+
 struct SeriesStoreStats {
   uint64_t samples_appended = 0;
   uint64_t samples_out_of_order = 0;
@@ -157,7 +189,7 @@ class SeriesStore final : public SeriesSource {
  private:
   struct MemSeries {
     uint32_t id = 0;
-    LabelSet labels;
+    CompactLabels labels;
     std::string agent_id;
     std::vector<XorChunk> chunks;  // ascending time; the last is the head being appended to
     uint64_t samples = 0;
