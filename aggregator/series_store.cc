@@ -447,14 +447,14 @@ class SeriesStore::FrameSink final : public MetricSink {
   void ensureFamily(absl::string_view, MetricType) override {}
   void sample(absl::string_view, absl::string_view name, const Labels& labels, double value,
               std::optional<int64_t>) override ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    size_t pos = order_.size();
-    // An agent's frames render the same series in the same order from one frame to the next:
-    // try the series at this position of its previous frame first (a sequential walk, no hash
-    // and no table probe), then the label hash.
+    // An agent's frames render the same series in about the same order from one frame to the
+    // next (processes may come in another order; each one's series stay together): try the
+    // series that followed, in the agent's previous frame, the one this frame's previous sample
+    // matched (a sequential walk, no hash and no table probe), then the label hash.
     MemSeries* s = nullptr;
-    if (prev_order_ != nullptr && pos < prev_order_->size() && (*prev_order_)[pos] != nullptr &&
-        sameLabels((*prev_order_)[pos]->labels, name, labels)) {
-      s = (*prev_order_)[pos];
+    if (prev_order_ != nullptr && next_ < prev_order_->size() && (*prev_order_)[next_] != nullptr &&
+        sameLabels((*prev_order_)[next_]->labels, name, labels)) {
+      s = (*prev_order_)[next_];
       store_.stats_.positional_hits++;
     } else {
       uint64_t sum = pairHash("__name__", name);
@@ -464,6 +464,13 @@ class SeriesStore::FrameSink final : public MetricSink {
       s = store_.findLocked(finishHash(sum), [&](const CompactLabels& stored) {
         return sameLabels(stored, name, labels);
       });
+    }
+    if (s != nullptr) {
+      next_ = prev_order_ != nullptr && s->emit_pos < prev_order_->size() &&
+                      (*prev_order_)[s->emit_pos] == s
+                  ? s->emit_pos + 1
+                  : next_ + 1;
+      s->emit_pos = static_cast<uint32_t>(order_.size());
     }
     if (s != nullptr) {
       store_.stats_.fast_path_hits++;
@@ -480,7 +487,9 @@ class SeriesStore::FrameSink final : public MetricSink {
     store_.appendLocked(agent_id_, scratch_, t_ms_, value, &id);
     if (id != 0) {
       ids_.push_back(id);
-      order_.back() = store_.series_.at(id).get();
+      MemSeries* created = store_.series_.at(id).get();
+      created->emit_pos = static_cast<uint32_t>(order_.size() - 1);
+      order_.back() = created;
     }
   }
   using MetricSink::sample;
@@ -494,6 +503,7 @@ class SeriesStore::FrameSink final : public MetricSink {
   std::vector<MemSeries*>& order_;
   RenderIssues& issues_;
   LabelSet scratch_;
+  size_t next_ = 0;  // predicted position in prev_order_ of this sample's series
 };
 
 void SeriesStore::appendFrame(const Snapshot& frame) {

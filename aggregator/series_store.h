@@ -189,6 +189,8 @@ class SeriesStore final : public SeriesSource {
  private:
   struct MemSeries {
     uint32_t id = 0;
+    // Position in its agent's previous frame (emit_order_), to predict the next sample's series.
+    uint32_t emit_pos = UINT32_MAX;
     CompactLabels labels;
     std::string agent_id;
     std::vector<XorChunk> chunks;  // ascending time; the last is the head being appended to
