@@ -58,7 +58,9 @@ CFG = {
     "agg_runs": [(100, 10000), (500, 10000), (500, 2000)] if QUICK else
                 [(1000, 10000), (5000, 10000), (10000, 10000), (10000, 6000), (10000, 5000),
                  (10000, 4800), (10000, 4000), (10000, 3000)],
-    "agg_warmup_s": 3 if QUICK else 12,
+    # The first frame of every simulated agent creates its ~500 series (the costly part);
+    # the warm-up lets that finish so the window measures the steady state.
+    "agg_warmup_s": 3 if QUICK else 30,
     "agg_window_s": 10 if QUICK else 30,
     "cli_runs": 3 if QUICK else 5,
 }
