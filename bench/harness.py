@@ -1142,6 +1142,10 @@ def part_aggregator(env):
         ready = os.path.join(env.tmp, "agg-scale-%d-%d.ready" % (n, interval_ms))
         if os.path.exists(ready):
             os.unlink(ready)
+        # Other work on the machine shows in every figure but CPU per million samples: say how
+        # much there was.
+        R.detail(part, "%s: load average (1, 5, 15 min) before the run: %s" % (
+            label, ", ".join("%.2f" % x for x in os.getloadavg())))
         agg_cmd = env.aggregator_cmd("scale-%d-%d" % (n, interval_ms))
         R.command(part, " ".join(agg_cmd).replace(env.build, "BUILD") + "   (RLIMIT_NOFILE raised "
                   "to the hard limit)")
