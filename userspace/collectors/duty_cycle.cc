@@ -29,19 +29,21 @@ kj::Promise<void> DutyCycle::run(kj::Timer& timer, std::function<void()>& open,
 kj::Promise<void> DutyCycle::window(kj::Timer& timer, kj::TimePoint interval_start,
                                     kj::Duration offset, std::function<void()>& open,
                                     std::function<void()>& close) {
-  return timer.atTime(interval_start + offset)
-      .then([this, &timer, interval_start, &open, &close]() {
-        open();
-        return timer.afterDelay(windowLength())
-            .then([this, &timer, interval_start, &open, &close]() {
-              close();
-              auto next = interval_start + interval_;
-              if (next < timer.now()) {
-                next = timer.now();  // fell behind (suspend, stall): keep the cadence from now
-              }
-              return window(timer, next, nextOffset(), open, close);
-            });
-      });
+  kj::TimePoint opens_at = interval_start + offset;
+  return timer.atTime(opens_at).then([this, &timer, interval_start, opens_at, &open, &close]() {
+    open();
+    // Closes relative to when the window was due to open, not to when the event loop got to it,
+    // so a busy loop does not stretch windows (the collectors measure the attached time anyway).
+    return timer.atTime(opens_at + windowLength())
+        .then([this, &timer, interval_start, &open, &close]() {
+          close();
+          auto next = interval_start + interval_;
+          if (next < timer.now()) {
+            next = timer.now();  // fell behind (suspend, stall): keep the cadence from now
+          }
+          return window(timer, next, nextOffset(), open, close);
+        });
+  });
 }
 
 }  // namespace vigil
