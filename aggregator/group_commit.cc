@@ -95,6 +95,9 @@ kj::Promise<CommitItem> GroupCommitter::submit(CommitItem item) {
     absl::MutexLock lock(&mu_);
     if (queue_.size() >= options_.max_queue_frames) {
       stats_.queue_full++;
+      // Like a failed commit: frames of this agent pipelined behind the refused one must not
+      // be logged before it (the agent registers again and resends from its last durable seq).
+      fenced_[fenceKey(item.agent_id, item.boot_epoch)] = UINT64_MAX;
       item.outcome = CommitItem::Outcome::kQueueFull;
       item.error = absl::StrCat("ingest queue full (", options_.max_queue_frames,
                                 " frames waiting for the log)");
@@ -228,7 +231,7 @@ std::vector<std::pair<std::shared_ptr<const Snapshot>, int64_t>> GroupCommitter:
       }
       auto it = fenced_.find(fenceKey(item->agent_id, item->boot_epoch));
       if (it != fenced_.end() && item->ticket < it->second) {
-        item->outcome = CommitItem::Outcome::kFailed;
+        item->outcome = CommitItem::Outcome::kFenced;
         item->error =
             "an earlier frame of this agent could not be stored; register again and resend";
       }
@@ -241,7 +244,7 @@ std::vector<std::pair<std::shared_ptr<const Snapshot>, int64_t>> GroupCommitter:
   size_t bytes = 0;
   uint64_t fenced = 0;
   for (auto& item : batch) {
-    if (item->outcome == CommitItem::Outcome::kFailed && !item->error.empty()) {
+    if (item->outcome == CommitItem::Outcome::kFenced) {
       fenced++;
       continue;
     }

@@ -15,10 +15,10 @@
 // retries), and every batch is counted by size, bytes, commit time and what closed it.
 //
 // A failed commit fails the whole batch (nothing of it is in the log) and fences each of its
-// (agent, epoch) pairs: later frames of those agents that were already queued behind it are
-// refused too, until the agent registers again and resumes after its last durable seq. Without
-// the fence a pipelined seq N+1 could commit while N failed, and the resent N would then be
-// taken for an old duplicate.
+// (agent, epoch) pairs (a push refused for a full queue fences its agent the same way): later
+// frames of those agents that were already queued behind it are refused too, until the agent
+// registers again and resumes after its last durable seq. Without the fence a pipelined seq N+1
+// could commit while N failed, and the resent N would then be taken for an old duplicate.
 #pragma once
 
 #include <kj/async.h>
@@ -64,8 +64,16 @@ struct CommitItem {
   std::shared_ptr<const Snapshot> frame;
 
   // Filled in by the committer.
-  enum class Outcome { kAppended, kDuplicate, kFailed, kQueueFull } outcome = Outcome::kFailed;
-  std::string error;  // for kFailed / kQueueFull
+  // kFenced: refused because an earlier frame of the agent failed or was refused (queue full)
+  // and the agent has not registered again since.
+  enum class Outcome {
+    kAppended,
+    kDuplicate,
+    kFailed,
+    kQueueFull,
+    kFenced
+  } outcome = Outcome::kFailed;
+  std::string error;  // for kFailed / kQueueFull / kFenced
   uint64_t ticket = 0;
   int64_t queued_mono_ns = 0;
 };

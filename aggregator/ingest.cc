@@ -240,6 +240,10 @@ class SessionImpl final : public wire::IngestSession::Server {
                   ingest_.reject("queue_full");
                   // Not acknowledged: the agent reconnects and resends.
                   return KJ_EXCEPTION(OVERLOADED, "aggregator ingest queue is full", r.error);
+                case CommitItem::Outcome::kFenced:
+                  ingest_.reject("fenced");
+                  return KJ_EXCEPTION(OVERLOADED, "aggregator cannot store frames right now",
+                                      r.error);
                 case CommitItem::Outcome::kFailed:
                   break;
               }

@@ -352,6 +352,34 @@ TEST_CASE("a full ingest queue refuses pushes, counted, and acknowledges none of
   CHECK(metric(agg.http_port, "vigil_aggregator_rejected_total", {{"reason", "queue_full"}}) ==
         refused);
   CHECK(metric(agg.http_port, "vigil_aggregator_log_appends_total") == acked);
+
+  // A refused agent is fenced: its next frame on the same session is not logged ahead of the
+  // refused one, even though the queue has room now. After registering again it resumes.
+  REQUIRE(refused >= 1);
+  CHECK(metric(agg.http_port, "vigil_aggregator_ingest_queue_frames") == 0);
+  uint64_t before =
+      static_cast<uint64_t>(metric(agg.http_port, "vigil_aggregator_log_appends_total"));
+  int fenced = 0;
+  for (auto& a : agents.agents()) {
+    agents.pushOne(*a, 2)
+        .then([](bool) {},
+              [&fenced](kj::Exception&& e) {
+                CHECK(e.getType() == kj::Exception::Type::OVERLOADED);
+                fenced++;
+              })
+        .wait(io.waitScope);
+  }
+  CHECK(fenced == refused);
+  CHECK(metric(agg.http_port, "vigil_aggregator_rejected_total", {{"reason", "fenced"}}) ==
+        refused);
+  CHECK(metric(agg.http_port, "vigil_aggregator_log_appends_total") == before + (5 - refused));
+  Agents again(io, agg.rpc_port, 5, 1);
+  again.connect();
+  for (auto& a : again.agents()) {
+    // Resumes after its last durable seq: 0 for the refused agents, 2 for the others.
+    CHECK((a->last_seq == 0 || a->last_seq == 2));
+    CHECK_FALSE(again.pushOne(*a, a->last_seq + 1).wait(io.waitScope));
+  }
 }
 
 }  // namespace
