@@ -132,7 +132,9 @@ int runHist(const Command& self, const Args& args) {
   } else {
     NetOptions o;
     o.only_tgid = *pid;
-    o.ring_bytes = 4096;  // hist reads only the histogram maps; keep the unused ring small
+    o.ring_bytes = 4096;      // hist reads only the histogram maps; keep the unused ring small
+    o.preallocate = false;    // as `trace tcp`: entries allocated on use, not zeroed at load
+    o.counter_hooks = false;  // retransmits and resets are not histograms
     auto c = NetCollector::create(o);
     st = c.status();
     if (c.ok()) {

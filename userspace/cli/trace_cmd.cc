@@ -365,6 +365,10 @@ int runTrace(const Command& self, const Args& args) {
     NetOptions o;
     o.only_tgid = filters.pid;
     o.wakeup_bytes = 1;  // print each event as it happens
+    // Start-up: no map preallocation at load, no retransmit/reset counter programs (the trace
+    // prints neither); docs/cli.md, "Start-up cost".
+    o.preallocate = false;
+    o.counter_hooks = false;
     if (ring_bytes != 0) {
       o.ring_bytes = ring_bytes;
     }

@@ -50,6 +50,14 @@ struct NetOptions {
   NetMessageMode message_mode = NetMessageMode::kOff;
   double duty_cycle = 0.1;  // sampled mode: attached fraction of each interval, in (0, 1]
   kj::Duration interval = 10 * kj::SECONDS;  // sampled mode's cycle
+  // For short-lived tools (`vigil trace tcp`, `vigil hist tcp-*`), where start-up time is what
+  // the user waits for. preallocate = false: the hash maps (socks, proc_stats, hists) get
+  // BPF_F_NO_PREALLOC, so entries are allocated on first use instead of all being zeroed at
+  // load (the per-CPU proc_stats alone took ~13 ms); the agent keeps preallocation (no
+  // allocation on the event path). counter_hooks = false: the retransmit and reset programs,
+  // which feed only the per-process and host counters, are not loaded.
+  bool preallocate = true;
+  bool counter_hooks = true;
 };
 
 class NetCollector final : public Collector {
