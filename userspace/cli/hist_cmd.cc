@@ -135,6 +135,7 @@ int runHist(const Command& self, const Args& args) {
     o.ring_bytes = 4096;      // hist reads only the histogram maps; keep the unused ring small
     o.preallocate = false;    // as `trace tcp`: entries allocated on use, not zeroed at load
     o.counter_hooks = false;  // retransmits and resets are not histograms
+    o.defer_baseline = true;  // run after the header (below)
     auto c = NetCollector::create(o);
     st = c.status();
     if (c.ok()) {
@@ -210,6 +211,13 @@ int runHist(const Command& self, const Args& args) {
     fprintf(stderr, "vigil hist: tracing %s latency (%s)\n", what.c_str(), scope.c_str());
   }
   fflush(stdout);
+  if (auto* net = dynamic_cast<NetCollector*>(collector.get())) {
+    // The deferred baseline pass: connections open before now are adopted, so their close
+    // still adds an RTT sample.
+    if (absl::Status st = net->iterate(); !st.ok()) {
+      fprintf(stderr, "vigil hist: %s\n", std::string(st.message()).c_str());
+    }
+  }
   Log2Hist base;  // empty: the collector started at zero; --interval moves it forward
 
   absl::Time end = *duration > absl::ZeroDuration() ? start + *duration : absl::InfiniteFuture();

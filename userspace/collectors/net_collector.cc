@@ -230,8 +230,10 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
       return bpfError("net: attach iter/task_file", -errno);
     }
     // The baseline pass: sockets opened before now count from now on, not from their start.
-    if (absl::Status st = c->iterate(); !st.ok()) {
-      return st;
+    if (!options.defer_baseline) {
+      if (absl::Status st = c->iterate(); !st.ok()) {
+        return st;
+      }
     }
   }
   if (effective.message_mode != NetMessageMode::kOff) {

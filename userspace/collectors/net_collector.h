@@ -58,6 +58,10 @@ struct NetOptions {
   // which feed only the per-process and host counters, are not loaded.
   bool preallocate = true;
   bool counter_hooks = true;
+  // The baseline iterator pass (adopting the sockets already open, counting their bytes from
+  // now) is left to the caller, who runs iterate() once the probes are attached and its first
+  // output is out: `vigil trace tcp` prints its header a pass sooner.
+  bool defer_baseline = false;
 };
 
 class NetCollector final : public Collector {
