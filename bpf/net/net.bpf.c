@@ -179,9 +179,13 @@ static __always_inline void hist_add(__u32 tgid, __u32 kind, __u64 value)
 {
 	struct net_hist_key key = {.tgid = tgid, .kind = kind};
 	static const struct net_hist zero;
-	struct net_hist *h = vigil_lookup_or_init(&hists, &key, &zero);
+	struct net_hist *h;
 	__u32 slot;
 
+	if (targ_tgid && tgid != targ_tgid)
+		return; /* --pid: only that process's samples, like every other per-process figure
+			 */
+	h = vigil_lookup_or_init(&hists, &key, &zero);
 	if (!h) {
 		count(NET_COUNTER_HIST_MAP_FULL);
 		return;

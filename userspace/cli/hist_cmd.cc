@@ -136,6 +136,9 @@ int runHist(const Command& self, const Args& args) {
     o.preallocate = false;    // as `trace tcp`: entries allocated on use, not zeroed at load
     o.counter_hooks = false;  // retransmits and resets are not histograms
     o.defer_baseline = true;  // run after the header (below)
+    // Connect latency is measured from connect() on, for sockets this run sees open: adopting
+    // earlier sockets (the iterator) matters only for tcp-rtt, sampled at close.
+    o.socket_iterator = what == "tcp-rtt";
     auto c = NetCollector::create(o);
     st = c.status();
     if (c.ok()) {

@@ -192,8 +192,10 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   }
   // The byte iterator is run by iterate(), attached below.
   bpf_program__set_autoattach(skel->progs.vigil_sock_iter, false);
-  bool have_iter = haveSocketIterator(*btf_scope);
-  if (!have_iter) {
+  bool have_iter = options.socket_iterator && haveSocketIterator(*btf_scope);
+  if (!options.socket_iterator) {
+    bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
+  } else if (!have_iter) {
     bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
     VIGIL_LOG_WARN(
         "net: no task_file bpf_iter or bpf_sock_from_file (v5.11+); TCP bytes are reported only "
