@@ -176,8 +176,9 @@ TEST_CASE(
   CHECK(back.processes.count(101) == 0);
   CHECK(back.processes[102].exited);
   CHECK(back.processes[103].cmdline == "changed");
-  CHECK(back.processes[104].cpu_ns == 11ull * 1000003 * 104);
-  CHECK(back.processes[105].cpu_ns == 1000003ull * 105);
+  // On-CPU time travels in whole microseconds (ProcessSample.cpuUs).
+  CHECK(back.processes[104].cpu_ns == 11ull * 1000003 * 104 / 1000 * 1000);
+  CHECK(back.processes[105].cpu_ns == 1000003ull * 105 / 1000 * 1000);
   CHECK(back.processes[7777].comm == "newcomer");
   REQUIRE(back.host.size() == 2);
   CHECK(back.host[0].name == "vigil_host_cpu_seconds_total");
@@ -301,9 +302,11 @@ TEST_CASE(
   REQUIRE(decoded.ok());
   auto f = (*decoded)->frame();
   auto host = f.getHost();
-  CHECK(host[host.size() - 3].getValue() == -2.5);
-  CHECK(std::isnan(host[host.size() - 2].getValue()));
-  CHECK(host[host.size() - 1].getValue() == -INFINITY);
+  CHECK(metricValue(host[host.size() - 3]) == -2.5);
+  CHECK(host[host.size() - 3].getScaled() == -25);  // the exact decimal form
+  CHECK(std::isnan(metricValue(host[host.size() - 2])));
+  CHECK(std::isnan(host[host.size() - 2].getValue()));  // no decimal form: the float64
+  CHECK(metricValue(host[host.size() - 1]) == -INFINITY);
   CHECK(f.getEvents()[0].getExit().getExitCode() == -1);
   CHECK(f.getEvents()[0].getExit().getSignal() == 9);
   CHECK(f.getEvents()[1].getFork().getChildPid() == 4000000000u);
@@ -311,4 +314,124 @@ TEST_CASE(
 }
 
 }  // namespace
+uint64_t bitsOf(double v) {
+  uint64_t b;
+  memcpy(&b, &v, sizeof(b));
+  return b;
+}
+
+// A Metric value through toWire and fromWire.
+double roundTripMetric(double v) {
+  Snapshot s;
+  s.host.push_back(MetricSample{"m", {}, v, true});
+  capnp::MallocMessageBuilder message;
+  toWire(s, message);
+  auto bytes = encodeFrame(message, wire::Encoding::PACKED);
+  auto decoded = decodeFrame(bytes, wire::Encoding::PACKED);
+  REQUIRE(decoded.ok());
+  Snapshot back;
+  fromWire((*decoded)->frame(), back);
+  REQUIRE(back.host.size() == 1);
+  return back.host[0].value;
+}
+
+TEST_CASE("metric values travel as exact scaled decimals when they have one, bit for bit") {
+  // Values the collectors produce: /proc/stat ticks / 100, PSI us / 1e6, BPF ns / 1e9, ms / 1000,
+  // byte counts, /proc/loadavg text, and ones with no short decimal form.
+  std::vector<double> values = {123456789 / 100.0,  987654321 / 1e6,  12345678901 / 1e9,
+                                4242 / 1000.0,      1.5e12,           0.52,
+                                4096.0 * 2500123,   0.1 + 0.2,        1.0 / 3.0,
+                                -17.25,             9223372036854775807.0,
+                                1e300,              5e-324,           1e-9,
+                                std::nan(""),       INFINITY,         -INFINITY,
+                                0.0,                -0.0,             9007199254740993.0};
+  for (double v : values) {
+    INFO(v);
+    double back = roundTripMetric(v);
+    CHECK(bitsOf(back) == bitsOf(v));
+  }
+  int64_t scaled = 0;
+  uint8_t digits = 0;
+  REQUIRE(scaledDecimal(123456789 / 100.0, &scaled, &digits));
+  CHECK(scaled == 123456789);
+  CHECK(digits == 2);
+  REQUIRE(scaledDecimal(12345678901 / 1e9, &scaled, &digits));
+  CHECK(scaled == 12345678901);
+  CHECK(digits == 9);
+  REQUIRE(scaledDecimal(1.5e12, &scaled, &digits));
+  CHECK(scaled == 1500000000000);
+  CHECK(digits == 0);
+  CHECK_FALSE(scaledDecimal(1.0 / 3.0, &scaled, &digits));
+  CHECK_FALSE(scaledDecimal(-0.0, &scaled, &digits));
+  CHECK_FALSE(scaledDecimal(std::nan(""), &scaled, &digits));
+  CHECK_FALSE(scaledDecimal(9223372036854775807.0, &scaled, &digits));
+  // Every tick count up to a day of one CPU comes back exactly.
+  for (uint64_t ticks = 0; ticks < 8640000; ticks += 7) {
+    double v = static_cast<double>(ticks) / 100.0;
+    if (!scaledDecimal(v, &scaled, &digits)) {
+      CHECK(ticks == 0);
+      continue;
+    }
+    if (bitsOf(scaledValue(scaled, digits)) != bitsOf(v)) {
+      FAIL("tick count " << ticks << " does not round-trip");
+    }
+  }
+}
+
+TEST_CASE("a Metric in the old float64 form and one with an out-of-range scale read as value") {
+  capnp::MallocMessageBuilder message;
+  auto m = message.initRoot<wire::Metric>();
+  m.setValue(2.5);
+  CHECK(metricValue(m.asReader()) == 2.5);
+  m.setValue(0);
+  m.setScaled(250);
+  m.setScaleDigits(2);
+  CHECK(metricValue(m.asReader()) == 2.5);
+  // A corrupt scale never indexes past the table: the float64 (0) is taken.
+  m.setScaleDigits(200);
+  CHECK(metricValue(m.asReader()) == 0.0);
+}
+
+TEST_CASE("on-CPU time travels in microseconds, floored, and old frames in ns still read") {
+  Snapshot s;
+  s.process(1).cpu_ns = 1234567891;  // 1234567.891 us
+  s.process(2).cpu_ns = 999;         // below 1 us
+  s.process(3).tcp_connect_latency_sum_ns = 345000;
+  s.process(4).tcp_connect_latency_sum_ns = 345001;  // not whole us: sent in ns
+  ContainerStats c;
+  c.cgroup_id = 9;
+  c.cpu_ns = 5000000777;
+  s.containers.push_back(c);
+  capnp::MallocMessageBuilder message;
+  toWire(s, message);
+  auto frame = message.getRoot<wire::Frame>();
+  CHECK(frame.getProcesses()[0].getCpuNs() == 0);
+  CHECK(frame.getProcesses()[0].getCpuUs() == 1234567);
+  CHECK(frame.getProcesses()[2].getTcpConnectLatencySumNs() == 0);
+  CHECK(frame.getProcesses()[2].getTcpConnectLatencySumUs() == 345);
+  CHECK(frame.getProcesses()[3].getTcpConnectLatencySumNs() == 345001);
+  CHECK(frame.getContainers()[0].getCpuUs() == 5000000);
+  Snapshot back;
+  fromWire(frame.asReader(), back);
+  CHECK(back.processes[1].cpu_ns == 1234567000);
+  CHECK(back.processes[2].cpu_ns == 0);
+  CHECK(back.processes[3].tcp_connect_latency_sum_ns == 345000);
+  CHECK(back.processes[4].tcp_connect_latency_sum_ns == 345001);
+  CHECK(back.containers[0].cpu_ns == 5000000000);
+
+  // A frame of an agent that predates cpuUs: cpuNs set, read exactly.
+  capnp::MallocMessageBuilder old;
+  auto of = old.initRoot<wire::Frame>();
+  auto op = of.initProcesses(1)[0];
+  op.setPid(7);
+  op.setCpuNs(1234567891);
+  op.setTcpConnectLatencySumNs(345000);
+  of.initContainers(1)[0].setCpuNs(5000000777);
+  Snapshot old_back;
+  fromWire(of.asReader(), old_back);
+  CHECK(old_back.processes[7].cpu_ns == 1234567891);
+  CHECK(old_back.processes[7].tcp_connect_latency_sum_ns == 345000);
+  CHECK(old_back.containers[0].cpu_ns == 5000000777);
+}
+
 }  // namespace vigil
