@@ -313,7 +313,6 @@ TEST_CASE(
   CHECK(f.getHistograms()[0].getBuckets()[7] == ~0ull);
 }
 
-}  // namespace
 uint64_t bitsOf(double v) {
   uint64_t b;
   memcpy(&b, &v, sizeof(b));
@@ -434,4 +433,125 @@ TEST_CASE("on-CPU time travels in microseconds, floored, and old frames in ns st
   CHECK(old_back.containers[0].cpu_ns == 5000000777);
 }
 
+kj::Array<kj::byte> pointerDeltaOf(kj::ArrayPtr<const kj::byte> base,
+                                   kj::ArrayPtr<const kj::byte> frame) {
+  kj::Array<kj::byte> out;
+  KJ_IF_MAYBE (d, encodePointerDelta(base, frame)) {
+    out = kj::mv(*d);
+  }
+  return out;
+}
+
+TEST_CASE(
+    "a pointer-predicted delta expands to exactly the frame's bytes and, when processes come "
+    "and go, is smaller than the byte delta") {
+  Snapshot base;
+  fillHost(base, 10);
+  Snapshot next;
+  fillHost(next, 11);
+  next.processes.erase(101);
+  ProcessStats& fresh = next.process(1120);  // appeared, sorted after the others
+  fresh.comm = "newcomer";
+  fresh.cmdline = "/usr/bin/newcomer --with a fairly long command line";
+  ProcessStats& early = next.process(50);  // appeared first in pid order: everything moves
+  early.comm = "early";
+  early.cmdline = "/usr/bin/early";
+  next.histograms.push_back(HistogramSample{"vigil_a_first", {{"pid", "50"}}, 1000, {1, 2}, 3, 4});
+  auto ev = next.newEvent();
+  ev.setPid(50);
+  ev.initExec().setFilename("/usr/bin/early");
+
+  auto base_packed = packedOf(base);
+  auto next_packed = packedOf(next);
+  auto delta = pointerDeltaOf(base_packed, next_packed);
+  REQUIRE(delta.size() > 0);
+  auto expanded = expandPointerDelta(base_packed, delta);
+  REQUIRE(expanded.ok());
+  REQUIRE(sameBytes(*expanded, next_packed));
+  auto decoded = decodeFrame(*expanded, wire::Encoding::PACKED);
+  REQUIRE(decoded.ok());
+  Snapshot back;
+  fromWire((*decoded)->frame(), back);
+  CHECK(back.processes.size() == 41);
+  CHECK(back.processes[50].cmdline == "/usr/bin/early");
+  CHECK(back.processes[1120].comm == "newcomer");
+  CHECK(back.histograms[0].name == "vigil_a_first");  // (name, labels) order on the wire
+  CHECK(encodeDelta(base_packed, next_packed).size() > delta.size());
+
+  // Against itself, and from an empty frame.
+  auto same = pointerDeltaOf(next_packed, next_packed);
+  auto same_back = expandPointerDelta(next_packed, same);
+  REQUIRE(same_back.ok());
+  CHECK(sameBytes(*same_back, next_packed));
+  Snapshot empty;
+  auto empty_packed = packedOf(empty);
+  auto grown = expandPointerDelta(empty_packed, pointerDeltaOf(empty_packed, next_packed));
+  REQUIRE(grown.ok());
+  CHECK(sameBytes(*grown, next_packed));
+}
+
+TEST_CASE(
+    "a pointer delta against the wrong base, garbage, or words that are not a message is "
+    "refused; a multi-segment frame gets a byte delta instead") {
+  Snapshot a;
+  fillHost(a, 10);
+  Snapshot b;
+  fillHost(b, 11);
+  Snapshot other;
+  fillHost(other, 50);
+  other.process(7).cmdline = "x";
+  auto pa = packedOf(a);
+  auto pb = packedOf(b);
+  auto po = packedOf(other);
+  auto delta = pointerDeltaOf(pa, pb);
+  REQUIRE(delta.size() > 0);
+
+  CHECK_FALSE(expandPointerDelta(po, delta).ok());
+  kj::byte garbage[64];
+  for (size_t i = 0; i < sizeof(garbage); ++i) {
+    garbage[i] = static_cast<kj::byte>(i * 37 + 11);
+  }
+  CHECK_FALSE(expandPointerDelta(pa, kj::arrayPtr(garbage, sizeof(garbage))).ok());
+  auto bad_base = expandPointerDelta(kj::arrayPtr(garbage, sizeof(garbage)), delta);
+  REQUIRE_FALSE(bad_base.ok());
+  CHECK(std::string(bad_base.status().message()).find("base frame") != std::string::npos);
+
+  // A self-contained zstd frame (it ignores the prefix) whose content is not whole words, and
+  // one that is words but whose root is a far pointer: both refused, naming the problem.
+  kj::byte odd[13] = {1, 2, 3};
+  auto odd_r = expandPointerDelta(pa, compressPacked(kj::arrayPtr(odd, sizeof(odd))));
+  REQUIRE_FALSE(odd_r.ok());
+  CHECK(std::string(odd_r.status().message()).find("whole words") != std::string::npos);
+  uint64_t far[2] = {uint64_t{1} << 32, 2 | (5 << 3)};  // one segment of one word: far pointer
+  auto far_r = expandPointerDelta(
+      pa, compressPacked(kj::arrayPtr(reinterpret_cast<const kj::byte*>(far), sizeof(far))));
+  REQUIRE_FALSE(far_r.ok());
+  CHECK(std::string(far_r.status().message()).find("do not walk") != std::string::npos);
+  // A struct pointer past the end of the segment.
+  uint64_t oob[2] = {uint64_t{1} << 32, (uint64_t{4} << 32) | (100 << 2)};
+  CHECK_FALSE(expandPointerDelta(
+                  pa, compressPacked(kj::arrayPtr(reinterpret_cast<const kj::byte*>(oob),
+                                                  sizeof(oob))))
+                  .ok());
+
+  // Packed from a message of several segments (as older agents spooled frames): no pointer
+  // delta; the byte delta still works.
+  auto multi = [](const Snapshot& s) {
+    capnp::MallocMessageBuilder message(16, capnp::AllocationStrategy::FIXED_SIZE);
+    toWire(s, message);
+    REQUIRE(message.getSegmentsForOutput().size() > 1);
+    kj::VectorOutputStream out;
+    capnp::writePackedMessage(out, message);
+    return kj::heapArray<kj::byte>(out.getArray());
+  };
+  auto ma = multi(a);
+  auto mb = multi(b);
+  CHECK(encodePointerDelta(ma, mb) == nullptr);
+  CHECK(encodePointerDelta(pa, mb) == nullptr);
+  auto byte_back = expandDelta(ma, encodeDelta(ma, mb));
+  REQUIRE(byte_back.ok());
+  CHECK(sameBytes(*byte_back, mb));
+}
+
+}  // namespace
 }  // namespace vigil

@@ -490,6 +490,9 @@ wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
   if (encoding != wire::Encoding::PACKED_ZSTD) {
     conn.since_keyframe++;
     stats_.deltas_sent++;
+    if (encoding == wire::Encoding::POINTER_ZSTD_DELTA) {
+      stats_.pointer_deltas_sent++;
+    }
   } else {
     out = kj::heapArray<kj::byte>(next.payload);
     conn.since_keyframe = 0;
@@ -660,7 +663,10 @@ void Uplink::appendSelfMetrics(std::vector<MetricSample>& out) const {
   add("vigil_agent_uplink_sent_bytes_total", {}, stats_.payload_bytes_sent, true);
   add("vigil_agent_uplink_frames_sent_total", {{"encoding", "keyframe"}}, stats_.keyframes_sent,
       true);
-  add("vigil_agent_uplink_frames_sent_total", {{"encoding", "delta"}}, stats_.deltas_sent, true);
+  add("vigil_agent_uplink_frames_sent_total", {{"encoding", "delta"}},
+      stats_.deltas_sent - stats_.pointer_deltas_sent, true);
+  add("vigil_agent_uplink_frames_sent_total", {{"encoding", "pointer_delta"}},
+      stats_.pointer_deltas_sent, true);
   add("vigil_agent_uplink_delta_resyncs_total", {}, stats_.delta_resyncs, true);
   add("vigil_agent_uplink_rate_limited_total", {}, stats_.rate_limited_waits, true);
   add("vigil_agent_duplicate_acks_total", {}, stats_.frames_duplicate, true);
