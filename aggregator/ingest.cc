@@ -171,8 +171,8 @@ class SessionImpl final : public wire::IngestSession::Server {
     std::unique_ptr<DecodedFrame> frame;
     if (encoding == wire::Encoding::PACKED_ZSTD_DELTA ||
         encoding == wire::Encoding::POINTER_ZSTD_DELTA) {
-      auto expanded = expand(seq, params.getBaseSeq(), payload,
-                             encoding == wire::Encoding::POINTER_ZSTD_DELTA);
+      auto expanded =
+          expand(seq, params.getBaseSeq(), payload, encoding == wire::Encoding::POINTER_ZSTD_DELTA);
       if (!expanded.ok()) {
         delta_broken_ = true;
         std::string msg(expanded.status().message());

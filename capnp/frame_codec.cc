@@ -5,10 +5,11 @@
 #include <capnp/serialize.h>
 #include <kj/common.h>
 #include <kj/exception.h>
+#include <kj/vector.h>
+
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include <kj/vector.h>
-#include <cstring>
 
 namespace vigil {
 
@@ -320,7 +321,8 @@ absl::Status predictPointers(kj::ArrayPtr<uint64_t> words, bool inverse) {
   }
   PointerWalker walker(words.slice(1, words.size()), inverse);
   if (!walker.run()) {
-    return absl::InvalidArgumentError("message pointers do not walk (far, out of bounds or cyclic)");
+    return absl::InvalidArgumentError(
+        "message pointers do not walk (far, out of bounds or cyclic)");
   }
   return absl::OkStatus();
 }
@@ -338,8 +340,8 @@ absl::StatusOr<kj::Array<uint64_t>> predictedWords(kj::ArrayPtr<const kj::byte> 
 }
 
 kj::Array<kj::byte> repack(kj::ArrayPtr<const uint64_t> words) {
-  auto segment = kj::arrayPtr(reinterpret_cast<const capnp::word*>(words.begin() + 1),
-                              words.size() - 1);
+  auto segment =
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(words.begin() + 1), words.size() - 1);
   kj::ArrayPtr<const capnp::word> segments[] = {segment};
   kj::VectorOutputStream packed;
   capnp::writePackedMessage(packed, kj::arrayPtr(segments, 1));

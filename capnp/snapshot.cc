@@ -184,9 +184,10 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message, WireForm form) {
     conts_ordered.push_back(&c);
   }
   if (!legacy) {
-    std::stable_sort(
-      conts_ordered.begin(), conts_ordered.end(),
-      [](const ContainerStats* a, const ContainerStats* b) { return a->cgroup_id < b->cgroup_id; });
+    std::stable_sort(conts_ordered.begin(), conts_ordered.end(),
+                     [](const ContainerStats* a, const ContainerStats* b) {
+                       return a->cgroup_id < b->cgroup_id;
+                     });
   }
   std::vector<const HistogramSample*> hists_ordered;
   hists_ordered.reserve(s.histograms.size());

@@ -27,7 +27,8 @@ std::string hexId(std::mt19937_64& rng) {
 // A value that depends only on (seed, key, seq), so the frame of one interval is the same however
 // many times it is built.
 uint64_t mix(uint64_t seed, uint64_t key, uint64_t seq) {
-  uint64_t z = seed * 0x9e3779b97f4a7c15ULL + key * 0xbf58476d1ce4e5b9ULL + seq * 0x94d049bb133111ebULL;
+  uint64_t z =
+      seed * 0x9e3779b97f4a7c15ULL + key * 0xbf58476d1ce4e5b9ULL + seq * 0x94d049bb133111ebULL;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
@@ -146,8 +147,8 @@ void buildSyntheticSnapshot(const SynthOptions& o, uint64_t seq, Snapshot& s) {
          false);
   }
   for (const char* l : {"1", "5", "15"}) {
-    host("vigil_host_load", {{"window", l}}, static_cast<double>(mix(seed, hk++, seq) % 400) / 100.0,
-         false);
+    host("vigil_host_load", {{"window", l}},
+         static_cast<double>(mix(seed, hk++, seq) % 400) / 100.0, false);
   }
   for (const char* mnt : {"/", "/var/lib/containerd", "/boot", "/var/log"}) {
     for (const char* m : {"size", "free", "avail", "files", "files_free"}) {
@@ -198,13 +199,15 @@ void buildSyntheticSnapshot(const SynthOptions& o, uint64_t seq, Snapshot& s) {
   host("vigil_host_file_descriptors", {{"state", "max"}}, 9223372036854775807.0, false);
   host("vigil_host_boot_time_seconds", {}, 1.7e9, false);
 
-  auto hist = [&s, &rng, &hk, seed, seq](std::string name, Labels labels, uint64_t unit_ns, size_t slots) {
+  auto hist = [&s, &rng, &hk, seed, seq](std::string name, Labels labels, uint64_t unit_ns,
+                                         size_t slots) {
     HistogramSample h;
     h.name = std::move(name);
     h.labels = std::move(labels);
     h.unit_ns = unit_ns;
     for (size_t i = 0; i < slots; ++i) {
-      uint64_t b = (i < 3 || i > slots - 4) ? 0 : cumulative(seed, hk++, seq, (rng() % 5000) / (1 + i / 4));
+      uint64_t b =
+          (i < 3 || i > slots - 4) ? 0 : cumulative(seed, hk++, seq, (rng() % 5000) / (1 + i / 4));
       h.buckets.push_back(b);
       h.count += b;
       h.sum_units += b * (3ull << i) / 2;

@@ -15,8 +15,9 @@
 // It builds rounds+1 consecutive frames. The keyframe is packed + zstd of the last one; each
 // delta is a frame against the one before it as the agent sends it (encodePointerDelta, checked
 // to expand back byte for byte; byte_delta_* is the older encodeDelta on the same frames, and
-// legacy_* the frame form and delta of agents before this tool's last change); the steady state is (keyframe + (K-1) x mean delta) / K, what a session sends on average
-// with a keyframe every K frames.
+// legacy_* the frame form and delta of agents before this tool's last change); the steady state is
+// (keyframe + (K-1) x mean delta) / K, what a session sends on average with a keyframe every K
+// frames.
 //
 // Two JSON shapes of the last frame, both generous to JSON: "structured" mirrors the frame (one
 // object per process with named fields, zero fields omitted, the way a JSON agent would ship it);
@@ -386,7 +387,8 @@ int main(int argc, char** argv) {
   for (size_t i = 1; i < packed_frames.size(); ++i) {
     auto bd = vigil::encodeDelta(packed_frames[i - 1], packed_frames[i], delta_level);
     auto bback = vigil::expandDelta(packed_frames[i - 1], bd);
-    KJ_IF_MAYBE (d, vigil::encodePointerDelta(packed_frames[i - 1], packed_frames[i], delta_level)) {
+    KJ_IF_MAYBE (d,
+                 vigil::encodePointerDelta(packed_frames[i - 1], packed_frames[i], delta_level)) {
       auto back = vigil::expandPointerDelta(packed_frames[i - 1], *d);
       if (!back.ok() || !bback.ok() || back->size() != packed_frames[i].size() ||
           bback->size() != packed_frames[i].size() ||
@@ -396,8 +398,9 @@ int main(int argc, char** argv) {
         return 1;
       }
       if (getenv("WIRE_DEBUG") != nullptr) {
-        fprintf(stderr, "delta %zu: %zu B, byte delta %zu B (events %zu, packed %zu, processes %zu)\n",
-                i, d->size(), bd.size(), frames[i]->events.size(), packed_frames[i].size(),
+        fprintf(stderr,
+                "delta %zu: %zu B, byte delta %zu B (events %zu, packed %zu, processes %zu)\n", i,
+                d->size(), bd.size(), frames[i]->events.size(), packed_frames[i].size(),
                 frames[i]->processes.size());
       }
       delta_sum += static_cast<double>(d->size());
@@ -423,7 +426,8 @@ int main(int argc, char** argv) {
       lp.push_back(vigil::encodeFrame(m, vigil::wire::Encoding::PACKED));
     }
     for (size_t i = 1; i < lp.size(); ++i) {
-      legacy_delta_avg += static_cast<double>(vigil::encodeDelta(lp[i - 1], lp[i], delta_level).size());
+      legacy_delta_avg +=
+          static_cast<double>(vigil::encodeDelta(lp[i - 1], lp[i], delta_level).size());
     }
     legacy_delta_avg /= static_cast<double>(lp.size() - 1);
     legacy_keyframe = vigil::compressPacked(lp.back()).size();
@@ -501,8 +505,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < std::min(a.histograms.size(), b.histograms.size()); ++i) {
       for (size_t k = 0; k < b.histograms[i].buckets.size(); ++k) {
         buckets++;
-        buckets_moved +=
-            k >= a.histograms[i].buckets.size() || a.histograms[i].buckets[k] != b.histograms[i].buckets[k];
+        buckets_moved += k >= a.histograms[i].buckets.size() ||
+                         a.histograms[i].buckets[k] != b.histograms[i].buckets[k];
       }
     }
     fprintf(stderr,

@@ -337,13 +337,26 @@ double roundTripMetric(double v) {
 TEST_CASE("metric values travel as exact scaled decimals when they have one, bit for bit") {
   // Values the collectors produce: /proc/stat ticks / 100, PSI us / 1e6, BPF ns / 1e9, ms / 1000,
   // byte counts, /proc/loadavg text, and ones with no short decimal form.
-  std::vector<double> values = {123456789 / 100.0,  987654321 / 1e6,  12345678901 / 1e9,
-                                4242 / 1000.0,      1.5e12,           0.52,
-                                4096.0 * 2500123,   0.1 + 0.2,        1.0 / 3.0,
-                                -17.25,             9223372036854775807.0,
-                                1e300,              5e-324,           1e-9,
-                                std::nan(""),       INFINITY,         -INFINITY,
-                                0.0,                -0.0,             9007199254740993.0};
+  std::vector<double> values = {123456789 / 100.0,
+                                987654321 / 1e6,
+                                12345678901 / 1e9,
+                                4242 / 1000.0,
+                                1.5e12,
+                                0.52,
+                                4096.0 * 2500123,
+                                0.1 + 0.2,
+                                1.0 / 3.0,
+                                -17.25,
+                                9223372036854775807.0,
+                                1e300,
+                                5e-324,
+                                1e-9,
+                                std::nan(""),
+                                INFINITY,
+                                -INFINITY,
+                                0.0,
+                                -0.0,
+                                9007199254740993.0};
   for (double v : values) {
     INFO(v);
     double back = roundTripMetric(v);
@@ -529,9 +542,8 @@ TEST_CASE(
   CHECK(std::string(far_r.status().message()).find("do not walk") != std::string::npos);
   // A struct pointer past the end of the segment.
   uint64_t oob[2] = {uint64_t{1} << 32, (uint64_t{4} << 32) | (100 << 2)};
-  CHECK_FALSE(expandPointerDelta(
-                  pa, compressPacked(kj::arrayPtr(reinterpret_cast<const kj::byte*>(oob),
-                                                  sizeof(oob))))
+  CHECK_FALSE(expandPointerDelta(pa, compressPacked(kj::arrayPtr(
+                                         reinterpret_cast<const kj::byte*>(oob), sizeof(oob))))
                   .ok());
 
   // Packed from a message of several segments (as older agents spooled frames): no pointer

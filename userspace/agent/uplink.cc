@@ -99,8 +99,8 @@ struct Uplink::Connection final : public kj::TaskSet::ErrorHandler {
   // Delta state of the current session: the packed bytes of the last frame pushed on it.
   bool accepts_delta = false;
   bool accepts_pointer_delta = false;  // Encoding.pointerZstdDelta too
-  bool delta_disabled = false;  // the aggregator could not expand our deltas: keyframes only
-  bool resync = false;          // a delta was refused: register again before the next push
+  bool delta_disabled = false;         // the aggregator could not expand our deltas: keyframes only
+  bool resync = false;                 // a delta was refused: register again before the next push
   uint64_t base_seq = 0;
   kj::Array<kj::byte> base_packed;
   uint32_t since_keyframe = 0;
