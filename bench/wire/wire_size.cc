@@ -566,6 +566,12 @@ int main(int argc, char** argv) {
   size_t series = 0;
   std::string flat = seriesJson(snap, &series).dump();
   std::string structured_gz = gzip(structured);
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    json no_events = structuredJson(snap);
+    no_events["events"] = json::array();
+    fprintf(stderr, "JSON+gzip of the last frame without its events: %zu B (with: %zu B)\n",
+            gzip(no_events.dump()).size(), structured_gz.size());
+  }
   // The same JSON with on-CPU time in ns (what the frame carried before ProcessSample.cpuUs).
   std::string structured_ns_gz = gzip(structuredJson(snap, true).dump());
   std::string flat_gz = gzip(flat);
