@@ -237,6 +237,9 @@ class PointerWalker {
       return false;
     }
     advance(target, count + 1);
+    if (ptrs == 0) {
+      return true;  // (also: no walk over 2^30 empty elements a hostile tag could declare)
+    }
     for (uint64_t e = 0; e < elements; ++e) {
       for (uint64_t i = 0; i < ptrs; ++i) {
         if (!visit(target + 1 + e * (data + ptrs) + data + i, depth + 1)) {

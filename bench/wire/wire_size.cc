@@ -624,5 +624,39 @@ int main(int argc, char** argv) {
          legacy_steady / static_cast<double>(structured_ns_gz.size()));
   printf("steady_ratio_vs_json_structured_ns_gzip=%.3f\n",
          steady / static_cast<double>(structured_ns_gz.size()));
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    // Experiment: the last delta if the frame left out the processes whose samples are identical
+    // to the base's (what an "unchanged since seq N" scheme would save at most; the list of the
+    // omitted pids is not counted).
+    vigil::Snapshot& last = *frames.back();
+    const vigil::Snapshot& prev = *frames[frames.size() - 2];
+    std::vector<uint32_t> unchanged;
+    for (const auto& [pid, p] : last.processes) {
+      auto it = prev.processes.find(pid);
+      if (it == prev.processes.end()) {
+        continue;
+      }
+      vigil::Snapshot one_a, one_b;
+      one_a.processes[pid] = it->second;
+      one_b.processes[pid] = p;
+      capnp::MallocMessageBuilder fa, fb;
+      vigil::toWire(one_a, fa);
+      vigil::toWire(one_b, fb);
+      if (vigil::encodeFrame(fa, vigil::wire::Encoding::PACKED).asPtr() ==
+          vigil::encodeFrame(fb, vigil::wire::Encoding::PACKED).asPtr()) {
+        unchanged.push_back(pid);
+      }
+    }
+    for (uint32_t pid : unchanged) {
+      last.processes.erase(pid);
+    }
+    capnp::MallocMessageBuilder m;
+    vigil::toWire(last, m);
+    auto thin = vigil::encodeFrame(m, vigil::wire::Encoding::PACKED);
+    KJ_IF_MAYBE (d, vigil::encodePointerDelta(packed_frames[packed_frames.size() - 2], thin)) {
+      fprintf(stderr, "last delta %zu B; without its %zu unchanged processes %zu B\n", delta_last,
+              unchanged.size(), d->size());
+    }
+  }
   return 0;
 }

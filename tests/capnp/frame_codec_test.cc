@@ -546,6 +546,16 @@ TEST_CASE(
                                          reinterpret_cast<const kj::byte*>(oob), sizeof(oob))))
                   .ok());
 
+  // A root that is a composite list of 2^29 empty elements walks at once (nothing to visit);
+  // the words are a valid message, but not a Frame, which decodeFrame then refuses.
+  uint64_t empties[3] = {uint64_t{2} << 32, 1 | (uint64_t{7} << 32),
+                         ((uint64_t{1} << 29) - 1) << 2};
+  auto empties_r = expandPointerDelta(
+      pa,
+      compressPacked(kj::arrayPtr(reinterpret_cast<const kj::byte*>(empties), sizeof(empties))));
+  REQUIRE(empties_r.ok());
+  CHECK_FALSE(decodeFrame(*empties_r, wire::Encoding::PACKED).ok());
+
   // Packed from a message of several segments (as older agents spooled frames): no pointer
   // delta; the byte delta still works.
   auto multi = [](const Snapshot& s) {
