@@ -1260,9 +1260,14 @@ def part_wire(env):
               [float(kv["steady_ratio_vs_json_structured_gzip"])], "x", "goal <= 0.2")
         R.row(part, label + ": steady state / JSON+gzip (series list)",
               [float(kv["steady_ratio_vs_json_series_gzip"])], "x", "goal <= 0.2")
-        R.detail(part, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        if "legacy_steady_ratio_vs_json_structured_ns_gzip" in kv:
+            R.row(part, label + ": same frames, previous form (ns, float64, byte delta) / JSON+gzip",
+                  [float(kv["legacy_steady_ratio_vs_json_structured_ns_gzip"])], "x",
+                  "before ProcessSample.cpuUs, Metric.scaled and pointer deltas")
+        R.detail(part, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             label, kv["series"], kv["packed_bytes"], kv["packed_zstd_bytes"],
-            kv["delta_bytes_avg"], kv["steady_bytes_avg"],
+            kv["delta_bytes_avg"], kv.get("byte_delta_bytes_avg", "-"), kv["steady_bytes_avg"],
+            kv.get("legacy_steady_bytes_avg", "-"),
             kv["json_structured_bytes"], kv["json_structured_gzip_bytes"],
             kv["json_series_bytes"], kv["json_series_gzip_bytes"]))
 
@@ -1619,9 +1624,17 @@ PART_NOTES = {
         "host by the agent's own collectors, 2 s apart, after one warm-up collection) and "
         "encodes them as the agent sends them (the payload of IngestSession.push, without the "
         "RPC call's own framing): the **keyframe** is Cap'n Proto packed + zstd level 3 of the "
-        "last frame; a **delta** is the frame's packed bytes zstd-compressed with the previous "
-        "frame's packed bytes as the zstd prefix (each one checked to expand back to the frame "
-        "byte for byte); the **steady state** is what an agent sends on average within a session "
+        "last frame; a **delta** is what the agent sends: the frame's unpacked words with "
+        "pointers predicted from a depth-first walk, zstd-compressed with the previous frame's "
+        "words (same transform) as the zstd prefix (`encodePointerDelta`; each one checked to "
+        "expand back to the frame's packed bytes byte for byte); the **byte delta** is the "
+        "older form (packed bytes against packed bytes), and **previous form** is the steady "
+        "state of the same frames as agents sent them before `ProcessSample.cpuUs`, "
+        "`Metric.scaled` and pointer deltas (on-CPU time in ns, float64 metric values, byte "
+        "deltas; its JSON carries ns too). The synthetic frame's counters advance by an amount "
+        "that varies every interval (±50 %), on-CPU time with random ns digits, host values "
+        "computed from their source units (ticks / 100, µs / 1e6, ...) as the host collector "
+        "does; the **steady state** is what an agent sends on average within a session "
         "with a keyframe every K frames: (keyframe + (K−1) × mean delta) / K, K = 30 (the "
         "agent's default `--wire_keyframe_every`; 5 minutes at the 10 s interval). The same data "
         "(the last frame) as JSON: \"structured\" mirrors the frame with zero fields omitted "
@@ -1780,9 +1793,9 @@ def write_doc(path, parts, elapsed, argv):
                 L.append("|---|---|---|---|---|---|---|---|---|---|")
             elif p == "wire":
                 L.append("| frame | series | packed B | keyframe B | delta B (mean) | "
-                         "steady state B | JSON B | JSON+gzip B | series JSON B | "
-                         "series JSON+gzip B |")
-                L.append("|---|---|---|---|---|---|---|---|---|---|")
+                         "byte delta B | steady state B | previous form steady B | JSON B | "
+                         "JSON+gzip B | series JSON B | series JSON+gzip B |")
+                L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
             L.extend(table_lines)
             L.append("")
         for d in other:
