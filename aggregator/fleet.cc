@@ -68,6 +68,7 @@ void AgentConfigSpec::toWire(wire::AgentConfig::Builder out) const {
     d.setHighIntervalMs(dynamic_sampling->high_interval_ms);
   }
   out.setMaxProcesses(max_processes);
+  out.setNetMessageMode(net_message_mode);
 }
 
 absl::StatusOr<AgentConfigSpec> agentConfigFromJson(const std::string& body) {
@@ -105,6 +106,11 @@ absl::StatusOr<AgentConfigSpec> agentConfigFromJson(const std::string& body) {
       st = readStrings(v, key, spec.comm_filter);
     } else if (key == "max_processes") {
       st = readUint32(v, key, spec.max_processes);
+    } else if (key == "net_message_mode") {
+      if (!v.is_string()) {
+        return typeError(key, "a string");
+      }
+      spec.net_message_mode = v.get<std::string>();
     } else if (key == "dynamic_sampling") {
       if (!v.is_object()) {
         return typeError(key, "an object");
@@ -139,6 +145,29 @@ absl::StatusOr<AgentConfigSpec> agentConfigFromJson(const std::string& body) {
     }
   }
   return spec;
+}
+
+absl::Status checkConfigRanges(const AgentConfigSpec& spec) {
+  if (spec.interval_ms != 0 && (spec.interval_ms < 100 || spec.interval_ms > 3600000)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'interval_ms' must be an integer in 100..3600000, got ", spec.interval_ms));
+  }
+  if (!spec.syscall_mode.empty() && spec.syscall_mode != "sampled" &&
+      spec.syscall_mode != "continuous" && spec.syscall_mode != "off") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'syscall_mode' must be sampled, continuous or off, got '", spec.syscall_mode, "'"));
+  }
+  if (!spec.net_message_mode.empty() && spec.net_message_mode != "sampled" &&
+      spec.net_message_mode != "continuous" && spec.net_message_mode != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'net_message_mode' must be off, sampled or continuous, got '",
+                     spec.net_message_mode, "'"));
+  }
+  if (spec.syscall_duty_cycle < 0 || spec.syscall_duty_cycle > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'syscall_duty_cycle' must be a number in (0, 1], got ", spec.syscall_duty_cycle));
+  }
+  return absl::OkStatus();
 }
 
 std::string configResultJson(const std::string& agent_id, const ConfigPushResult& r) {

@@ -33,6 +33,7 @@ struct AgentConfigSpec {
   std::vector<std::string> comm_filter;
   std::optional<DynamicSamplingSpec> dynamic_sampling;
   uint32_t max_processes = 0;
+  std::string net_message_mode;  // "": keep
 
   void toWire(wire::AgentConfig::Builder out) const;
 };
@@ -47,8 +48,14 @@ struct ConfigPushResult {
 // Parses the JSON body of POST /api/v1/agents/<id>/config. Keys: version, interval_ms,
 // disabled_collectors, enabled_collectors, syscall_mode, syscall_duty_cycle, mask_patterns,
 // comm_filter, dynamic_sampling {enabled, cpu_threshold_percent, low_interval_ms,
-// high_interval_ms}, max_processes. Unknown keys and wrong types are errors naming the key.
+// high_interval_ms}, max_processes, net_message_mode. Unknown keys and wrong types are errors
+// naming the key. Value ranges are the agent's to check (it answers FAILED with the reason); a
+// batch push checks them first with checkConfigRanges so one typo does not fail a whole fleet.
 absl::StatusOr<AgentConfigSpec> agentConfigFromJson(const std::string& body);
+
+// The ranges every agent enforces, checked before a batch push: interval_ms 100..3600000,
+// syscall_mode and net_message_mode names, syscall_duty_cycle in (0, 1].
+absl::Status checkConfigRanges(const AgentConfigSpec& spec);
 
 std::string configResultJson(const std::string& agent_id, const ConfigPushResult& r);
 

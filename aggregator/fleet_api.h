@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "aggregator/alerting/engine.h"
 #include "aggregator/audit_log.h"
+#include "aggregator/fleet.h"
 #include "aggregator/store.h"
 #include "userspace/common/http_server.h"
 
@@ -29,16 +30,6 @@ struct ApiToken {
 absl::StatusOr<std::map<std::string, ApiToken>> loadApiTokens(const std::string& path);
 
 // Config sent to agents; mirrors capnp AgentConfig (empty/zero fields keep the agent's value).
-struct FleetConfig {
-  uint32_t interval_ms = 0;
-  std::vector<std::string> enabled_collectors;
-  std::vector<std::string> disabled_collectors;
-  std::string syscall_mode;
-  double syscall_duty_cycle = 0;
-  std::vector<std::string> mask_patterns;
-  std::vector<std::string> comm_filter;
-};
-
 struct PushResult {
   bool applied = false;
   uint64_t version = 0;
@@ -47,7 +38,7 @@ struct PushResult {
 
 // Delivers a config to one agent through its AgentControl capability (set by the transport).
 using PushConfigFn =
-    std::function<kj::Promise<PushResult>(const std::string& agent_id, const FleetConfig&)>;
+    std::function<kj::Promise<PushResult>(const std::string& agent_id, const AgentConfigSpec&)>;
 
 struct FleetApiOptions {
   // Tokens; when absent the API is open, which the server allows only on a loopback address.

@@ -123,16 +123,8 @@ absl::Status Server::setupAlerting() {
   fleet_ = std::make_unique<FleetApi>(std::move(fo), store_, *audit_);
   fleet_->setAlertEngine(engine_.get());
   // Batch pushes (to ids, labels or all) go to each agent through the transport's capability.
-  fleet_->setPushConfig([this](const std::string& agent_id, const FleetConfig& fc) {
-    AgentConfigSpec spec;
-    spec.interval_ms = fc.interval_ms;
-    spec.enabled_collectors = fc.enabled_collectors;
-    spec.disabled_collectors = fc.disabled_collectors;
-    spec.syscall_mode = fc.syscall_mode;
-    spec.syscall_duty_cycle = fc.syscall_duty_cycle;
-    spec.mask_patterns = fc.mask_patterns;
-    spec.comm_filter = fc.comm_filter;
-    return ingest_->pushConfig(agent_id, std::move(spec)).then([](ConfigPushResult r) {
+  fleet_->setPushConfig([this](const std::string& agent_id, const AgentConfigSpec& spec) {
+    return ingest_->pushConfig(agent_id, spec).then([](ConfigPushResult r) {
       PushResult out;
       out.applied = r.applied;
       out.version = r.version;

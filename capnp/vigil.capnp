@@ -344,6 +344,9 @@ struct AgentConfig {
   dynamicSampling @8 :DynamicSampling;
   maxProcesses @9 :UInt32;
   # Capacity of the per-process BPF maps that honour it; changing it reloads those collectors.
+  netMessageMode @10 :Text;
+  # "off", "sampled" or "continuous": when the net collector's per-message hooks are attached.
+  # Empty keeps the agent's value; a change reloads the net collector.
 }
 
 struct DynamicSampling {

@@ -117,6 +117,9 @@ TEST_CASE("a pushed config changes only the fields it sets") {
   CHECK(s->max_processes == 0);  // not set: kept
   c.setMaxProcesses(100000);
   CHECK(mergePushedConfig(current, c.asReader())->max_processes == 100000);
+  CHECK(s->net_message_mode == "off");  // not set: kept
+  c.setNetMessageMode("continuous");
+  CHECK(mergePushedConfig(current, c.asReader())->net_message_mode == "continuous");
   CHECK(s->version == 3);
   CHECK(s->interval_ms == 1000);
   CHECK(s->disabled_collectors == absl::flat_hash_set<std::string>{"sched"});

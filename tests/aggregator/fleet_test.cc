@@ -18,7 +18,7 @@ TEST_CASE("a JSON config becomes a wire AgentConfig") {
       "mask_patterns": ["pw=\\S+"], "comm_filter": ["nginx"], "syscall_mode": "off",
       "dynamic_sampling": {"enabled": true, "cpu_threshold_percent": 60,
                            "low_interval_ms": 30000, "high_interval_ms": 5000},
-      "max_processes": 65536})");
+      "max_processes": 65536, "net_message_mode": "sampled"})");
   REQUIRE(spec.ok());
   capnp::MallocMessageBuilder msg;
   auto c = msg.initRoot<wire::AgentConfig>();
@@ -35,6 +35,28 @@ TEST_CASE("a JSON config becomes a wire AgentConfig") {
   CHECK(c.getDynamicSampling().getCpuThresholdPercent() == 60);
   CHECK(c.getDynamicSampling().getHighIntervalMs() == 5000);
   CHECK(c.getMaxProcesses() == 65536);
+  CHECK(c.getNetMessageMode() == "sampled");
+}
+
+TEST_CASE("a batch push checks the ranges every agent enforces before contacting any") {
+  auto ok = agentConfigFromJson(R"({"interval_ms": 5000, "syscall_duty_cycle": 0.5,
+      "syscall_mode": "continuous", "net_message_mode": "off"})");
+  REQUIRE(ok.ok());
+  CHECK(checkConfigRanges(*ok).ok());
+  CHECK(checkConfigRanges(AgentConfigSpec{}).ok());  // nothing set: nothing to check
+  auto check = [](const char* body) {
+    auto spec = agentConfigFromJson(body);
+    REQUIRE(spec.ok());
+    return std::string(checkConfigRanges(*spec).message());
+  };
+  CHECK(check(R"({"interval_ms": 5})") ==
+        "'interval_ms' must be an integer in 100..3600000, got 5");
+  CHECK(check(R"({"syscall_mode": "sampeld"})") ==
+        "'syscall_mode' must be sampled, continuous or off, got 'sampeld'");
+  CHECK(check(R"({"net_message_mode": "all"})") ==
+        "'net_message_mode' must be off, sampled or continuous, got 'all'");
+  CHECK(check(R"({"syscall_duty_cycle": 1.5})") ==
+        "'syscall_duty_cycle' must be a number in (0, 1], got 1.5");
 }
 
 TEST_CASE("bad config JSON is refused naming the key") {

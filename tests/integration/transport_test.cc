@@ -574,6 +574,7 @@ struct LoggedFrame {
   double syscall_duty_cycle = 0;
   uint64_t syscalls = 0;  // summed over the frame's processes
   std::map<std::string, CollectorState> collectors;
+  std::vector<std::string> exec_argvs;  // argv of the frame's exec events
 };
 
 // Frames of an agent in the ingest log with a row id above `after_row`, decoded.
@@ -609,6 +610,11 @@ std::vector<LoggedFrame> decodedFrames(const std::string& db, const std::string&
     }
     for (const CollectorState& c : snap.collectors) {
       f.collectors[c.name] = c;
+    }
+    for (wire::Event::Reader e : (*decoded)->frame().getEvents()) {
+      if (e.isExec()) {
+        f.exec_argvs.push_back(e.getExec().getArgv());
+      }
     }
     frames.push_back(std::move(f));
   }
@@ -845,6 +851,50 @@ TEST_CASE(
   CHECK(testing::promValue(m, "vigil_agent_config_version", {}) == 7.0);
   CHECK(testing::promValue(m, "vigil_agent_config_pushes_total", {{"result", "failed"}}) == 3.0);
   CHECK(programsInMetrics(m) == after);
+
+  // Masks and the net message mode are pushable too. Pushed patterns reach the exec events the
+  // already-loaded process collector reads from then on; the message mode reloads only net.
+  // (Reloading net, which is not the last collector, once crashed the agent: its ring buffer was
+  // closed before the task watching it was dropped.)
+  CHECK(testing::promValue(m, "vigil_net_message_duty_cycle_ratio", {}) == 0.0);
+  auto masks = pushConfig(agg, "cfg-node",
+                          R"({"version": 11, "mask_patterns": ["vigilsecret[0-9]+"],
+                              "net_message_mode": "continuous"})");
+  INFO(masks.body);
+  INFO(agent.log());
+  REQUIRE(masks.status == 200);
+  CHECK(testing::waitFor(
+      [&]() {
+        m = testing::httpGet(agent.http_port, "/metrics").body;  // refreshed at the next frame
+        return testing::promValue(m, "vigil_net_message_duty_cycle_ratio", {}) == 1.0;
+      },
+      4s, 100ms));
+  auto reloaded = programsInMetrics(m);
+  for (const auto& [name, ids] : after) {
+    if (name.rfind("vigil_exec", 0) == 0 || name.rfind("vigil_sched", 0) == 0) {
+      CHECK(reloaded[name] == ids);  // the process collector kept its programs
+    }
+  }
+  int64_t before_exec = decodedFrames(agg.db(), "cfg-node").back().row;
+  testing::shell("/bin/echo vigilsecret4242 keep-me >/dev/null");
+  std::vector<std::string> seen;
+  REQUIRE(testing::waitFor(
+      [&]() {
+        for (const LoggedFrame& f : decodedFrames(agg.db(), "cfg-node", before_exec)) {
+          for (const std::string& a : f.exec_argvs) {
+            if (a.find("keep-me") != std::string::npos) {
+              seen.push_back(a);
+            }
+          }
+        }
+        return !seen.empty();
+      },
+      5s, 100ms));
+  for (const std::string& a : seen) {
+    INFO(a);
+    CHECK(a.find("vigilsecret4242") == std::string::npos);
+    CHECK(a.find("***") != std::string::npos);
+  }
 }
 
 // Attach windows the syscall collector opened so far (it opens one per interval in sampled mode).

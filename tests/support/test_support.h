@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "userspace/common/url.h"
+
 namespace vigil::testing {
 
 // True when the test may use BPF (running as root). Elsewhere the caller should return early:
@@ -103,8 +105,7 @@ void writeFile(const std::string& path, const std::string& text);
 // report their port (Prometheus, Alertmanager). Callers retry if another process takes it.
 int freePort();
 
-// Percent-encodes everything but RFC 3986 unreserved characters (for query strings).
-std::string urlEncode(const std::string& s);
+using ::vigil::urlEncode;  // userspace/common/url.h, for Prometheus query strings
 
 // Wall-clock milliseconds since the epoch (Prometheus timestamps).
 int64_t nowMs();

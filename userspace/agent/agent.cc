@@ -217,6 +217,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
         return c.status();  // no BPF at all: nothing useful can run
       }
       VIGIL_LOG_WARN("collector %s disabled: %s", name, c.status().message());
+      agent->load_failures_[name] = std::string(c.status().message());
       agent->disabled_collectors_.push_back(
           CollectorState{name, false, std::string(c.status().message())});
       continue;
@@ -539,6 +540,10 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
     if (disabled || std::find(reload.begin(), reload.end(), name) != reload.end()) {
       VIGIL_LOG_INFO("collector %s %s", name,
                      disabled ? "disabled by config; detached" : "reloaded with new settings");
+      // Drop the background work first: vector::erase move-assigns the later entries down,
+      // member by member, which would destroy this collector (closing its ring buffer) while its
+      // task still watches the ring buffer's fd.
+      it->task = nullptr;
       it = collectors_.erase(it);
     } else {
       ++it;
@@ -554,12 +559,13 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
       startCollector(collectors_.back());
     }
   }
-  disabled_collectors_.erase(
-      std::remove_if(disabled_collectors_.begin(), disabled_collectors_.end(),
-                     [](const CollectorState& s) { return s.reason == "disabled by config"; }),
-      disabled_collectors_.end());
-  for (const std::string& name : next.disabled_collectors) {
-    disabled_collectors_.push_back(CollectorState{name, false, "disabled by config"});
+  disabled_collectors_.clear();
+  for (const std::string& name : collectorNames()) {
+    if (next.disabled_collectors.contains(name)) {
+      disabled_collectors_.push_back(CollectorState{name, false, "disabled by config"});
+    } else if (auto it = load_failures_.find(name); it != load_failures_.end()) {
+      disabled_collectors_.push_back(CollectorState{name, false, it->second});
+    }
   }
   uint32_t interval_before = intervalInUseMs();
   if (!next.sampling.enabled) {
@@ -571,6 +577,9 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
   mask_res_ = std::move(res);
   // The patterns were validated above; the masker applies them with the built-in rules.
   masker_ = Masker::create(settings_.mask_patterns, nullptr);
+  for (auto& r : collectors_) {
+    r.collector->setMaskPatterns(settings_.mask_patterns);  // exec argv masked by the collector
+  }
   propagateInterval();
   if (intervalInUseMs() != interval_before) {
     // The collect loop sleeps until one old interval after the last frame: wake it so the next

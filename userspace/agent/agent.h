@@ -5,6 +5,7 @@
 
 #include <kj/async-io.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -96,7 +97,10 @@ class Agent final : public ConfigHandler {
   CollectorContext context_;
   CollectorConfig collector_config_;
   std::vector<Running> collectors_;
-  std::vector<CollectorState> disabled_collectors_;
+  std::vector<CollectorState> disabled_collectors_;  // one entry per collector not running
+  // Collectors that failed to load at start, with the kernel's reason: reported while they are not
+  // disabled by config (a disabled one is reported once, as disabled).
+  std::map<std::string, std::string> load_failures_;
   std::unique_ptr<Attributor> attributor_;  // null when no cgroup2 mount was found
   std::unique_ptr<Masker> masker_;
   uint64_t boot_epoch_;

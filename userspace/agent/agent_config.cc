@@ -157,6 +157,9 @@ absl::StatusOr<AgentSettings> mergePushedConfig(const AgentSettings& current,
   if (config.getMaxProcesses() != 0) {
     s.max_processes = config.getMaxProcesses();
   }
+  if (config.hasNetMessageMode() && config.getNetMessageMode().size() > 0) {
+    s.net_message_mode = config.getNetMessageMode().cStr();
+  }
   if (config.hasDynamicSampling()) {
     auto d = config.getDynamicSampling();
     s.sampling.enabled = d.getEnabled();

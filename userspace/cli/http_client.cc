@@ -4,21 +4,8 @@
 #include <kj/compat/http.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 
 namespace vigil::cli {
-
-std::string urlEncode(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      absl::StrAppend(&out, absl::StrFormat("%%%02X", c));
-    }
-  }
-  return out;
-}
 
 absl::StatusOr<HttpResponse> httpGet(const std::string& host_port, const std::string& path,
                                      const std::string& bearer_token, absl::Duration timeout) {

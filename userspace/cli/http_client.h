@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "userspace/common/url.h"
 
 namespace vigil::cli {
 
@@ -20,7 +21,6 @@ absl::StatusOr<HttpResponse> httpGet(const std::string& host_port, const std::st
                                      const std::string& bearer_token = "",
                                      absl::Duration timeout = absl::Seconds(10));
 
-// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
-std::string urlEncode(const std::string& s);
+using ::vigil::urlEncode;  // userspace/common/url.h
 
 }  // namespace vigil::cli

@@ -57,6 +57,10 @@ class Collector {
   // whose background work follows the interval (the syscall duty cycle) adopts it without being
   // reloaded; the default ignores it. Called on the event loop, never fails.
   virtual void setInterval(kj::Duration interval) {}
+  // The agent's extra masking patterns changed (a pushed config). A collector that masks what it
+  // reads itself (exec argv) adopts them for everything it reads afterwards; the patterns were
+  // validated by the agent. Called on the event loop, never fails.
+  virtual void setMaskPatterns(const std::vector<std::string>& patterns) {}
 };
 
 }  // namespace vigil

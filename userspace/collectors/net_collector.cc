@@ -88,7 +88,14 @@ NetCollector::NetCollector(net_bpf* skel, const char* mode, const NetOptions& op
       attach_mode_(mode),
       options_(options),
       max_buffered_(options.max_buffered_events),
-      created_ns_(clockNs(CLOCK_MONOTONIC)) {
+      created_ns_(clockNs(CLOCK_MONOTONIC)),
+      duty_(options.duty_cycle, options.interval, options.randomize_window),
+      open_window_([this]() {
+        if (absl::Status st = attachMessageHooks(); !st.ok()) {
+          VIGIL_LOG_WARN("%s", st.message());  // counted; the next window tries again
+        }
+      }),
+      close_window_([this]() { detachMessageHooks(); }) {
   for (Hist& h : retired_) {
     h.buckets.assign(VIGIL_NET_HIST_SLOTS, 0);
   }
@@ -363,28 +370,8 @@ kj::Promise<void> NetCollector::run(CollectorContext& context) {
   if (options_.message_mode != NetMessageMode::kSampled || options_.duty_cycle >= 1) {
     return drain;
   }
-  return drain.exclusiveJoin(cycle(context.timer, context.timer.now()));
-}
-
-// Sampled message mode: a window opens at each interval start and closes duty_cycle * interval
-// later (the syscall duty cycle's fraction; unlike the syscall collector, which opens its window
-// at a random point of the interval, these windows are not randomised, and the interval is the
-// one given at load: Collector::setInterval is not implemented here).
-kj::Promise<void> NetCollector::cycle(kj::Timer& timer, kj::TimePoint window_start) {
-  if (absl::Status st = attachMessageHooks(); !st.ok()) {
-    VIGIL_LOG_WARN("%s", st.message());  // counted; the next window tries again
-  }
-  int64_t interval_ns = options_.interval / kj::NANOSECONDS;
-  auto on = static_cast<int64_t>(static_cast<double>(interval_ns) * options_.duty_cycle) *
-            kj::NANOSECONDS;
-  return timer.atTime(window_start + on).then([this, &timer, window_start]() {
-    detachMessageHooks();
-    auto next = window_start + options_.interval;
-    if (next < timer.now()) {
-      next = timer.now();  // fell behind (suspend, stall): keep the cadence from now
-    }
-    return timer.atTime(next).then([this, &timer, next]() { return cycle(timer, next); });
-  });
+  // Sampled message mode: windows of duty_cycle * interval placed like the syscall collector's.
+  return drain.exclusiveJoin(duty_.run(context.timer, open_window_, close_window_));
 }
 
 void NetCollector::collect(Snapshot& out) {

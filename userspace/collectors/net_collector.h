@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "userspace/collectors/collector.h"
+#include "userspace/collectors/duty_cycle.h"
 
 struct net_bpf;
 struct ring_buffer;
@@ -53,6 +54,8 @@ struct NetOptions {
   uint32_t wakeup_bytes = 0;
   NetMessageMode message_mode = NetMessageMode::kOff;
   double duty_cycle = 0.1;  // sampled mode: attached fraction of each interval, in (0, 1]
+  // Sampled mode: open each window after the first at a random point of its interval.
+  bool randomize_window = true;
   kj::Duration interval = 10 * kj::SECONDS;  // sampled mode's cycle
 };
 
@@ -64,6 +67,11 @@ class NetCollector final : public Collector {
   absl::string_view name() const override { return "net"; }
   void collect(Snapshot& out) override;
   kj::Promise<void> run(CollectorContext& context) override;
+  // Sampled message mode: the window open now keeps its length; the next follows the interval.
+  void setInterval(kj::Duration interval) override {
+    options_.interval = interval;
+    duty_.setInterval(interval);
+  }
 
   // Reads what the ring buffer holds, waiting up to timeout_ms for the first record.
   int poll(int timeout_ms);
@@ -111,7 +119,6 @@ class NetCollector final : public Collector {
   static int onRecord(void* ctx, void* data, size_t size);
   absl::Status attachMessageHooks();
   void detachMessageHooks();
-  kj::Promise<void> cycle(kj::Timer& timer, kj::TimePoint window_start);
 
   net_bpf* skel_;
   ring_buffer* ring_ = nullptr;
@@ -127,6 +134,8 @@ class NetCollector final : public Collector {
   int64_t created_ns_ = 0, attached_since_ns_ = 0, attached_ns_total_ = 0;
   int64_t last_collect_ns_ = 0, attached_ns_at_last_collect_ = 0;
   uint64_t windows_ = 0, attach_failures_ = 0;
+  DutyCycle duty_;  // sampled message mode's windows, placed like the syscall collector's
+  std::function<void()> open_window_, close_window_;
   absl::flat_hash_map<uint32_t, UdpEstimate> udp_;
   std::vector<Buffered> buffered_;
   uint64_t seen_ = 0, dropped_ = 0, malformed_ = 0;

@@ -328,6 +328,14 @@ uint64_t ProcessCollector::generatedInKernel(ProcEventType t) const {
                           PROC_COUNTER_GENERATED_BASE + static_cast<uint32_t>(t));
 }
 
+void ProcessCollector::setMaskPatterns(const std::vector<std::string>& patterns) {
+  std::vector<std::string> errors;
+  std::unique_ptr<Masker> next = Masker::create(patterns, &errors);
+  masked_by_earlier_maskers_ += masker_->maskedCount();
+  masker_ = std::move(next);
+  mask_errors_ = std::move(errors);
+}
+
 void ProcessCollector::collect(Snapshot& out) {
   poll(0);
   int64_t wall_minus_mono = clockNs(CLOCK_REALTIME) - clockNs(CLOCK_MONOTONIC);
@@ -410,8 +418,11 @@ void ProcessCollector::collect(Snapshot& out) {
                    {},
                    static_cast<double>(sumPerCpuCounter(counters, PROC_COUNTER_ARGV_READ_FAIL)),
                    true});
-  out.self.push_back(MetricSample{
-      "vigil_masked_values_total", {}, static_cast<double>(masker_->maskedCount()), true});
+  out.self.push_back(
+      MetricSample{"vigil_masked_values_total",
+                   {},
+                   static_cast<double>(masked_by_earlier_maskers_ + masker_->maskedCount()),
+                   true});
   out.self.push_back(MetricSample{
       "vigil_mask_pattern_errors", {}, static_cast<double>(mask_errors_.size()), false});
   appendProgramStats(skel_->obj, out.self);

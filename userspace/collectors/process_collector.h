@@ -64,6 +64,7 @@ class ProcessCollector final : public Collector {
   absl::string_view name() const override { return "process"; }
   void collect(Snapshot& out) override;
   kj::Promise<void> run(CollectorContext& context) override;
+  void setMaskPatterns(const std::vector<std::string>& patterns) override;
 
   // Reads what the ring buffer holds, waiting up to timeout_ms for the first record (0: do not
   // wait). Returns the number of records read.
@@ -106,6 +107,7 @@ class ProcessCollector final : public Collector {
   const char* attach_mode_;
   size_t max_buffered_;
   std::unique_ptr<Masker> masker_;
+  uint64_t masked_by_earlier_maskers_ = 0;  // keeps vigil_masked_values_total monotonic
   std::vector<std::string> mask_errors_;
   std::vector<Buffered> buffered_;
   std::array<uint64_t, kTypes> seen_{};

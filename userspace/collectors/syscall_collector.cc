@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <optional>
-#include <random>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -58,7 +57,24 @@ absl::StatusOr<SyscallMode> parseSyscallMode(absl::string_view text) {
 
 SyscallCollector::SyscallCollector(syscalls_bpf* skel, const char* mode,
                                    const SyscallOptions& options)
-    : skel_(skel), attach_mode_(mode), options_(options), created_ns_(monoNs()) {}
+    : skel_(skel),
+      attach_mode_(mode),
+      options_(options),
+      created_ns_(monoNs()),
+      duty_(options.duty_cycle, options.interval, options.randomize_window),
+      open_window_([this]() {
+        absl::Status st = attach();
+        if (!st.ok()) {
+          // Counted in attach(); shown as down until a later window attaches.
+          if (last_error_.empty()) {
+            VIGIL_LOG_WARN("%s", st.message());
+          }
+          last_error_ = std::string(st.message());
+        } else {
+          last_error_.clear();
+        }
+      }),
+      close_window_([this]() { detach(); }) {}
 
 absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     const SyscallOptions& options) {
@@ -237,52 +253,8 @@ kj::Promise<void> SyscallCollector::run(CollectorContext& context) {
   if (skel_ == nullptr || options_.mode != SyscallMode::kSampled || options_.duty_cycle >= 1) {
     return kj::NEVER_DONE;
   }
-  // The first window is the one create() opened; it starts now.
-  return cycle(context.timer, context.timer.now(), 0 * kj::NANOSECONDS);
-}
-
-kj::Duration SyscallCollector::windowLength() const {
-  int64_t interval_ns = options_.interval / kj::NANOSECONDS;
-  return static_cast<int64_t>(static_cast<double>(interval_ns) * options_.duty_cycle) *
-         kj::NANOSECONDS;
-}
-
-kj::Duration SyscallCollector::nextOffset() {
-  if (!options_.randomize_window) {
-    return 0 * kj::NANOSECONDS;
-  }
-  // Anywhere in the interval where the whole window fits, so that a job running at a fixed
-  // phase of the interval (a cron, a scrape) is not always inside or always outside it.
-  int64_t slack_ns = (options_.interval - windowLength()) / kj::NANOSECONDS;
-  if (slack_ns <= 0) {
-    return 0 * kj::NANOSECONDS;
-  }
-  std::uniform_int_distribution<int64_t> offset(0, slack_ns);
-  return offset(rng_) * kj::NANOSECONDS;
-}
-
-kj::Promise<void> SyscallCollector::cycle(kj::Timer& timer, kj::TimePoint interval_start,
-                                          kj::Duration offset) {
-  return timer.atTime(interval_start + offset).then([this, &timer, interval_start]() {
-    absl::Status st = attach();
-    if (!st.ok()) {
-      // Keep cycling: the next window tries again; the failure is counted and shown as down.
-      if (last_error_.empty()) {
-        VIGIL_LOG_WARN("%s", st.message());
-      }
-      last_error_ = std::string(st.message());
-    } else {
-      last_error_.clear();
-    }
-    return timer.afterDelay(windowLength()).then([this, &timer, interval_start]() {
-      detach();
-      auto next = interval_start + options_.interval;
-      if (next < timer.now()) {
-        next = timer.now();  // we fell behind (suspend, stall): keep the cadence from now
-      }
-      return cycle(timer, next, nextOffset());
-    });
-  });
+  // The first window is the one create() opened (attach() is a no-op while attached).
+  return duty_.run(context.timer, open_window_, close_window_);
 }
 
 void SyscallCollector::collect(Snapshot& out) {

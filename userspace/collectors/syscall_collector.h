@@ -14,13 +14,13 @@
 
 #include <cstdint>
 #include <memory>
-#include <random>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "userspace/collectors/collector.h"
+#include "userspace/collectors/duty_cycle.h"
 
 struct syscalls_bpf;
 struct bpf_link;
@@ -63,8 +63,11 @@ class SyscallCollector final : public Collector {
   absl::string_view name() const override { return "syscalls"; }
   void collect(Snapshot& out) override;
   kj::Promise<void> run(CollectorContext& context) override;
-  // cycle() reads the interval at each window's end, so the next window follows the new one.
-  void setInterval(kj::Duration interval) override { options_.interval = interval; }
+  // The window open now keeps its length; the next one follows the new interval.
+  void setInterval(kj::Duration interval) override {
+    options_.interval = interval;
+    duty_.setInterval(interval);
+  }
 
   // Whether the programs are attached right now.
   bool attached() const { return exit_link_ != nullptr; }
@@ -79,9 +82,6 @@ class SyscallCollector final : public Collector {
 
   absl::Status attach();
   void detach();
-  kj::Promise<void> cycle(kj::Timer& timer, kj::TimePoint interval_start, kj::Duration offset);
-  kj::Duration windowLength() const;
-  kj::Duration nextOffset();
 
   syscalls_bpf* skel_;  // null in off mode
   const char* attach_mode_;
@@ -93,7 +93,8 @@ class SyscallCollector final : public Collector {
   int64_t attached_ns_total_ = 0;  // completed windows
   uint64_t windows_ = 0;
   uint64_t attach_failures_ = 0;
-  std::mt19937_64 rng_{std::random_device{}()};  // window placement in sampled mode
+  DutyCycle duty_;  // window placement in sampled mode
+  std::function<void()> open_window_, close_window_;
   std::string last_error_;
   // Raw (unscaled) totals of processes that exited and were retired from the maps.
   uint64_t retired_syscalls_ = 0;
