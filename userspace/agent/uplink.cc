@@ -10,9 +10,14 @@
 #include "absl/strings/str_split.h"
 #include "capnp/frame_codec.h"
 #include "userspace/common/log.h"
+#include "userspace/common/shrink.h"
 
 namespace vigil {
 namespace {
+
+// Packed frames at least this large (a busy node under process churn) make the delta encoding
+// allocate and free several MiB; the heap is trimmed after them (userspace/common/shrink.h).
+constexpr size_t kTrimAfterPackedBytes = 1 << 20;
 
 int64_t unixNowNs() {
   struct timespec ts;
@@ -500,6 +505,9 @@ wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
   }
   conn.base_seq = next.seq;
   conn.base_packed = kj::mv(*packed);
+  if (conn.base_packed.size() >= kTrimAfterPackedBytes) {
+    releaseFreeMemory();  // the expansion and delta of a large frame are freed by now
+  }
   return encoding;
 }
 

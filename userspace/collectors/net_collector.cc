@@ -23,6 +23,7 @@
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/process_collector.h"
 #include "userspace/common/log.h"
+#include "userspace/common/shrink.h"
 
 namespace vigil {
 namespace {
@@ -448,7 +449,13 @@ void NetCollector::collect(Snapshot& out) {
     t.setSocketError(b.sk_err);
     t.setSrttUs(b.srtt_us);
   }
+  // A burst leaves the buffer at its peak capacity: release it when this interval used less than
+  // a quarter of it (userspace/common/shrink.h).
+  size_t held = buffered_.size();
   buffered_.clear();
+  if (buffered_.capacity() > kShrinkMinCapacity && buffered_.capacity() > 4 * held) {
+    std::vector<Buffered>().swap(buffered_);
+  }
 
   // Per-process counters; processes that are gone are reported once more, then retired.
   int stats_fd = bpf_map__fd(skel_->maps.proc_stats);
@@ -510,6 +517,7 @@ void NetCollector::collect(Snapshot& out) {
       ++it;
     }
   }
+  shrinkTableIfSparse(udp_);
   int hist_fd = bpf_map__fd(skel_->maps.hists);
   std::array<Hist, 2> host = retired_;
   std::vector<net_hist_key> retire;
