@@ -169,8 +169,10 @@ class SessionImpl final : public wire::IngestSession::Server {
     wire::Encoding log_encoding = encoding;
     kj::Array<kj::byte> log_payload;
     std::unique_ptr<DecodedFrame> frame;
-    if (encoding == wire::Encoding::PACKED_ZSTD_DELTA) {
-      auto expanded = expand(seq, params.getBaseSeq(), payload);
+    if (encoding == wire::Encoding::PACKED_ZSTD_DELTA ||
+        encoding == wire::Encoding::POINTER_ZSTD_DELTA) {
+      auto expanded =
+          expand(seq, params.getBaseSeq(), payload, encoding == wire::Encoding::POINTER_ZSTD_DELTA);
       if (!expanded.ok()) {
         delta_broken_ = true;
         std::string msg(expanded.status().message());
@@ -286,7 +288,8 @@ class SessionImpl final : public wire::IngestSession::Server {
 
   // Expands a delta push to the frame's packed bytes, or says why not as "reason: detail".
   absl::StatusOr<kj::Array<kj::byte>> expand(uint64_t seq, uint64_t base_seq,
-                                             kj::ArrayPtr<const kj::byte> payload) {
+                                             kj::ArrayPtr<const kj::byte> payload,
+                                             bool pointer_delta) {
     if (!ingest_.options_.accept_delta) {
       return absl::FailedPreconditionError(
           "delta_not_accepted: this aggregator runs without delta frames");
@@ -308,7 +311,8 @@ class SessionImpl final : public wire::IngestSession::Server {
       return absl::InternalError(absl::StrCat(
           "delta_unknown_base: the stored base does not decode: ", base.status().message()));
     }
-    auto expanded = expandDelta(*base, payload);
+    auto expanded =
+        pointer_delta ? expandPointerDelta(*base, payload) : expandDelta(*base, payload);
     if (!expanded.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("delta_bad: frame ", seq, ": ", expanded.status().message()));
@@ -398,6 +402,7 @@ class AggregatorImpl final : public wire::Aggregator::Server {
     results.setLastSeq(last);
     results.setHeartbeatIntervalMs(ingest_.options_.heartbeat_interval_ms);
     results.setAcceptsDelta(ingest_.options_.accept_delta);
+    results.setAcceptsPointerDelta(ingest_.options_.accept_delta);
     results.setSession(kj::heap<SessionImpl>(ingest_, std::move(info), epoch, peer_));
     return kj::READY_NOW;
   }

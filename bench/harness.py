@@ -1291,9 +1291,14 @@ def part_wire(env):
               [float(kv["steady_ratio_vs_json_structured_gzip"])], "x", "goal <= 0.2")
         R.row(part, label + ": steady state / JSON+gzip (series list)",
               [float(kv["steady_ratio_vs_json_series_gzip"])], "x", "goal <= 0.2")
-        R.detail(part, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        if "legacy_steady_ratio_vs_json_structured_ns_gzip" in kv:
+            R.row(part, label + ": same frames, previous form (ns, float64, byte delta) / JSON+gzip",
+                  [float(kv["legacy_steady_ratio_vs_json_structured_ns_gzip"])], "x",
+                  "before ProcessSample.cpuUs, Metric.scaled and pointer deltas")
+        R.detail(part, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             label, kv["series"], kv["packed_bytes"], kv["packed_zstd_bytes"],
-            kv["delta_bytes_avg"], kv["steady_bytes_avg"],
+            kv["delta_bytes_avg"], kv.get("byte_delta_bytes_avg", "-"), kv["steady_bytes_avg"],
+            kv.get("legacy_steady_bytes_avg", "-"),
             kv["json_structured_bytes"], kv["json_structured_gzip_bytes"],
             kv["json_series_bytes"], kv["json_series_gzip_bytes"]))
 
@@ -1302,27 +1307,36 @@ def part_wire(env):
 # Part 7: CLI start-up
 
 
-def timed_tool(cmd, first_output_re, stop_after_first=False, timeout=30, workload=None):
+def timed_tool(cmd, first_output_re, stop_after_first=False, timeout=30, workload=None,
+               marks=None, env=None):
     """Starts cmd and reports (seconds to a line matching first_output_re, total seconds, peak
-    RSS MiB, output)."""
+    RSS MiB, output). marks: more {name: regex}; the seconds to the first line matching each are
+    left in timed_tool.marks (None when no line matched)."""
     # Peak RSS comes from GNU time wrapped around the tool: the tool is forked from that small C
     # program, so its ru_maxrss is the tool's own (a child forked from this Python process would
     # report Python's pre-exec size, ~23 MiB, as its peak).
     rss_file = tempfile.NamedTemporaryFile(prefix="vigil-bench-rss.", delete=False)
     rss_file.close()
     cmd = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name] + list(cmd)
+    marks = dict(marks or {})
+    found = {name: None for name in marks}
+    full_env = dict(os.environ, **env) if env else None
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         start_new_session=True, text=True, bufsize=1)
+                         start_new_session=True, text=True, bufsize=1, env=full_env)
     first = None
     lines = []
 
     def reader():
         nonlocal first
         for line in p.stdout:
+            now = time.time() - t0
             lines.append(line)
+            for name, rx in marks.items():
+                if found[name] is None and re.search(rx, line):
+                    found[name] = now
             if first is None and re.search(first_output_re, line):
-                first = time.time() - t0
+                first = now
                 if stop_after_first:
                     try:
                         os.killpg(p.pid, signal.SIGINT)
@@ -1331,19 +1345,22 @@ def timed_tool(cmd, first_output_re, stop_after_first=False, timeout=30, workloa
 
     th = threading.Thread(target=reader, daemon=True)
     th.start()
-    deadline = t0 + timeout
-    status = ru = None
-    while time.time() < deadline:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid == p.pid:
-            break
-        time.sleep(0.002)
-    else:
-        os.killpg(p.pid, signal.SIGKILL)
-        _, status, ru = os.wait4(p.pid, 0)
+    # A blocking wait4 (a timer kills the group at the deadline): the exit is seen when it
+    # happens, not at the next tick of a polling loop.
+    def kill():
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    killer = threading.Timer(timeout, kill)
+    killer.start()
+    _, status, ru = os.wait4(p.pid, 0)
     total = time.time() - t0
+    killer.cancel()
     th.join(timeout=2)
     timed_tool.last_rc = os.waitstatus_to_exitcode(status)
+    timed_tool.marks = found
     peak_mib = ru.ru_maxrss / 1024.0
     try:
         with open(rss_file.name) as f:
@@ -1373,6 +1390,42 @@ def part_cli(env):
     return part_cli_measure(env)
 
 
+# bpftrace (0.17 and later) prints this line to stderr once every probe is attached when the
+# variable is set (its runtime tests use it); "Attaching N probes..." comes before the attach.
+BT_ATTACHED_ENV = {"__BPFTRACE_NOTIFY_PROBES_ATTACHED": "1"}
+BT_ATTACHED = r"^__BPFTRACE_NOTIFY_PROBES_ATTACHED"
+
+
+def cli_alternate(runs, tools):
+    """Runs each tool `runs` times, the order rotating every round, and collects per tool the
+    timed_tool results: {key: {"first": [...], "total": [...], "rss": [...], "marks": {name:
+    [...]}, "failed": str or None}}. tools: [(key, kwargs for timed_tool)]."""
+    res = {k: {"first": [], "total": [], "rss": [], "marks": {}, "failed": None}
+           for k, _ in tools}
+    for k in range(runs):
+        order = tools[k % len(tools):] + tools[:k % len(tools)]
+        for key, kw in order:
+            r = res[key]
+            if r["failed"]:
+                continue
+            first, total, rss, out = timed_tool(**kw)
+            if first is None:
+                r["failed"] = "no line matching %r within %.1f s (exit %d): %s" % (
+                    kw["first_output_re"], total, timed_tool.last_rc,
+                    out.strip()[-200:].replace("\n", " "))
+                continue
+            r["first"].append(first)
+            r["total"].append(total)
+            r["rss"].append(rss)
+            for name, t in timed_tool.marks.items():
+                r["marks"].setdefault(name, []).append(t)
+    return res
+
+
+def ms(values, minus=0.0):
+    return [(v - minus) * 1000 for v in values if v is not None]
+
+
 def part_cli_measure(env):
     part = "cli"
     # bcc's runqlat: the claim that it cannot run here is verified, not assumed.
@@ -1392,7 +1445,7 @@ def part_cli_measure(env):
     # vigil's side: is the subcommand built?
     vig = env.exe("vigil")
     have = {}
-    for sub in (["hist", "runq"], ["trace", "exec"]):
+    for sub in (["hist", "runq"], ["trace", "exec"], ["top"]):
         rc, out, _ = run([vig] + sub + ["--help"], timeout=10)
         have[sub[0]] = rc == 0 and "not available" not in out.lower()
         if not have[sub[0]]:
@@ -1400,87 +1453,128 @@ def part_cli_measure(env):
                    "not built yet (`vigil %s --help` exited %d: %s)" %
                    (" ".join(sub), rc, out.strip().splitlines()[-1] if out.strip() else ""))
     runs = CFG["cli_runs"]
-    # runqlat
-    bt_runq = ["bpftrace", "-B", "line", os.path.join(BENCH, "scripts", "runqlat.bt")]
-    vg_runq = [vig, "hist", "runq", "--duration", "1s"]
-    R.command(part, "bpftrace -B line bench/scripts/runqlat.bt   (1 s, histogram printed at exit)")
-    res = {"bt_attach": [], "bt_over": [], "bt_rss": [], "vg_first": [], "vg_over": [],
-           "vg_rss": []}
+    script = lambda name: os.path.join(BENCH, "scripts", name)
+
+    # What the wrapper costs: GNU time, a pipe, this process's reader thread, for a command
+    # that prints at once. Every figure below includes it, for both tools alike.
+    floor = cli_alternate(runs, [("echo", dict(cmd=["/bin/echo", "x"], first_output_re=r"x"))])
+    R.row(part, "harness floor: /bin/echo, time to its line", ms(floor["echo"]["first"]), "ms",
+          "wrapper cost, in every figure")
+
+    # runqlat: probes attached (bpftrace's notify line; vigil's header, printed right after
+    # attach), the histogram printed after the 1 s window, and the exit.
+    R.command(part, "__BPFTRACE_NOTIFY_PROBES_ATTACHED=1 bpftrace -B line "
+              "bench/scripts/runqlat.bt   (1 s, histogram printed at exit)")
+    tools = [("bt", dict(cmd=["bpftrace", "-B", "line", script("runqlat.bt")],
+                         first_output_re=BT_ATTACHED, env=BT_ATTACHED_ENV,
+                         marks={"hist": r"^@usecs"}))]
     if have["hist"]:
+        vg_runq = [vig, "hist", "runq", "--duration", "1s"]
         R.command(part, " ".join(vg_runq))
-    for k in range(runs):
-        order = ["bt", "vg"] if k % 2 == 0 else ["vg", "bt"]
-        for who in order:
-            if who == "bt":
-                first, total, rss, out = timed_tool(bt_runq, r"^Attaching")
-                res["bt_attach"].append(first)
-                res["bt_over"].append(total - 1.0)
-                res["bt_rss"].append(rss)
-            elif have["hist"]:
-                first, total, rss, out = timed_tool(vg_runq, r"\S")
-                if timed_tool.last_rc != 0 or total < 1.0:
-                    R.skip(part, "vigil hist runq", "`%s` exited %d after %.2f s: %s" % (
-                        " ".join(vg_runq[1:]), timed_tool.last_rc, total,
-                        out.strip()[-200:].replace("\n", " ")))
-                    have["hist"] = False
-                    continue
-                res["vg_first"].append(first)
-                res["vg_over"].append(total - 1.0)
-                res["vg_rss"].append(rss)
-    R.row(part, "bpftrace runqlat: time to 'Attaching'", [x * 1000 for x in res["bt_attach"]
-                                                           if x is not None], "ms")
-    R.row(part, "bpftrace runqlat: wall time beyond its 1 s window",
-          [x * 1000 for x in res["bt_over"]], "ms")
-    R.row(part, "bpftrace runqlat: peak RSS", res["bt_rss"], "MiB")
-    if have["hist"]:
-        R.row(part, "vigil hist runq: wall time beyond its 1 s window",
-              [x * 1000 for x in res["vg_over"]], "ms", "goal <= 25 ms")
-        R.row(part, "vigil hist runq: peak RSS", res["vg_rss"], "MiB")
-        if res["vg_over"] and res["bt_over"]:
-            R.row(part, "start-up ratio bpftrace/vigil (runq)",
-                  [b / v for b, v in zip(res["bt_over"], res["vg_over"]) if v > 0], "x",
-                  "goal >= 10")
-            R.row(part, "RSS ratio vigil/bpftrace (runq)",
-                  [v / b for b, v in zip(res["bt_rss"], res["vg_rss"])], "x", "goal <= 0.2")
-    # execsnoop: time to the first event line while processes exec continuously.
-    bt_exec = ["bpftrace", "-B", "line", os.path.join(BENCH, "scripts", "execsnoop.bt")]
-    vg_exec = [vig, "trace", "exec"]
+        tools.append(("vg", dict(cmd=vg_runq, first_output_re=r"^Tracing runq",
+                                 marks={"hist": r"^runq latency"})))
+    res = cli_alternate(runs, tools)
+    bt, vg = res["bt"], res.get("vg")
+    if bt["failed"]:
+        R.skip(part, "bpftrace runqlat", bt["failed"])
+    R.row(part, "bpftrace runqlat: time to probes attached", ms(bt["first"]), "ms")
+    R.row(part, "bpftrace runqlat: histogram printed, beyond its 1 s window",
+          ms(bt["marks"].get("hist", []), 1.0), "ms")
+    R.row(part, "bpftrace runqlat: wall time beyond its 1 s window", ms(bt["total"], 1.0), "ms",
+          "to its exit")
+    R.row(part, "bpftrace runqlat: peak RSS", bt["rss"], "MiB")
+    if vg is not None and vg["failed"]:
+        R.skip(part, "vigil hist runq", vg["failed"])
+    elif vg is not None:
+        R.row(part, "vigil hist runq: time to probes attached", ms(vg["first"]), "ms",
+              "goal <= 25 ms")
+        R.row(part, "vigil hist runq: histogram printed, beyond its 1 s window",
+              ms(vg["marks"].get("hist", []), 1.0), "ms")
+        R.row(part, "vigil hist runq: wall time beyond its 1 s window", ms(vg["total"], 1.0),
+              "ms", "to its exit")
+        R.row(part, "vigil hist runq: peak RSS", vg["rss"], "MiB")
+        n = min(len(bt["first"]), len(vg["first"]))
+        R.row(part, "start-up ratio bpftrace/vigil (runq, probes attached)",
+              [b / v for b, v in zip(bt["first"][:n], vg["first"][:n]) if v > 0], "x",
+              "goal >= 10")
+        R.row(part, "RSS ratio vigil/bpftrace (runq)",
+              [v / b for b, v in zip(bt["rss"], vg["rss"])], "x", "goal <= 0.2")
+
+    # execsnoop: time to the first event line while processes exec continuously, and to the
+    # probes attached.
+    tools = [("bt", dict(cmd=["bpftrace", "-B", "line", script("execsnoop.bt")],
+                         first_output_re=r"^\d+\s+\d+", stop_after_first=True,
+                         env=BT_ATTACHED_ENV, marks={"attached": BT_ATTACHED}))]
     R.command(part, "bpftrace -B line bench/scripts/execsnoop.bt   (stopped after its first event)")
     if have["trace"]:
         R.command(part, "vigil trace exec   (stopped after its first event)")
+        tools.append(("vg", dict(cmd=[vig, "trace", "exec"], first_output_re=r"\btrue\b",
+                                 stop_after_first=True, marks={"attached": r"^TIME\s+PID"})))
     R.command(part, [env.exe("vigil-bench-storm"), "exec", "100000", "200"])
     storm = Proc([env.exe("vigil-bench-storm"), "exec", "100000", "200"])
-    res = {"bt": [], "bt_rss": [], "vg": [], "vg_rss": []}
     try:
-        for k in range(runs):
-            order = ["bt", "vg"] if k % 2 == 0 else ["vg", "bt"]
-            for who in order:
-                if who == "bt":
-                    first, total, rss, out = timed_tool(bt_exec, r"^\d+\s+\d+",
-                                                        stop_after_first=True)
-                    if first is not None:
-                        res["bt"].append(first)
-                        res["bt_rss"].append(rss)
-                elif have["trace"]:
-                    first, total, rss, out = timed_tool(vg_exec, r"\btrue\b",
-                                                        stop_after_first=True)
-                    if first is None:
-                        R.skip(part, "vigil trace exec", "no exec event line within %.0f s "
-                               "(exit %d): %s" % (total, timed_tool.last_rc,
-                                                  out.strip()[-200:].replace("\n", " ")))
-                        have["trace"] = False
-                    else:
-                        res["vg"].append(first)
-                        res["vg_rss"].append(rss)
+        res = cli_alternate(runs, tools)
     finally:
         storm.stop()
-    R.row(part, "bpftrace execsnoop: time to first event", [x * 1000 for x in res["bt"]], "ms",
+    bt, vg = res["bt"], res.get("vg")
+    if bt["failed"]:
+        R.skip(part, "bpftrace execsnoop", bt["failed"])
+    R.row(part, "bpftrace execsnoop: time to probes attached", ms(bt["marks"].get("attached", [])),
+          "ms")
+    R.row(part, "bpftrace execsnoop: time to first event", ms(bt["first"]), "ms",
           "execs every 5 ms")
-    R.row(part, "bpftrace execsnoop: peak RSS", res["bt_rss"], "MiB")
-    if have["trace"]:
-        R.row(part, "vigil trace exec: time to first event", [x * 1000 for x in res["vg"]], "ms",
+    R.row(part, "bpftrace execsnoop: peak RSS", bt["rss"], "MiB")
+    if vg is not None and vg["failed"]:
+        R.skip(part, "vigil trace exec", vg["failed"])
+    elif vg is not None:
+        R.row(part, "vigil trace exec: time to probes attached",
+              ms(vg["marks"].get("attached", [])), "ms")
+        R.row(part, "vigil trace exec: time to first event", ms(vg["first"]), "ms",
               "goal <= 25 ms")
-        R.row(part, "vigil trace exec: peak RSS", res["vg_rss"], "MiB")
+        R.row(part, "vigil trace exec: peak RSS", vg["rss"], "MiB")
+
+    # TCP: `trace tcp` against a tracepoint-only tcpconnect/tcplife, `hist tcp-connect` against
+    # a tracepoint-only tcpconnlat; time to probes attached (each is stopped there).
+    for label, bt_script, vg_args, vg_re in (
+            ("trace tcp", "tcplife.bt", ["trace", "tcp"], r"^TIME\s+EVENT"),
+            ("hist tcp-connect", "tcpconnlat.bt", ["hist", "tcp-connect"],
+             r"^Tracing tcp-connect")):
+        R.command(part, "__BPFTRACE_NOTIFY_PROBES_ATTACHED=1 bpftrace -B line bench/scripts/%s"
+                  "   (stopped once attached)" % bt_script)
+        tools = [("bt", dict(cmd=["bpftrace", "-B", "line", script(bt_script)],
+                             first_output_re=BT_ATTACHED, stop_after_first=True,
+                             env=BT_ATTACHED_ENV))]
+        if have[vg_args[0]]:
+            R.command(part, "vigil %s   (stopped once attached)" % " ".join(vg_args))
+            tools.append(("vg", dict(cmd=[vig] + vg_args, first_output_re=vg_re,
+                                     stop_after_first=True)))
+        res = cli_alternate(runs, tools)
+        bt, vg = res["bt"], res.get("vg")
+        peer = "bpftrace %s" % bt_script[:-3]
+        if bt["failed"]:
+            R.skip(part, peer, bt["failed"])
+        R.row(part, "%s: time to probes attached" % peer, ms(bt["first"]), "ms")
+        R.row(part, "%s: peak RSS" % peer, bt["rss"], "MiB")
+        if vg is not None and vg["failed"]:
+            R.skip(part, "vigil " + label, vg["failed"])
+        elif vg is not None:
+            R.row(part, "vigil %s: time to probes attached" % label, ms(vg["first"]), "ms",
+                  "goal <= 25 ms")
+            R.row(part, "vigil %s: peak RSS" % label, vg["rss"], "MiB")
+
+    # top --once: no bpftrace equivalent (six collectors' worth of state); the first output is
+    # the table, printed one interval after the collectors are loaded.
+    if have["top"]:
+        vg_top = [vig, "top", "--once", "--interval", "100ms", "--limit", "5"]
+        R.command(part, " ".join(vg_top))
+        res = cli_alternate(runs, [("vg", dict(cmd=vg_top, first_output_re=r"\S"))])
+        vg = res["vg"]
+        if vg["failed"]:
+            R.skip(part, "vigil top --once", vg["failed"])
+        else:
+            R.row(part, "vigil top --once: first output beyond its 100 ms interval",
+                  ms(vg["first"], 0.1), "ms", "no bpftrace peer")
+            R.row(part, "vigil top --once: peak RSS", vg["rss"], "MiB")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1565,9 +1659,17 @@ PART_NOTES = {
         "host by the agent's own collectors, 2 s apart, after one warm-up collection) and "
         "encodes them as the agent sends them (the payload of IngestSession.push, without the "
         "RPC call's own framing): the **keyframe** is Cap'n Proto packed + zstd level 3 of the "
-        "last frame; a **delta** is the frame's packed bytes zstd-compressed with the previous "
-        "frame's packed bytes as the zstd prefix (each one checked to expand back to the frame "
-        "byte for byte); the **steady state** is what an agent sends on average within a session "
+        "last frame; a **delta** is what the agent sends: the frame's unpacked words with "
+        "pointers predicted from a depth-first walk, zstd-compressed with the previous frame's "
+        "words (same transform) as the zstd prefix (`encodePointerDelta`; each one checked to "
+        "expand back to the frame's packed bytes byte for byte); the **byte delta** is the "
+        "older form (packed bytes against packed bytes), and **previous form** is the steady "
+        "state of the same frames as agents sent them before `ProcessSample.cpuUs`, "
+        "`Metric.scaled` and pointer deltas (on-CPU time in ns, float64 metric values, byte "
+        "deltas; its JSON carries ns too). The synthetic frame's counters advance by an amount "
+        "that varies every interval (±50 %), on-CPU time with random ns digits, host values "
+        "computed from their source units (ticks / 100, µs / 1e6, ...) as the host collector "
+        "does; the **steady state** is what an agent sends on average within a session "
         "with a keyframe every K frames: (keyframe + (K−1) × mean delta) / K, K = 30 (the "
         "agent's default `--wire_keyframe_every`; 5 minutes at the 10 s interval). The same data "
         "(the last frame) as JSON: \"structured\" mirrors the frame with zero fields omitted "
@@ -1583,10 +1685,19 @@ PART_NOTES = {
         "bcc's tools compile their BPF C at run time against kernel headers, which this kernel "
         "does not ship; CO-RE tools (vigil, bpftrace's tracepoint-only scripts) need none. The "
         "peer is therefore bpftrace 0.17 with tracepoint-only scripts in bench/scripts/. "
-        "Peak RSS is the tool's ru_maxrss, taken by GNU time wrapped around it. For runqlat both tools are asked for a 1 s "
-        "histogram and the figure is the wall time beyond that second (start-up, attach, "
-        "print, exit); for execsnoop it is the time to the first event line while "
-        "/bin/true is exec'd every 5 ms.",
+        "Peak RSS is the tool's ru_maxrss, taken by GNU time wrapped around it. Start-up is the "
+        "time from the harness's fork until the tool says its probes are attached: for "
+        "bpftrace the line it prints once every probe is attached when "
+        "__BPFTRACE_NOTIFY_PROBES_ATTACHED is set (its \"Attaching N probes...\" comes before "
+        "the attach), for vigil its header, printed right after its attach. Every figure "
+        "includes the harness's own cost (GNU time, a pipe, a reader thread: the 'harness "
+        "floor' row). For runqlat both tools are also asked for a 1 s histogram: the time "
+        "beyond that second until the histogram is printed, and until the process has exited "
+        "(which adds the tool's teardown: detaching and freeing its BPF objects). For "
+        "execsnoop the first event is the first line for an exec of /bin/true, exec'd every "
+        "5 ms. The TCP peers (bench/scripts/tcplife.bt, tcpconnlat.bt) use the "
+        "sock:inet_sock_set_state tracepoint's fields only; `vigil top --once` has no "
+        "bpftrace peer.",
     ],
 }
 
@@ -1718,9 +1829,9 @@ def write_doc(path, parts, elapsed, argv):
                 L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
             elif p == "wire":
                 L.append("| frame | series | packed B | keyframe B | delta B (mean) | "
-                         "steady state B | JSON B | JSON+gzip B | series JSON B | "
-                         "series JSON+gzip B |")
-                L.append("|---|---|---|---|---|---|---|---|---|---|")
+                         "byte delta B | steady state B | previous form steady B | JSON B | "
+                         "JSON+gzip B | series JSON B | series JSON+gzip B |")
+                L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
             L.extend(table_lines)
             L.append("")
         for d in other:

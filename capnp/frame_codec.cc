@@ -5,6 +5,9 @@
 #include <capnp/serialize.h>
 #include <kj/common.h>
 #include <kj/exception.h>
+#include <kj/vector.h>
+
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -12,8 +15,16 @@ namespace vigil {
 
 kj::Array<kj::byte> encodeFrame(capnp::MessageBuilder& message, wire::Encoding encoding,
                                 int zstd_level) {
+  // One segment, objects laid out depth first in pointer order (what a deep copy produces):
+  // every frame has the same layout whatever order toWire set its fields in, and its pointers
+  // are predictable from that order, which is what makes pointer-predicted deltas
+  // (encodePointerDelta) small. The copy never needs more words than the original.
+  capnp::MallocMessageBuilder laid_out(
+      static_cast<unsigned>(capnp::computeSerializedSizeInWords(message) + 1),
+      capnp::AllocationStrategy::FIXED_SIZE);
+  laid_out.setRoot(message.getRoot<wire::Frame>().asReader());
   kj::VectorOutputStream packed;
-  capnp::writePackedMessage(packed, message);
+  capnp::writePackedMessage(packed, laid_out);
   auto bytes = packed.getArray();
   if (encoding == wire::Encoding::PACKED) {
     return kj::heapArray<kj::byte>(bytes);
@@ -58,6 +69,7 @@ absl::StatusOr<kj::Array<kj::byte>> packedBytes(kj::ArrayPtr<const kj::byte> pay
       return out;
     }
     case wire::Encoding::PACKED_ZSTD_DELTA:
+    case wire::Encoding::POINTER_ZSTD_DELTA:
       return absl::InvalidArgumentError("a delta payload needs its base frame to be decoded");
     default:
       return absl::InvalidArgumentError(
@@ -121,6 +133,266 @@ absl::StatusOr<kj::Array<kj::byte>> expandDelta(kj::ArrayPtr<const kj::byte> bas
                      ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output"));
   }
   return out;
+}
+
+namespace {
+
+// --- Pointer prediction ------------------------------------------------------------------------
+//
+// A Cap'n Proto pointer holds the distance from itself to its object. In a frame every object
+// after an inserted process, string or histogram moves, so nearly every pointer of the frame
+// changes value from one interval to the next although nothing it points to did, and each such
+// change costs a delta a literal and a broken match. Laid out depth first (encodeFrame), an
+// object starts where the previous object of a depth-first walk ended; this transform replaces
+// each pointer's offset by (target - where the walk expected it), which is 0 for a depth-first
+// layout and stays 0 across frames. It is a bijection on the single-segment message: the
+// inverse walks the same way, restoring each pointer before following it. Only the 30-bit offset
+// of struct and list pointers changes; sizes, counts and all data stay as they are.
+// Wire format reference: https://capnproto.org/encoding.html (pointers, lists, packing).
+
+constexpr int kMaxPointerDepth = 64;
+
+class PointerWalker {
+ public:
+  PointerWalker(kj::ArrayPtr<uint64_t> seg, bool inverse)
+      : w_(seg), inverse_(inverse), budget_(seg.size() * 4 + 64) {}
+
+  bool run() { return w_.size() > 0 && visit(0, 0); }
+
+ private:
+  static bool fits30(int64_t v) { return v >= -(int64_t{1} << 29) && v < (int64_t{1} << 29); }
+
+  bool visit(size_t p, int depth) {
+    if (depth > kMaxPointerDepth || budget_-- == 0) {
+      return false;
+    }
+    uint64_t v = w_[p];
+    if (v == 0) {
+      return true;
+    }
+    uint32_t kind = v & 3;
+    if (kind == 2) {
+      return false;  // far pointer: not a single-segment message
+    }
+    if (kind == 3) {
+      return true;  // capability (frames have none): left alone
+    }
+    int64_t raw = static_cast<int32_t>(static_cast<uint32_t>(v)) >> 2;
+    int64_t target;
+    int64_t stored;
+    if (!inverse_) {
+      target = static_cast<int64_t>(p) + 1 + raw;
+      stored = target - expected_;
+    } else {
+      target = expected_ + raw;
+      stored = target - static_cast<int64_t>(p) - 1;
+    }
+    if (!fits30(stored) || target < 0) {
+      return false;
+    }
+    w_[p] = (v & 0xffffffff00000000ULL) | (static_cast<uint32_t>(stored) << 2) | kind;
+    uint32_t hi = static_cast<uint32_t>(v >> 32);
+    if (kind == 0) {
+      uint64_t data = hi & 0xffff;
+      uint64_t ptrs = hi >> 16;
+      if (!inside(target, data + ptrs)) {
+        return false;
+      }
+      advance(target, data + ptrs);
+      for (uint64_t i = 0; i < ptrs; ++i) {
+        if (!visit(target + data + i, depth + 1)) {
+          return false;
+        }
+      }
+      return true;
+    }
+    uint32_t elem = hi & 7;
+    uint64_t count = hi >> 3;
+    static constexpr uint64_t kBitsPerElement[] = {0, 1, 8, 16, 32, 64, 64};
+    if (elem < 7) {
+      uint64_t words = (count * kBitsPerElement[elem] + 63) / 64;
+      if (!inside(target, words)) {
+        return false;
+      }
+      advance(target, words);
+      if (elem == 6) {
+        for (uint64_t i = 0; i < count; ++i) {
+          if (!visit(target + i, depth + 1)) {
+            return false;
+          }
+        }
+      }
+      return true;
+    }
+    // Composite: `count` words of elements after a tag word shaped like a struct pointer whose
+    // offset field is the element count.
+    if (!inside(target, count + 1)) {
+      return false;
+    }
+    uint64_t tag = w_[target];
+    uint64_t elements = static_cast<uint32_t>(tag) >> 2;
+    uint64_t data = (tag >> 32) & 0xffff;
+    uint64_t ptrs = tag >> 48;
+    if ((tag & 3) != 0 || elements * (data + ptrs) > count) {
+      return false;
+    }
+    advance(target, count + 1);
+    if (ptrs == 0) {
+      return true;  // (also: no walk over 2^30 empty elements a hostile tag could declare)
+    }
+    for (uint64_t e = 0; e < elements; ++e) {
+      for (uint64_t i = 0; i < ptrs; ++i) {
+        if (!visit(target + 1 + e * (data + ptrs) + data + i, depth + 1)) {
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
+  bool inside(int64_t start, uint64_t words) const {
+    return start >= 0 && static_cast<uint64_t>(start) <= w_.size() &&
+           words <= w_.size() - static_cast<uint64_t>(start);
+  }
+  // Zero-sized objects (empty structs, whose pointer conventionally points at itself) do not
+  // move the expectation back.
+  void advance(int64_t start, uint64_t words) {
+    if (words > 0) {
+      expected_ = start + static_cast<int64_t>(words);
+    }
+  }
+
+  kj::ArrayPtr<uint64_t> w_;
+  bool inverse_;
+  size_t budget_;
+  int64_t expected_ = 1;  // the root pointer is word 0; its object follows it
+};
+
+// Unpacks Cap'n Proto packed bytes into words (the segment table and segments, as written), at
+// most kMaxDecodedBytes.
+absl::StatusOr<kj::Array<uint64_t>> unpackWords(kj::ArrayPtr<const kj::byte> in) {
+  kj::Vector<uint64_t> out(in.size() / 4 + 8);
+  size_t i = 0;
+  auto limit = [&out]() { return out.size() * 8 > kMaxDecodedBytes; };
+  while (i < in.size()) {
+    uint8_t tag = in[i++];
+    uint8_t bytes[8] = {};
+    for (int b = 0; b < 8; ++b) {
+      if (tag & (1u << b)) {
+        if (i >= in.size()) {
+          return absl::InvalidArgumentError("packed frame ends inside a word");
+        }
+        bytes[b] = in[i++];
+      }
+    }
+    uint64_t word;
+    memcpy(&word, bytes, 8);
+    out.add(word);
+    if (tag == 0 || tag == 0xff) {
+      if (i >= in.size()) {
+        return absl::InvalidArgumentError("packed frame ends inside a run");
+      }
+      uint8_t n = in[i++];
+      if (tag == 0) {
+        for (uint8_t k = 0; k < n; ++k) {
+          out.add(0);
+        }
+      } else {
+        if (in.size() - i < size_t{n} * 8) {
+          return absl::InvalidArgumentError("packed frame ends inside a raw run");
+        }
+        for (uint8_t k = 0; k < n; ++k) {
+          memcpy(&word, in.begin() + i, 8);
+          i += 8;
+          out.add(word);
+        }
+      }
+    }
+    if (limit()) {
+      return absl::InvalidArgumentError("unpacked frame exceeds the decoded size limit");
+    }
+  }
+  return out.releaseAsArray();
+}
+
+// The pointer-predicted form of a single-segment message given as its words (segment table
+// first), or an error if it is not one.
+absl::Status predictPointers(kj::ArrayPtr<uint64_t> words, bool inverse) {
+  if (words.size() < 2 || static_cast<uint32_t>(words[0]) != 0 ||
+      (words[0] >> 32) != words.size() - 1) {
+    return absl::InvalidArgumentError("not a single-segment message");
+  }
+  PointerWalker walker(words.slice(1, words.size()), inverse);
+  if (!walker.run()) {
+    return absl::InvalidArgumentError(
+        "message pointers do not walk (far, out of bounds or cyclic)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kj::Array<uint64_t>> predictedWords(kj::ArrayPtr<const kj::byte> packed) {
+  auto words = unpackWords(packed);
+  if (!words.ok()) {
+    return words.status();
+  }
+  absl::Status st = predictPointers(*words, /*inverse=*/false);
+  if (!st.ok()) {
+    return st;
+  }
+  return kj::mv(*words);
+}
+
+kj::Array<kj::byte> repack(kj::ArrayPtr<const uint64_t> words) {
+  auto segment =
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(words.begin() + 1), words.size() - 1);
+  kj::ArrayPtr<const capnp::word> segments[] = {segment};
+  kj::VectorOutputStream packed;
+  capnp::writePackedMessage(packed, kj::arrayPtr(segments, 1));
+  return kj::heapArray<kj::byte>(packed.getArray());
+}
+
+}  // namespace
+
+kj::Maybe<kj::Array<kj::byte>> encodePointerDelta(kj::ArrayPtr<const kj::byte> base_packed,
+                                                  kj::ArrayPtr<const kj::byte> packed,
+                                                  int zstd_level) {
+  auto base = predictedWords(base_packed);
+  auto frame = predictedWords(packed);
+  if (!base.ok() || !frame.ok()) {
+    return nullptr;
+  }
+  auto delta = encodeDelta(base->asBytes(), frame->asBytes(), zstd_level);
+  // Never send what would not expand to exactly these bytes (e.g. packed by another packer).
+  auto back = expandPointerDelta(base_packed, delta);
+  if (!back.ok() || back->size() != packed.size() ||
+      memcmp(back->begin(), packed.begin(), packed.size()) != 0) {
+    return nullptr;
+  }
+  return kj::mv(delta);
+}
+
+absl::StatusOr<kj::Array<kj::byte>> expandPointerDelta(kj::ArrayPtr<const kj::byte> base_packed,
+                                                       kj::ArrayPtr<const kj::byte> payload) {
+  auto base = predictedWords(base_packed);
+  if (!base.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the base frame has no pointer-predicted form: ", base.status().message()));
+  }
+  auto flat = expandDelta(base->asBytes(), payload);
+  if (!flat.ok()) {
+    return flat.status();
+  }
+  if (flat->size() % 8 != 0) {
+    return absl::InvalidArgumentError("pointer delta does not expand to whole words");
+  }
+  auto words = kj::heapArray<uint64_t>(flat->size() / 8);
+  memcpy(words.begin(), flat->begin(), flat->size());
+  absl::Status st = predictPointers(words, /*inverse=*/true);
+  if (!st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pointer delta does not expand to a message: ", st.message()));
+  }
+  return repack(words);
 }
 
 absl::StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(kj::ArrayPtr<const kj::byte> payload,

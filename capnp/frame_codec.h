@@ -85,4 +85,24 @@ inline constexpr int kMaxDeltaWindowLog = 27;  // 128 MiB: base + frame, both be
 absl::StatusOr<kj::Array<kj::byte>> expandDelta(kj::ArrayPtr<const kj::byte> base_packed,
                                                 kj::ArrayPtr<const kj::byte> payload);
 
+// --- Pointer-predicted delta frames (Encoding.pointerZstdDelta) -------------------------------
+//
+// The same zstd-with-prefix delta, taken over the frames' unpacked words with every pointer's
+// offset replaced by its distance from where a depth-first walk expects its object (0 for the
+// depth-first layout encodeFrame writes). Pointers then keep their value from frame to frame when
+// processes, strings and histograms come and go, so only changed data costs bytes. Both frames
+// must be single-segment (encodeFrame's are); the delta expands to exactly the packed bytes of
+// the frame.
+
+// The delta of `packed` against `base_packed`, or nothing when either is not a single-segment
+// message or the result would not expand back to exactly `packed` (checked here).
+kj::Maybe<kj::Array<kj::byte>> encodePointerDelta(kj::ArrayPtr<const kj::byte> base_packed,
+                                                  kj::ArrayPtr<const kj::byte> packed,
+                                                  int zstd_level = 3);
+
+// Expands a pointer delta against `base_packed` to the frame's packed bytes; refuses (Status) a
+// base or a result that is not a single-segment message, and everything expandDelta refuses.
+absl::StatusOr<kj::Array<kj::byte>> expandPointerDelta(kj::ArrayPtr<const kj::byte> base_packed,
+                                                       kj::ArrayPtr<const kj::byte> payload);
+
 }  // namespace vigil

@@ -1,6 +1,9 @@
 #include "capnp/snapshot.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <tuple>
 #include <vector>
 
 namespace vigil {
@@ -22,11 +25,19 @@ Labels readLabels(capnp::List<wire::Label>::Reader in) {
   return out;
 }
 
-void writeMetrics(const std::vector<MetricSample>& in, capnp::List<wire::Metric>::Builder out) {
+void writeMetrics(const std::vector<MetricSample>& in, capnp::List<wire::Metric>::Builder out,
+                  bool legacy) {
   for (size_t i = 0; i < in.size(); ++i) {
     out[i].setName(in[i].name);
     writeLabels(in[i].labels, out[i].initLabels(in[i].labels.size()));
-    out[i].setValue(in[i].value);
+    int64_t scaled = 0;
+    uint8_t digits = 0;
+    if (!legacy && scaledDecimal(in[i].value, &scaled, &digits)) {
+      out[i].setScaled(scaled);
+      out[i].setScaleDigits(digits);
+    } else {
+      out[i].setValue(in[i].value);
+    }
     out[i].setKind(in[i].counter ? wire::Metric::Kind::COUNTER : wire::Metric::Kind::GAUGE);
   }
 }
@@ -34,14 +45,55 @@ void writeMetrics(const std::vector<MetricSample>& in, capnp::List<wire::Metric>
 void readMetrics(capnp::List<wire::Metric>::Reader in, std::vector<MetricSample>& out) {
   out.reserve(in.size());
   for (auto m : in) {
-    out.push_back(MetricSample{m.getName().cStr(), readLabels(m.getLabels()), m.getValue(),
+    out.push_back(MetricSample{m.getName().cStr(), readLabels(m.getLabels()), metricValue(m),
                                m.getKind() == wire::Metric::Kind::COUNTER});
   }
 }
 
 }  // namespace
 
-void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
+bool scaledDecimal(double v, int64_t* scaled, uint8_t* digits) {
+  // Bit patterns, not ==: -0.0 must keep its sign, so it (like NaN and infinities) stays a
+  // float64.
+  uint64_t bits;
+  memcpy(&bits, &v, sizeof(bits));
+  if (bits == 0 || !std::isfinite(v)) {
+    return false;
+  }
+  for (uint8_t d = 0; d <= kMaxScaleDigits; ++d) {
+    double m = std::nearbyint(v * kPow10[d]);
+    if (std::fabs(m) >= 9007199254740992.0) {  // 2^53: beyond it integers are not exact
+      return false;
+    }
+    int64_t candidate = static_cast<int64_t>(m);
+    double back = scaledValue(candidate, d);
+    uint64_t back_bits;
+    memcpy(&back_bits, &back, sizeof(back_bits));
+    if (back_bits == bits) {
+      *scaled = candidate;
+      *digits = d;
+      return candidate != 0;
+    }
+  }
+  return false;
+}
+
+double scaledValue(int64_t scaled, uint8_t digits) {
+  return static_cast<double>(scaled) / kPow10[digits];
+}
+
+double metricValue(wire::Metric::Reader m) {
+  double v = m.getValue();
+  uint64_t bits;
+  memcpy(&bits, &v, sizeof(bits));
+  if (bits != 0 || m.getScaleDigits() > kMaxScaleDigits) {
+    return v;
+  }
+  return scaledValue(m.getScaled(), m.getScaleDigits());
+}
+
+void toWire(const Snapshot& s, capnp::MessageBuilder& message, WireForm form) {
+  const bool legacy = form == WireForm::kLegacyForBench;
   auto frame = message.initRoot<wire::Frame>();
   auto agent = frame.initAgent();
   agent.setAgentId(s.agent.agent_id);
@@ -57,8 +109,8 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
   frame.setIntervalMs(s.interval_ms);
   frame.setSyscallDutyCycle(s.syscall_duty_cycle);
 
-  writeMetrics(s.host, frame.initHost(s.host.size()));
-  writeMetrics(s.self, frame.initSelf(s.self.size()));
+  writeMetrics(s.host, frame.initHost(s.host.size()), legacy);
+  writeMetrics(s.self, frame.initSelf(s.self.size()), legacy);
 
   // In pid order, not hash-map order: consecutive frames then lay out the same processes in the
   // same order, which keeps delta frames (encodeDelta) small and makes the encoding
@@ -80,7 +132,13 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
     o.setCgroupId(p.cgroup_id);
     o.setCmdline(p.cmdline);
     o.setContainerId(p.container_id);
-    o.setCpuNs(p.cpu_ns);
+    // Microseconds, the precision the wire carries (see ProcessSample.cpuUs): floor of the exact
+    // cumulative ns, so the counter stays exact to 1 us and never goes backwards.
+    if (legacy) {
+      o.setCpuNs(p.cpu_ns);
+    } else {
+      o.setCpuUs(p.cpu_ns / 1000);
+    }
     o.setVoluntarySwitches(p.voluntary_switches);
     o.setInvoluntarySwitches(p.involuntary_switches);
     o.setSyscalls(p.syscalls);
@@ -104,7 +162,11 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
     o.setTcpConnectRefused(p.tcp_connect_refused);
     o.setTcpConnectTimeouts(p.tcp_connect_timeouts);
     o.setTcpConnects(p.tcp_connects);
-    o.setTcpConnectLatencySumNs(p.tcp_connect_latency_sum_ns);
+    if (!legacy && p.tcp_connect_latency_sum_ns % 1000 == 0) {
+      o.setTcpConnectLatencySumUs(p.tcp_connect_latency_sum_ns / 1000);
+    } else {
+      o.setTcpConnectLatencySumNs(p.tcp_connect_latency_sum_ns);
+    }
     o.setBlockReadBytes(p.block_read_bytes);
     o.setBlockWriteBytes(p.block_write_bytes);
     o.setBlockReadOps(p.block_read_ops);
@@ -112,9 +174,36 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
     o.setExited(p.exited);
   }
 
+  // Containers in cgroup id order and histograms in (name, labels) order, for the same reason as
+  // processes: collectors emit them in hash-map order, or (per-process run-queue histograms)
+  // ranked by how long each waited, which reshuffles from one interval to the next and costs a
+  // delta frame a long-distance back-reference per histogram. The order carries no information.
+  std::vector<const ContainerStats*> conts_ordered;
+  conts_ordered.reserve(s.containers.size());
+  for (const ContainerStats& c : s.containers) {
+    conts_ordered.push_back(&c);
+  }
+  if (!legacy) {
+    std::stable_sort(conts_ordered.begin(), conts_ordered.end(),
+                     [](const ContainerStats* a, const ContainerStats* b) {
+                       return a->cgroup_id < b->cgroup_id;
+                     });
+  }
+  std::vector<const HistogramSample*> hists_ordered;
+  hists_ordered.reserve(s.histograms.size());
+  for (const HistogramSample& h : s.histograms) {
+    hists_ordered.push_back(&h);
+  }
+  if (!legacy) {
+    std::stable_sort(hists_ordered.begin(), hists_ordered.end(),
+                     [](const HistogramSample* a, const HistogramSample* b) {
+                       return std::tie(a->name, a->labels) < std::tie(b->name, b->labels);
+                     });
+  }
+
   auto conts = frame.initContainers(s.containers.size());
   for (size_t j = 0; j < s.containers.size(); ++j) {
-    const ContainerStats& c = s.containers[j];
+    const ContainerStats& c = *conts_ordered[j];
     auto o = conts[j];
     o.setCgroupId(c.cgroup_id);
     o.setCgroupPath(c.cgroup_path);
@@ -123,7 +212,11 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
     o.setPodUid(c.pod_uid);
     o.setQosClass(c.qos_class);
     o.setSystemdUnit(c.systemd_unit);
-    o.setCpuNs(c.cpu_ns);
+    if (legacy) {
+      o.setCpuNs(c.cpu_ns);
+    } else {
+      o.setCpuUs(c.cpu_ns / 1000);
+    }
     o.setSyscalls(c.syscalls);
     o.setSyscallErrors(c.syscall_errors);
     o.setTcpTxBytes(c.tcp_tx_bytes);
@@ -135,7 +228,7 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message) {
 
   auto hists = frame.initHistograms(s.histograms.size());
   for (size_t j = 0; j < s.histograms.size(); ++j) {
-    const HistogramSample& h = s.histograms[j];
+    const HistogramSample& h = *hists_ordered[j];
     auto o = hists[j];
     o.setName(h.name);
     writeLabels(h.labels, o.initLabels(h.labels.size()));
@@ -184,7 +277,7 @@ void fromWire(wire::Frame::Reader frame, Snapshot& s) {
     p.cgroup_id = o.getCgroupId();
     p.cmdline = o.getCmdline().cStr();
     p.container_id = o.getContainerId().cStr();
-    p.cpu_ns = o.getCpuNs();
+    p.cpu_ns = o.getCpuNs() != 0 ? o.getCpuNs() : o.getCpuUs() * 1000;
     p.voluntary_switches = o.getVoluntarySwitches();
     p.involuntary_switches = o.getInvoluntarySwitches();
     p.syscalls = o.getSyscalls();
@@ -206,7 +299,9 @@ void fromWire(wire::Frame::Reader frame, Snapshot& s) {
     p.tcp_connect_refused = o.getTcpConnectRefused();
     p.tcp_connect_timeouts = o.getTcpConnectTimeouts();
     p.tcp_connects = o.getTcpConnects();
-    p.tcp_connect_latency_sum_ns = o.getTcpConnectLatencySumNs();
+    p.tcp_connect_latency_sum_ns = o.getTcpConnectLatencySumNs() != 0
+                                       ? o.getTcpConnectLatencySumNs()
+                                       : o.getTcpConnectLatencySumUs() * 1000;
     p.block_read_bytes = o.getBlockReadBytes();
     p.block_write_bytes = o.getBlockWriteBytes();
     p.block_read_ops = o.getBlockReadOps();
@@ -222,7 +317,7 @@ void fromWire(wire::Frame::Reader frame, Snapshot& s) {
     c.pod_uid = o.getPodUid().cStr();
     c.qos_class = o.getQosClass().cStr();
     c.systemd_unit = o.getSystemdUnit().cStr();
-    c.cpu_ns = o.getCpuNs();
+    c.cpu_ns = o.getCpuNs() != 0 ? o.getCpuNs() : o.getCpuUs() * 1000;
     c.syscalls = o.getSyscalls();
     c.syscall_errors = o.getSyscallErrors();
     c.tcp_tx_bytes = o.getTcpTxBytes();

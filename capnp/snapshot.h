@@ -136,10 +136,30 @@ struct Snapshot {
   }
 };
 
+// How toWire writes a frame. kLegacyForBench is for vigil-bench-wire only: the units and order of
+// agents before ProcessSample.cpuUs / Metric.scaled (ns, float64, containers and histograms in
+// the collectors' order), to measure what the current form saves on the same data.
+enum class WireForm { kCurrent, kLegacyForBench };
+
 // Writes a Frame into `message` (its root).
-void toWire(const Snapshot& snapshot, capnp::MessageBuilder& message);
+void toWire(const Snapshot& snapshot, capnp::MessageBuilder& message,
+            WireForm form = WireForm::kCurrent);
 
 // Reads a Frame's samples into `out` (events stay in the frame; read them from there).
+// Precision on the wire: on-CPU time travels in microseconds (ProcessSample.cpuUs), so cpu_ns
+// comes back as floor(cpu_ns / 1000) * 1000; every other value comes back exactly.
 void fromWire(wire::Frame::Reader frame, Snapshot& out);
+
+// Metric.scaled / Metric.scaleDigits: the exact decimal form of a float64, when there is one with
+// at most kMaxScaleDigits digits after the point whose float64 division gives back `v` bit for
+// bit (so it is lossless by construction). False for 0, -0, NaN, infinities and values without
+// such a form; those travel in Metric.value.
+inline constexpr uint8_t kMaxScaleDigits = 9;
+inline constexpr double kPow10[kMaxScaleDigits + 1] = {1e0, 1e1, 1e2, 1e3, 1e4,
+                                                       1e5, 1e6, 1e7, 1e8, 1e9};
+bool scaledDecimal(double v, int64_t* scaled, uint8_t* digits);
+double scaledValue(int64_t scaled, uint8_t digits);
+// The value of a wire Metric in either form.
+double metricValue(wire::Metric::Reader metric);
 
 }  // namespace vigil

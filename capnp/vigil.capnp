@@ -50,6 +50,15 @@ struct Metric {
     gauge @0;
     counter @1;
   }
+
+  scaled @4 :Int64;
+  scaleDigits @5 :UInt8;
+  # Compact exact form of `value`: when `value` is unset (all bits zero), the value is
+  # scaled / 10^scaleDigits, computed as a float64 division (scaleDigits <= 9). The agent uses it
+  # only when that division gives back exactly the float64 it measured (e.g. /proc/stat ticks /
+  # USER_HZ, PSI microseconds / 1e6, BPF run ns / 1e9): a counter kept as a scaled integer
+  # changes only in its low bytes between frames, where a float64 fraction changes in all of its
+  # mantissa bits. Not a precision change: the float64 is the same bit for bit.
 }
 
 struct ErrnoCount {
@@ -127,6 +136,18 @@ struct ProcessSample {
   # Connects that reached ESTABLISHED (the connect-latency samples of this process).
   tcpConnectLatencySumNs @30 :UInt64;
   # Sum of their SYN_SENT -> ESTABLISHED times (microsecond resolution).
+
+  cpuUs @31 :UInt64;
+  # On-CPU time in microseconds: floor(exact cumulative ns / 1000), so the cumulative counter is
+  # exact to 1 us (10,000x finer than /proc's 10 ms ticks). Agents since the wire-size work send
+  # cpuUs and leave cpuNs unset (0): the ns digits below 1 us are random from interval to interval
+  # and were most of a delta frame's bytes. A reader uses cpuNs when it is non-zero (older
+  # agents), else cpuUs x 1000.
+
+  tcpConnectLatencySumUs @32 :UInt64;
+  # tcpConnectLatencySumNs / 1000, sent instead of it (left 0) when that is exact, which it always
+  # is for this agent (the kernel side sums microseconds). A reader uses tcpConnectLatencySumNs
+  # when it is non-zero, else this x 1000.
 }
 
 struct ContainerSample {
@@ -157,6 +178,9 @@ struct ContainerSample {
   blockWriteBytes @13 :UInt64;
   processes @14 :UInt32;
   # Live processes seen in this cgroup during the interval.
+
+  cpuUs @15 :UInt64;
+  # On-CPU time in microseconds, as ProcessSample.cpuUs (cpuNs left unset by current agents).
 }
 
 struct Histogram {
@@ -309,6 +333,12 @@ enum Encoding {
   # session (IngestSession.push's baseSeq) as the zstd prefix: only what changed since that frame
   # costs bytes. Decodable only with that base, so it is a wire-only form: the agent spools and
   # the aggregator logs the self-contained frame (see docs/transport.md, "Delta frames").
+  pointerZstdDelta @3;
+  # Like packedZstdDelta, but over the unpacked words of both frames with every pointer's offset
+  # replaced by its distance from where a depth-first walk of the message expects its object
+  # (frame_codec.h: encodePointerDelta). Pointers then keep their value when processes, strings
+  # and histograms come and go, so only changed data costs bytes. Expands to exactly the packed
+  # bytes of the frame. Sent only to sessions whose register reply set acceptsPointerDelta.
 }
 
 struct Hello {
@@ -390,9 +420,10 @@ interface Aggregator {
   # The bootstrap capability of vigil-aggregator's RPC port.
   register @0 (hello :Hello, control :AgentControl)
       -> (session :IngestSession, heartbeatIntervalMs :UInt32, lastSeq :UInt64,
-          acceptsDelta :Bool);
+          acceptsDelta :Bool, acceptsPointerDelta :Bool);
   # lastSeq is the highest seq already accepted for (agentId, bootEpoch), so a reconnecting agent
   # can skip what was delivered.
   # acceptsDelta: the session accepts packedZstdDelta pushes. Aggregators older than that field
   # leave it false, so an agent never sends them a delta they would refuse.
+  # acceptsPointerDelta: the session also accepts pointerZstdDelta pushes (same rules).
 }

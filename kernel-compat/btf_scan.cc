@@ -176,4 +176,21 @@ bool MappedBtf::tracepointArgIsPointer(const std::string& tp, int arg) const {
   return at != nullptr && kindOf(at->info) == BTF_KIND_PTR;
 }
 
+bool MappedBtf::enumHasValue(absl::string_view enum_name, absl::string_view value) const {
+  uint32_t id = find(enum_name, BTF_KIND_ENUM);
+  if (id == 0) {
+    return false;
+  }
+  uint32_t vlen = vlenOf(type(id)->info);
+  const uint8_t* values = types_ + offsets_[id - 1] + sizeof(Type);
+  for (uint32_t i = 0; i < vlen; ++i) {
+    struct btf_enum e;
+    memcpy(&e, values + i * sizeof(e), sizeof(e));
+    if (name(e.name_off) == value) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace vigil::compat

@@ -33,6 +33,9 @@ class MappedBtf {
   // prototype is missing or has fewer arguments.
   bool tracepointArgIsPointer(const std::string& tp, int arg) const;
 
+  // Whether the enum (BTF_KIND_ENUM) named `enum_name` has an enumerator named `value`.
+  bool enumHasValue(absl::string_view enum_name, absl::string_view value) const;
+
   size_t typeCount() const { return offsets_.size(); }
 
  private:

@@ -134,6 +134,22 @@ std::optional<bool> tracepointArgIsPointer(const std::string& tracepoint, int ar
   return std::nullopt;
 }
 
+std::optional<bool> btfHasType(const std::string& name, int kind) {
+  std::lock_guard<std::mutex> lock(g_btf_mu);
+  if (const MappedBtf* m = mappedBtfLocked()) {
+    return m->find(name, kind) > 0;
+  }
+  return std::nullopt;
+}
+
+std::optional<bool> btfEnumHasValue(const std::string& enum_name, const std::string& value) {
+  std::lock_guard<std::mutex> lock(g_btf_mu);
+  if (const MappedBtf* m = mappedBtfLocked()) {
+    return m->enumHasValue(enum_name, value);
+  }
+  return std::nullopt;
+}
+
 bool haveRingBuffer() { return libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, nullptr) == 1; }
 
 std::string tracefsMount() {

@@ -39,6 +39,12 @@ class VmlinuxBtfScope {
 // a parse (compat::MappedBtf). std::nullopt otherwise: the caller parses with libbpf.
 std::optional<bool> tracepointArgIsPointer(const std::string& tracepoint, int arg);
 
+// Inside a VmlinuxBtfScope, where the file can be mapped (see above): whether vmlinux BTF has a
+// type of BTF kind `kind` named `name`, and whether the enum `enum_name` has the enumerator
+// `value`. std::nullopt otherwise: the caller asks VmlinuxBtfScope::btf().
+std::optional<bool> btfHasType(const std::string& name, int kind);
+std::optional<bool> btfEnumHasValue(const std::string& enum_name, const std::string& value);
+
 // The kernel supports BPF ring buffers (5.8+); otherwise events need a perf buffer.
 bool haveRingBuffer();
 

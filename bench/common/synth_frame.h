@@ -1,7 +1,11 @@
 // A synthetic but realistic steady-state frame for the load generator and the wire-size tool:
 // a node with a few dozen processes, some containers, host metrics, log2 histograms and the
 // agent's own counters, about 500 series in all. Counters advance with `seq` the way a real
-// node's do, so compression sees realistic entropy rather than repeated identical frames.
+// node's do, so compression sees realistic entropy rather than repeated identical frames: every
+// process counter moves every interval (the worst case for deltas) by an amount that varies
+// from interval to interval (+-50 %), on-CPU time has random ns digits, block I/O moves in 4 KiB
+// pages, and host values are computed from the units their source counts in (/proc/stat ticks /
+// 100, PSI us / 1e6, diskstats ms / 1000, bpf_stats ns / 1e9) as the host collector does.
 #pragma once
 
 #include <cstddef>

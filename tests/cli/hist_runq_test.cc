@@ -1,7 +1,10 @@
 // `vigil hist` against the real kernel: two CPU-bound threads pinned to one CPU must wait for
 // each other on the run queue, and `vigil hist runq --pid` must show those waits (>= 1 ms).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -141,6 +144,60 @@ TEST_CASE("vigil hist syscall counts every syscall of a process (continuous, not
   // 1000 getppid + the nanosleep that returns + pause entering (not yet returned: not counted).
   CHECK(lines[0]["count"].get<uint64_t>() >= 1000);
   CHECK(lines[0]["count"].get<uint64_t>() <= 1002);
+}
+
+TEST_CASE("vigil hist tcp-connect and tcp-rtt --pid count exactly that process's connections") {
+  if (!testing::bpfAllowed("hist_runq_test")) {
+    return;
+  }
+  // A child that makes three loopback connections a second after start (to a listener of its
+  // own), closes both ends of each, then waits. Other processes' connections must not count.
+  auto worker = []() {
+    return Child::fork([]() {
+      int lfd = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      socklen_t len = sizeof(a);
+      if (bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(lfd, 8) != 0 ||
+          getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        return 1;
+      }
+      std::this_thread::sleep_for(1s);
+      for (int i = 0; i < 3; ++i) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+          return 2;
+        }
+        int s = accept(lfd, nullptr, nullptr);
+        // The accepted end closes first: its owner is known from then on (an accepted socket
+        // nobody used yet has none), so both ends' RTT samples belong to this process.
+        close(s);
+        close(c);
+      }
+      pause();
+      return 0;
+    });
+  };
+  for (const char* what : {"tcp-connect", "tcp-rtt"}) {
+    INFO(what);
+    Child w = worker();
+    testing::TempDir dir;
+    std::string log = dir.file("hist.log");
+    Child hist = Child::spawn({testing::binaryPath("vigil"), "hist", what, "--pid",
+                               std::to_string(w.pid()), "--duration", "2s", "--json"},
+                              log);
+    auto status = hist.wait(15s);
+    REQUIRE(status.has_value());
+    CHECK(WEXITSTATUS(*status) == 0);
+    auto lines = jsonLines(testing::readFile(log));
+    REQUIRE(lines.size() == 1);
+    // One connect latency per connection; one RTT sample per end leaving ESTABLISHED.
+    CHECK(lines[0]["count"].get<uint64_t>() == (std::string(what) == "tcp-connect" ? 3 : 6));
+    CHECK(lines[0]["metric"] == (std::string(what) == "tcp-connect"
+                                     ? "vigil_tcp_connect_latency_seconds"
+                                     : "vigil_tcp_srtt_seconds"));
+  }
 }
 
 TEST_CASE("vigil hist runq --container sums the run-queue waits of a podman container") {

@@ -282,6 +282,86 @@ TEST_CASE("by default no per-message program is loaded, and TCP bytes still coun
   CHECK(selfMetric(snap, "vigil_net_iter_runs_total") == 2);  // baseline + this collect
 }
 
+TEST_CASE("the CLI's start-up options see the same connections, adopted after a deferred pass") {
+  if (!testing::bpfAllowed("net_collector_test")) {
+    return;
+  }
+  constexpr size_t kBytes = 100000;
+  // A connection opened before the collector exists, held by this process.
+  int lfd = listener();
+  uint16_t port = portOf(lfd);
+  int early = connectTo(port);
+  REQUIRE(early >= 0);
+  int early_peer = accept(lfd, nullptr, nullptr);
+  REQUIRE(early_peer >= 0);
+  uint16_t early_port = portOf(early);
+
+  NetOptions o;
+  o.preallocate = false;  // BPF_F_NO_PREALLOC: entries allocated on first use
+  o.counter_hooks = false;
+  o.defer_baseline = true;
+  auto collector = NetCollector::create(o);
+  REQUIRE(collector.ok());
+  CHECK((*collector)->iterPasses() == 0);  // deferred: nothing adopted yet
+  REQUIRE((*collector)->iterate().ok());
+  CHECK((*collector)->iterPasses() == 1);
+
+  Child server = Child::fork([lfd]() {
+    int c = accept(lfd, nullptr, nullptr);
+    if (c < 0 || !readFull(c, kBytes)) {
+      return 1;
+    }
+    close(c);
+    return 0;
+  });
+  Child client = Child::fork([port]() {
+    int fd = connectTo(port);
+    if (fd < 0 || !writeFull(fd, kBytes)) {
+      return 1;
+    }
+    close(fd);
+    return 0;
+  });
+  REQUIRE(exitCode(client) == 0);
+  REQUIRE(exitCode(server) == 0);
+  close(early);
+  close(early_peer);
+  close(lfd);
+  Snapshot snap;
+  (*collector)->poll(100);
+  (*collector)->collect(snap);
+
+  CHECK(programLoaded(snap, "vigil_state"));
+  CHECK(programLoaded(snap, "vigil_dstr"));
+  CHECK_FALSE(programLoaded(snap, "vigil_rtx"));
+  CHECK_FALSE(programLoaded(snap, "vigil_rsts"));
+  CHECK_FALSE(programLoaded(snap, "vigil_rstr"));
+  // The per-process map works without preallocation.
+  const ProcessStats* c = find(snap, client.pid());
+  REQUIRE(c != nullptr);
+  CHECK(c->tcp_connects == 1);
+  CHECK(c->tcp_tx_bytes == Approx(kBytes).epsilon(0.01));
+  // The new connection's events and histogram samples.
+  auto ce = tcpEvents(snap, client.pid());
+  REQUIRE(ce.size() == 2);
+  CHECK(ce[0].getOldState() == kTcpSynSent);
+  CHECK(ce[0].getNewState() == kTcpEstablished);
+  CHECK(ce[1].getNewState() == kTcpClose);
+  CHECK(ce[1].getTxBytes() == Approx(kBytes).epsilon(0.01));
+  const HistogramSample* lat = histogram(snap, "vigil_tcp_connect_latency_seconds");
+  REQUIRE(lat != nullptr);
+  CHECK(lat->count >= 1);  // host-wide: other tests on this machine may connect too
+  // The early connection: adopted by the deferred pass, so both of its ends' closes are
+  // reported, owned by this process (without the pass neither end would be known).
+  size_t early_closes = 0;
+  for (const auto& e : tcpEvents(snap, getpid())) {
+    if (e.getNewState() == kTcpClose && (e.getDport() == port || e.getDport() == early_port)) {
+      ++early_closes;
+    }
+  }
+  CHECK(early_closes == 2);
+}
+
 TEST_CASE("a short-lived accepted connection gets its bytes attributed to the accepting process") {
   if (!testing::bpfAllowed("net_collector_test")) {
     return;

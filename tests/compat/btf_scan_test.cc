@@ -89,6 +89,33 @@ TEST_CASE("the feature probes answer the same through the mapping as through lib
   CHECK_FALSE(tracepointArgIsPointer("sched_switch", 0).has_value());  // outside any scope
 }
 
+TEST_CASE("the type and enumerator probes answer the same through the mapping as libbpf") {
+  VmlinuxBtfScope scope;
+  const struct btf* btf = scope.btf();
+  REQUIRE(btf != nullptr);
+  for (const char* f : {"bpf_iter_task_file", "tcp_close", "no_such_function_anywhere"}) {
+    INFO(f);
+    auto mapped = btfHasType(f, BTF_KIND_FUNC);
+    REQUIRE(mapped.has_value());
+    CHECK(*mapped == (btf__find_by_name_kind(btf, f, BTF_KIND_FUNC) > 0));
+  }
+  CHECK(btfHasType("bpf_iter_task_file", BTF_KIND_FUNC).value_or(false));
+  // Every enumerator of enum bpf_func_id is found, and nothing else is.
+  int id = btf__find_by_name_kind(btf, "bpf_func_id", BTF_KIND_ENUM);
+  REQUIRE(id > 0);
+  const struct btf_type* t = btf__type_by_id(btf, id);
+  const struct btf_enum* e = btf_enum(t);
+  REQUIRE(btf_vlen(t) > 100);
+  for (int i = 0; i < btf_vlen(t); ++i) {
+    std::string name = btf__name_by_offset(btf, e[i].name_off);
+    INFO(name);
+    CHECK(btfEnumHasValue("bpf_func_id", name).value_or(false));
+  }
+  CHECK(btfEnumHasValue("bpf_func_id", "BPF_FUNC_sock_from_file").value_or(false));
+  CHECK_FALSE(btfEnumHasValue("bpf_func_id", "BPF_FUNC_no_such_helper").value_or(true));
+  CHECK_FALSE(btfEnumHasValue("no_such_enum_anywhere", "X").value_or(true));
+}
+
 TEST_CASE("MappedBtf refuses what is not BTF") {
   char path[] = "/tmp/vigil-btf-scan-XXXXXX";
   int fd = mkstemp(path);

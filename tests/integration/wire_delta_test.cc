@@ -102,6 +102,7 @@ struct Client {
   wire::Aggregator::Client aggregator = nullptr;
   wire::IngestSession::Client session = nullptr;
   bool accepts_delta = false;
+  bool accepts_pointer_delta = false;
 
   Client(kj::AsyncIoContext& context, uint port) : io(context) {
     auto addr = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope);
@@ -118,6 +119,7 @@ struct Client {
     auto resp = req.send().wait(io.waitScope);
     session = resp.getSession();
     accepts_delta = resp.getAcceptsDelta();
+    accepts_pointer_delta = resp.getAcceptsPointerDelta();
   }
 
   // "" when acknowledged (a "dup" when as a duplicate), else the error text.
@@ -224,6 +226,62 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "pointer-predicted deltas expand to the exact frame before logging; a wrong base, a byte "
+    "delta labelled as one and a damaged one are refused with a counted reason") {
+  auto io = kj::setupAsyncIo();
+  Server server(io);
+  Client c(io, server.port);
+  c.registerSession();
+  CHECK(c.accepts_pointer_delta);
+
+  auto p1 = packedOf(1);
+  auto p2 = packedOf(2);
+  auto p3 = packedOf(3);
+  auto pointerDelta = [](const kj::Array<kj::byte>& base, const kj::Array<kj::byte>& frame) {
+    kj::Array<kj::byte> out;
+    KJ_IF_MAYBE (d, encodePointerDelta(base, frame)) {
+      out = kj::mv(*d);
+    }
+    REQUIRE(out.size() > 0);
+    return out;
+  };
+  CHECK(c.push(1, wire::Encoding::PACKED_ZSTD, compressPacked(p1)) == "");
+  CHECK(c.push(2, wire::Encoding::POINTER_ZSTD_DELTA, pointerDelta(p1, p2), 1) == "");
+  // Against a base the session does not hold.
+  CHECK(has(c.push(3, wire::Encoding::POINTER_ZSTD_DELTA, pointerDelta(p1, p3), 1),
+            "delta_unknown_base"));
+  CHECK(server.rejected("delta_unknown_base") == 1);
+  // A byte delta sent as a pointer delta: its back-references meet the base's pointer-predicted
+  // words, not its packed bytes, and zstd's frame checksum refuses the result.
+  c.registerSession();
+  CHECK(c.push(2, wire::Encoding::PACKED_ZSTD, compressPacked(p2)) == "dup");
+  CHECK(has(c.push(3, wire::Encoding::POINTER_ZSTD_DELTA, encodeDelta(p2, p3), 2), "delta_bad"));
+  c.registerSession();
+  CHECK(c.push(2, wire::Encoding::PACKED_ZSTD, compressPacked(p2)) == "dup");
+  auto damaged = pointerDelta(p2, p3);
+  damaged[damaged.size() / 2] ^= 0x5a;
+  CHECK(has(c.push(3, wire::Encoding::POINTER_ZSTD_DELTA, damaged, 2), "delta_bad"));
+  CHECK(server.rejected("delta_bad") == 2);
+  c.registerSession();
+  CHECK(c.push(2, wire::Encoding::PACKED_ZSTD, compressPacked(p2)) == "dup");
+  CHECK(c.push(3, wire::Encoding::POINTER_ZSTD_DELTA, pointerDelta(p2, p3), 2) == "");
+  CHECK(server.ingest->stats().delta_frames == 2);
+
+  auto records = server.records();
+  REQUIRE(records.size() == 3);
+  const kj::Array<kj::byte>* want[] = {&p1, &p2, &p3};
+  for (size_t i = 0; i < 3; ++i) {
+    CHECK(records[i].seq == i + 1);
+    CHECK(records[i].encoding == wire::Encoding::PACKED_ZSTD);
+    auto bytes = kj::arrayPtr(reinterpret_cast<const kj::byte*>(records[i].payload.data()),
+                              records[i].payload.size());
+    auto decoded = decodeFrame(bytes, records[i].encoding);
+    REQUIRE(decoded.ok());
+    CHECK(sameBytes((*decoded)->packed(), *want[i]));
+  }
+}
+
+TEST_CASE(
     "the uplink sends keyframes then deltas; after a dropped frame it resyncs from a "
     "keyframe and every other seq is logged exactly once") {
   auto io = kj::setupAsyncIo();
@@ -253,6 +311,8 @@ TEST_CASE(
   CHECK(st.frames_duplicate == 0);
   CHECK(st.delta_resyncs == 1);
   CHECK(st.deltas_sent >= 10);
+  // Every frame here is single-segment (encodeFrame), so every delta is pointer-predicted.
+  CHECK(st.pointer_deltas_sent == st.deltas_sent);
   CHECK(st.keyframes_sent >= 5);
   CHECK(server.rejected("agent_id_mismatch") == 1);
   CHECK(server.rejected("delta_unknown_base") == 1);
@@ -292,6 +352,7 @@ TEST_CASE("an aggregator without delta frames is sent keyframes only, and refuse
     Client c(io, server.port);
     c.registerSession();
     CHECK_FALSE(c.accepts_delta);
+    CHECK_FALSE(c.accepts_pointer_delta);
     auto p1 = packedOf(1);
     CHECK(c.push(1, wire::Encoding::PACKED_ZSTD, compressPacked(p1)) == "");
     CHECK(has(c.push(2, wire::Encoding::PACKED_ZSTD_DELTA, encodeDelta(p1, packedOf(2)), 1),
@@ -316,6 +377,7 @@ TEST_CASE("an aggregator without delta frames is sent keyframes only, and refuse
   }
   CHECK(uplink.stats().frames_acked == 8);
   CHECK(uplink.stats().deltas_sent == 0);
+  CHECK(uplink.stats().pointer_deltas_sent == 0);
   CHECK(uplink.stats().keyframes_sent == 8);
   CHECK(uplink.stats().delta_resyncs == 0);
   CHECK(server.records().size() == 9);

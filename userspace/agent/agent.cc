@@ -15,6 +15,7 @@
 #include "userspace/collectors/registry.h"
 #include "userspace/common/frame_metrics.h"
 #include "userspace/common/log.h"
+#include "userspace/common/shrink.h"
 #include "userspace/common/version.h"
 
 namespace vigil {
@@ -44,6 +45,28 @@ double selfCpuSeconds() {
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
          (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// /metrics renders everything of the last snapshot but its events: keep the rest, and free the
+// event arena (under process churn, 1,000 exec/s, it holds tens of thousands of events) now
+// rather than at the next collection.
+std::unique_ptr<Snapshot> withoutEvents(std::unique_ptr<Snapshot> snap) {
+  auto kept = std::make_unique<Snapshot>();
+  kept->agent = std::move(snap->agent);
+  kept->boot_epoch = snap->boot_epoch;
+  kept->seq = snap->seq;
+  kept->start_unix_ns = snap->start_unix_ns;
+  kept->end_unix_ns = snap->end_unix_ns;
+  kept->config_version = snap->config_version;
+  kept->interval_ms = snap->interval_ms;
+  kept->syscall_duty_cycle = snap->syscall_duty_cycle;
+  kept->processes = std::move(snap->processes);
+  kept->containers = std::move(snap->containers);
+  kept->host = std::move(snap->host);
+  kept->self = std::move(snap->self);
+  kept->histograms = std::move(snap->histograms);
+  kept->collectors = std::move(snap->collectors);
+  return kept;
 }
 
 absl::Status writeReadyFile(const std::string& path, const std::string& content) {
@@ -369,6 +392,9 @@ void Agent::applyFilters(Snapshot& snap) {
 
 void Agent::collectOnce() {
   int64_t started = monoNowNs();
+  // The previous snapshot only serves /metrics, which cannot run before this one replaces it
+  // (one event loop): drop it first, so two snapshots are never held at once.
+  latest_.reset();
   auto snap = std::make_unique<Snapshot>();
   snap->agent = localAgentInfo(options_.node_name, options_.agent_id, options_.labels);
   snap->boot_epoch = boot_epoch_;
@@ -393,10 +419,15 @@ void Agent::collectOnce() {
   collect_ns_total_ += static_cast<uint64_t>(monoNowNs() - started);
   appendSelfMetrics(snap->self);
 
-  capnp::MallocMessageBuilder message;
-  toWire(*snap, message);
-  uplink_->enqueue(snap->seq, encodeFrame(message, wire::Encoding::PACKED_ZSTD));
-  latest_ = std::move(snap);
+  {
+    capnp::MallocMessageBuilder message;
+    toWire(*snap, message);
+    uint64_t seq = snap->seq;
+    // The frame holds a copy of the events now: free the snapshot's before packing.
+    latest_ = withoutEvents(std::move(snap));
+    uplink_->enqueue(seq, encodeFrame(message, wire::Encoding::PACKED_ZSTD));
+  }
+  releaseFreeMemory();  // userspace/common/shrink.h
 }
 
 void Agent::applyConfig(wire::AgentConfig::Reader config, wire::ConfigResult::Builder result) {

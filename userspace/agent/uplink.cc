@@ -10,9 +10,14 @@
 #include "absl/strings/str_split.h"
 #include "capnp/frame_codec.h"
 #include "userspace/common/log.h"
+#include "userspace/common/shrink.h"
 
 namespace vigil {
 namespace {
+
+// Packed frames at least this large (a busy node under process churn) make the delta encoding
+// allocate and free several MiB; the heap is trimmed after them (userspace/common/shrink.h).
+constexpr size_t kTrimAfterPackedBytes = 1 << 20;
 
 int64_t unixNowNs() {
   struct timespec ts;
@@ -98,8 +103,9 @@ struct Uplink::Connection final : public kj::TaskSet::ErrorHandler {
   bool has_session = false;
   // Delta state of the current session: the packed bytes of the last frame pushed on it.
   bool accepts_delta = false;
-  bool delta_disabled = false;  // the aggregator could not expand our deltas: keyframes only
-  bool resync = false;          // a delta was refused: register again before the next push
+  bool accepts_pointer_delta = false;  // Encoding.pointerZstdDelta too
+  bool delta_disabled = false;         // the aggregator could not expand our deltas: keyframes only
+  bool resync = false;                 // a delta was refused: register again before the next push
   uint64_t base_seq = 0;
   kj::Array<kj::byte> base_packed;
   uint32_t since_keyframe = 0;
@@ -420,6 +426,7 @@ kj::Promise<void> Uplink::registerEpoch(Connection& conn, uint64_t epoch) {
         conn.has_session = true;
         // A new session has no base: its first frame is a keyframe.
         conn.accepts_delta = resp.getAcceptsDelta();
+        conn.accepts_pointer_delta = resp.getAcceptsPointerDelta();
         conn.resync = false;
         conn.base_seq = 0;
         conn.base_packed = nullptr;
@@ -465,17 +472,32 @@ wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
   wire::Encoding encoding = wire::Encoding::PACKED_ZSTD;
   if (conn.base_seq != 0 && conn.base_seq < next.seq &&
       conn.since_keyframe + 1 < options_.keyframe_every) {
-    auto delta = encodeDelta(conn.base_packed, *packed);
+    // Pointer-predicted when the aggregator takes it and both frames are single-segment (frames
+    // spooled by an older agent are not): a byte delta otherwise.
+    wire::Encoding delta_encoding = wire::Encoding::PACKED_ZSTD_DELTA;
+    kj::Array<kj::byte> delta;
+    if (conn.accepts_pointer_delta) {
+      KJ_IF_MAYBE (d, encodePointerDelta(conn.base_packed, *packed)) {
+        delta = kj::mv(*d);
+        delta_encoding = wire::Encoding::POINTER_ZSTD_DELTA;
+      }
+    }
+    if (delta_encoding == wire::Encoding::PACKED_ZSTD_DELTA) {
+      delta = encodeDelta(conn.base_packed, *packed);
+    }
     // A frame that shares little with its base is cheaper whole (and restarts the count).
     if (delta.size() < next.payload.size()) {
       out = kj::mv(delta);
       base_seq = conn.base_seq;
-      encoding = wire::Encoding::PACKED_ZSTD_DELTA;
+      encoding = delta_encoding;
     }
   }
-  if (encoding == wire::Encoding::PACKED_ZSTD_DELTA) {
+  if (encoding != wire::Encoding::PACKED_ZSTD) {
     conn.since_keyframe++;
     stats_.deltas_sent++;
+    if (encoding == wire::Encoding::POINTER_ZSTD_DELTA) {
+      stats_.pointer_deltas_sent++;
+    }
   } else {
     out = kj::heapArray<kj::byte>(next.payload);
     conn.since_keyframe = 0;
@@ -483,6 +505,9 @@ wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
   }
   conn.base_seq = next.seq;
   conn.base_packed = kj::mv(*packed);
+  if (conn.base_packed.size() >= kTrimAfterPackedBytes) {
+    releaseFreeMemory();  // the expansion and delta of a large frame are freed by now
+  }
   return encoding;
 }
 
@@ -646,7 +671,10 @@ void Uplink::appendSelfMetrics(std::vector<MetricSample>& out) const {
   add("vigil_agent_uplink_sent_bytes_total", {}, stats_.payload_bytes_sent, true);
   add("vigil_agent_uplink_frames_sent_total", {{"encoding", "keyframe"}}, stats_.keyframes_sent,
       true);
-  add("vigil_agent_uplink_frames_sent_total", {{"encoding", "delta"}}, stats_.deltas_sent, true);
+  add("vigil_agent_uplink_frames_sent_total", {{"encoding", "delta"}},
+      stats_.deltas_sent - stats_.pointer_deltas_sent, true);
+  add("vigil_agent_uplink_frames_sent_total", {{"encoding", "pointer_delta"}},
+      stats_.pointer_deltas_sent, true);
   add("vigil_agent_uplink_delta_resyncs_total", {}, stats_.delta_resyncs, true);
   add("vigil_agent_uplink_rate_limited_total", {}, stats_.rate_limited_waits, true);
   add("vigil_agent_duplicate_acks_total", {}, stats_.frames_duplicate, true);

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "userspace/common/log.h"
+#include "userspace/common/shrink.h"
 
 namespace vigil {
 namespace {
@@ -246,10 +247,12 @@ void Attributor::annotate(Snapshot& snap) {
     ls.cgroup_id = p.cgroup_id;
     ls.totals.max(p);
   }
-  // Processes no longer reported (retired after exit) keep counting for their cgroup.
+  // Processes no longer reported, and those reported for the last time (exited), keep counting
+  // for their cgroup; nothing is kept per exited process past the frame that reports its exit.
   std::vector<uint32_t> gone;
   for (const auto& [pid, ls] : last_) {
-    if (!snap.processes.contains(pid)) {
+    auto it = snap.processes.find(pid);
+    if (it == snap.processes.end() || it->second.exited) {
       departed_[ls.cgroup_id].add(ls.totals);
       gone.push_back(pid);
     }
@@ -257,6 +260,7 @@ void Attributor::annotate(Snapshot& snap) {
   for (uint32_t pid : gone) {
     last_.erase(pid);
   }
+  shrinkTableIfSparse(last_);  // after a burst of short-lived processes (common/shrink.h)
 
   absl::flat_hash_map<uint64_t, std::pair<Totals, uint32_t>> by_cgroup;
   for (const auto& [pid, ls] : last_) {
@@ -328,6 +332,10 @@ void Attributor::annotate(Snapshot& snap) {
   counter("vigil_attribution_lookups_total", {{"method", "walk"}}, s.walks);
   snap.self.push_back(MetricSample{
       "vigil_attribution_cache_entries", {}, static_cast<double>(resolver_->size()), false});
+  snap.self.push_back(MetricSample{
+      "vigil_attribution_tracked_processes", {}, static_cast<double>(last_.size()), false});
+  snap.self.push_back(MetricSample{
+      "vigil_attribution_departed_cgroups", {}, static_cast<double>(departed_.size()), false});
 }
 
 }  // namespace vigil

@@ -83,6 +83,9 @@ class Attributor {
   void annotate(Snapshot& snap);
 
   CgroupResolver& resolver() { return *resolver_; }
+  // Processes whose counters are remembered for their cgroup's totals (the live ones reported in
+  // the last frame); exported as vigil_attribution_tracked_processes.
+  size_t trackedProcesses() const { return last_.size(); }
 
  private:
   explicit Attributor(std::unique_ptr<CgroupResolver> r) : resolver_(std::move(r)) {}

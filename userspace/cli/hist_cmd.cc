@@ -132,7 +132,13 @@ int runHist(const Command& self, const Args& args) {
   } else {
     NetOptions o;
     o.only_tgid = *pid;
-    o.ring_bytes = 4096;  // hist reads only the histogram maps; keep the unused ring small
+    o.ring_bytes = 4096;      // hist reads only the histogram maps; keep the unused ring small
+    o.preallocate = false;    // as `trace tcp`: entries allocated on use, not zeroed at load
+    o.counter_hooks = false;  // retransmits and resets are not histograms
+    o.defer_baseline = true;  // run after the header (below)
+    // Connect latency is measured from connect() on, for sockets this run sees open: adopting
+    // earlier sockets (the iterator) matters only for tcp-rtt, sampled at close.
+    o.socket_iterator = what == "tcp-rtt";
     auto c = NetCollector::create(o);
     st = c.status();
     if (c.ok()) {
@@ -208,6 +214,13 @@ int runHist(const Command& self, const Args& args) {
     fprintf(stderr, "vigil hist: tracing %s latency (%s)\n", what.c_str(), scope.c_str());
   }
   fflush(stdout);
+  if (auto* net = dynamic_cast<NetCollector*>(collector.get())) {
+    // The deferred baseline pass: connections open before now are adopted, so their close
+    // still adds an RTT sample.
+    if (absl::Status st = net->iterate(); !st.ok()) {
+      fprintf(stderr, "vigil hist: %s\n", std::string(st.message()).c_str());
+    }
+  }
   Log2Hist base;  // empty: the collector started at zero; --interval moves it forward
 
   absl::Time end = *duration > absl::ZeroDuration() ? start + *duration : absl::InfiniteFuture();

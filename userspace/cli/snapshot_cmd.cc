@@ -69,6 +69,7 @@ int runSnapshot(const Command& self, const Args& args) {
     return usageError(self, std::string(pid.status().message()));
   }
   config.only_tgid = *pid;
+  config.preallocate_maps = false;  // start-up: docs/cli.md, "Start-up cost"
   config.interval = absl::ToInt64Milliseconds(*duration) * kj::MILLISECONDS;
   for (absl::string_view c : absl::StrSplit(args.get("comm"), ',', absl::SkipEmpty())) {
     config.comm_filter.emplace_back(c);

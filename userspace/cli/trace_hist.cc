@@ -60,7 +60,7 @@ void installStopHandlers() {
 
 bool stopRequested() { return g_stop != 0; }
 
-void prepareHeapForBtf() {
+void prepareHeapForBtf(bool keep) {
   constexpr size_t kHuge = size_t{2} << 20;
   constexpr size_t kReserve = size_t{12} << 20;
   mallopt(M_MMAP_THRESHOLD, 32 << 20);   // 5.5 MB buffers from the heap, not fresh mmaps
@@ -76,6 +76,12 @@ void prepareHeapForBtf() {
     madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
   }
   free(p);
+  if (!keep) {
+    // glibc's default again: the reserve stays (freeing it above did not trim), and what
+    // libbpf frees after its one parse goes back to the kernel before the ring buffer is
+    // mapped, so the peak RSS is what it is without this preparation.
+    mallopt(M_TRIM_THRESHOLD, 128 << 10);
+  }
 }
 
 void Log2Hist::add(const HistogramSample& h) {

@@ -38,6 +38,10 @@ struct CollectorConfig {
   // kernel preallocates them and charges the memory to the agent's memory cgroup, so a large
   // value can make the load fail (ENOMEM); new processes beyond it are counted, not stored.
   uint32_t max_processes = 0;
+  // false (the CLI's top/snapshot): collectors that support it allocate hash map entries on
+  // first use (BPF_F_NO_PREALLOC) instead of zeroing them all at load; a faster start for a
+  // short-lived process, a kernel allocation per new entry afterwards. The agent preallocates.
+  bool preallocate_maps = true;
 };
 
 // Event-loop facilities a collector may use in run().

@@ -23,6 +23,7 @@
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/process_collector.h"
 #include "userspace/common/log.h"
+#include "userspace/common/shrink.h"
 
 namespace vigil {
 namespace {
@@ -45,10 +46,22 @@ bool haveHook(bool btf, const char* category, const char* name) {
 
 bool isMessageHook(absl::string_view name) { return name.find("_length") != name.npos; }
 
+// Retransmit and reset hooks: they only bump per-process and host counters.
+bool isCounterHook(absl::string_view name) {
+  return name == "tcp_retransmit_skb" || name == "tcp_send_reset" || name == "tcp_receive_reset";
+}
+
 // The byte iterator needs the task_file bpf_iter target (v5.8+; libbpf resolves
 // SEC("iter/task_file") through the bpf_iter_task_file function in vmlinux BTF) and the
 // bpf_sock_from_file helper (v5.11+; probed as its BPF_FUNC_* value in vmlinux BTF).
-bool haveSocketIterator(const btf* b) {
+bool haveSocketIterator(const compat::VmlinuxBtfScope& scope) {
+  // From the mapped file where the kernel allows it (no libbpf parse, ~5 ms less).
+  std::optional<bool> func = compat::btfHasType("bpf_iter_task_file", BTF_KIND_FUNC);
+  if (func.has_value()) {
+    return *func &&
+           compat::btfEnumHasValue("bpf_func_id", "BPF_FUNC_sock_from_file").value_or(false);
+  }
+  const btf* b = scope.btf();
   if (b == nullptr || btf__find_by_name_kind(b, "bpf_iter_task_file", BTF_KIND_FUNC) <= 0) {
     return false;
   }
@@ -158,6 +171,10 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
         continue;
       }
     }
+    if (!options.counter_hooks && isCounterHook(h.name)) {
+      bpf_program__set_autoload(btf ? h.btf_prog : h.raw_prog, false);
+      continue;
+    }
     bool present = haveHook(btf, h.category, h.name);
     if (absl::string_view(h.name) == "tcp_destroy_sock") {
       have_destroy = present;
@@ -183,8 +200,10 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   }
   // The byte iterator is run by iterate(), attached below.
   bpf_program__set_autoattach(skel->progs.vigil_sock_iter, false);
-  bool have_iter = haveSocketIterator(btf_scope->btf());
-  if (!have_iter) {
+  bool have_iter = options.socket_iterator && haveSocketIterator(*btf_scope);
+  if (!options.socket_iterator) {
+    bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
+  } else if (!have_iter) {
     bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
     VIGIL_LOG_WARN(
         "net: no task_file bpf_iter or bpf_sock_from_file (v5.11+); TCP bytes are reported only "
@@ -193,6 +212,11 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   skel->rodata->targ_tgid = options.only_tgid;
   skel->rodata->delete_on_destroy = have_destroy;
   bpf_map__set_max_entries(skel->maps.events, options.ring_bytes);
+  if (!options.preallocate) {
+    for (bpf_map* m : {skel->maps.socks, skel->maps.proc_stats, skel->maps.hists}) {
+      bpf_map__set_map_flags(m, bpf_map__map_flags(m) | BPF_F_NO_PREALLOC);
+    }
+  }
   skel->rodata->wakeup_bytes =
       options.wakeup_bytes != 0 ? options.wakeup_bytes : options.ring_bytes / 4;
   btf_scope.reset();
@@ -216,8 +240,10 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
       return bpfError("net: attach iter/task_file", -errno);
     }
     // The baseline pass: sockets opened before now count from now on, not from their start.
-    if (absl::Status st = c->iterate(); !st.ok()) {
-      return st;
+    if (!options.defer_baseline) {
+      if (absl::Status st = c->iterate(); !st.ok()) {
+        return st;
+      }
     }
   }
   if (effective.message_mode != NetMessageMode::kOff) {
@@ -423,7 +449,13 @@ void NetCollector::collect(Snapshot& out) {
     t.setSocketError(b.sk_err);
     t.setSrttUs(b.srtt_us);
   }
+  // A burst leaves the buffer at its peak capacity: release it when this interval used less than
+  // a quarter of it (userspace/common/shrink.h).
+  size_t held = buffered_.size();
   buffered_.clear();
+  if (buffered_.capacity() > kShrinkMinCapacity && buffered_.capacity() > 4 * held) {
+    std::vector<Buffered>().swap(buffered_);
+  }
 
   // Per-process counters; processes that are gone are reported once more, then retired.
   int stats_fd = bpf_map__fd(skel_->maps.proc_stats);
@@ -485,6 +517,7 @@ void NetCollector::collect(Snapshot& out) {
       ++it;
     }
   }
+  shrinkTableIfSparse(udp_);
   int hist_fd = bpf_map__fd(skel_->maps.hists);
   std::array<Hist, 2> host = retired_;
   std::vector<net_hist_key> retire;

@@ -41,8 +41,12 @@ enum class NetMessageMode { kOff, kSampled, kContinuous };
 absl::StatusOr<NetMessageMode> parseNetMessageMode(absl::string_view text);
 
 struct NetOptions {
-  uint32_t only_tgid = 0;              // 0: every process
-  uint32_t ring_bytes = 1u << 20;      // ring buffer size (power of two, >= page size)
+  uint32_t only_tgid = 0;  // 0: every process
+  // Ring buffer size (power of two, >= page size); resident twice over in the agent's RSS (see
+  // ProcessOptions::ring_bytes). 512 KiB holds ~5,000 connection-state events (~100 B each),
+  // ~150 ms of a 18,000 connections/s storm; 256 KiB lost events in that storm on a busy
+  // machine.
+  uint32_t ring_bytes = 512u << 10;
   size_t max_buffered_events = 50000;  // events held between collect() calls
   // Wake the reader once this many bytes wait in the ring (0: a quarter of ring_bytes, the
   // agent's choice; the reader also drains every 100 ms). `vigil trace` uses 1: a wakeup per
@@ -53,6 +57,23 @@ struct NetOptions {
   // Sampled mode: open each window after the first at a random point of its interval.
   bool randomize_window = true;
   kj::Duration interval = 10 * kj::SECONDS;  // sampled mode's cycle
+  // For short-lived tools (`vigil trace tcp`, `vigil hist tcp-*`), where start-up time is what
+  // the user waits for. preallocate = false: the hash maps (socks, proc_stats, hists) get
+  // BPF_F_NO_PREALLOC, so entries are allocated on first use instead of all being zeroed at
+  // load (the per-CPU proc_stats alone took ~13 ms); the agent keeps preallocation (no
+  // allocation on the event path). counter_hooks = false: the retransmit and reset programs,
+  // which feed only the per-process and host counters, are not loaded.
+  bool preallocate = true;
+  bool counter_hooks = true;
+  // The baseline iterator pass (adopting the sockets already open, counting their bytes from
+  // now) is left to the caller, who runs iterate() once the probes are attached and its first
+  // output is out: `vigil trace tcp` prints its header a pass sooner.
+  bool defer_baseline = false;
+  // false: the socket iterator is not loaded (as on kernels without it: TCP bytes only at
+  // close, sockets opened before the collector are never adopted). `vigil hist tcp-connect`
+  // needs none of that, and saves the program's verification and the CO-RE relocation of the
+  // task/cgroup types only it reads (~3 ms).
+  bool socket_iterator = true;
 };
 
 class NetCollector final : public Collector {

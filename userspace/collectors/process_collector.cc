@@ -17,6 +17,7 @@
 #include "process/process.h"
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/common/log.h"
+#include "userspace/common/shrink.h"
 
 namespace vigil {
 namespace {
@@ -384,7 +385,13 @@ void ProcessCollector::collect(Snapshot& out) {
       }
     }
   }
+  // A burst leaves the buffer at its peak capacity: release it when this interval used less than
+  // a quarter of it (userspace/common/shrink.h).
+  size_t held = buffered_.size();
   buffered_.clear();
+  if (buffered_.capacity() > kShrinkMinCapacity && buffered_.capacity() > 4 * held) {
+    std::vector<Buffered>().swap(buffered_);
+  }
 
   int counters = bpf_map__fd(skel_->maps.proc_counters);
   for (int t = 1; t < kTypes; ++t) {

@@ -77,6 +77,7 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     options.message_mode = *mode;
     options.duty_cycle = config.syscall_duty_cycle;  // one duty cycle for all sampled hooks
     options.interval = config.interval;
+    options.preallocate = config.preallocate_maps;
     auto c = NetCollector::create(options);
     if (!c.ok()) {
       return c.status();

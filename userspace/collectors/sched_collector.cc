@@ -22,6 +22,7 @@
 #include "sched/sched.h"
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/task_comm.h"
+#include "userspace/common/shrink.h"
 
 namespace vigil {
 namespace {
@@ -192,6 +193,7 @@ void SchedCollector::collectHashes(Snapshot& out) {
     bpf_map_delete_elem(fd, &tgid);
     last_cpu_ns_.erase(tgid);
   }
+  shrinkTableIfSparse(last_cpu_ns_);
   collectRunqueue(out, gone);
 }
 
@@ -525,6 +527,12 @@ void SchedCollector::collectTasks(Snapshot& out) {
     sched_exited_key k = {key.tgid, 0, key.start_ns};
     bpf_map_delete_elem(exited_fd, &k);  // absent when the process had no exited entry
   }
+  // After a burst of short-lived processes the table is back to the live ones: give the slots
+  // of the retired ones back (userspace/common/shrink.h).
+  shrinkTableIfSparse(procs_);
+  shrinkTableIfSparse(cgroups_);
+  out.self.push_back(
+      MetricSample{"vigil_sched_tracked_processes", {}, static_cast<double>(procs_.size()), false});
   out.self.push_back(
       MetricSample{"vigil_sched_pid_reuse_total", {}, static_cast<double>(pid_reuse_), true});
   out.self.push_back(MetricSample{

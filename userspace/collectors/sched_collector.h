@@ -51,6 +51,10 @@ class SchedCollector final : public Collector {
   // The loaded BPF object (for cost measurements).
   const bpf_object* object() const;
 
+  // Processes whose totals the tp_btf design keeps between collections (live ones, plus exited
+  // ones until they have been reported once); exported as vigil_sched_tracked_processes.
+  size_t trackedProcesses() const { return procs_.size(); }
+
   // Which attach type was chosen ("tp_btf" or "raw_tp").
   absl::string_view attachMode() const { return attach_mode_; }
 

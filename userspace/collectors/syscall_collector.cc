@@ -132,9 +132,13 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     keep_enter = btf ? skel->progs.vigil_sysen_btf : skel->progs.vigil_sysen_raw;
     keep_exit = btf ? skel->progs.vigil_sysex_btf : skel->progs.vigil_sysex_raw;
   }
+  // tp_btf: vigil_syscur_btf records the task on each CPU at sched_switch, so that sys_exit
+  // need not ask for it (bpf/syscalls/syscalls.bpf.c, current_ids()).
+  bpf_program* keep_cur = btf ? skel->progs.vigil_syscur_btf : nullptr;
+  skel->rodata->have_cur = keep_cur != nullptr;
   bpf_program* prog;
   bpf_object__for_each_program(prog, skel->obj) {
-    bpf_program__set_autoload(prog, prog == keep_enter || prog == keep_exit);
+    bpf_program__set_autoload(prog, prog == keep_enter || prog == keep_exit || prog == keep_cur);
   }
   btf_scope.reset();
   int err = syscalls_bpf::load(skel);
@@ -165,6 +169,7 @@ absl::Status SyscallCollector::attach() {
   }
   bpf_program* enter = nullptr;
   bpf_program* exit = nullptr;
+  bpf_program* cur = nullptr;
   bpf_program* prog;
   bpf_object__for_each_program(prog, skel_->obj) {
     if (bpf_program__fd(prog) < 0) {
@@ -174,17 +179,31 @@ absl::Status SyscallCollector::attach() {
     absl::string_view name = bpf_program__name(prog);
     if (name.substr(0, 11) == "vigil_sysen" || name.substr(0, 11) == "vigil_sysel") {
       enter = prog;
+    } else if (name == "vigil_syscur_btf") {
+      cur = prog;
     } else {
       exit = prog;
     }
   }
-  // A new window: start times stamped in an earlier one are stale (their exits went unseen).
+  // A new window: start times stamped in an earlier one are stale (their exits went unseen),
+  // and so are the per-CPU current-task records.
   skel_->bss->window += 1;
+  // The current-task recorder first: the syscall programs never run without it.
+  if (cur != nullptr) {
+    cur_link_ = bpf_program__attach(cur);
+    if (cur_link_ == nullptr) {
+      int err = -errno;
+      ++attach_failures_;
+      return bpfError("syscalls: attach sched_switch", err);
+    }
+  }
   if (enter != nullptr) {
     enter_link_ = bpf_program__attach(enter);
     if (enter_link_ == nullptr) {
       int err = -errno;
       ++attach_failures_;
+      bpf_link__destroy(cur_link_);
+      cur_link_ = nullptr;
       return bpfError("syscalls: attach sys_enter", err);
     }
   }
@@ -194,6 +213,8 @@ absl::Status SyscallCollector::attach() {
     ++attach_failures_;
     bpf_link__destroy(enter_link_);
     enter_link_ = nullptr;
+    bpf_link__destroy(cur_link_);
+    cur_link_ = nullptr;
     return bpfError("syscalls: attach sys_exit", err);
   }
   attached_since_ns_ = monoNs();
@@ -210,6 +231,9 @@ void SyscallCollector::detach() {
   exit_link_ = nullptr;
   bpf_link__destroy(enter_link_);
   enter_link_ = nullptr;
+  // The recorder last.
+  bpf_link__destroy(cur_link_);
+  cur_link_ = nullptr;
   attached_ns_total_ += monoNs() - attached_since_ns_;
 }
 
@@ -424,6 +448,11 @@ void SyscallCollector::collect(Snapshot& out) {
       MetricSample{"vigil_syscall_latency_samples_skipped_total",
                    {},
                    static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_SAMPLE_BUSY)),
+                   true});
+  out.self.push_back(
+      MetricSample{"vigil_syscall_current_task_lookups_total",
+                   {},
+                   static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_IDS_MISS)),
                    true});
   out.self.push_back(
       MetricSample{"vigil_syscall_cache_flushes_total",

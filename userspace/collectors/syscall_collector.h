@@ -88,6 +88,7 @@ class SyscallCollector final : public Collector {
   SyscallOptions options_;
   bpf_link* enter_link_ = nullptr;
   bpf_link* exit_link_ = nullptr;
+  bpf_link* cur_link_ = nullptr;  // vigil_syscur_btf (tp_btf only)
   int64_t created_ns_ = 0;
   int64_t attached_since_ns_ = 0;  // when the current window began, if attached
   int64_t attached_ns_total_ = 0;  // completed windows
