@@ -160,8 +160,8 @@ class SessionImpl final : public wire::IngestSession::Server {
       // Pushes pipelined behind a refused delta: none may be accepted out of order (the log
       // would then treat the refused frame as an old duplicate), so all wait for a new session.
       ingest_.reject("delta_session_broken");
-      return KJ_EXCEPTION(FAILED, "frame refused", "delta_session_broken",
-                          "an earlier delta on this session was refused; register again");
+      return inOrder(KJ_EXCEPTION(FAILED, "frame refused", "delta_session_broken",
+                                  "an earlier delta on this session was refused; register again"));
     }
     wire::Encoding encoding = params.getEncoding();
     // What goes to the log: the payload as received for a self-contained frame, the expanded
@@ -197,44 +197,67 @@ class SessionImpl final : public wire::IngestSession::Server {
       frame = std::move(*decoded);
       log_payload = kj::heapArray<kj::byte>(payload);
     }
-    Snapshot snap;
-    fromWire(frame->frame(), snap);
-    if (snap.agent.agent_id != info_.agent_id) {
+    auto snap = std::make_unique<Snapshot>();
+    fromWire(frame->frame(), *snap);
+    frame.reset();
+    if (snap->agent.agent_id != info_.agent_id) {
       return refuse("agent_id_mismatch",
-                    absl::StrCat("frame claims agent '", snap.agent.agent_id,
+                    absl::StrCat("frame claims agent '", snap->agent.agent_id,
                                  "' on a session registered as '", info_.agent_id, "'"));
     }
-    if (snap.boot_epoch != boot_epoch_ || snap.seq != seq) {
+    if (snap->boot_epoch != boot_epoch_ || snap->seq != seq) {
       return refuse(
           "frame_header_mismatch",
-          absl::StrCat("frame (epoch ", snap.boot_epoch, ", seq ", snap.seq,
+          absl::StrCat("frame (epoch ", snap->boot_epoch, ", seq ", snap->seq,
                        ") does not match the push (epoch ", boot_epoch_, ", seq ", seq, ")"));
     }
-    // Durable first: the ack below promises the frame survives a crash from here on.
-    int64_t now = unixNanos();
-    auto appended = ingest_.log_.append(info_.agent_id, boot_epoch_, seq, log_encoding,
-                                        log_payload.begin(), log_payload.size(), now);
-    if (!appended.ok()) {
-      ingest_.reject("log_write_failed");
-      VIGIL_LOG_ERROR("cannot store frame %d of %s: %s", seq, info_.agent_id,
-                      appended.status().message());
-      // Not acknowledged: the agent keeps the frame and retries.
-      return KJ_EXCEPTION(OVERLOADED, "aggregator cannot store frames right now",
-                          std::string(appended.status().message()));
-    }
-    // Accepted (new or duplicate): the base of this session's next delta. Kept compressed, so
-    // an idle session costs about one compressed frame of memory.
+    // The base of this session's next delta: pipelined deltas name the frame before them, which
+    // may still be on its way into the log. Kept compressed, so an idle session costs about one
+    // compressed frame of memory. If its commit fails, the committer fences this agent's later
+    // frames until it registers again, so no delta built on it is ever logged without it.
     base_seq_ = seq;
     base_encoding_ = log_encoding;
-    base_payload_ = kj::mv(log_payload);
-    if (!*appended) {
-      ingest_.stats_.frames_duplicate++;
-      ack.setDuplicate(true);
-      return kj::READY_NOW;
-    }
-    ingest_.store_.apply(snap, now);
-    ingest_.stats_.frames_accepted++;
-    return kj::READY_NOW;
+    base_payload_ = kj::heapArray<kj::byte>(log_payload);
+    // Durable first: the ack below is sent only once the batch holding the frame committed.
+    CommitItem item;
+    item.agent_id = info_.agent_id;
+    item.boot_epoch = boot_epoch_;
+    item.seq = seq;
+    item.encoding = log_encoding;
+    item.payload = kj::mv(log_payload);
+    item.received_ns = unixNanos();
+    item.frame = std::shared_ptr<const Snapshot>(std::move(snap));
+    auto done =
+        ingest_.committer_->submit(kj::mv(item))
+            .then([this, context](CommitItem r) mutable -> kj::Promise<void> {
+              switch (r.outcome) {
+                case CommitItem::Outcome::kAppended:
+                  ingest_.stats_.frames_accepted++;
+                  return kj::READY_NOW;
+                case CommitItem::Outcome::kDuplicate:
+                  ingest_.stats_.frames_duplicate++;
+                  context.getResults().getAck().setDuplicate(true);
+                  return kj::READY_NOW;
+                case CommitItem::Outcome::kQueueFull:
+                  ingest_.reject("queue_full");
+                  // Not acknowledged: the agent reconnects and resends.
+                  return KJ_EXCEPTION(OVERLOADED, "aggregator ingest queue is full", r.error);
+                case CommitItem::Outcome::kFenced:
+                  ingest_.reject("fenced");
+                  return KJ_EXCEPTION(OVERLOADED, "aggregator cannot store frames right now",
+                                      r.error);
+                case CommitItem::Outcome::kFailed:
+                  break;
+              }
+              ingest_.reject("log_write_failed");
+              VIGIL_LOG_ERROR("cannot store frame %d of %s: %s", r.seq, info_.agent_id, r.error);
+              // Not acknowledged: the agent keeps the frame and retries.
+              return KJ_EXCEPTION(OVERLOADED, "aggregator cannot store frames right now", r.error);
+            })
+            .fork();
+    auto answer = done.addBranch();
+    tail_ = done.addBranch().then([]() {}, [](kj::Exception&&) {});
+    return answer;
   }
 
   kj::Promise<void> heartbeat(HeartbeatContext context) override {
@@ -244,10 +267,23 @@ class SessionImpl final : public wire::IngestSession::Server {
   }
 
  private:
+  // A refusal is answered after the answers to the session's earlier pushes, which may still
+  // wait for their commit: the agent expects its answers in order.
   kj::Promise<void> refuse(const std::string& reason, const std::string& detail) {
     ingest_.reject(reason);
     VIGIL_LOG_WARN("refused frame from %s (%s): %s", info_.agent_id, peer_, detail);
-    return KJ_EXCEPTION(FAILED, "frame refused", reason, detail);
+    return inOrder(KJ_EXCEPTION(FAILED, "frame refused", reason, detail));
+  }
+
+  // Settles with `e` once every earlier push of the session has been answered, and becomes the
+  // session's new tail.
+  kj::Promise<void> inOrder(kj::Exception e) {
+    auto fork =
+        tail_.then([e = kj::mv(e)]() mutable -> kj::Promise<void> { return kj::mv(e); }).fork();
+    // The caller's branch first: a fork resolves its branches in the order they were added.
+    auto answer = fork.addBranch();
+    tail_ = fork.addBranch().then([]() {}, [](kj::Exception&&) {});
+    return answer;
   }
 
   // Expands a delta push to the frame's packed bytes, or says why not as "reason: detail".
@@ -293,6 +329,8 @@ class SessionImpl final : public wire::IngestSession::Server {
   wire::Encoding base_encoding_ = wire::Encoding::PACKED;
   kj::Array<kj::byte> base_payload_;
   bool delta_broken_ = false;
+  // Settles when the session's latest push has been answered (whatever the answer).
+  kj::Promise<void> tail_ = kj::READY_NOW;
 };
 
 // The bootstrap capability of one connection.
@@ -351,6 +389,7 @@ class AggregatorImpl final : public wire::Aggregator::Server {
     } else {
       ingest_.store_.heartbeat(info.agent_id, unixNanos());
     }
+    ingest_.committer_->unfence(info.agent_id, epoch);
     ingest_.controls_.insert_or_assign(
         info.agent_id, Ingest::Control{conn_->id, context.getParams().getControl()});
     if (hello.getConfigVersion() != 0) {
@@ -386,12 +425,23 @@ Ingest::Ingest(kj::Timer& timer, IngestLog& log, Store& store, IngestOptions opt
       store_(store),
       options_(std::move(options)),
       error_handler_(kj::heap<ErrorHandler>()),
-      tasks_(*error_handler_) {}
+      tasks_(*error_handler_) {
+  committer_ = std::make_unique<GroupCommitter>(
+      log_, options_.commit,
+      [listener = store_.frameListener()](const Snapshot& frame, int64_t) {
+        if (listener) {
+          listener(frame);
+        }
+      },
+      [this](const Snapshot& frame, int64_t received_ns) {
+        store_.apply(frame, received_ns, /*notify=*/false);
+      });
+}
 
 Ingest::~Ingest() = default;
 
 kj::Promise<void> Ingest::listen(kj::ConnectionReceiver& listener) {
-  return acceptLoop(listener).exclusiveJoin(livenessLoop());
+  return acceptLoop(listener).exclusiveJoin(livenessLoop()).exclusiveJoin(committer_->run());
 }
 
 kj::Promise<void> Ingest::livenessLoop() {
@@ -573,6 +623,7 @@ kj::Promise<ConfigPushResult> Ingest::pushConfig(const std::string& agent_id,
 }
 
 void Ingest::writeMetrics(PromWriter& out) const {
+  committer_->writeMetrics(out);
   out.family("vigil_aggregator_connections_total", MetricType::kCounter,
              "Agent RPC connections accepted.");
   out.sample("vigil_aggregator_connections_total", {}, stats_.connections);

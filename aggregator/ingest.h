@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "aggregator/auth.h"
 #include "aggregator/fleet.h"
+#include "aggregator/group_commit.h"
 #include "aggregator/ingest_log.h"
 #include "aggregator/store.h"
 #include "capnp/vigil.capnp.h"
@@ -28,6 +29,8 @@ struct IngestOptions {
   kj::Duration config_push_timeout = 30 * kj::SECONDS;
   // Accept delta frames (Encoding packedZstdDelta); told to agents in the register reply.
   bool accept_delta = true;
+  // Group commit of the ingest log (aggregator/group_commit.h).
+  GroupCommitOptions commit;
 };
 
 struct IngestStats {
@@ -47,7 +50,9 @@ class Ingest {
  public:
   struct ConnState;  // per connection; defined in ingest.cc
 
-  // Frames are appended to `log` (durably) before they are applied to `store` and acknowledged.
+  // Frames are appended to `log` (durably, in group commits) before they are applied to `store`
+  // and acknowledged. The store's frame listener (the series store) is called on the commit
+  // thread, so it must be thread-safe; the store itself is only touched on the event loop.
   Ingest(kj::Timer& timer, IngestLog& log, Store& store, IngestOptions options);
   ~Ingest();
 
@@ -63,6 +68,7 @@ class Ingest {
   bool agentConnected(const std::string& agent_id) const { return controls_.contains(agent_id); }
 
   const IngestStats& stats() const { return stats_; }
+  const GroupCommitter& committer() const { return *committer_; }
   void reject(const std::string& reason) { stats_.rejected[reason]++; }
   void writeMetrics(PromWriter& out) const;
 
@@ -86,6 +92,7 @@ class Ingest {
   IngestStats stats_;
   uint64_t next_conn_id_ = 1;
   absl::flat_hash_map<std::string, Control> controls_;
+  std::unique_ptr<GroupCommitter> committer_;
   class ErrorHandler;
   kj::Own<ErrorHandler> error_handler_;  // before tasks_, which refers to it
   kj::TaskSet tasks_;

@@ -77,6 +77,16 @@ ABSL_FLAG(std::string, api_tokens_file, "",
           "--http_addr is a loopback address.");
 ABSL_FLAG(absl::Duration, agent_offline_after, absl::Seconds(30),
           "An agent silent this long is listed offline by the fleet API.");
+ABSL_FLAG(absl::Duration, ingest_commit_linger, absl::Milliseconds(2),
+          "Group commit: how long a batch of frames for the ingest log may wait for more frames "
+          "after its first before it is committed (one fsync per batch; frames that queued "
+          "during the previous commit go at once). Acks follow the commit. 0: no wait.");
+ABSL_FLAG(int32_t, ingest_batch_max_frames, 1024, "Group commit: most frames per batch.");
+ABSL_FLAG(int64_t, ingest_batch_max_bytes, 16LL << 20,
+          "Group commit: most payload bytes per batch (a single larger frame still goes alone).");
+ABSL_FLAG(int32_t, ingest_queue_max_frames, 20000,
+          "Frames waiting for the ingest log at most; further pushes are refused (queue_full, "
+          "counted) and the agents resend them.");
 ABSL_FLAG(bool, enable_test_injection, false,
           "TEST ONLY: accept synthetic samples on POST /api/v1/test/inject for the alert engine.");
 
@@ -108,6 +118,24 @@ int main(int argc, char** argv) {
   }
   options.ingest.heartbeat_interval_ms = static_cast<uint32_t>(hb);
   options.ingest.accept_delta = absl::GetFlag(FLAGS_wire_delta);
+  if (absl::GetFlag(FLAGS_ingest_commit_linger) < absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_ingest_commit_linger) > absl::Seconds(1) ||
+      absl::GetFlag(FLAGS_ingest_batch_max_frames) < 1 ||
+      absl::GetFlag(FLAGS_ingest_batch_max_bytes) < 1 ||
+      absl::GetFlag(FLAGS_ingest_queue_max_frames) < 1) {
+    fprintf(stderr,
+            "vigil-aggregator: --ingest_commit_linger must be 0..1s and --ingest_batch_max_frames, "
+            "--ingest_batch_max_bytes, --ingest_queue_max_frames positive\n");
+    return 2;
+  }
+  options.ingest.commit.linger_us =
+      absl::ToInt64Microseconds(absl::GetFlag(FLAGS_ingest_commit_linger));
+  options.ingest.commit.max_batch_frames =
+      static_cast<size_t>(absl::GetFlag(FLAGS_ingest_batch_max_frames));
+  options.ingest.commit.max_batch_bytes =
+      static_cast<size_t>(absl::GetFlag(FLAGS_ingest_batch_max_bytes));
+  options.ingest.commit.max_queue_frames =
+      static_cast<size_t>(absl::GetFlag(FLAGS_ingest_queue_max_frames));
   options.ready_file = absl::GetFlag(FLAGS_ready_file);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.log.max_age_ns = absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_log_retention));
@@ -214,5 +242,6 @@ int main(int argc, char** argv) {
           .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
           .then([](siginfo_t info) { VIGIL_LOG_INFO("signal %d: exiting", info.si_signo); });
   stop.exclusiveJoin((*server)->run()).wait(io.waitScope);
+  (*server)->logIngestSummary();
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "aggregator/query_api.h"
 #include "userspace/common/frame_metrics.h"
@@ -227,6 +228,67 @@ void XorChunk::decode(std::vector<Sample>& out, int64_t start_ms, int64_t end_ms
   }
 }
 
+CompactLabels::CompactLabels(const LabelSet& labels) {
+  size_t n = 0;
+  for (const auto& [k, v] : labels) {
+    n += 8 + k.size() + v.size();
+  }
+  buf_.reserve(n);
+  auto put = [this](const std::string& x) {
+    uint32_t len = static_cast<uint32_t>(x.size());
+    buf_.append(reinterpret_cast<const char*>(&len), sizeof(len));
+    buf_.append(x);
+  };
+  for (const auto& [k, v] : labels) {
+    put(k);
+    put(v);
+  }
+  count_ = static_cast<uint32_t>(labels.size());
+}
+
+absl::string_view CompactLabels::read(size_t& at) const {
+  uint32_t len;
+  std::memcpy(&len, buf_.data() + at, sizeof(len));
+  absl::string_view out(buf_.data() + at + sizeof(len), len);
+  at += sizeof(len) + len;
+  return out;
+}
+
+bool CompactLabels::find(absl::string_view name, absl::string_view* value) const {
+  size_t at = 0;
+  for (uint32_t i = 0; i < count_; ++i) {
+    absl::string_view k = read(at);
+    absl::string_view v = read(at);
+    if (k == name) {
+      *value = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+LabelSet CompactLabels::toLabelSet() const {
+  LabelSet out;
+  out.reserve(count_);
+  forEach([&out](absl::string_view k, absl::string_view v) {
+    out.emplace_back(std::string(k), std::string(v));
+  });
+  return out;
+}
+
+bool CompactLabels::operator==(const LabelSet& labels) const {
+  if (labels.size() != count_) {
+    return false;
+  }
+  size_t at = 0;
+  for (const auto& [k, v] : labels) {
+    if (read(at) != k || read(at) != v) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::string labelKey(const LabelSet& labels) {
   std::string key;
   for (const auto& [k, v] : labels) {
@@ -235,11 +297,93 @@ std::string labelKey(const LabelSet& labels) {
   return key;
 }
 
+namespace {
+
+uint64_t pairHash(absl::string_view k, absl::string_view v) {
+  return absl::Hash<std::pair<absl::string_view, absl::string_view>>{}(std::make_pair(k, v));
+}
+
+uint64_t finishHash(uint64_t sum) { return absl::Hash<uint64_t>{}(sum); }
+
+// The same labels (as a renderer emits them: name apart, any order) as a stored canonical set?
+// Needs distinct emitted names; the caller checked the hash already.
+bool sameLabels(const CompactLabels& stored, absl::string_view name, const Labels& labels) {
+  if (stored.size() != labels.size() + 1) {
+    return false;
+  }
+  for (size_t i = 0; i < labels.size(); ++i) {
+    for (size_t j = i + 1; j < labels.size(); ++j) {
+      if (labels[i].first == labels[j].first) {
+        return false;
+      }
+    }
+  }
+  absl::string_view v;
+  if (!stored.find("__name__", &v) || v != name) {
+    return false;
+  }
+  for (const auto& [k, val] : labels) {
+    if (!stored.find(k, &v) || v != val) {
+      return false;
+    }
+  }
+  return true;
+}
+
+uint64_t compactHash(const CompactLabels& labels) {
+  uint64_t sum = 0;
+  labels.forEach([&sum](absl::string_view k, absl::string_view v) { sum += pairHash(k, v); });
+  return finishHash(sum);
+}
+
+}  // namespace
+
+uint64_t labelHash(const LabelSet& labels) {
+  uint64_t sum = 0;
+  for (const auto& [k, v] : labels) {
+    sum += pairHash(k, v);
+  }
+  return finishHash(sum);
+}
+
 std::string nodeLabel(const Snapshot& frame) {
   return frame.agent.node_name.empty() ? frame.agent.agent_id : frame.agent.node_name;
 }
 
 namespace {
+
+// Turns what a renderer wrote into a canonical label set: __name__ plus the labels, sorted by
+// name, first occurrence of a repeated name kept, invalid UTF-8 repaired. False (and counted)
+// when a metric or label name is invalid: such a sample is left out.
+bool canonicalLabels(absl::string_view name, const Labels& labels, RenderIssues& issues,
+                     LabelSet& out) {
+  out.clear();
+  if (!validMetricName(name)) {
+    issues.invalid_names++;
+    return false;
+  }
+  out.reserve(labels.size() + 1);
+  out.emplace_back("__name__", std::string(name));
+  for (const auto& l : labels) {
+    if (!validLabelName(l.first) || absl::string_view(l.first).substr(0, 2) == "__") {
+      issues.invalid_names++;
+      return false;
+    }
+    if (validUtf8(l.second)) {
+      out.push_back(l);
+    } else {
+      issues.invalid_utf8++;
+      out.emplace_back(l.first, repairUtf8(l.second));
+    }
+  }
+  // Stable: if a renderer ever repeated a label name, the first occurrence wins.
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  out.erase(std::unique(out.begin(), out.end(),
+                        [](const auto& a, const auto& b) { return a.first == b.first; }),
+            out.end());
+  return true;
+}
 
 // Collects what a renderer writes as label sets with __name__, sorted by label name.
 class CollectingSink final : public MetricSink {
@@ -251,30 +395,9 @@ class CollectingSink final : public MetricSink {
   void sample(absl::string_view, absl::string_view name, const Labels& labels, double value,
               std::optional<int64_t>) override {
     FrameSample s;
-    if (!validMetricName(name)) {
-      issues_.invalid_names++;
+    if (!canonicalLabels(name, labels, issues_, s.labels)) {
       return;
     }
-    s.labels.reserve(labels.size() + 1);
-    s.labels.emplace_back("__name__", std::string(name));
-    for (const auto& l : labels) {
-      if (!validLabelName(l.first) || absl::string_view(l.first).substr(0, 2) == "__") {
-        issues_.invalid_names++;
-        return;
-      }
-      if (validUtf8(l.second)) {
-        s.labels.push_back(l);
-      } else {
-        issues_.invalid_utf8++;
-        s.labels.emplace_back(l.first, repairUtf8(l.second));
-      }
-    }
-    // Stable: if a renderer ever repeated a label name, the first occurrence wins.
-    std::stable_sort(s.labels.begin(), s.labels.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
-    s.labels.erase(std::unique(s.labels.begin(), s.labels.end(),
-                               [](const auto& a, const auto& b) { return a.first == b.first; }),
-                   s.labels.end());
     s.value = value;
     out_.push_back(std::move(s));
   }
@@ -292,15 +415,6 @@ void intersect(std::vector<uint32_t>& acc, const std::vector<uint32_t>& other) {
   acc = std::move(out);
 }
 
-const std::string* labelValue(const LabelSet& labels, const std::string& name) {
-  auto it = std::lower_bound(labels.begin(), labels.end(), name,
-                             [](const auto& l, const std::string& n) { return l.first < n; });
-  if (it != labels.end() && it->first == name) {
-    return &it->second;
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 std::vector<FrameSample> renderFrameSamples(const Snapshot& frame, RenderIssues* issues) {
@@ -313,6 +427,85 @@ std::vector<FrameSample> renderFrameSamples(const Snapshot& frame, RenderIssues*
   return out;
 }
 
+// Renders a frame straight into the store. The common case (a series the store holds already)
+// costs a hash of the emitted labels, one table lookup and a comparison against the stored
+// labels: no allocation. Only a miss builds the canonical label set (validated, repaired,
+// sorted) and goes the way of append().
+class SeriesStore::FrameSink final : public MetricSink {
+ public:
+  FrameSink(SeriesStore& store, const std::string& agent_id, int64_t t_ms,
+            std::vector<uint32_t>& ids, const std::vector<MemSeries*>* prev_order,
+            std::vector<MemSeries*>& order, RenderIssues& issues)
+      : store_(store),
+        agent_id_(agent_id),
+        t_ms_(t_ms),
+        ids_(ids),
+        prev_order_(prev_order),
+        order_(order),
+        issues_(issues) {}
+  void family(absl::string_view, MetricType, absl::string_view) override {}
+  void ensureFamily(absl::string_view, MetricType) override {}
+  void sample(absl::string_view, absl::string_view name, const Labels& labels, double value,
+              std::optional<int64_t>) override ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    // An agent's frames render the same series in about the same order from one frame to the
+    // next (processes may come in another order; each one's series stay together): try the
+    // series that followed, in the agent's previous frame, the one this frame's previous sample
+    // matched (a sequential walk, no hash and no table probe), then the label hash.
+    MemSeries* s = nullptr;
+    if (prev_order_ != nullptr && next_ < prev_order_->size() && (*prev_order_)[next_] != nullptr &&
+        sameLabels((*prev_order_)[next_]->labels, name, labels)) {
+      s = (*prev_order_)[next_];
+      store_.stats_.positional_hits++;
+    } else {
+      uint64_t sum = pairHash("__name__", name);
+      for (const auto& [k, v] : labels) {
+        sum += pairHash(k, v);
+      }
+      s = store_.findLocked(finishHash(sum), [&](const CompactLabels& stored) {
+        return sameLabels(stored, name, labels);
+      });
+    }
+    if (s != nullptr) {
+      next_ = prev_order_ != nullptr && s->emit_pos < prev_order_->size() &&
+                      (*prev_order_)[s->emit_pos] == s
+                  ? s->emit_pos + 1
+                  : next_ + 1;
+      s->emit_pos = static_cast<uint32_t>(order_.size());
+    }
+    if (s != nullptr) {
+      store_.stats_.fast_path_hits++;
+      ids_.push_back(s->id);
+      order_.push_back(s);
+      store_.appendSample(*s, t_ms_, value);
+      return;
+    }
+    order_.push_back(nullptr);
+    if (!canonicalLabels(name, labels, issues_, scratch_)) {
+      return;
+    }
+    uint32_t id = 0;
+    store_.appendLocked(agent_id_, scratch_, t_ms_, value, &id);
+    if (id != 0) {
+      ids_.push_back(id);
+      MemSeries* created = store_.series_.at(id).get();
+      created->emit_pos = static_cast<uint32_t>(order_.size() - 1);
+      order_.back() = created;
+    }
+  }
+  using MetricSink::sample;
+
+ private:
+  SeriesStore& store_;
+  const std::string& agent_id_;
+  int64_t t_ms_;
+  std::vector<uint32_t>& ids_;
+  const std::vector<MemSeries*>* prev_order_;
+  std::vector<MemSeries*>& order_;
+  RenderIssues& issues_;
+  LabelSet scratch_;
+  size_t next_ = 0;  // predicted position in prev_order_ of this sample's series
+};
+
 void SeriesStore::appendFrame(const Snapshot& frame) {
   int64_t t_ms = frame.end_unix_ns / 1000000;
   if (t_ms < unixMillis() - options_.retention_ms) {
@@ -322,21 +515,21 @@ void SeriesStore::appendFrame(const Snapshot& frame) {
     return;
   }
   RenderIssues issues;
-  std::vector<FrameSample> samples = renderFrameSamples(frame, &issues);
+  ExpositionOptions opts;
+  opts.base_labels = {{"node", nodeLabel(frame)}};
   absl::MutexLock lock(&mu_);
+  std::vector<uint32_t>& prev = last_frame_series_[frame.agent.agent_id];
   std::vector<uint32_t> ids;
-  ids.reserve(samples.size());
-  for (const FrameSample& s : samples) {
-    uint32_t id = 0;
-    appendLocked(frame.agent.agent_id, s.labels, t_ms, s.value, &id);
-    if (id != 0) {
-      ids.push_back(id);
-    }
-  }
+  ids.reserve(prev.size() + 16);
+  std::vector<MemSeries*>& prev_order = emit_order_[frame.agent.agent_id];
+  std::vector<MemSeries*> order;
+  order.reserve(prev_order.size() + 16);
+  FrameSink sink(*this, frame.agent.agent_id, t_ms, ids, &prev_order, order, issues);
+  writeSnapshotMetrics(frame, opts, sink);
+  prev_order = std::move(order);
   // Series the agent's previous frame had and this one does not have ended (an exited process,
   // a removed container): a stale marker hides them from step queries at once.
   std::sort(ids.begin(), ids.end());
-  std::vector<uint32_t>& prev = last_frame_series_[frame.agent.agent_id];
   for (uint32_t id : prev) {
     if (std::binary_search(ids.begin(), ids.end(), id)) {
       continue;
@@ -361,6 +554,43 @@ void SeriesStore::appendFrame(const Snapshot& frame) {
   stats_.invalid.invalid_utf8 += issues.invalid_utf8;
 }
 
+template <typename Eq>
+SeriesStore::MemSeries* SeriesStore::findLocked(uint64_t hash, const Eq& eq) {
+  auto it = by_hash_.find(hash);
+  if (it == by_hash_.end()) {
+    return nullptr;
+  }
+  MemSeries* s = it->second;
+  if (eq(s->labels)) {
+    return s;
+  }
+  auto cit = collisions_.find(hash);
+  if (cit != collisions_.end()) {
+    for (uint32_t id : cit->second) {
+      MemSeries* c = series_.at(id).get();
+      if (eq(c->labels)) {
+        return c;
+      }
+    }
+  }
+  return nullptr;
+}
+
+SeriesStore::AppendResult SeriesStore::appendSample(MemSeries& s, int64_t t_ms, double value) {
+  if (!s.chunks.empty() && t_ms <= s.chunks.back().lastTime()) {
+    stats_.samples_out_of_order++;
+    return AppendResult::kOutOfOrder;
+  }
+  if (s.chunks.empty() || s.chunks.back().full()) {
+    s.chunks.emplace_back();
+  }
+  s.chunks.back().append(t_ms, value);
+  s.samples++;
+  live_samples_++;
+  stats_.samples_appended++;
+  return AppendResult::kOk;
+}
+
 SeriesStore::AppendResult SeriesStore::append(const std::string& agent_id, const LabelSet& labels,
                                               int64_t t_ms, double value) {
   absl::MutexLock lock(&mu_);
@@ -370,12 +600,10 @@ SeriesStore::AppendResult SeriesStore::append(const std::string& agent_id, const
 SeriesStore::AppendResult SeriesStore::appendLocked(const std::string& agent_id,
                                                     const LabelSet& labels, int64_t t_ms,
                                                     double value, uint32_t* id_out) {
-  std::string key = labelKey(labels);
-  MemSeries* s = nullptr;
-  auto it = by_key_.find(key);
-  if (it != by_key_.end()) {
-    s = series_[it->second].get();
-  } else {
+  uint64_t hash = labelHash(labels);
+  MemSeries* s =
+      findLocked(hash, [&labels](const CompactLabels& stored) { return stored == labels; });
+  if (s == nullptr) {
     size_t& n = per_agent_[agent_id];
     if (n >= options_.max_series_per_agent) {
       stats_.dropped_by_agent[agent_id]++;
@@ -385,30 +613,22 @@ SeriesStore::AppendResult SeriesStore::appendLocked(const std::string& agent_id,
     auto owned = std::make_unique<MemSeries>();
     s = owned.get();
     s->id = next_id_++;
-    s->labels = labels;
+    s->labels = CompactLabels(labels);
     s->agent_id = agent_id;
     for (const auto& [k, v] : labels) {
       postings_[k][v].push_back(s->id);  // ids only grow, so postings stay sorted
     }
-    by_key_.emplace(std::move(key), s->id);
+    auto [it, inserted] = by_hash_.emplace(hash, s);
+    if (!inserted) {
+      collisions_[hash].push_back(s->id);  // a 64-bit hash collision: kept apart, still exact
+    }
     series_.emplace(s->id, std::move(owned));
     stats_.series_created++;
   }
   if (id_out != nullptr) {
     *id_out = s->id;
   }
-  if (!s->chunks.empty() && t_ms <= s->chunks.back().lastTime()) {
-    stats_.samples_out_of_order++;
-    return AppendResult::kOutOfOrder;
-  }
-  if (s->chunks.empty() || s->chunks.back().full()) {
-    s->chunks.emplace_back();
-  }
-  s->chunks.back().append(t_ms, value);
-  s->samples++;
-  live_samples_++;
-  stats_.samples_appended++;
-  return AppendResult::kOk;
+  return appendSample(*s, t_ms, value);
 }
 
 void SeriesStore::removeSeries(uint32_t id) {
@@ -417,10 +637,10 @@ void SeriesStore::removeSeries(uint32_t id) {
     return;
   }
   MemSeries& s = *it->second;
-  for (const auto& [k, v] : s.labels) {
+  s.labels.forEach([this, id](absl::string_view k, absl::string_view v) {
     auto nit = postings_.find(k);
     if (nit == postings_.end()) {
-      continue;
+      return;
     }
     auto vit = nit->second.find(v);
     if (vit != nit->second.end()) {
@@ -436,13 +656,31 @@ void SeriesStore::removeSeries(uint32_t id) {
     if (nit->second.empty()) {
       postings_.erase(nit);
     }
-  }
+  });
   auto ait = per_agent_.find(s.agent_id);
   if (ait != per_agent_.end() && --ait->second == 0) {
     per_agent_.erase(ait);
   }
   live_samples_ -= s.samples;
-  by_key_.erase(labelKey(s.labels));
+  uint64_t hash = compactHash(s.labels);
+  auto cit = collisions_.find(hash);
+  if (cit != collisions_.end()) {
+    auto& ids = cit->second;
+    ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+  }
+  auto hit = by_hash_.find(hash);
+  if (hit != by_hash_.end() && hit->second == &s) {
+    // Promote a colliding series (if any) to the main table.
+    if (cit != collisions_.end() && !cit->second.empty()) {
+      hit->second = series_.at(cit->second.back()).get();
+      cit->second.pop_back();
+    } else {
+      by_hash_.erase(hit);
+    }
+  }
+  if (cit != collisions_.end() && cit->second.empty()) {
+    collisions_.erase(cit);
+  }
   series_.erase(it);
   stats_.series_removed++;
 }
@@ -467,6 +705,9 @@ void SeriesStore::enforceRetention(int64_t now_ms) {
   }
   for (uint32_t id : empty) {
     removeSeries(id);
+  }
+  if (!empty.empty()) {
+    emit_order_.clear();  // may point at removed series; rebuilt from the next frames
   }
 }
 
@@ -514,8 +755,8 @@ std::vector<uint32_t> SeriesStore::candidates(const Selector& selector) const {
     const MemSeries& s = *series_.at(id);
     bool ok = true;
     for (const LabelMatcher& m : selector.matchers) {
-      const std::string* v = labelValue(s.labels, m.name);
-      if (!m.matches(v != nullptr ? *v : kEmpty)) {
+      absl::string_view v;
+      if (!m.matches(s.labels.find(m.name, &v) ? std::string(v) : kEmpty)) {
         ok = false;
         break;
       }
@@ -553,7 +794,7 @@ std::vector<Series> SeriesStore::selectImpl(const Selector& selector, int64_t st
                       r.samples.end());
     }
     if (!r.samples.empty()) {
-      r.labels = s.labels;
+      r.labels = s.labels.toLabelSet();
       out.push_back(std::move(r));
     }
   }
@@ -572,7 +813,7 @@ std::vector<LabelSet> SeriesStore::seriesLabels(const Selector& selector, int64_
         s.chunks.back().lastTime() < start_ms) {
       continue;
     }
-    out.push_back(s.labels);
+    out.push_back(s.labels.toLabelSet());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -613,18 +854,21 @@ size_t SeriesStore::memoryBytes() const {
     for (const XorChunk& c : s->chunks) {
       n += c.bytes();
     }
-    for (const auto& [k, v] : s->labels) {
-      // Label strings appear in the series, the key and (as map keys) the postings; ids too.
-      n += 2 * (k.size() + v.size() + 2) + sizeof(std::pair<std::string, std::string>) +
-           sizeof(uint32_t);
-    }
+    // Packed labels, one by_hash_ entry, one postings id per label (postings map keys are
+    // shared by all series with that label pair and left out).
+    n += s->labels.heapBytes() + sizeof(uint64_t) + sizeof(MemSeries*) +
+         s->labels.size() * sizeof(uint32_t);
   }
   return n;
 }
 
 SeriesStoreStats SeriesStore::stats() const {
   absl::ReaderMutexLock lock(&mu_);
-  return stats_;
+  SeriesStoreStats s = stats_;
+  for (const auto& [hash, ids] : collisions_) {
+    s.hash_collisions += ids.size();
+  }
+  return s;
 }
 
 void SeriesStore::writeMetrics(MetricSink& out) const {
@@ -656,6 +900,26 @@ void SeriesStore::writeMetrics(MetricSink& out) const {
              static_cast<double>(st.invalid.invalid_names));
   out.sample("vigil_aggregator_series_invalid_samples_total", {{"reason", "invalid_utf8"}},
              static_cast<double>(st.invalid.invalid_utf8));
+  out.family("vigil_aggregator_series_frames_too_old_total", MetricType::kCounter,
+             "Frames left out of the series store because they ended before now - retention "
+             "(they stay in the ingest log and reach remote_write).");
+  out.sample("vigil_aggregator_series_frames_too_old_total", {},
+             static_cast<double>(st.frames_too_old));
+  out.family("vigil_aggregator_series_fast_path_samples_total", MetricType::kCounter,
+             "Frame samples matched to a series the store already held by label hash, without "
+             "building a label set (the rest are new series or need validation).");
+  out.sample("vigil_aggregator_series_fast_path_samples_total", {},
+             static_cast<double>(st.fast_path_hits));
+  out.family("vigil_aggregator_series_positional_samples_total", MetricType::kCounter,
+             "Of the fast-path samples, those found at the same position as in the agent's "
+             "previous frame (no hash lookup).");
+  out.sample("vigil_aggregator_series_positional_samples_total", {},
+             static_cast<double>(st.positional_hits));
+  out.family("vigil_aggregator_series_hash_collisions", MetricType::kGauge,
+             "Series whose 64-bit label hash equals another series' (told apart by comparing "
+             "labels; expected 0).");
+  out.sample("vigil_aggregator_series_hash_collisions", {},
+             static_cast<double>(st.hash_collisions));
   out.family("vigil_aggregator_series_stale_markers_total", MetricType::kCounter,
              "Stale markers stored for series that left their agent's frames.");
   out.sample("vigil_aggregator_series_stale_markers_total", {},

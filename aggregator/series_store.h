@@ -26,6 +26,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "aggregator/series.h"
 #include "capnp/snapshot.h"
@@ -97,6 +98,40 @@ std::vector<FrameSample> renderFrameSamples(const Snapshot& frame, RenderIssues*
 std::string nodeLabel(const Snapshot& frame);
 // Key of a label set (for hashing); unique per label set.
 std::string labelKey(const LabelSet& labels);
+// 64-bit hash of a label set, independent of label order (a sum of per-pair hashes), so the
+// store can hash labels as a renderer emits them without sorting or copying them first.
+uint64_t labelHash(const LabelSet& labels);
+
+// A series' labels packed into one allocation: for each label (sorted by name) a 4-byte name
+// length, the name, a 4-byte value length, the value. About a third of the memory of a LabelSet
+// (two std::string of 32 bytes per label plus heap copies of long names and values).
+class CompactLabels {
+ public:
+  CompactLabels() = default;
+  explicit CompactLabels(const LabelSet& labels);
+
+  size_t size() const { return count_; }
+  // Calls f(name, value) for each label in order.
+  template <typename F>
+  void forEach(F&& f) const {
+    size_t at = 0;
+    for (uint32_t i = 0; i < count_; ++i) {
+      absl::string_view k = read(at);
+      absl::string_view v = read(at);
+      f(k, v);
+    }
+  }
+  // The value of `name`, or false.
+  bool find(absl::string_view name, absl::string_view* value) const;
+  LabelSet toLabelSet() const;
+  bool operator==(const LabelSet& labels) const;
+  size_t heapBytes() const { return buf_.capacity() + 1; }
+
+ private:
+  absl::string_view read(size_t& at) const;
+  std::string buf_;
+  uint32_t count_ = 0;
+};
 
 struct SeriesStoreStats {
   uint64_t samples_appended = 0;
@@ -107,7 +142,10 @@ struct SeriesStoreStats {
   uint64_t frames_too_old = 0;  // frame ended before now - retention
   RenderIssues invalid;         // samples dropped / values repaired while rendering frames
   uint64_t series_created = 0;
-  uint64_t series_removed = 0;                                  // all samples aged out
+  uint64_t series_removed = 0;   // all samples aged out
+  uint64_t fast_path_hits = 0;   // frame samples matched to a stored series without allocating
+  uint64_t hash_collisions = 0;  // series sharing a labelHash with another (now)
+  uint64_t positional_hits = 0;  // of fast_path_hits: found at the same position as last frame
   absl::flat_hash_map<std::string, uint64_t> dropped_by_agent;  // cap overflow, in samples
 };
 
@@ -151,15 +189,23 @@ class SeriesStore final : public SeriesSource {
  private:
   struct MemSeries {
     uint32_t id = 0;
-    LabelSet labels;
+    // Position in its agent's previous frame (emit_order_), to predict the next sample's series.
+    uint32_t emit_pos = UINT32_MAX;
+    CompactLabels labels;
     std::string agent_id;
     std::vector<XorChunk> chunks;  // ascending time; the last is the head being appended to
     uint64_t samples = 0;
   };
   using Postings = std::vector<uint32_t>;  // ascending series ids
 
+  class FrameSink;
   AppendResult appendLocked(const std::string& agent_id, const LabelSet& labels, int64_t t_ms,
                             double value, uint32_t* id_out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  AppendResult appendSample(MemSeries& s, int64_t t_ms, double value)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The series with this labelHash() whose labels satisfy eq, or null.
+  template <typename Eq>
+  MemSeries* findLocked(uint64_t hash, const Eq& eq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<Series> selectImpl(const Selector& selector, int64_t start_ms, int64_t end_ms,
                                  bool keep_stale) const;
   std::vector<uint32_t> candidates(const Selector& selector) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -169,7 +215,10 @@ class SeriesStore final : public SeriesSource {
   mutable absl::Mutex mu_;
   uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<uint32_t, std::unique_ptr<MemSeries>> series_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, uint32_t> by_key_ ABSL_GUARDED_BY(mu_);
+  // labelHash → series (owned by series_; a pointer saves a second lookup per sample); the
+  // rare second series of an equal hash goes to collisions_ (by id).
+  absl::flat_hash_map<uint64_t, MemSeries*> by_hash_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::vector<uint32_t>> collisions_ ABSL_GUARDED_BY(mu_);
   // name → value → postings.
   absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, Postings>> postings_
       ABSL_GUARDED_BY(mu_);
@@ -178,6 +227,9 @@ class SeriesStore final : public SeriesSource {
   // Per agent: ids of the series in its last frame (sorted), to mark the ones that end.
   absl::flat_hash_map<std::string, std::vector<uint32_t>> last_frame_series_ ABSL_GUARDED_BY(mu_);
   uint64_t live_samples_ ABSL_GUARDED_BY(mu_) = 0;
+  // Per agent: the series of its last frame in the order the renderer emitted them (null where
+  // a sample was refused). Cleared whenever retention removes series.
+  absl::flat_hash_map<std::string, std::vector<MemSeries*>> emit_order_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace vigil::aggregator

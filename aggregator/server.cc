@@ -98,6 +98,19 @@ kj::Promise<void> Server::run() {
   return all;
 }
 
+void Server::logIngestSummary() const {
+  GroupCommitStats c = ingest_->committer().stats();
+  const IngestStats& in = ingest_->stats();
+  VIGIL_LOG_INFO(
+      "ingest summary: frames_accepted=%d frames_duplicate=%d commit_batches=%d "
+      "commit_frames=%d mean_batch_frames=%.2f commit_seconds_sum=%.3f worker_cpu_seconds=%.3f "
+      "queue_max_frames=%d queue_full=%d series=%d series_memory_bytes=%d",
+      in.frames_accepted, in.frames_duplicate, c.batches, c.frames,
+      c.batches ? static_cast<double>(c.frames) / static_cast<double>(c.batches) : 0.0,
+      c.commit_seconds_sum, c.worker_cpu_seconds, c.queued_max, c.queue_full, series_.numSeries(),
+      series_.memoryBytes());
+}
+
 absl::Status Server::setupAlerting() {
   auto audit = AuditLog::open(options_.data_dir + "/audit.db");
   if (!audit.ok()) {

@@ -56,6 +56,9 @@ class Server {
   ~Server();
 
   kj::Promise<void> run();
+  // One log line with the ingest pipeline's totals (group commit, series store), for operators
+  // and for the benchmark, which reads it at shutdown instead of scraping a huge /metrics.
+  void logIngestSummary() const;
   uint16_t rpcPort() const { return rpc_port_; }
   uint16_t httpPort() const { return http_port_; }
   // The in-memory series store (the alert engine's SeriesSource).

@@ -98,7 +98,7 @@ void Store::heartbeat(const std::string& agent_id, int64_t now_ns) {
   }
 }
 
-void Store::apply(const Snapshot& frame, int64_t now_ns) {
+void Store::apply(const Snapshot& frame, int64_t now_ns, bool notify) {
   AgentRecord& r = record(frame.agent.agent_id);
   if (frame.boot_epoch < r.boot_epoch) {
     // A late frame of an earlier epoch (replayed from the agent's spool): it is in the ingest
@@ -137,7 +137,7 @@ void Store::apply(const Snapshot& frame, int64_t now_ns) {
       r.processes.erase(cur);
     }
   }
-  if (listener_) {
+  if (notify && listener_) {
     listener_(frame);
   }
 }

@@ -79,7 +79,9 @@ class Store {
 
   // Applies a frame's content. The caller has checked it is not a duplicate (the ingest log
   // dedupes on (agent, epoch, seq) before anything reaches the store).
-  void apply(const Snapshot& frame, int64_t now_ns);
+  // notify=false leaves out the frame listener (the caller feeds it itself, e.g. on the ingest
+  // commit thread).
+  void apply(const Snapshot& frame, int64_t now_ns, bool notify = true);
 
   // agent_level_only: just the per-agent families the aggregator itself produces (vigil_agent_up,
   // _last_seen_, _info, _frames_received_total); the alert engine records those every tick,
@@ -88,6 +90,7 @@ class Store {
 
   // Called with every applied frame (after the store took it): the series store listens here.
   void setFrameListener(std::function<void(const Snapshot&)> fn) { listener_ = std::move(fn); }
+  const std::function<void(const Snapshot&)>& frameListener() const { return listener_; }
 
   const absl::flat_hash_map<std::string, std::unique_ptr<AgentRecord>>& agents() const {
     return agents_;

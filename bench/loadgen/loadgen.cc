@@ -6,12 +6,19 @@
 //
 //   vigil-bench-loadgen --addr=127.0.0.1:PORT --agents=N [--interval_ms=10000]
 //                       [--warmup_s=12] [--duration_s=30] [--connect_per_s=2000]
+//                       [--frame_time=now|synthetic]
+//
+// Frames end "now" (wall clock at the push), so the aggregator's series store takes every
+// sample as it would from real agents. --frame_time=synthetic keeps the synthetic frame's fixed
+// 2023 timestamps (older than any retention window: the series store skips such frames, which
+// is what load generators before 2026-11-26 measured without saying so).
 //
 // After all agents registered and the warm-up, it measures for duration_s and prints key=value
 // lines: acked frames, samples/s, ack latency percentiles (send to response, as seen by this
 // process's event loop), late pushes (a push was still unacknowledged when the next was due:
 // the aggregator is falling behind) and errors.
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <capnp/message.h>
@@ -42,6 +49,7 @@ struct Options {
   uint32_t warmup_s = 12;
   uint32_t duration_s = 30;
   uint32_t connect_per_s = 2000;
+  bool frame_time_now = true;
 };
 
 struct Stats {
@@ -206,6 +214,13 @@ class LoadGen {
     so.boot_epoch = a.epoch;
     so.seed = i + 1;
     vigil::bench::buildSyntheticSnapshot(so, a.seq, snap);
+    if (o_.frame_time_now) {
+      timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      snap.end_unix_ns = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+      snap.start_unix_ns = snap.end_unix_ns - static_cast<int64_t>(o_.interval_ms) * 1000000;
+      snap.interval_ms = o_.interval_ms;
+    }
     if (series_per_frame_ == 0) {
       series_per_frame_ = vigil::bench::countSeries(snap);
     }
@@ -255,6 +270,7 @@ class LoadGen {
            stats_.connected, stats_.registered, stats_.connect_failed, stats_.register_failed);
     printf("ramp_seconds=%.1f\nwindow_seconds=%.1f\n", ramp_s, window_s);
     printf("series_per_frame=%zu\n", series_per_frame_);
+    printf("frame_time=%s\n", o_.frame_time_now ? "now" : "synthetic");
     printf("frames_expected=%.0f\nframes_acked=%lu\nlate_pushes=%lu\npush_failed=%lu\n", expected,
            stats_.acked, stats_.late, stats_.push_failed);
     printf("disconnected=%lu\n", stats_.disconnected);
@@ -310,10 +326,13 @@ int main(int argc, char** argv) {
       o.duration_s = static_cast<uint32_t>(std::stoul(v));
     } else if (flagValue(argv[i], "connect_per_s", &v)) {
       o.connect_per_s = std::max(1ul, std::stoul(v));
+    } else if (flagValue(argv[i], "frame_time", &v) && (v == "now" || v == "synthetic")) {
+      o.frame_time_now = v == "now";
     } else {
       fprintf(stderr,
               "usage: vigil-bench-loadgen --addr=HOST:PORT --agents=N [--interval_ms=10000] "
-              "[--warmup_s=12] [--duration_s=30] [--connect_per_s=2000]\n");
+              "[--warmup_s=12] [--duration_s=30] [--connect_per_s=2000] "
+              "[--frame_time=now|synthetic]\n");
       return 2;
     }
   }

@@ -82,3 +82,48 @@ TEST_CASE("an unwritable path is a clear error") {
 
 }  // namespace
 }  // namespace vigil::aggregator
+
+namespace vigil::aggregator {
+namespace {
+
+TEST_CASE("a batch is one transaction that dedupes against the log and against itself") {
+  testing::TempDir dir;
+  auto log = IngestLog::open(dir.file("log.db"));
+  REQUIRE(log.ok());
+  REQUIRE(*put(**log, "a", 1, 1, "old"));
+  std::string a = "a";
+  std::string b = "b";
+  std::vector<std::pair<const std::string*, uint64_t>> frames = {{&a, 1}, {&a, 2}, {&a, 2},
+                                                                 {&a, 3}, {&b, 1}, {&a, 2}};
+  std::vector<AppendRequest> batch;
+  std::string payload = "payload";
+  for (const auto& [agent, seq] : frames) {
+    AppendRequest r;
+    r.agent_id = agent;
+    r.boot_epoch = 1;
+    r.seq = seq;
+    r.payload = payload.data();
+    r.size = payload.size();
+    r.now_ns = 2000;
+    batch.push_back(r);
+  }
+  REQUIRE((*log)->appendBatch(batch).ok());
+  using O = AppendRequest::Outcome;
+  CHECK(batch[0].outcome == O::kDuplicate);  // in the log before the batch
+  CHECK(batch[1].outcome == O::kAppended);
+  CHECK(batch[2].outcome == O::kDuplicate);  // earlier in the same batch
+  CHECK(batch[3].outcome == O::kAppended);
+  CHECK(batch[4].outcome == O::kAppended);
+  CHECK(batch[5].outcome == O::kDuplicate);  // below the last seq the batch itself set
+  CHECK(*(*log)->lastSeq("a", 1) == 3);
+  CHECK(*(*log)->lastSeq("b", 1) == 1);
+  CHECK((*log)->stats().appended == 4);
+  CHECK((*log)->stats().duplicates == 3);
+  CHECK((*log)->payloadBytes() == 3 + 3 * 7);
+  auto all = (*log)->readAfter(0, 100);
+  REQUIRE(all.ok());
+  CHECK(all->size() == 4);
+}
+
+}  // namespace
+}  // namespace vigil::aggregator
