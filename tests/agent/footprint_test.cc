@@ -104,10 +104,13 @@ TEST_CASE("a burst of short-lived processes is reported once, then leaves no per
     }
   }
   INFO("baseline " << baseline << " tracked processes");
-  // Most are reported (a child that never left the CPU before exiting can have all-zero totals,
-  // which the collector does not report; seen as ~4 % here). Which ones is the sched
-  // collector's business (sched_collector_test); this test is about what is kept afterwards.
-  CHECK(reported >= static_cast<size_t>(kChurn) * 9 / 10);
+  // Every child is reported once, as exited, even one that exited before its first tick or
+  // switch-out and so has all-zero totals (on a quiet machine about half of them: those were
+  // once skipped, and their `exited` entries stayed in the kernel map for good). A reused pid
+  // would be the only exception (counted in vigil_sched_pid_reuse_total).
+  CHECK(reported +
+            static_cast<size_t>(selfGauge(burst, "vigil_sched_pid_reuse_total").value_or(0)) >=
+        static_cast<size_t>(kChurn));
   // Nothing is kept for them afterwards: the tracked table is back to the live processes
   // (with room for what other work on this machine started meanwhile, far below the burst).
   size_t tracked = (*sched)->trackedProcesses();

@@ -177,9 +177,12 @@ TEST_CASE("snapshot --duration 2s --json: valid JSON with a burner's CPU seconds
   }
   INFO("burner cpu seconds in the window: " << seconds);
   // Two threads for 2 s; other sessions' work on a shared machine can take most of it.
+  // At most two CPUs' worth of the window the snapshot actually measured (on an idle machine
+  // the burner gets all of it, and the window can run a little past 2 s).
+  double window = j["duration_seconds"].get<double>();
   CHECK(seconds > 0.2);
-  CHECK(seconds < 4.5);
-  CHECK(j["duration_seconds"].get<double>() == Approx(2.0).margin(0.5));
+  CHECK(seconds <= 2 * (window + 0.1));  // + what ran between load and the window start
+  CHECK(window == Approx(2.0).margin(0.5));
   CHECK(j["vigil_syscall_duty_cycle_ratio"] == 1.0);
   std::string meminfo = testing::readFile("/proc/meminfo");
   uint64_t kb = 0;

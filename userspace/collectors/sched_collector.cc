@@ -439,8 +439,12 @@ void SchedCollector::collectTasks(Snapshot& out) {
   for (auto& [key, c] : now) {
     auto it = procs_.find(key);
     if (it == procs_.end()) {
-      // Never ran since accounting started (an idle task): nothing to report yet.
-      if (c.cpu == 0 && c.vol == 0 && c.invol == 0 && c.runq.count() == 0) {
+      // A live task that never ran since accounting started (an idle task): nothing to report
+      // yet. An exited one is reported (and its `exited` entry retired) even with all-zero
+      // totals: a child that exits before a tick or a switch-out has sum_exec_runtime still 0
+      // at sched_process_exit (the kernel adds its last run at the final switch), and skipping
+      // it left its `exited` entry behind for good.
+      if (c.live && c.cpu == 0 && c.vol == 0 && c.invol == 0 && c.runq.count() == 0) {
         continue;
       }
       it = procs_.emplace(key, ProcState{}).first;
