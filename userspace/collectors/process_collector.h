@@ -27,11 +27,12 @@ struct ProcessOptions {
   uint64_t only_cgroup_id = 0;  // 0: every cgroup
   // Ring buffer size (power of two, >= page size). The agent maps the ring's data pages twice
   // (libbpf's wrap-around mapping), all resident from the start, so the ring costs 2x this in
-  // RSS. 1 MiB holds ~700 execs with a full 1 KiB argv and their fork/exit records (~2,000
-  // typical, ~500 B each), about a second of the exec storm between two drains; the reader
-  // wakes at a quarter and drains every 100 ms. Reserve failures are counted
+  // RSS. 512 KiB holds ~350 execs with a full 1 KiB argv and their fork/exit records (~1,000
+  // typical, ~500 B each), ~130 ms of the bench's exec storm (~3.8 MB/s of records), the same
+  // headroom the net collector's 1 MiB ring gives its faster connect storm; the reader wakes
+  // at a quarter and drains every 100 ms. Reserve failures are counted
   // (vigil_ringbuf_reserve_failures_total); docs/performance.md, "Footprint".
-  uint32_t ring_bytes = 1u << 20;
+  uint32_t ring_bytes = 512u << 10;
   size_t max_buffered_events = 100000;     // events held between collect() calls
   std::vector<std::string> mask_patterns;  // extra masking regexes (docs/masking.md)
   // In-kernel filters for `vigil trace`: bit n of event_types enables ProcEventType n (other
