@@ -28,8 +28,9 @@ class LocalCollectors {
   // The collectors' background work; drop it to stop.
   kj::Promise<void> run();
 
-  // Starts the window now (after the collectors loaded): the next collect()'s start time.
-  void markStart() { started_unix_ns_ = unixNowNs(); }
+  // When the window began: before the first collector loaded, so every count a collector
+  // reports (each counts from its own load) accrued inside [start, collect()].
+  int64_t startedUnixNs() const { return started_unix_ns_; }
 
   // One frame: agent info, collectors' data and state, and the CLI's own counters.
   std::unique_ptr<Snapshot> collect();

@@ -96,8 +96,13 @@ int runSnapshot(const Command& self, const Args& args) {
   auto stop = io.unixEventPort.onSignal(SIGINT)
                   .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
                   .then([&interrupted](siginfo_t) { interrupted = true; });
-  (*collectors)->markStart();
-  auto window = sleepFromNow(io.provider->getTimer(), config.interval);
+  // The window opened before the collectors loaded (their counts start at their load): end it
+  // one interval after that, so duration_seconds bounds every count and is what was asked.
+  int64_t loaded_ns = unixNowNs() - (*collectors)->startedUnixNs();
+  kj::Duration remaining =
+      config.interval -
+      std::min<int64_t>(loaded_ns, config.interval / kj::NANOSECONDS) * kj::NANOSECONDS;
+  auto window = sleepFromNow(io.provider->getTimer(), remaining);
   window.exclusiveJoin(kj::mv(stop)).exclusiveJoin((*collectors)->run()).wait(io.waitScope);
   auto snap = (*collectors)->collect();
   if (!config.comm_filter.empty()) {
