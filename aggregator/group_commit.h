@@ -2,9 +2,11 @@
 // here; one worker thread writes whatever has gathered (bounded by frames, bytes and a short
 // linger) to the ingest log in ONE transaction with one fsync and hands the batch back to the
 // event loop, which applies each frame to the fleet Store and only then resolves the frame's
-// acknowledgement. The worker then feeds the appended frames to the off-loop consumer (the
-// series store) before it takes the next batch: the series store trails the acks by at most
-// one batch, and a slow series store slows the commits (the queue bound then pushes back).
+// acknowledgement. Before the write, the worker decodes and checks each frame (`prepare`), so
+// the event loop never unpacks a frame. After it, the appended frames go to the off-loop
+// consumer (the series store) on a third thread, which works beside the next commit: the series
+// store trails the acks by at most two batches, and a slow series store slows the commits (its
+// queue is bounded; then the ingest queue bound pushes back).
 //
 // So the promise of docs/transport.md still holds frame by frame: an ack is sent only after the
 // COMMIT that made its frame durable returned, and (agent, epoch, seq) dedupe happens inside that
@@ -62,18 +64,28 @@ struct CommitItem {
   int64_t received_ns = 0;
   // Decoded; read after the commit by the event loop and the worker (shared, read-only).
   std::shared_ptr<const Snapshot> frame;
+  // When true, the frame is decoded and checked on the commit thread, before the log write, by
+  // the committer's `prepare` callback (off the event loop): from `decode_input` with
+  // `decode_encoding` when that is set (an expanded delta), else from `payload` with `encoding`.
+  // A frame that fails comes back as kRejected with reject_reason and error, and is not logged.
+  bool decode = false;
+  kj::Array<kj::byte> decode_input;
+  wire::Encoding decode_encoding = wire::Encoding::PACKED;
+  std::string reject_reason;
 
   // Filled in by the committer.
   // kFenced: refused because an earlier frame of the agent failed or was refused (queue full)
-  // and the agent has not registered again since.
+  // and the agent has not registered again since. kRejected: `prepare` refused the frame
+  // (malformed, or it does not match its push).
   enum class Outcome {
     kAppended,
     kDuplicate,
     kFailed,
     kQueueFull,
-    kFenced
+    kFenced,
+    kRejected
   } outcome = Outcome::kFailed;
-  std::string error;  // for kFailed / kQueueFull / kFenced
+  std::string error;  // for kFailed / kQueueFull / kFenced / kRejected
   uint64_t ticket = 0;
   int64_t queued_mono_ns = 0;
 };
@@ -85,6 +97,7 @@ struct GroupCommitStats {
   uint64_t failed_batches = 0;
   uint64_t failed_frames = 0;  // in failed batches, or fenced behind one
   uint64_t queue_full = 0;
+  uint64_t rejected = 0;  // refused by `prepare` (decode or header check) on the commit thread
   // Histograms: frames per batch (buckets 1, 2, 4, ... 1024, +Inf) and commit seconds.
   std::vector<uint64_t> batch_frames_buckets;
   double batch_frames_sum = 0;
@@ -95,6 +108,8 @@ struct GroupCommitStats {
   uint64_t queued_bytes = 0;                             // now
   uint64_t queued_max = 0;                               // high-water mark
   double worker_cpu_seconds = 0;                         // CPU time of the worker thread
+  double series_cpu_seconds = 0;                         // CPU time of the off-loop consumer
+  uint64_t series_queue_frames = 0;                      // committed, not yet consumed (now)
 };
 
 class GroupCommitter {
@@ -102,9 +117,13 @@ class GroupCommitter {
   // `off_loop` runs on the worker thread for every appended frame, after its commit, once the
   // batch went back to the loop (the series store: thread-safe). `on_loop` runs on the event
   // loop for every appended frame, right before its ack (the fleet Store).
+  // `prepare` (optional) runs on the worker thread for every queued item with decode set, before
+  // its batch is written: it decodes and checks the frame, sets `frame` and returns true, or
+  // sets reject_reason and error and returns false (the item then comes back as kRejected).
   GroupCommitter(IngestLog& log, GroupCommitOptions options,
                  std::function<void(const Snapshot&, int64_t received_ns)> off_loop,
-                 std::function<void(const Snapshot&, int64_t received_ns)> on_loop);
+                 std::function<void(const Snapshot&, int64_t received_ns)> on_loop,
+                 std::function<bool(CommitItem&)> prepare = nullptr);
   // Stops the worker after the batch it is writing; queued frames are not acknowledged.
   ~GroupCommitter();
 
@@ -129,6 +148,7 @@ class GroupCommitter {
 
  private:
   void workerMain();
+  void consumerMain();
   std::vector<std::unique_ptr<CommitItem>> takeBatch(std::string* closed_by);
   // Writes the batch; returns the frames it appended, for the off-loop consumer.
   std::vector<std::pair<std::shared_ptr<const Snapshot>, int64_t>> commitBatch(
@@ -139,6 +159,7 @@ class GroupCommitter {
   GroupCommitOptions options_;
   std::function<void(const Snapshot&, int64_t)> off_loop_;
   std::function<void(const Snapshot&, int64_t)> on_loop_;
+  std::function<bool(CommitItem&)> prepare_;
 
   // Event-loop side.
   uint64_t next_ticket_ = 1;
@@ -154,7 +175,14 @@ class GroupCommitter {
   absl::flat_hash_map<std::string, uint64_t> fenced_ ABSL_GUARDED_BY(mu_);
   GroupCommitStats stats_ ABSL_GUARDED_BY(mu_);
 
+  // Committed frames waiting for the off-loop consumer (its own thread, so the series store
+  // runs beside the next commit instead of after it). Bounded by max_batch_frames: beyond it the
+  // worker waits before it takes the next batch, so a slow consumer still slows the commits.
+  std::deque<std::pair<std::shared_ptr<const Snapshot>, int64_t>> consume_ ABSL_GUARDED_BY(mu_);
+  bool consumer_busy_ ABSL_GUARDED_BY(mu_) = false;
+
   std::thread worker_;
+  std::thread consumer_;
 };
 
 }  // namespace vigil::aggregator

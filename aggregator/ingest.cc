@@ -140,6 +140,37 @@ class FramingMonitor final : public kj::AsyncIoStream {
   uint64_t body_left_ = 0;
 };
 
+// Runs on the commit thread (GroupCommitter's prepare): decodes a queued frame and checks it
+// against its push (agent id of the session, boot epoch, seq). Touches nothing but the item.
+bool prepareFrame(CommitItem& item) {
+  bool expanded = item.decode_input.size() > 0;
+  auto decoded = expanded ? decodeFrame(item.decode_input, item.decode_encoding)
+                          : decodeFrame(item.payload, item.encoding);
+  if (!decoded.ok()) {
+    item.reject_reason = "malformed_frame";
+    item.error = std::string(decoded.status().message());
+    return false;
+  }
+  auto snap = std::make_shared<Snapshot>();
+  fromWire((*decoded)->frame(), *snap);
+  decoded->reset();
+  if (snap->agent.agent_id != item.agent_id) {
+    item.reject_reason = "agent_id_mismatch";
+    item.error = absl::StrCat("frame claims agent '", snap->agent.agent_id,
+                              "' on a session registered as '", item.agent_id, "'");
+    return false;
+  }
+  if (snap->boot_epoch != item.boot_epoch || snap->seq != item.seq) {
+    item.reject_reason = "frame_header_mismatch";
+    item.error =
+        absl::StrCat("frame (epoch ", snap->boot_epoch, ", seq ", snap->seq,
+                     ") does not match the push (epoch ", item.boot_epoch, ", seq ", item.seq, ")");
+    return false;
+  }
+  item.frame = std::move(snap);
+  return true;
+}
+
 }  // namespace
 
 // One registered agent connection.
@@ -168,7 +199,11 @@ class SessionImpl final : public wire::IngestSession::Server {
     // frame (recompressed) for a delta. Either way it decodes on its own.
     wire::Encoding log_encoding = encoding;
     kj::Array<kj::byte> log_payload;
-    std::unique_ptr<DecodedFrame> frame;
+    // Decoding the frame (unpacking, validation, fromWire) and checking it against the push are
+    // left to the commit thread (prepareFrame), which does them before the log write: the event
+    // loop only moves bytes, so it keeps up with the RPC traffic of thousands of agents.
+    CommitItem item;
+    item.decode = true;
     if (encoding == wire::Encoding::PACKED_ZSTD_DELTA ||
         encoding == wire::Encoding::POINTER_ZSTD_DELTA) {
       auto expanded =
@@ -179,58 +214,40 @@ class SessionImpl final : public wire::IngestSession::Server {
         size_t colon = msg.find(':');
         return refuse(msg.substr(0, colon), msg.substr(colon + 2));
       }
-      auto decoded = decodeFrame(*expanded, wire::Encoding::PACKED);
-      if (!decoded.ok()) {
-        return refuse("malformed_frame", std::string(decoded.status().message()));
-      }
-      frame = std::move(*decoded);
       log_encoding = wire::Encoding::PACKED_ZSTD;
       // Level 1: the log copy is written once per delta on the shared aggregator; on frames it
       // is within a few percent of level 3.
       log_payload = compressPacked(*expanded, 1);
+      item.decode_input = kj::mv(*expanded);
+      item.decode_encoding = wire::Encoding::PACKED;
       ingest_.stats_.delta_frames++;
     } else {
-      auto decoded = decodeFrame(payload, encoding);
-      if (!decoded.ok()) {
-        return refuse("malformed_frame", std::string(decoded.status().message()));
-      }
-      frame = std::move(*decoded);
       log_payload = kj::heapArray<kj::byte>(payload);
-    }
-    auto snap = std::make_unique<Snapshot>();
-    fromWire(frame->frame(), *snap);
-    frame.reset();
-    if (snap->agent.agent_id != info_.agent_id) {
-      return refuse("agent_id_mismatch",
-                    absl::StrCat("frame claims agent '", snap->agent.agent_id,
-                                 "' on a session registered as '", info_.agent_id, "'"));
-    }
-    if (snap->boot_epoch != boot_epoch_ || snap->seq != seq) {
-      return refuse(
-          "frame_header_mismatch",
-          absl::StrCat("frame (epoch ", snap->boot_epoch, ", seq ", snap->seq,
-                       ") does not match the push (epoch ", boot_epoch_, ", seq ", seq, ")"));
     }
     // The base of this session's next delta: pipelined deltas name the frame before them, which
     // may still be on its way into the log. Kept compressed, so an idle session costs about one
     // compressed frame of memory. If its commit fails, the committer fences this agent's later
-    // frames until it registers again, so no delta built on it is ever logged without it.
+    // frames until it registers again, so no delta built on it is ever logged without it; if the
+    // commit thread refuses it (malformed), the session takes no more deltas (delta_broken_).
     base_seq_ = seq;
     base_encoding_ = log_encoding;
     base_payload_ = kj::heapArray<kj::byte>(log_payload);
     // Durable first: the ack below is sent only once the batch holding the frame committed.
-    CommitItem item;
     item.agent_id = info_.agent_id;
     item.boot_epoch = boot_epoch_;
     item.seq = seq;
     item.encoding = log_encoding;
     item.payload = kj::mv(log_payload);
     item.received_ns = unixNanos();
-    item.frame = std::shared_ptr<const Snapshot>(std::move(snap));
     auto done =
         ingest_.committer_->submit(kj::mv(item))
             .then([this, context](CommitItem r) mutable -> kj::Promise<void> {
               switch (r.outcome) {
+                case CommitItem::Outcome::kRejected:
+                  delta_broken_ = true;
+                  ingest_.reject(r.reject_reason);
+                  VIGIL_LOG_WARN("refused frame from %s (%s): %s", info_.agent_id, peer_, r.error);
+                  return KJ_EXCEPTION(FAILED, "frame refused", r.reject_reason, r.error);
                 case CommitItem::Outcome::kAppended:
                   ingest_.stats_.frames_accepted++;
                   return kj::READY_NOW;
@@ -435,7 +452,8 @@ Ingest::Ingest(kj::Timer& timer, IngestLog& log, Store& store, IngestOptions opt
       },
       [this](const Snapshot& frame, int64_t received_ns) {
         store_.apply(frame, received_ns, /*notify=*/false);
-      });
+      },
+      prepareFrame);
 }
 
 Ingest::~Ingest() = default;

@@ -234,6 +234,12 @@ int main(int argc, char** argv) {
     fprintf(stderr, "vigil-aggregator: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
+#ifdef VIGIL_WITH_JEMALLOC
+  constexpr const char* kAllocator = "jemalloc";
+#else
+  constexpr const char* kAllocator = "glibc malloc (built without jemalloc: slower at scale)";
+#endif
+  VIGIL_LOG_INFO("memory allocator: %s", kAllocator);
   VIGIL_LOG_INFO("agents connect to %s:%d; metrics at http://%s:%d/metrics",
                  absl::GetFlag(FLAGS_rpc_addr), (*server)->rpcPort(),
                  absl::GetFlag(FLAGS_http_addr), (*server)->httpPort());

@@ -526,7 +526,17 @@ void SeriesStore::appendFrame(const Snapshot& frame) {
   order.reserve(prev_order.size() + 16);
   FrameSink sink(*this, frame.agent.agent_id, t_ms, ids, &prev_order, order, issues);
   writeSnapshotMetrics(frame, opts, sink);
+  // The steady state: the frame rendered exactly the series of the agent's previous frame, in
+  // the same order, so no series ended and the previous id set still holds; skip sorting ids.
+  bool unchanged = !prev_order.empty() && order == prev_order &&
+                   std::find(order.begin(), order.end(), nullptr) == order.end();
   prev_order = std::move(order);
+  if (unchanged) {
+    stats_.frames_appended++;
+    stats_.invalid.invalid_names += issues.invalid_names;
+    stats_.invalid.invalid_utf8 += issues.invalid_utf8;
+    return;
+  }
   // Series the agent's previous frame had and this one does not have ended (an exited process,
   // a removed container): a stale marker hides them from step queries at once.
   std::sort(ids.begin(), ids.end());

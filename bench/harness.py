@@ -1119,6 +1119,60 @@ def raise_nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def thread_cpu_by_name(pid):
+    """CPU seconds of each thread of `pid`, summed by thread name (comm)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                name = f.read().strip()
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                ns = int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+        out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
+
+
+def aggregator_step_costs(env, part):
+    """vigil-bench-ingest-cost: CPU per ingest step in one process without RPC (thread CPU time,
+    so it holds on a busy machine). Rows for the steady-state rounds (median over rounds)."""
+    if not env.have("vigil-bench-ingest-cost"):
+        R.skip(part, "ingest CPU per step", "vigil-bench-ingest-cost is not built")
+        return
+    agents, rounds = (500, 3) if QUICK else (2000, 4)
+    cmd = [env.exe("vigil-bench-ingest-cost"), "--agents=%d" % agents, "--rounds=%d" % rounds,
+           "--dir=" + os.path.join(env.build, "bench-data", "ingest-cost")]
+    R.command(part, " ".join(cmd).replace(env.build, "BUILD"))
+    _, text, _ = run(cmd, timeout=600)
+    steps = {}
+    round_no = 0
+    for line in text.splitlines():
+        m = re.match(r"round (\d+)", line)
+        if m:
+            round_no = int(m.group(1))
+            continue
+        m = re.match(r"\s+(\w+)\s+([\d.]+) us/frame\s+([\d.]+) core-s", line)
+        if m and round_no >= 2:
+            steps.setdefault(m.group(1), []).append(float(m.group(3)))
+    if not steps:
+        R.skip(part, "ingest CPU per step", "vigil-bench-ingest-cost failed: " +
+               text[-300:].replace("\n", " "))
+        return
+    where = {"decode": "vigil-commit thread", "from_wire": "vigil-commit thread",
+             "log": "vigil-commit thread", "store": "event loop",
+             "series": "vigil-series thread", "free": "where the frame is dropped",
+             "total": "all steps, without RPC", "encode": "load generator side, not aggregator"}
+    for name in ("decode", "from_wire", "log", "store", "series", "free", "total", "encode"):
+        if name in steps:
+            R.row(part, "ingest step CPU, steady state: %s" % name, steps[name],
+                  "core-s per 1M samples", where.get(name, ""))
+
+
 def part_aggregator(env):
     part = "aggregator"
     for b in ("vigil-aggregator", "vigil-bench-loadgen"):
@@ -1167,6 +1221,7 @@ def part_aggregator(env):
                 lg.stop()
                 continue
             c0, t0 = cpu_seconds(agg.pid), time.time()
+            th0 = thread_cpu_by_name(agg.pid)
             rss_peak = 0
             while lg.alive():
                 rss_peak = max(rss_peak, rss_kib(agg.pid))
@@ -1175,6 +1230,7 @@ def part_aggregator(env):
                 time.sleep(0.5)
             t1 = time.time()
             c1 = cpu_seconds(agg.pid)
+            th1 = thread_cpu_by_name(agg.pid)
             rss_end = rss_kib(agg.pid)
             wait_for(lambda: not lg.alive(), 30)
             out = lg.output()
@@ -1215,6 +1271,15 @@ def part_aggregator(env):
                     R.row(part, label + ": series store bytes per series (estimate)",
                           [float(summary["series_memory_bytes"]) / int(summary["series"])], "B",
                           "%s series" % summary["series"])
+            # Where the aggregator's CPU went (threads by name; the event loop is the main
+            # thread, named after the binary).
+            threads = {k: (th1.get(k, 0.0) - v) / (t1 - t0) * 100 for k, v in th0.items()}
+            for name, title in (("vigil-aggregato", "event loop (RPC, acks, Store)"),
+                                ("vigil-commit", "commit thread (decode, log)"),
+                                ("vigil-series", "series thread")):
+                if name in threads:
+                    R.row(part, label + ": CPU of the %s" % title, [threads[name]],
+                          "% of one core")
             R.row(part, label + ": load generator CPU (same machine)",
                   [float(r["loadgen_cpu_seconds"]) / float(r["window_seconds"]) * 100],
                   "% of one core")
@@ -1240,6 +1305,7 @@ def part_aggregator(env):
             agg.stop()
             shutil.rmtree(os.path.join(env.build, "bench-data", "scale-%d-%d" % (n, interval_ms)),
                           ignore_errors=True)
+    aggregator_step_costs(env, part)
     if best is not None:
         R.row(part, "largest N sustained at 10 s (of %s)" %
               sorted({n for n, i in CFG["agg_runs"] if i == 10000}), [best], "agents")

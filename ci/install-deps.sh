@@ -8,7 +8,7 @@ BUILD_PKGS=(
   clang llvm clang-format libbpf-dev bpftool libelf-dev zlib1g-dev
   capnproto libcapnp-dev libabsl-dev catch2
   libsqlite3-dev libzstd-dev libyaml-cpp-dev libssl-dev libsnappy-dev
-  libprotobuf-dev protobuf-compiler nlohmann-json3-dev
+  libprotobuf-dev protobuf-compiler nlohmann-json3-dev libjemalloc-dev
 )
 # Real servers and workloads the tests and benchmarks talk to.
 TEST_PKGS=(

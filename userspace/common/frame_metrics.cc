@@ -2,7 +2,9 @@
 
 #include <cmath>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace vigil {
 namespace {
@@ -11,6 +13,33 @@ Labels with(const Labels& base, std::initializer_list<std::pair<std::string, std
   Labels out = base;
   out.insert(out.end(), more.begin(), more.end());
   return out;
+}
+
+// A label set plus one trailing label that is rewritten in place for each sample that needs it
+// (kind="voluntary", then kind="involuntary", ...): the same labels as with(base, {{k, v}}),
+// without copying the whole set for every sample. The aggregator renders every frame of every
+// agent through here, so these copies were a good part of its per-sample cost.
+class PlusOne {
+ public:
+  explicit PlusOne(const Labels& base) : labels_(base) { labels_.emplace_back(); }
+  const Labels& operator()(absl::string_view key, absl::string_view value) {
+    labels_.back().first.assign(key.data(), key.size());
+    labels_.back().second.assign(value.data(), value.size());
+    return labels_;
+  }
+
+ private:
+  Labels labels_;
+};
+
+// The "le" label values of a log2 histogram with `unit_ns` units, formatted once per thread.
+const std::string& leValue(size_t i, uint64_t unit_ns) {
+  thread_local absl::flat_hash_map<uint64_t, std::vector<std::string>> cache;
+  std::vector<std::string>& v = cache[unit_ns];
+  while (v.size() <= i) {
+    v.push_back(formatValue(log2BucketUpperSeconds(v.size(), unit_ns)));
+  }
+  return v[i];
 }
 
 struct Family {
@@ -208,21 +237,27 @@ void declareFrameFamilies(MetricSink& out) {
 }
 
 void writeProcessMetrics(const ProcessStats& p, const ExpositionOptions& opts, MetricSink& out) {
-  Labels l = with(opts.base_labels, {{"pid", absl::StrCat(p.pid)}, {"comm", p.comm}});
+  Labels l = opts.base_labels;
+  l.reserve(l.size() + 3);
+  l.emplace_back("pid", absl::StrCat(p.pid));
+  l.emplace_back("comm", p.comm);
   if (!p.container_id.empty()) {
     l.emplace_back("container_id", p.container_id);
   }
+  PlusOne plus(l);
   auto ts = opts.timestamp_ms;
   out.sample("vigil_process_cpu_seconds_total", l, p.cpu_ns / 1e9, ts);
-  out.sample("vigil_process_context_switches_total", with(l, {{"kind", "voluntary"}}),
+  out.sample("vigil_process_context_switches_total", plus("kind", "voluntary"),
              static_cast<double>(p.voluntary_switches), ts);
-  out.sample("vigil_process_context_switches_total", with(l, {{"kind", "involuntary"}}),
+  out.sample("vigil_process_context_switches_total", plus("kind", "involuntary"),
              static_cast<double>(p.involuntary_switches), ts);
   counterIfSet(out, "vigil_process_syscalls_total", l, p.syscalls, opts);
   counterIfSet(out, "vigil_process_syscall_errors_total", l, p.syscall_errors, opts);
   for (const auto& [err, count] : p.top_errnos) {
-    counterIfSet(out, "vigil_process_syscall_errno_total", with(l, {{"errno", absl::StrCat(err)}}),
-                 count, opts);
+    if (count != 0) {
+      counterIfSet(out, "vigil_process_syscall_errno_total", plus("errno", absl::StrCat(err)),
+                   count, opts);
+    }
   }
   counterIfSet(out, "vigil_process_tcp_sent_bytes_total", l, p.tcp_tx_bytes, opts);
   counterIfSet(out, "vigil_process_tcp_received_bytes_total", l, p.tcp_rx_bytes, opts);
@@ -232,28 +267,26 @@ void writeProcessMetrics(const ProcessStats& p, const ExpositionOptions& opts, M
   counterIfSet(out, "vigil_process_tcp_active_opens_total", l, p.tcp_active_opens, opts);
   counterIfSet(out, "vigil_process_tcp_passive_opens_total", l, p.tcp_passive_opens, opts);
   counterIfSet(out, "vigil_process_tcp_connect_failures_total", l, p.tcp_connect_failures, opts);
-  counterIfSet(out, "vigil_process_tcp_resets_total", with(l, {{"direction", "sent"}}),
-               p.tcp_resets_sent, opts);
-  counterIfSet(out, "vigil_process_tcp_resets_total", with(l, {{"direction", "received"}}),
+  counterIfSet(out, "vigil_process_tcp_resets_total", plus("direction", "sent"), p.tcp_resets_sent,
+               opts);
+  counterIfSet(out, "vigil_process_tcp_resets_total", plus("direction", "received"),
                p.tcp_resets_received, opts);
   counterIfSet(out, "vigil_process_tcp_closes_total", l, p.tcp_closes, opts);
-  counterIfSet(out, "vigil_process_tcp_connect_errors_total", with(l, {{"reason", "refused"}}),
+  counterIfSet(out, "vigil_process_tcp_connect_errors_total", plus("reason", "refused"),
                p.tcp_connect_refused, opts);
-  counterIfSet(out, "vigil_process_tcp_connect_errors_total", with(l, {{"reason", "timed_out"}}),
+  counterIfSet(out, "vigil_process_tcp_connect_errors_total", plus("reason", "timed_out"),
                p.tcp_connect_timeouts, opts);
   counterIfSet(out, "vigil_process_tcp_connects_total", l, p.tcp_connects, opts);
   if (p.tcp_connect_latency_sum_ns != 0) {
     out.sample("vigil_process_tcp_connect_latency_seconds_total", l,
                p.tcp_connect_latency_sum_ns / 1e9, opts.timestamp_ms);
   }
-  counterIfSet(out, "vigil_process_block_bytes_total", with(l, {{"op", "read"}}),
-               p.block_read_bytes, opts);
-  counterIfSet(out, "vigil_process_block_bytes_total", with(l, {{"op", "write"}}),
-               p.block_write_bytes, opts);
-  counterIfSet(out, "vigil_process_block_ops_total", with(l, {{"op", "read"}}), p.block_read_ops,
+  counterIfSet(out, "vigil_process_block_bytes_total", plus("op", "read"), p.block_read_bytes,
                opts);
-  counterIfSet(out, "vigil_process_block_ops_total", with(l, {{"op", "write"}}), p.block_write_ops,
+  counterIfSet(out, "vigil_process_block_bytes_total", plus("op", "write"), p.block_write_bytes,
                opts);
+  counterIfSet(out, "vigil_process_block_ops_total", plus("op", "read"), p.block_read_ops, opts);
+  counterIfSet(out, "vigil_process_block_ops_total", plus("op", "write"), p.block_write_ops, opts);
 }
 
 void writeSnapshotMetrics(const Snapshot& s, const ExpositionOptions& opts, MetricSink& out) {
@@ -299,14 +332,14 @@ void writeSnapshotMetrics(const Snapshot& s, const ExpositionOptions& opts, Metr
     l.insert(l.end(), h.labels.begin(), h.labels.end());
     out.ensureFamily(h.name, MetricType::kHistogram);
     uint64_t cumulative = 0;
+    std::string bucket = absl::StrCat(h.name, "_bucket");
+    PlusOne le(l);
     for (size_t i = 0; i < h.buckets.size(); ++i) {
       cumulative += h.buckets[i];
-      out.sample(h.name, absl::StrCat(h.name, "_bucket"),
-                 with(l, {{"le", formatValue(log2BucketUpperSeconds(i, h.unit_ns))}}),
-                 static_cast<double>(cumulative), ts);
+      out.sample(h.name, bucket, le("le", leValue(i, h.unit_ns)), static_cast<double>(cumulative),
+                 ts);
     }
-    out.sample(h.name, absl::StrCat(h.name, "_bucket"), with(l, {{"le", "+Inf"}}),
-               static_cast<double>(h.count), ts);
+    out.sample(h.name, bucket, le("le", "+Inf"), static_cast<double>(h.count), ts);
     out.sample(h.name, absl::StrCat(h.name, "_sum"), l, h.sum_units * (h.unit_ns / 1e9), ts);
     out.sample(h.name, absl::StrCat(h.name, "_count"), l, static_cast<double>(h.count), ts);
   }

@@ -1,0 +1,182 @@
+// vigil-bench-ingest-cost: CPU cost of each step the aggregator takes per ingested frame,
+// measured in one process without RPC, so the figures hold on a machine shared with other work
+// (thread CPU time, not wall time). It builds the load generator's synthetic frames for
+// --agents agents and --rounds intervals, encodes them as the load generator does
+// (packed + zstd), and then feeds each round through the aggregator's own code:
+//
+//   decode      decodeFrame (zstd, unpack, validation traversal)
+//   from_wire   fromWire into a Snapshot
+//   store       Store::apply (the fleet view behind /metrics and the fleet API)
+//   series      SeriesStore::appendFrame (render to series, Gorilla append)
+//   log         IngestLog::appendBatch in batches of --batch frames (SQLite, WAL, fsync)
+//
+// Round 1 creates every series; the later rounds are the steady state. Prints one line per step
+// with microseconds per frame and core-seconds per million samples. The RPC layer (reading the
+// socket, the Cap'n Proto RPC messages, acks) is not in these figures; the load-generator runs
+// measure it.
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aggregator/ingest_log.h"
+#include "aggregator/series_store.h"
+#include "aggregator/store.h"
+#include "bench/common/synth_frame.h"
+#include "capnp/frame_codec.h"
+#include "capnp/snapshot.h"
+
+namespace {
+
+double threadCpu() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+int64_t nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+struct Step {
+  const char* name;
+  double seconds = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint32_t agents = 2000;
+  uint32_t rounds = 4;
+  uint32_t batch = 256;
+  std::string dir = "/tmp/vigil-ingest-cost";
+  for (int i = 1; i < argc; ++i) {
+    if (sscanf(argv[i], "--agents=%u", &agents) == 1 ||
+        sscanf(argv[i], "--rounds=%u", &rounds) == 1 ||
+        sscanf(argv[i], "--batch=%u", &batch) == 1) {
+      continue;
+    }
+    if (strncmp(argv[i], "--dir=", 6) == 0) {
+      dir = argv[i] + 6;
+      continue;
+    }
+    fprintf(stderr,
+            "usage: vigil-bench-ingest-cost [--agents=2000] [--rounds=4] [--batch=256] "
+            "[--dir=/tmp/vigil-ingest-cost]\n");
+    return 2;
+  }
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto log = vigil::aggregator::IngestLog::open(dir + "/ingest.db");
+  if (!log.ok()) {
+    fprintf(stderr, "%s\n", std::string(log.status().message()).c_str());
+    return 1;
+  }
+  vigil::aggregator::Store store;
+  vigil::aggregator::SeriesStore series;
+  int64_t t0 = nowNs() - static_cast<int64_t>(rounds) * 10000000000LL;
+  size_t series_per_frame = 0;
+  for (uint32_t round = 1; round <= rounds; ++round) {
+    // Build and encode this round's frames as the load generator does (measured apart: it is
+    // the load generator's cost, not the aggregator's).
+    std::vector<kj::Array<kj::byte>> payloads;
+    std::vector<std::string> ids;
+    payloads.reserve(agents);
+    double e0 = threadCpu();
+    for (uint32_t a = 0; a < agents; ++a) {
+      vigil::Snapshot snap;
+      vigil::bench::SynthOptions so;
+      so.agent_id = "bench-" + std::to_string(a);
+      so.boot_epoch = 1000000 + a;
+      so.seed = a + 1;
+      vigil::bench::buildSyntheticSnapshot(so, round, snap);
+      snap.end_unix_ns = t0 + static_cast<int64_t>(round) * 10000000000LL;
+      snap.start_unix_ns = snap.end_unix_ns - 10000000000LL;
+      if (series_per_frame == 0) {
+        series_per_frame = vigil::bench::countSeries(snap);
+      }
+      capnp::MallocMessageBuilder message;
+      vigil::toWire(snap, message);
+      payloads.push_back(vigil::encodeFrame(message, vigil::wire::Encoding::PACKED_ZSTD));
+      ids.push_back(so.agent_id);
+    }
+    double encode_s = threadCpu() - e0;
+    Step decode{"decode"}, from_wire{"from_wire"}, apply{"store"}, append{"series"}, logged{"log"};
+    std::vector<std::shared_ptr<const vigil::Snapshot>> snaps;
+    snaps.reserve(agents);
+    for (uint32_t a = 0; a < agents; ++a) {
+      double c0 = threadCpu();
+      auto frame = vigil::decodeFrame(payloads[a], vigil::wire::Encoding::PACKED_ZSTD);
+      double c1 = threadCpu();
+      if (!frame.ok()) {
+        fprintf(stderr, "decode: %s\n", std::string(frame.status().message()).c_str());
+        return 1;
+      }
+      auto snap = std::make_shared<vigil::Snapshot>();
+      vigil::fromWire((*frame)->frame(), *snap);
+      frame->reset();
+      double c2 = threadCpu();
+      decode.seconds += c1 - c0;
+      from_wire.seconds += c2 - c1;
+      snaps.push_back(std::move(snap));
+    }
+    for (size_t start = 0; start < agents; start += batch) {
+      std::vector<vigil::aggregator::AppendRequest> reqs;
+      for (size_t a = start; a < std::min<size_t>(agents, start + batch); ++a) {
+        vigil::aggregator::AppendRequest r;
+        r.agent_id = &ids[a];
+        r.boot_epoch = 1000000 + a;
+        r.seq = round;
+        r.encoding = vigil::wire::Encoding::PACKED_ZSTD;
+        r.payload = payloads[a].begin();
+        r.size = payloads[a].size();
+        r.now_ns = nowNs();
+        reqs.push_back(r);
+      }
+      double c0 = threadCpu();
+      absl::Status st = (*log)->appendBatch(reqs);
+      logged.seconds += threadCpu() - c0;
+      if (!st.ok()) {
+        fprintf(stderr, "log: %s\n", std::string(st.message()).c_str());
+        return 1;
+      }
+    }
+    for (uint32_t a = 0; a < agents; ++a) {
+      double c0 = threadCpu();
+      store.apply(*snaps[a], nowNs(), /*notify=*/false);
+      double c1 = threadCpu();
+      series.appendFrame(*snaps[a]);
+      double c2 = threadCpu();
+      apply.seconds += c1 - c0;
+      append.seconds += c2 - c1;
+    }
+    double c0 = threadCpu();
+    snaps.clear();
+    double free_s = threadCpu() - c0;
+    double samples_m = static_cast<double>(agents) * static_cast<double>(series_per_frame) / 1e6;
+    double total = free_s;
+    printf("round %u (%s), %u frames of %zu series:\n", round,
+           round == 1 ? "creates series" : "steady", agents, series_per_frame);
+    for (const Step* s : {&decode, &from_wire, &apply, &append, &logged}) {
+      printf("  %-10s %8.1f us/frame  %6.3f core-s per 1M samples\n", s->name,
+             s->seconds / agents * 1e6, s->seconds / samples_m);
+      total += s->seconds;
+    }
+    printf("  %-10s %8.1f us/frame  %6.3f core-s per 1M samples\n", "free", free_s / agents * 1e6,
+           free_s / samples_m);
+    printf("  %-10s %8.1f us/frame  %6.3f core-s per 1M samples\n", "total", total / agents * 1e6,
+           total / samples_m);
+    printf("  %-10s %8.1f us/frame  %6.3f core-s per 1M samples (load generator side)\n", "encode",
+           encode_s / agents * 1e6, encode_s / samples_m);
+  }
+  printf("series=%zu series_memory_bytes=%zu\n", series.numSeries(), series.memoryBytes());
+  std::filesystem::remove_all(dir);
+  return 0;
+}
