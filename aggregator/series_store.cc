@@ -452,6 +452,7 @@ class SeriesStore::FrameSink final : public MetricSink {
     // series that followed, in the agent's previous frame, the one this frame's previous sample
     // matched (a sequential walk, no hash and no table probe), then the label hash.
     MemSeries* s = nullptr;
+    uint64_t hash = 0;
     if (prev_order_ != nullptr && next_ < prev_order_->size() && (*prev_order_)[next_] != nullptr &&
         sameLabels((*prev_order_)[next_]->labels, name, labels)) {
       s = (*prev_order_)[next_];
@@ -461,9 +462,9 @@ class SeriesStore::FrameSink final : public MetricSink {
       for (const auto& [k, v] : labels) {
         sum += pairHash(k, v);
       }
-      s = store_.findLocked(finishHash(sum), [&](const CompactLabels& stored) {
-        return sameLabels(stored, name, labels);
-      });
+      hash = finishHash(sum);
+      s = store_.findLocked(
+          hash, [&](const CompactLabels& stored) { return sameLabels(stored, name, labels); });
     }
     if (s != nullptr) {
       next_ = prev_order_ != nullptr && s->emit_pos < prev_order_->size() &&
@@ -480,11 +481,16 @@ class SeriesStore::FrameSink final : public MetricSink {
       return;
     }
     order_.push_back(nullptr);
+    uint64_t repaired_before = issues_.invalid_utf8;
     if (!canonicalLabels(name, labels, issues_, scratch_)) {
       return;
     }
+    // The canonical set is the rendered one, sorted (nothing repaired, no repeated name): its
+    // hash is `hash`, which the lookup above found no series for.
+    bool same_set = issues_.invalid_utf8 == repaired_before && scratch_.size() == labels.size() + 1;
     uint32_t id = 0;
-    store_.appendLocked(agent_id_, scratch_, t_ms_, value, &id);
+    store_.appendLocked(agent_id_, scratch_, t_ms_, value, &id,
+                        same_set ? std::optional<uint64_t>(hash) : std::nullopt);
     if (id != 0) {
       ids_.push_back(id);
       MemSeries* created = store_.series_.at(id).get();
@@ -554,6 +560,7 @@ void SeriesStore::appendFrame(const Snapshot& frame) {
       ended.chunks.emplace_back();
     }
     ended.chunks.back().append(t_ms, staleNaN());
+    oldest_ms_ = std::min(oldest_ms_, t_ms);
     ended.samples++;
     live_samples_++;
     stats_.stale_markers++;
@@ -595,6 +602,7 @@ SeriesStore::AppendResult SeriesStore::appendSample(MemSeries& s, int64_t t_ms, 
     s.chunks.emplace_back();
   }
   s.chunks.back().append(t_ms, value);
+  oldest_ms_ = std::min(oldest_ms_, t_ms);
   s.samples++;
   live_samples_++;
   stats_.samples_appended++;
@@ -609,10 +617,12 @@ SeriesStore::AppendResult SeriesStore::append(const std::string& agent_id, const
 
 SeriesStore::AppendResult SeriesStore::appendLocked(const std::string& agent_id,
                                                     const LabelSet& labels, int64_t t_ms,
-                                                    double value, uint32_t* id_out) {
-  uint64_t hash = labelHash(labels);
-  MemSeries* s =
-      findLocked(hash, [&labels](const CompactLabels& stored) { return stored == labels; });
+                                                    double value, uint32_t* id_out,
+                                                    std::optional<uint64_t> absent_hash) {
+  uint64_t hash = absent_hash ? *absent_hash : labelHash(labels);
+  MemSeries* s = absent_hash ? nullptr : findLocked(hash, [&labels](const CompactLabels& stored) {
+    return stored == labels;
+  });
   if (s == nullptr) {
     size_t& n = per_agent_[agent_id];
     if (n >= options_.max_series_per_agent) {
@@ -698,7 +708,14 @@ void SeriesStore::removeSeries(uint32_t id) {
 void SeriesStore::enforceRetention(int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   int64_t cutoff = now_ms - options_.retention_ms;
+  if (cutoff <= oldest_ms_) {
+    // No sample is older than the cutoff, so no chunk ends before it: skip the walk over every
+    // series (at 10,000 agents, 4.9M series and a quarter of the event loop's CPU; it also
+    // held the lock the series thread needs).
+    return;
+  }
   std::vector<uint32_t> empty;
+  int64_t oldest = INT64_MAX;
   for (auto& [id, s] : series_) {
     size_t drop = 0;
     while (drop < s->chunks.size() && s->chunks[drop].lastTime() < cutoff) {
@@ -711,8 +728,11 @@ void SeriesStore::enforceRetention(int64_t now_ms) {
     }
     if (s->chunks.empty()) {
       empty.push_back(id);
+    } else {
+      oldest = std::min(oldest, s->chunks.front().firstTime());
     }
   }
+  oldest_ms_ = oldest;
   for (uint32_t id : empty) {
     removeSeries(id);
   }

@@ -21,6 +21,7 @@
 #include <climits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -199,8 +200,12 @@ class SeriesStore final : public SeriesSource {
   using Postings = std::vector<uint32_t>;  // ascending series ids
 
   class FrameSink;
+  // absent_hash: the caller looked labelHash(labels) up already and found no such series (saves
+  // a second hash and probe per new series).
   AppendResult appendLocked(const std::string& agent_id, const LabelSet& labels, int64_t t_ms,
-                            double value, uint32_t* id_out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                            double value, uint32_t* id_out,
+                            std::optional<uint64_t> absent_hash = std::nullopt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   AppendResult appendSample(MemSeries& s, int64_t t_ms, double value)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The series with this labelHash() whose labels satisfy eq, or null.
@@ -227,6 +232,9 @@ class SeriesStore final : public SeriesSource {
   // Per agent: ids of the series in its last frame (sorted), to mark the ones that end.
   absl::flat_hash_map<std::string, std::vector<uint32_t>> last_frame_series_ ABSL_GUARDED_BY(mu_);
   uint64_t live_samples_ ABSL_GUARDED_BY(mu_) = 0;
+  // No stored sample is older than this (a lower bound): retention skips its walk over all
+  // series while nothing can have expired.
+  int64_t oldest_ms_ ABSL_GUARDED_BY(mu_) = INT64_MAX;
   // Per agent: the series of its last frame in the order the renderer emitted them (null where
   // a sample was refused). Cleared whenever retention removes series.
   absl::flat_hash_map<std::string, std::vector<MemSeries*>> emit_order_ ABSL_GUARDED_BY(mu_);

@@ -1717,7 +1717,14 @@ PART_NOTES = {
         "so the aggregator's figures include that competition. Bytes per active series is "
         "(RSS at the end − RSS idle) / (agents × series per frame). Each run starts a fresh "
         "aggregator; when the build's aggregator has `--data_dir` (the ingest log), it gets a "
-        "fresh directory on disk, so every acknowledgement includes that durable write.",
+        "fresh directory on disk, so every acknowledgement includes that durable write. CPU "
+        "by thread is each named thread's schedstat time over the window (event loop: RPC, "
+        "acks and the fleet Store; vigil-commit: decoding and the log; vigil-series: the "
+        "series store). The ingest step rows come from `vigil-bench-ingest-cost`, which feeds "
+        "the same synthetic frames through the aggregator's own decode, Store, series store "
+        "and log code in one process, without RPC, timing each step in thread CPU time: they "
+        "hold on a machine busy with other work, where the load-generator runs do not. "
+        "docs/aggregator-scale.md explains the figures.",
     ],
     "wire": [
         "`vigil-bench-wire` builds consecutive frames (synthetic: 6 frames of a host whose every "

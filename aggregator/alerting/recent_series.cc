@@ -6,6 +6,7 @@ namespace vigil::aggregator::alerting {
 
 void RecentSeries::setNow(int64_t now_ms) {
   now_ms_ = now_ms;
+  skip_cache_.clear();
   int64_t cutoff = now_ms - retention_ms_;
   for (auto it = series_.begin(); it != series_.end();) {
     auto& d = it->second;
@@ -26,8 +27,14 @@ void RecentSeries::setNow(int64_t now_ms) {
 }
 
 void RecentSeries::add(const std::string& name, const LabelSet& labels, Sample s) {
-  if (skip_ && skip_(name)) {
-    return;
+  if (skip_) {
+    auto [it, fresh] = skip_cache_.try_emplace(name, false);
+    if (fresh) {
+      it->second = skip_(name);
+    }
+    if (it->second) {
+      return;
+    }
   }
   LabelSet key = labels;
   key.emplace_back("__name__", name);
@@ -53,8 +60,7 @@ void RecentSeries::add(const std::string& name, const LabelSet& labels, Sample s
 
 void RecentSeries::sample(absl::string_view, absl::string_view name, const Labels& labels,
                           double value, std::optional<int64_t> timestamp_ms) {
-  add(std::string(name), LabelSet(labels.begin(), labels.end()),
-      Sample{timestamp_ms.value_or(now_ms_), value});
+  add(std::string(name), labels, Sample{timestamp_ms.value_or(now_ms_), value});
 }
 
 std::vector<Series> RecentSeries::select(const Selector& selector, int64_t start_ms,
