@@ -229,11 +229,11 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
     return bpfError("net", err);
   }
   std::unique_ptr<NetCollector> c(new NetCollector(skel, btf ? "tp_btf" : "raw_tp", effective));
-  c->ring_ =
-      ring_buffer__new(bpf_map__fd(skel->maps.events), &NetCollector::onRecord, c.get(), nullptr);
-  if (c->ring_ == nullptr) {
-    return bpfError("net: ring buffer", -errno);
+  auto ring = RingReader::open(bpf_map__fd(skel->maps.events), &NetCollector::onRecord, c.get());
+  if (!ring.ok()) {
+    return ring.status();
   }
+  c->ring_ = std::move(*ring);
   if (have_iter) {
     c->iter_link_ = bpf_program__attach_iter(skel->progs.vigil_sock_iter, nullptr);
     if (c->iter_link_ == nullptr) {
@@ -258,9 +258,7 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
 NetCollector::~NetCollector() {
   detachMessageHooks();
   bpf_link__destroy(iter_link_);
-  if (ring_ != nullptr) {
-    ring_buffer__free(ring_);
-  }
+  ring_.reset();  // before the skeleton closes the map it reads
   net_bpf::destroy(skel_);
 }
 
@@ -388,10 +386,10 @@ int NetCollector::onRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-int NetCollector::poll(int timeout_ms) { return pollRingBuffer(ring_, timeout_ms); }
+int NetCollector::poll(int timeout_ms) { return pollRingBuffer(ring_.get(), timeout_ms); }
 
 kj::Promise<void> NetCollector::run(CollectorContext& context) {
-  kj::Promise<void> drain = drainRingBuffer(context, ring_);
+  kj::Promise<void> drain = drainRingBuffer(context, ring_.get());
   if (options_.message_mode != NetMessageMode::kSampled || options_.duty_cycle >= 1) {
     return drain;
   }
