@@ -17,21 +17,10 @@
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
 #include "userspace/common/version.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
-
-int64_t unixNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-int64_t monoNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 uint64_t residentBytes() {
   std::ifstream statm("/proc/self/statm");
@@ -189,8 +178,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   if (auto st = validateSettings(options.settings, collectorNames()); !st.ok()) {
     return st;
   }
-  std::unique_ptr<Agent> agent(
-      new Agent(std::move(options), io, static_cast<uint64_t>(unixNowNs())));
+  std::unique_ptr<Agent> agent(new Agent(std::move(options), io, static_cast<uint64_t>(unixNs())));
   if (auto st = agent->setUpTls(); !st.ok()) {
     return st;
   }
@@ -391,7 +379,7 @@ void Agent::applyFilters(Snapshot& snap) {
 }
 
 void Agent::collectOnce() {
-  int64_t started = monoNowNs();
+  int64_t started = monoNs();
   // The previous snapshot only serves /metrics, which cannot run before this one replaces it
   // (one event loop): drop it first, so two snapshots are never held at once.
   latest_.reset();
@@ -400,7 +388,7 @@ void Agent::collectOnce() {
   snap->boot_epoch = boot_epoch_;
   snap->seq = ++seq_;
   snap->start_unix_ns = last_collect_ns_ ? last_collect_ns_ : static_cast<int64_t>(boot_epoch_);
-  snap->end_unix_ns = unixNowNs();
+  snap->end_unix_ns = unixNs();
   last_collect_ns_ = snap->end_unix_ns;
   snap->interval_ms = intervalInUseMs();
   snap->config_version = settings_.version;
@@ -416,7 +404,7 @@ void Agent::collectOnce() {
   for (const auto& d : disabled_collectors_) {
     snap->collectors.push_back(d);
   }
-  collect_ns_total_ += static_cast<uint64_t>(monoNowNs() - started);
+  collect_ns_total_ += static_cast<uint64_t>(monoNs() - started);
   appendSelfMetrics(snap->self);
 
   {

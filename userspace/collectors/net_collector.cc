@@ -24,15 +24,10 @@
 #include "userspace/collectors/process_collector.h"
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
-
-int64_t clockNs(clockid_t id) {
-  struct timespec ts;
-  clock_gettime(id, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // Whether a tracepoint can be attached: through its BTF type when the kernel has BTF (tp_btf),
 // else through tracefs (the raw_tp target must exist as a classic tracepoint).

@@ -18,6 +18,7 @@
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
@@ -28,12 +29,6 @@ static_assert(ProcessCollector::kTypes == VIGIL_PEV_TYPE_MAX, "event type count 
 // mean something went wrong (faults, aborts, kills), not an ordinary SIGTERM shutdown.
 constexpr int kFatalSignals[] = {SIGQUIT, SIGILL,  SIGTRAP, SIGABRT, SIGBUS, SIGFPE,
                                  SIGKILL, SIGSEGV, SIGSYS,  SIGXCPU, SIGXFSZ};
-
-int64_t clockNs(clockid_t id) {
-  struct timespec ts;
-  clock_gettime(id, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // True when mark_victim's first argument is a pid rather than a task_struct * (see
 // process.bpf.c). Read from the kernel's BTF: the typedef btf_trace_mark_victim points to the

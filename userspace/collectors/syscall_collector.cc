@@ -22,15 +22,10 @@
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/task_comm.h"
 #include "userspace/common/log.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
-
-int64_t monoNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 uint64_t scaled(uint64_t raw, double fraction) {
   if (fraction <= 0) {
