@@ -36,28 +36,6 @@ double selfCpuSeconds() {
          (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-// /metrics renders everything of the last snapshot but its events: keep the rest, and free the
-// event arena (under process churn, 1,000 exec/s, it holds tens of thousands of events) now
-// rather than at the next collection.
-std::unique_ptr<Snapshot> withoutEvents(std::unique_ptr<Snapshot> snap) {
-  auto kept = std::make_unique<Snapshot>();
-  kept->agent = std::move(snap->agent);
-  kept->boot_epoch = snap->boot_epoch;
-  kept->seq = snap->seq;
-  kept->start_unix_ns = snap->start_unix_ns;
-  kept->end_unix_ns = snap->end_unix_ns;
-  kept->config_version = snap->config_version;
-  kept->interval_ms = snap->interval_ms;
-  kept->syscall_duty_cycle = snap->syscall_duty_cycle;
-  kept->processes = std::move(snap->processes);
-  kept->containers = std::move(snap->containers);
-  kept->host = std::move(snap->host);
-  kept->self = std::move(snap->self);
-  kept->histograms = std::move(snap->histograms);
-  kept->collectors = std::move(snap->collectors);
-  return kept;
-}
-
 absl::Status writeReadyFile(const std::string& path, const std::string& content) {
   std::string tmp = path + ".tmp";
   {
@@ -411,8 +389,11 @@ void Agent::collectOnce() {
     capnp::MallocMessageBuilder message;
     toWire(*snap, message);
     uint64_t seq = snap->seq;
-    // The frame holds a copy of the events now: free the snapshot's before packing.
-    latest_ = withoutEvents(std::move(snap));
+    // The frame holds a copy of the events now, and /metrics renders everything of the snapshot
+    // but its events: free them (under process churn, 1,000 exec/s, tens of thousands) before
+    // packing rather than at the next collection.
+    snap->clearEvents();
+    latest_ = std::move(snap);
     uplink_->enqueue(seq, encodeFrame(message, wire::Encoding::PACKED_ZSTD));
   }
   releaseFreeMemory();  // userspace/common/shrink.h
