@@ -155,4 +155,12 @@ uint64_t sumPerCpuCounter(int map_fd, uint32_t idx) {
   return sum;
 }
 
+void appendKernelCounters(int map_fd, const std::vector<KernelCounter>& counters,
+                          std::vector<MetricSample>& out) {
+  for (const KernelCounter& c : counters) {
+    out.push_back(MetricSample{c.metric, c.labels,
+                               static_cast<double>(sumPerCpuCounter(map_fd, c.slot)), true});
+  }
+}
+
 }  // namespace vigil

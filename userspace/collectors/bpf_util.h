@@ -62,6 +62,17 @@ bool processGone(uint32_t tgid);
 // Sums slot `idx` of a per-CPU __u64 array across CPUs.
 uint64_t sumPerCpuCounter(int map_fd, uint32_t idx);
 
+// One of a BPF object's own counters (a slot of its per-CPU *_counters array), exported as a
+// self-telemetry counter.
+struct KernelCounter {
+  const char* metric;
+  Labels labels;
+  uint32_t slot;
+};
+// Appends each counter's sum over CPUs to `out`.
+void appendKernelCounters(int map_fd, const std::vector<KernelCounter>& counters,
+                          std::vector<MetricSample>& out);
+
 }  // namespace vigil
 
 #include "userspace/collectors/bpf_util_inl.h"

@@ -568,40 +568,32 @@ void NetCollector::collect(Snapshot& out) {
                                   {{"direction", "received"}},
                                   counter(NET_COUNTER_RESETS_RECEIVED),
                                   true});
-  struct {
-    const char* what;
-    uint32_t idx;
-  } unattributed[] = {
-      {"retransmit", NET_COUNTER_RETRANSMITS_UNATTRIBUTED},
-      {"reset_sent", NET_COUNTER_RESETS_SENT_UNATTRIBUTED},
-      {"reset_received", NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED},
-      {"passive_open", NET_COUNTER_PASSIVE_UNATTRIBUTED},
-      {"state_change", NET_COUNTER_STATE_UNATTRIBUTED},
-  };
-  for (const auto& u : unattributed) {
-    out.self.push_back(
-        MetricSample{"vigil_net_unattributed_total", {{"what", u.what}}, counter(u.idx), true});
-  }
-  struct {
-    const char* map;
-    uint32_t idx;
-  } full[] = {{"net_proc_stats", NET_COUNTER_PROC_MAP_FULL},
-              {"net_socks", NET_COUNTER_SOCK_MAP_FULL},
-              {"net_hists", NET_COUNTER_HIST_MAP_FULL}};
-  for (const auto& f : full) {
-    out.self.push_back(
-        MetricSample{"vigil_bpf_map_full_total", {{"map", f.map}}, counter(f.idx), true});
-  }
-  out.self.push_back(MetricSample{"vigil_net_unattributed_bytes_total",
-                                  {{"protocol", "tcp"}, {"direction", "sent"}},
-                                  counter(NET_COUNTER_TCP_TX_BYTES_UNATTRIBUTED),
-                                  true});
-  out.self.push_back(MetricSample{"vigil_net_unattributed_bytes_total",
-                                  {{"protocol", "tcp"}, {"direction", "received"}},
-                                  counter(NET_COUNTER_TCP_RX_BYTES_UNATTRIBUTED),
-                                  true});
-  out.self.push_back(MetricSample{
-      "vigil_net_byte_claims_abandoned_total", {}, counter(NET_COUNTER_BYTES_RACE_LOST), true});
+  appendKernelCounters(
+      counters,
+      {{"vigil_net_unattributed_total",
+        {{"what", "retransmit"}},
+        NET_COUNTER_RETRANSMITS_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "reset_sent"}},
+        NET_COUNTER_RESETS_SENT_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "reset_received"}},
+        NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "passive_open"}},
+        NET_COUNTER_PASSIVE_UNATTRIBUTED},
+       {"vigil_net_unattributed_total", {{"what", "state_change"}}, NET_COUNTER_STATE_UNATTRIBUTED},
+       {"vigil_bpf_map_full_total", {{"map", "net_proc_stats"}}, NET_COUNTER_PROC_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "net_socks"}}, NET_COUNTER_SOCK_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "net_hists"}}, NET_COUNTER_HIST_MAP_FULL},
+       {"vigil_net_unattributed_bytes_total",
+        {{"protocol", "tcp"}, {"direction", "sent"}},
+        NET_COUNTER_TCP_TX_BYTES_UNATTRIBUTED},
+       {"vigil_net_unattributed_bytes_total",
+        {{"protocol", "tcp"}, {"direction", "received"}},
+        NET_COUNTER_TCP_RX_BYTES_UNATTRIBUTED},
+       {"vigil_net_byte_claims_abandoned_total", {}, NET_COUNTER_BYTES_RACE_LOST}},
+      out.self);
   out.self.push_back(
       MetricSample{"vigil_net_iter_runs_total", {}, static_cast<double>(iter_passes_), true});
   out.self.push_back(
