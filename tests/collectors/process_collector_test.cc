@@ -1,5 +1,8 @@
 #include "userspace/collectors/process_collector.h"
 
+#include "userspace/collectors/net_collector.h"
+#include "userspace/collectors/registry.h"
+
 #include <capnp/serialize.h>
 #include <kj/async-io.h>
 #include <fcntl.h>
@@ -280,6 +283,27 @@ TEST_CASE("records that wrap past the end of a one-page ring arrive whole and in
   CHECK(c.lostInKernel(ProcEventType::kExec) == 0);
   CHECK(c.malformed() == 0);
   CHECK(c.ringWrappedRecords() > 0);
+}
+
+TEST_CASE("the collector registry sizes the process and net rings from the config") {
+  if (!testing::bpfAllowed("process_collector_test")) {
+    return;
+  }
+  CollectorConfig config;
+  auto process = createCollector("process", config);
+  auto net = createCollector("net", config);
+  REQUIRE(process.ok());
+  REQUIRE(net.ok());
+  CHECK(dynamic_cast<ProcessCollector&>(**process).ringBytes() == ProcessOptions{}.ring_bytes);
+  CHECK(dynamic_cast<NetCollector&>(**net).ringBytes() == NetOptions{}.ring_bytes);
+  config.process_ring_bytes = 64u << 10;
+  config.net_ring_bytes = 4u << 20;
+  process = createCollector("process", config);
+  net = createCollector("net", config);
+  REQUIRE(process.ok());
+  REQUIRE(net.ok());
+  CHECK(dynamic_cast<ProcessCollector&>(**process).ringBytes() == (64u << 10));
+  CHECK(dynamic_cast<NetCollector&>(**net).ringBytes() == (4u << 20));
 }
 
 // Runs `execs` execs of /bin/true from a child placed in `cgroup`, up to 8 in flight.

@@ -169,6 +169,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   config.mask_patterns = agent->settings_.mask_patterns;
   config.comm_filter = agent->settings_.comm_filter;
   config.max_processes = agent->settings_.max_processes;
+  config.process_ring_bytes = agent->settings_.process_ring_bytes;
+  config.net_ring_bytes = agent->settings_.net_ring_bytes;
   for (const std::string& p : agent->settings_.mask_patterns) {
     agent->mask_res_.emplace_back(p, std::regex::ECMAScript);
   }
@@ -429,9 +431,13 @@ bool needsReload(absl::string_view name, const CollectorConfig& cur, const Colle
   if (name == "sched") {
     return cur.max_processes != next.max_processes;
   }
+  if (name == "process") {
+    return cur.process_ring_bytes != next.process_ring_bytes;
+  }
   if (name == "net") {
     // Sampled message mode follows the syscall duty cycle.
-    return cur.net_message_mode != next.net_message_mode ||
+    return cur.net_ring_bytes != next.net_ring_bytes ||
+           cur.net_message_mode != next.net_message_mode ||
            (next.net_message_mode == "sampled" &&
             cur.syscall_duty_cycle != next.syscall_duty_cycle);
   }
@@ -456,6 +462,8 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
   cfg.mask_patterns = next.mask_patterns;
   cfg.comm_filter = next.comm_filter;
   cfg.max_processes = next.max_processes;
+  cfg.process_ring_bytes = next.process_ring_bytes;
+  cfg.net_ring_bytes = next.net_ring_bytes;
 
   // Phase 1: load every collector the new config needs while the running set stays untouched,
   // so a failure (the kernel refusing a map or a program) rolls back by dropping what was

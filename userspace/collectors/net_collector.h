@@ -98,6 +98,7 @@ class NetCollector final : public Collector {
   // holding it. collect() runs one first; public so tests and benchmarks can time it.
   absl::Status iterate();
 
+  size_t ringBytes() const { return ring_ ? ring_->dataBytes() : 0; }
   absl::string_view attachMode() const { return attach_mode_; }
   // The message mode in effect: "off", "sampled" or "continuous" ("off" also when the kernel
   // lacks the per-message tracepoints).

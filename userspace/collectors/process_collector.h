@@ -79,6 +79,7 @@ class ProcessCollector final : public Collector {
   uint64_t malformed() const { return malformed_; }
   // Records that wrapped past the end of the ring and were joined (RingReader).
   uint64_t ringWrappedRecords() const { return ring_ ? ring_->wrappedRecords() : 0; }
+  size_t ringBytes() const { return ring_ ? ring_->dataBytes() : 0; }
 
   absl::string_view attachMode() const { return attach_mode_; }
 

@@ -39,6 +39,8 @@ class RingReader {
   int poll(int timeout_ms);
   // Readable (EPOLLIN) when committed records wait; the kernel signals it per its wakeup rules.
   int fd() const { return map_fd_; }
+  // Size of the data area (the map's max_entries).
+  size_t dataBytes() const { return data_size_; }
   // Records that wrapped past the end of the data area and were copied to be handed over.
   uint64_t wrappedRecords() const { return wrapped_; }
 
