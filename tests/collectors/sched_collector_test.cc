@@ -487,10 +487,23 @@ TEST_CASE("cost of sched_switch building blocks against an empty program", "[.][
   }
   const int rounds = envInt("VIGIL_PROBE_ROUNDS", 5);
   const int window_ms = envInt("VIGIL_PROBE_WINDOW_MS", 2000);
-  const std::vector<std::string> probes = {
-      "probe_prev_delay", "probe_next_queued", "probe_next_wait",   "probe_entry_rmw",
-      "probe_ts_lookup",  "probe_ts_design",   "probe_pcpu_design", "probe_pcpu_wide",
-      "probe_pcpu_nodiv", "probe_packed",      "probe_alu"};
+  const bool probe_first = envInt("VIGIL_PROBE_FIRST", 0) == 1;
+  std::vector<std::string> probes = {"probe_prev_delay",  "probe_next_queued", "probe_next_wait",
+                                     "probe_entry_rmw",   "probe_ts_lookup",   "probe_ts_design",
+                                     "probe_pcpu_design", "probe_pcpu_wide",   "probe_pcpu_nodiv",
+                                     "probe_packed",      "probe_alu"};
+  if (const char* only = getenv("VIGIL_PROBES")) {  // a comma-separated subset
+    probes.clear();
+    std::string list = only;
+    for (size_t at = 0; at <= list.size();) {
+      size_t comma = list.find(',', at);
+      comma = comma == std::string::npos ? list.size() : comma;
+      if (comma > at) {
+        probes.push_back(list.substr(at, comma - at));
+      }
+      at = comma + 1;
+    }
+  }
   int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
   REQUIRE(stats_fd >= 0);
   sched_probes_bpf* skel = sched_probes_bpf::open();
@@ -540,8 +553,12 @@ TEST_CASE("cost of sched_switch building blocks against an empty program", "[.][
     for (const std::string& name : probes) {
       bpf_program* prog = bpf_object__find_program_by_name(skel->obj, name.c_str());
       REQUIRE(prog != nullptr);
+      // Programs on a hook run in attach order; VIGIL_PROBE_FIRST=1 runs the probe first.
+      bpf_link* lp = probe_first ? bpf_program__attach(prog) : nullptr;
       bpf_link* le = bpf_program__attach(skel->progs.probe_empty);
-      bpf_link* lp = bpf_program__attach(prog);
+      if (!probe_first) {
+        lp = bpf_program__attach(prog);
+      }
       REQUIRE(le != nullptr);
       REQUIRE(lp != nullptr);
       ProgStats p0 = progStats(prog), e0 = progStats(skel->progs.probe_empty);
