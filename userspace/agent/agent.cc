@@ -17,21 +17,10 @@
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
 #include "userspace/common/version.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
-
-int64_t unixNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-int64_t monoNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 uint64_t residentBytes() {
   std::ifstream statm("/proc/self/statm");
@@ -45,28 +34,6 @@ double selfCpuSeconds() {
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
          (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-// /metrics renders everything of the last snapshot but its events: keep the rest, and free the
-// event arena (under process churn, 1,000 exec/s, it holds tens of thousands of events) now
-// rather than at the next collection.
-std::unique_ptr<Snapshot> withoutEvents(std::unique_ptr<Snapshot> snap) {
-  auto kept = std::make_unique<Snapshot>();
-  kept->agent = std::move(snap->agent);
-  kept->boot_epoch = snap->boot_epoch;
-  kept->seq = snap->seq;
-  kept->start_unix_ns = snap->start_unix_ns;
-  kept->end_unix_ns = snap->end_unix_ns;
-  kept->config_version = snap->config_version;
-  kept->interval_ms = snap->interval_ms;
-  kept->syscall_duty_cycle = snap->syscall_duty_cycle;
-  kept->processes = std::move(snap->processes);
-  kept->containers = std::move(snap->containers);
-  kept->host = std::move(snap->host);
-  kept->self = std::move(snap->self);
-  kept->histograms = std::move(snap->histograms);
-  kept->collectors = std::move(snap->collectors);
-  return kept;
 }
 
 absl::Status writeReadyFile(const std::string& path, const std::string& content) {
@@ -189,8 +156,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   if (auto st = validateSettings(options.settings, collectorNames()); !st.ok()) {
     return st;
   }
-  std::unique_ptr<Agent> agent(
-      new Agent(std::move(options), io, static_cast<uint64_t>(unixNowNs())));
+  std::unique_ptr<Agent> agent(new Agent(std::move(options), io, static_cast<uint64_t>(unixNs())));
   if (auto st = agent->setUpTls(); !st.ok()) {
     return st;
   }
@@ -391,7 +357,7 @@ void Agent::applyFilters(Snapshot& snap) {
 }
 
 void Agent::collectOnce() {
-  int64_t started = monoNowNs();
+  int64_t started = monoNs();
   // The previous snapshot only serves /metrics, which cannot run before this one replaces it
   // (one event loop): drop it first, so two snapshots are never held at once.
   latest_.reset();
@@ -400,7 +366,7 @@ void Agent::collectOnce() {
   snap->boot_epoch = boot_epoch_;
   snap->seq = ++seq_;
   snap->start_unix_ns = last_collect_ns_ ? last_collect_ns_ : static_cast<int64_t>(boot_epoch_);
-  snap->end_unix_ns = unixNowNs();
+  snap->end_unix_ns = unixNs();
   last_collect_ns_ = snap->end_unix_ns;
   snap->interval_ms = intervalInUseMs();
   snap->config_version = settings_.version;
@@ -416,15 +382,18 @@ void Agent::collectOnce() {
   for (const auto& d : disabled_collectors_) {
     snap->collectors.push_back(d);
   }
-  collect_ns_total_ += static_cast<uint64_t>(monoNowNs() - started);
+  collect_ns_total_ += static_cast<uint64_t>(monoNs() - started);
   appendSelfMetrics(snap->self);
 
   {
     capnp::MallocMessageBuilder message;
     toWire(*snap, message);
     uint64_t seq = snap->seq;
-    // The frame holds a copy of the events now: free the snapshot's before packing.
-    latest_ = withoutEvents(std::move(snap));
+    // The frame holds a copy of the events now, and /metrics renders everything of the snapshot
+    // but its events: free them (under process churn, 1,000 exec/s, tens of thousands) before
+    // packing rather than at the next collection.
+    snap->clearEvents();
+    latest_ = std::move(snap);
     uplink_->enqueue(seq, encodeFrame(message, wire::Encoding::PACKED_ZSTD));
   }
   releaseFreeMemory();  // userspace/common/shrink.h
