@@ -836,20 +836,37 @@ def part_bpfcost(env):
     try:
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write("1")
-        agent = env.start_agent(cont_args)
-        floor = start_floor(env, hooks)
-        floor_ids = {}
-        for line in floor.output().splitlines():
-            m = re.match(r"attached (\S+):(\S+) prog=\S+ id=(\d+)", line)
-            if m:
-                floor_ids[m.group(2).split("/")[-1]] = int(m.group(3))
         vig = {}  # prog id -> (id, name, type, hook); duty-cycled programs come and go
+        floor_ids = {}
+
+        def start_pair(floor_first):
+            """The agent and the empty programs; the one started first runs first on each hook
+            (the first program on a hook pays more, so windows alternate the order)."""
+            nonlocal agent, floor
+            if floor_first:
+                floor = start_floor(env, hooks)
+                agent = env.start_agent(cont_args)
+            else:
+                agent = env.start_agent(cont_args)
+                floor = start_floor(env, hooks)
+            floor_ids.clear()
+            vig.clear()
+            for line in floor.output().splitlines():
+                m = re.match(r"attached (\S+):(\S+) prog=\S+ id=(\d+)", line)
+                if m:
+                    floor_ids[m.group(2).split("/")[-1]] = int(m.group(3))
+
+        def stop_pair():
+            nonlocal agent, floor
+            for p in (floor, agent):
+                if p:
+                    p.stop()
+            agent = floor = None
 
         def relist():
             for h in env.list_vigil_links(agent.pid):
                 vig[h["prog_id"]] = (h["prog_id"], h["prog"], h["type"], h["hook"])
 
-        relist()
         # Workload: redis traffic, process churn and a syscall loop, so every hook fires.
         port = free_port()
         redis = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -859,6 +876,9 @@ def part_bpfcost(env):
         per = {}  # prog name -> list of (vigil ns/event, floor ns/event, ratio)
         try:
             for w in range(CFG["bpfcost_windows"]):
+                start_pair(floor_first=(w % 2 == 1))
+                relist()
+                time.sleep(1)  # the agent's first collection (iterators, first frame) settles
                 s0 = prog_stats()
                 t_end = time.time() + CFG["bpfcost_window_s"]
                 load = [Proc(["redis-benchmark", "-p", str(port), "-c", "20", "-n", "10000000",
@@ -882,6 +902,7 @@ def part_bpfcost(env):
                     if dv_n > 0 and df_n > 0:
                         per.setdefault((name, typ, hook), []).append(
                             (dv_t / dv_n, df_t / df_n, (dv_t / dv_n) / (df_t / df_n), dv_n))
+                stop_pair()
         finally:
             redis.stop()
         for (name, typ, hook), xs in sorted(per.items()):
@@ -1634,7 +1655,10 @@ PART_NOTES = {
         "on every hook the agent uses (same attach type) run side by side over the same "
         "workload (redis-benchmark, 200 exec/s, a getppid loop); per window, run_time_ns/run_cnt "
         "deltas of each vigil program and of the empty program on its hook. The empty program "
-        "is the floor: BPF dispatch plus the kernel's own tracepoint work.",
+        "is the floor: BPF dispatch plus the kernel's own tracepoint work. Programs on one hook run "
+        "in the order they were attached, and the first pays more (it meets the task and "
+        "context cold), so the agent and the empty programs are started afresh for each window "
+        "in alternating order (even windows: agent first; odd: empty programs first).",
         "The agent runs in continuous syscall mode here: its syscall programs are the same as "
         "in the default sampled mode, but attached in every window.",
         "The getppid loop measures what a hook adds to the cheapest syscall. With the agent's "
