@@ -92,6 +92,7 @@ int runHist(const Command& self, const Args& args) {
   }
   installStopHandlers();
   prepareHeapForBtf();
+  CoreBtfUse core_btf(args.has("verbose"));
 
   std::unique_ptr<Collector> collector;
   absl::Status st;
@@ -103,7 +104,7 @@ int runHist(const Command& self, const Args& args) {
     // faster than tp_btf: every direct task_struct load in a tp_btf program makes this kernel's
     // verifier look a type up by name in vmlinux BTF, a linear scan (docs/cli.md, "Start-up").
     o.force_raw_tp = true;
-    auto c = SchedCollector::create(o);
+    auto c = core_btf.create([&]() { return SchedCollector::create(o); });
     st = c.status();
     if (c.ok()) {
       collector = std::move(*c);
@@ -113,7 +114,7 @@ int runHist(const Command& self, const Args& args) {
     o.mode = SyscallMode::kContinuous;
     o.latency = true;  // full coverage: every syscall, not a sampled window
     o.only_tgid = *pid;
-    auto c = SyscallCollector::create(o);
+    auto c = core_btf.create([&]() { return SyscallCollector::create(o); });
     st = c.status();
     if (c.ok()) {
       collector = std::move(*c);
@@ -124,7 +125,7 @@ int runHist(const Command& self, const Args& args) {
     // raw_tp, as for runq: no tp_btf feature probe (one vmlinux BTF parse less) and a faster
     // verification; the same histogram.
     o.force_raw_tp = true;
-    auto c = BlockCollector::create(o);
+    auto c = core_btf.create([&]() { return BlockCollector::create(o); });
     st = c.status();
     if (c.ok()) {
       collector = std::move(*c);
@@ -139,7 +140,7 @@ int runHist(const Command& self, const Args& args) {
     // Connect latency is measured from connect() on, for sockets this run sees open: adopting
     // earlier sockets (the iterator) matters only for tcp-rtt, sampled at close.
     o.socket_iterator = what == "tcp-rtt";
-    auto c = NetCollector::create(o);
+    auto c = core_btf.create([&]() { return NetCollector::create(o); });
     st = c.status();
     if (c.ok()) {
       collector = std::move(*c);
@@ -221,7 +222,8 @@ int runHist(const Command& self, const Args& args) {
       fprintf(stderr, "vigil hist: %s\n", std::string(st.message()).c_str());
     }
   }
-  Log2Hist base;  // empty: the collector started at zero; --interval moves it forward
+  core_btf.finish();  // the first run on this kernel writes the cache, after the header
+  Log2Hist base;      // empty: the collector started at zero; --interval moves it forward
 
   absl::Time end = *duration > absl::ZeroDuration() ? start + *duration : absl::InfiniteFuture();
   if (*interval > absl::ZeroDuration() && !args.has("duration")) {

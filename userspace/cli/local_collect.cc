@@ -48,7 +48,7 @@ LocalCollectors::LocalCollectors(const CollectorConfig& config, kj::AsyncIoConte
       started_unix_ns_(unixNowNs()) {}
 
 absl::StatusOr<std::unique_ptr<LocalCollectors>> LocalCollectors::create(
-    const CollectorConfig& config, kj::AsyncIoContext& io) {
+    const CollectorConfig& config, kj::AsyncIoContext& io, CoreBtfUse* core_btf) {
   std::unique_ptr<LocalCollectors> lc(new LocalCollectors(config, io));
   prepareHeapForBtf();  // one libbpf BTF parse per collector: reuse the memory, huge pages
   for (const std::string& name : collectorNames()) {
@@ -56,7 +56,8 @@ absl::StatusOr<std::unique_ptr<LocalCollectors>> LocalCollectors::create(
       lc->down_.push_back(CollectorState{name, false, "disabled by --disable"});
       continue;
     }
-    auto c = createCollector(name, config);
+    auto c = core_btf != nullptr ? core_btf->create([&]() { return createCollector(name, config); })
+                                 : createCollector(name, config);
     if (!c.ok()) {
       if (absl::IsPermissionDenied(c.status())) {
         return c.status();

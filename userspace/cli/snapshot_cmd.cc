@@ -78,11 +78,14 @@ int runSnapshot(const Command& self, const Args& args) {
     config.disabled.insert(std::string(d));
   }
 
-  installLibbpfLogger(false);
+  if (getenv("VIGIL_LIBBPF_DEBUG") == nullptr) {
+    installLibbpfLogger(false);
+  }
+  CoreBtfUse core_btf(args.has("verbose"));
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);
   auto io = kj::setupAsyncIo();
-  auto collectors = LocalCollectors::create(config, io);
+  auto collectors = LocalCollectors::create(config, io, &core_btf);
   if (!collectors.ok()) {
     return collectorFailure(self, collectors.status());
   }
@@ -125,6 +128,7 @@ int runSnapshot(const Command& self, const Args& args) {
     printSummary(*snap);
   }
   fflush(stdout);
+  core_btf.finish();  // the first run on this kernel writes the cache, after the output
   return kExitOk;
 }
 

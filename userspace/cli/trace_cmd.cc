@@ -358,6 +358,7 @@ int runTrace(const Command& self, const Args& args) {
     return collectorFailure(self, absl::PermissionDeniedError("not running as root"));
   }
   installStopHandlers();
+  CoreBtfUse core_btf(args.has("verbose"));
 
   std::unique_ptr<ProcessCollector> proc;
   std::unique_ptr<NetCollector> net;
@@ -377,7 +378,7 @@ int runTrace(const Command& self, const Args& args) {
     if (ring_bytes != 0) {
       o.ring_bytes = ring_bytes;
     }
-    auto c = NetCollector::create(o);
+    auto c = core_btf.create([&]() { return NetCollector::create(o); });
     if (!c.ok()) {
       return collectorFailure(self, c.status());
     }
@@ -399,7 +400,7 @@ int runTrace(const Command& self, const Args& args) {
     // kind, and a smaller ring is ~5 MiB less RSS. Loss is counted and printed; --ring-kb raises
     // it.
     o.ring_bytes = ring_bytes != 0 ? ring_bytes : 1u << 20;
-    auto c = ProcessCollector::create(o);
+    auto c = core_btf.create([&]() { return ProcessCollector::create(o); });
     if (!c.ok()) {
       return collectorFailure(self, c.status());
     }
@@ -415,6 +416,8 @@ int runTrace(const Command& self, const Args& args) {
       fprintf(stderr, "vigil trace: %s\n", std::string(st.message()).c_str());
     }
   }
+
+  core_btf.finish();  // the first run on this kernel writes the cache, after the header
 
   std::unique_ptr<Attributor> attributor;
   if (auto a = Attributor::create(); a.ok()) {

@@ -17,6 +17,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "net.skel.h"
 #include "net/net.h"
@@ -137,7 +138,7 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
         "net: tracepoint sock/inet_sock_set_state is missing (kernel older than 4.16?); the net "
         "collector is off");
   }
-  net_bpf* skel = net_bpf::open();
+  net_bpf* skel = net_bpf::open(compat::coreBtfOpenOpts());
   if (skel == nullptr) {
     return bpfError("net: open", -errno);
   }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "process.skel.h"
 #include "process/process.h"
@@ -145,7 +146,7 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   bool btf = compat::haveKernelBtf();
   int err = 0;
   while (true) {
-    skel = process_bpf::open();
+    skel = process_bpf::open(compat::coreBtfOpenOpts());
     if (skel == nullptr) {
       return bpfError("process: open", -errno);
     }
