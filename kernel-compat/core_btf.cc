@@ -3,6 +3,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <elf.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/btf.h>
@@ -21,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 
@@ -28,7 +30,7 @@ namespace vigil::compat {
 namespace {
 
 // Bumped when the subset's rules change, so older files are not reused.
-constexpr uint64_t kFormatVersion = 1;
+constexpr uint64_t kFormatVersion = 2;
 
 struct BtfDeleter {
   void operator()(::btf* b) const { btf__free(b); }
@@ -137,16 +139,29 @@ class SubsetBuilder {
       queue_.pop_front();
       visit(id, v);
     }
+    // A copy seen through a pointer is dropped where the complete copy exists (references go
+    // to the complete one), so each name has one candidate, as in vmlinux. New ids follow the
+    // order of the kept nodes, from 1.
+    uint32_t next = 1;
+    for (const auto& key : nodes_) {
+      if (key.second == kViaPointer && ids_.contains(std::make_pair(key.first, kFull))) {
+        continue;
+      }
+      final_[key] = next++;
+    }
     BtfPtr out(btf__new_empty());
     if (out == nullptr) {
       return absl::InternalError("btf__new_empty failed");
     }
-    // New ids follow the order of nodes_, starting at 1.
-    for (size_t i = 0; i < nodes_.size(); ++i) {
-      int id = emit(out.get(), nodes_[i].first, nodes_[i].second);
-      if (id != static_cast<int>(i + 1)) {
+    for (const auto& key : nodes_) {
+      auto it = final_.find(key);
+      if (it == final_.end()) {
+        continue;
+      }
+      int id = emit(out.get(), key.first, key.second);
+      if (id != static_cast<int>(it->second)) {
         return absl::InternalError(
-            absl::StrCat("core BTF: adding type ", nodes_[i].first, " failed (", id, ")"));
+            absl::StrCat("core BTF: adding type ", key.first, " failed (", id, ")"));
       }
     }
     if (!marker.empty() && btf__add_struct(out.get(), marker.c_str(), 0) < 0) {
@@ -233,12 +248,12 @@ class SubsetBuilder {
     if (id == 0) {
       return 0;
     }
-    auto full = ids_.find(std::make_pair(id, kFull));
-    if (full != ids_.end()) {
+    auto full = final_.find(std::make_pair(id, kFull));
+    if (full != final_.end()) {
       return full->second;
     }
-    auto it = ids_.find(std::make_pair(id, v));
-    return it != ids_.end() ? it->second : 0;
+    auto it = final_.find(std::make_pair(id, v));
+    return it != final_.end() ? it->second : 0;
   }
 
   const char* name(const btf_type* t) const { return btf__name_by_offset(src_, t->name_off); }
@@ -311,7 +326,8 @@ class SubsetBuilder {
 
   const ::btf* src_;
   std::vector<std::pair<uint32_t, Variant>> nodes_;
-  absl::flat_hash_map<std::pair<uint32_t, Variant>, uint32_t> ids_;
+  absl::flat_hash_map<std::pair<uint32_t, Variant>, uint32_t> ids_;    // index in nodes_ + 1
+  absl::flat_hash_map<std::pair<uint32_t, Variant>, uint32_t> final_;  // id in the subset
   std::deque<std::pair<uint32_t, Variant>> queue_;
 };
 
@@ -584,6 +600,17 @@ absl::Status CoreBtfCache::build() const {
     int e = errno;
     unlink(tmp.c_str());
     return absl::UnavailableError(absl::StrCat("rename to ", path_, ": ", strerror(e)));
+  }
+  // Files for other kernels or other vigil builds are of no further use here.
+  if (DIR* d = opendir(dir_.c_str()); d != nullptr) {
+    std::string mine = path_.substr(dir_.size() + 1);
+    while (dirent* e = readdir(d)) {
+      absl::string_view n = e->d_name;
+      if (n != mine && absl::StartsWith(n, "core-") && absl::EndsWith(n, ".btf")) {
+        unlinkat(dirfd(d), e->d_name, 0);
+      }
+    }
+    closedir(d);
   }
   return usablePath().status();
 }
