@@ -137,6 +137,7 @@ int runHist(const Command& self, const Args& args) {
     o.preallocate = false;    // as `trace tcp`: entries allocated on use, not zeroed at load
     o.counter_hooks = false;  // retransmits and resets are not histograms
     o.defer_baseline = true;  // run after the header (below)
+    o.force_raw_tp = true;    // as runq: faster verification, and no vmlinux BTF parse
     // Connect latency is measured from connect() on, for sockets this run sees open: adopting
     // earlier sockets (the iterator) matters only for tcp-rtt, sampled at close.
     o.socket_iterator = what == "tcp-rtt";
@@ -175,9 +176,14 @@ int runHist(const Command& self, const Args& args) {
   } else if (what == "runq" && !container.empty()) {
     metric = "vigil_cgroup_runqueue_latency_seconds";
   }
+  auto* sched = dynamic_cast<SchedCollector*>(collector.get());
   auto read = [&]() {
     Snapshot snap;
-    collector->collect(snap);
+    if (sched != nullptr) {
+      sched->collectRunqueueHistograms(snap);  // no per-process CPU stats or comm reads
+    } else {
+      collector->collect(snap);
+    }
     Log2Hist h;
     for (const HistogramSample& s : snap.histograms) {
       if (s.name != metric) {
@@ -234,7 +240,7 @@ int runHist(const Command& self, const Args& args) {
     absl::Time now = absl::Now();
     bool done = stopRequested() || now >= end;
     if (!done && now < next) {
-      absl::SleepFor(std::min(absl::Milliseconds(50), next - now));
+      sleepUnlessStopped(next - now);  // Ctrl-C ends the wait at once
       continue;
     }
     Log2Hist cur = read();

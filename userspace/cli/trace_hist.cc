@@ -1,6 +1,7 @@
 #include "userspace/cli/trace_hist.h"
 
 #include <malloc.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 
@@ -61,6 +62,20 @@ void installStopHandlers() {
 }
 
 bool stopRequested() { return g_stop != 0; }
+
+bool sleepUnlessStopped(absl::Duration d) {
+  sigset_t stop, old;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  sigprocmask(SIG_BLOCK, &stop, &old);
+  if (g_stop == 0 && d > absl::ZeroDuration()) {
+    struct timespec ts = absl::ToTimespec(d);
+    ppoll(nullptr, 0, &ts, &old);  // returns early (EINTR) when a stop signal is delivered
+  }
+  sigprocmask(SIG_SETMASK, &old, nullptr);
+  return g_stop != 0;
+}
 
 void prepareHeapForBtf(bool keep) {
   constexpr size_t kHuge = size_t{2} << 20;

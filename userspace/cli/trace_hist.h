@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "capnp/snapshot.h"
 
 namespace vigil::cli {
@@ -16,6 +17,10 @@ namespace vigil::cli {
 // that set a flag read by stopRequested().
 void installStopHandlers();
 bool stopRequested();
+// Sleeps for `d` or until SIGINT/SIGTERM arrives, whichever is first (no window in which a
+// signal is missed: the signals are blocked between the check and the wait). Returns
+// stopRequested().
+bool sleepUnlessStopped(absl::Duration d);
 
 // Prepares the heap for libbpf's parse of vmlinux BTF at load (a 5.5 MB read buffer and a 5.5 MB
 // copy, ~2800 page faults: a third of a collector's start-up). Large allocations come from the

@@ -132,7 +132,7 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
     return absl::FailedPreconditionError(
         "net: this kernel has no BPF ring buffer (needs 5.8+); the net collector is off");
   }
-  bool btf = compat::haveBtfTracepoint("inet_sock_set_state");
+  bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("inet_sock_set_state");
   if (!btf && !haveHook(false, "sock", "inet_sock_set_state")) {
     return absl::FailedPreconditionError(
         "net: tracepoint sock/inet_sock_set_state is missing (kernel older than 4.16?); the net "

@@ -75,6 +75,10 @@ struct NetOptions {
   // needs none of that, and saves the program's verification and the CO-RE relocation of the
   // task/cgroup types only it reads (~3 ms).
   bool socket_iterator = true;
+  // raw_tp programs even where tp_btf works (the same code, reading through BPF_CORE_READ):
+  // they verify faster, and with a cached CO-RE BTF (kernel-compat/core_btf.h) and no socket
+  // iterator libbpf then never parses vmlinux BTF. For the CLI; the agent keeps tp_btf.
+  bool force_raw_tp = false;
 };
 
 class NetCollector final : public Collector {

@@ -158,6 +158,14 @@ void SchedCollector::collect(Snapshot& out) {
   out.collectors.push_back(CollectorState{"sched", true, ""});
 }
 
+void SchedCollector::collectRunqueueHistograms(Snapshot& out) {
+  if (attach_mode_ == absl::string_view("tp_btf")) {
+    collect(out);  // the tp_btf design derives these histograms from the per-process totals
+    return;
+  }
+  collectRunqueue(out, {});
+}
+
 void SchedCollector::collectHashes(Snapshot& out) {
   int fd = bpf_map__fd(skel_->maps.proc_stats);
   std::vector<uint32_t> gone;
