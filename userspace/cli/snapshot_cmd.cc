@@ -70,6 +70,7 @@ int runSnapshot(const Command& self, const Args& args) {
   }
   config.only_tgid = *pid;
   config.preallocate_maps = false;  // start-up: docs/cli.md, "Start-up cost"
+  config.prefer_raw_tp = true;      // likewise: no vmlinux BTF parse for three of the objects
   config.interval = absl::ToInt64Milliseconds(*duration) * kj::MILLISECONDS;
   for (absl::string_view c : absl::StrSplit(args.get("comm"), ',', absl::SkipEmpty())) {
     config.comm_filter.emplace_back(c);

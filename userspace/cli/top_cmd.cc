@@ -277,6 +277,7 @@ int runTop(const Command& self, const Args& args) {
   config.interval = s.interval;
   config.only_tgid = s.filter.pid;
   config.preallocate_maps = false;  // start-up: docs/cli.md, "Start-up cost"
+  config.prefer_raw_tp = true;      // likewise: no vmlinux BTF parse for three of the objects
   if (!once) {
     // The screen comes up at once; loading the BPF objects takes the next ~100 ms.
     if (auto st = enterTerminal(); !st.ok()) {

@@ -392,6 +392,7 @@ int runTrace(const Command& self, const Args& args) {
     o.only_tgid = filters.pid;
     o.wakeup_bytes = 1;  // print each event as it happens
     o.only_comm = filters.comm;
+    o.force_raw_tp = true;  // no vmlinux BTF parse with the cached CO-RE BTF (docs/cli.md)
     ProcEventType type = kind == Kind::kExec   ? ProcEventType::kExec
                          : kind == Kind::kExit ? ProcEventType::kExit
                          : kind == Kind::kOom  ? ProcEventType::kOomKill

@@ -143,7 +143,7 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   // Rather than parsing vmlinux BTF to probe for the four btf_trace_* types (a second ~10 ms
   // parse next to libbpf's own), load with tp_btf and fall back to raw_tp if that load fails.
   process_bpf* skel = nullptr;
-  bool btf = compat::haveKernelBtf();
+  bool btf = !options.force_raw_tp && compat::haveKernelBtf();
   int err = 0;
   while (true) {
     skel = process_bpf::open(compat::coreBtfOpenOpts());
