@@ -2,12 +2,14 @@
 // on the real kernel, the live view driven through tmux, `vigil agents` against a real
 // aggregator and agent, and `vigil alerts`/`vigil query` against a stand-in HTTP server (see
 // kStandIn) that implements the endpoint contract of those two APIs.
+#include <stdlib.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -18,6 +20,25 @@
 
 namespace vigil {
 namespace {
+
+// vigil's CO-RE BTF cache (kernel-compat/core_btf.h) goes to a directory of this run's, not to
+// /var/cache/vigil/btf: the first command builds it there, the later ones load against it.
+struct BtfCacheDir {
+  BtfCacheDir() {
+    char tmpl[] = "/tmp/vigil-btf-cache.XXXXXX";
+    if (mkdtemp(tmpl) != nullptr) {
+      path = tmpl;
+      setenv("VIGIL_BTF_CACHE_DIR", tmpl, 1);
+    }
+  }
+  ~BtfCacheDir() {
+    if (!path.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  }
+  std::string path;
+} g_btf_cache_dir;
 
 using namespace std::chrono_literals;
 using nlohmann::json;

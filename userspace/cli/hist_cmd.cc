@@ -114,6 +114,7 @@ int runHist(const Command& self, const Args& args) {
     o.mode = SyscallMode::kContinuous;
     o.latency = true;  // full coverage: every syscall, not a sampled window
     o.only_tgid = *pid;
+    o.force_raw_tp = true;  // as runq: with the cached CO-RE BTF, no vmlinux BTF parse
     auto c = core_btf.create([&]() { return SyscallCollector::create(o); });
     st = c.status();
     if (c.ok()) {
