@@ -139,6 +139,7 @@ int runHist(const Command& self, const Args& args) {
     o.counter_hooks = false;  // retransmits and resets are not histograms
     o.defer_baseline = true;  // run after the header (below)
     o.force_raw_tp = true;    // as runq: faster verification, and no vmlinux BTF parse
+    o.lazy_iterator = true;   // tcp-rtt: the iterator after the header (as trace tcp)
     // Connect latency is measured from connect() on, for sockets this run sees open: adopting
     // earlier sockets (the iterator) matters only for tcp-rtt, sampled at close.
     o.socket_iterator = what == "tcp-rtt";

@@ -376,6 +376,7 @@ int runTrace(const Command& self, const Args& args) {
     o.counter_hooks = false;
     o.defer_baseline = true;  // run below, after the header
     o.force_raw_tp = true;    // verifies faster than tp_btf (docs/cli.md, "Start-up cost")
+    o.lazy_iterator = true;   // the iterator (and its vmlinux BTF parse) after the header
     if (ring_bytes != 0) {
       o.ring_bytes = ring_bytes;
     }
