@@ -697,6 +697,9 @@ void NetCollector::collect(Snapshot& out) {
                                   true});
   appendProgramStats(skel_->obj, out.self);
   appendRecursionMisses(skel_->obj, out.self);
+  if (iter_skel_ != nullptr) {
+    appendProgramStats(iter_skel_->obj, out.self);  // lazy_iterator: the iterator's instance
+  }
   out.collectors.push_back(CollectorState{"net", true, ""});
 }
 
