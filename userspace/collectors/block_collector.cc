@@ -123,31 +123,14 @@ void BlockCollector::collect(Snapshot& out) {
   }
 
   int counters = bpf_map__fd(skel_->maps.blk_counters);
-  const std::pair<const char*, block_counter> full[] = {
-      {"block_blk_dev", BLOCK_COUNTER_DEV_MAP_FULL},
-      {"block_blk_proc", BLOCK_COUNTER_PROC_MAP_FULL},
-  };
-  for (const auto& [map, idx] : full) {
-    out.self.push_back(MetricSample{"vigil_bpf_map_full_total",
-                                    {{"map", map}},
-                                    static_cast<double>(sumPerCpuCounter(counters, idx)),
-                                    true});
-  }
-  out.self.push_back(
-      MetricSample{"vigil_block_completions_without_issue_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, BLOCK_COUNTER_NO_ISSUE)),
-                   true});
-  out.self.push_back(
-      MetricSample{"vigil_block_completions_unmatched_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, BLOCK_COUNTER_UNKNOWN_RQ)),
-                   true});
-  out.self.push_back(
-      MetricSample{"vigil_block_reissues_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, BLOCK_COUNTER_REISSUE)),
-                   true});
+  appendKernelCounters(
+      counters,
+      {{"vigil_bpf_map_full_total", {{"map", "block_blk_dev"}}, BLOCK_COUNTER_DEV_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "block_blk_proc"}}, BLOCK_COUNTER_PROC_MAP_FULL},
+       {"vigil_block_completions_without_issue_total", {}, BLOCK_COUNTER_NO_ISSUE},
+       {"vigil_block_completions_unmatched_total", {}, BLOCK_COUNTER_UNKNOWN_RQ},
+       {"vigil_block_reissues_total", {}, BLOCK_COUNTER_REISSUE}},
+      out.self);
   appendProgramStats(skel_->obj, out.self);
   out.collectors.push_back(CollectorState{"block", true, ""});
 }

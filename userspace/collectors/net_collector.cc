@@ -25,15 +25,10 @@
 #include "userspace/collectors/process_collector.h"
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
-
-int64_t clockNs(clockid_t id) {
-  struct timespec ts;
-  clock_gettime(id, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // Whether a tracepoint can be attached: through its BTF type when the kernel has BTF (tp_btf),
 // else through tracefs (the raw_tp target must exist as a classic tracepoint).
@@ -231,11 +226,11 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
     return bpfError("net", err);
   }
   std::unique_ptr<NetCollector> c(new NetCollector(skel, btf ? "tp_btf" : "raw_tp", effective));
-  c->ring_ =
-      ring_buffer__new(bpf_map__fd(skel->maps.events), &NetCollector::onRecord, c.get(), nullptr);
-  if (c->ring_ == nullptr) {
-    return bpfError("net: ring buffer", -errno);
+  auto ring = RingReader::open(bpf_map__fd(skel->maps.events), &NetCollector::onRecord, c.get());
+  if (!ring.ok()) {
+    return ring.status();
   }
+  c->ring_ = std::move(*ring);
   if (lazy_iter) {
     c->iter_pending_ = true;  // loaded by the first iterate()
   } else if (have_iter) {
@@ -262,11 +257,9 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
 NetCollector::~NetCollector() {
   detachMessageHooks();
   bpf_link__destroy(iter_link_);
+  ring_.reset();  // before the skeleton closes the map it reads
   if (iter_skel_ != nullptr) {
     net_bpf::destroy(iter_skel_);
-  }
-  if (ring_ != nullptr) {
-    ring_buffer__free(ring_);
   }
   net_bpf::destroy(skel_);
 }
@@ -442,10 +435,10 @@ int NetCollector::onRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-int NetCollector::poll(int timeout_ms) { return pollRingBuffer(ring_, timeout_ms); }
+int NetCollector::poll(int timeout_ms) { return pollRingBuffer(ring_.get(), timeout_ms); }
 
 kj::Promise<void> NetCollector::run(CollectorContext& context) {
-  kj::Promise<void> drain = drainRingBuffer(context, ring_);
+  kj::Promise<void> drain = drainRingBuffer(context, ring_.get());
   if (options_.message_mode != NetMessageMode::kSampled || options_.duty_cycle >= 1) {
     return drain;
   }
@@ -629,40 +622,32 @@ void NetCollector::collect(Snapshot& out) {
                                   {{"direction", "received"}},
                                   counter(NET_COUNTER_RESETS_RECEIVED),
                                   true});
-  struct {
-    const char* what;
-    uint32_t idx;
-  } unattributed[] = {
-      {"retransmit", NET_COUNTER_RETRANSMITS_UNATTRIBUTED},
-      {"reset_sent", NET_COUNTER_RESETS_SENT_UNATTRIBUTED},
-      {"reset_received", NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED},
-      {"passive_open", NET_COUNTER_PASSIVE_UNATTRIBUTED},
-      {"state_change", NET_COUNTER_STATE_UNATTRIBUTED},
-  };
-  for (const auto& u : unattributed) {
-    out.self.push_back(
-        MetricSample{"vigil_net_unattributed_total", {{"what", u.what}}, counter(u.idx), true});
-  }
-  struct {
-    const char* map;
-    uint32_t idx;
-  } full[] = {{"net_proc_stats", NET_COUNTER_PROC_MAP_FULL},
-              {"net_socks", NET_COUNTER_SOCK_MAP_FULL},
-              {"net_hists", NET_COUNTER_HIST_MAP_FULL}};
-  for (const auto& f : full) {
-    out.self.push_back(
-        MetricSample{"vigil_bpf_map_full_total", {{"map", f.map}}, counter(f.idx), true});
-  }
-  out.self.push_back(MetricSample{"vigil_net_unattributed_bytes_total",
-                                  {{"protocol", "tcp"}, {"direction", "sent"}},
-                                  counter(NET_COUNTER_TCP_TX_BYTES_UNATTRIBUTED),
-                                  true});
-  out.self.push_back(MetricSample{"vigil_net_unattributed_bytes_total",
-                                  {{"protocol", "tcp"}, {"direction", "received"}},
-                                  counter(NET_COUNTER_TCP_RX_BYTES_UNATTRIBUTED),
-                                  true});
-  out.self.push_back(MetricSample{
-      "vigil_net_byte_claims_abandoned_total", {}, counter(NET_COUNTER_BYTES_RACE_LOST), true});
+  appendKernelCounters(
+      counters,
+      {{"vigil_net_unattributed_total",
+        {{"what", "retransmit"}},
+        NET_COUNTER_RETRANSMITS_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "reset_sent"}},
+        NET_COUNTER_RESETS_SENT_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "reset_received"}},
+        NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "passive_open"}},
+        NET_COUNTER_PASSIVE_UNATTRIBUTED},
+       {"vigil_net_unattributed_total", {{"what", "state_change"}}, NET_COUNTER_STATE_UNATTRIBUTED},
+       {"vigil_bpf_map_full_total", {{"map", "net_proc_stats"}}, NET_COUNTER_PROC_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "net_socks"}}, NET_COUNTER_SOCK_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "net_hists"}}, NET_COUNTER_HIST_MAP_FULL},
+       {"vigil_net_unattributed_bytes_total",
+        {{"protocol", "tcp"}, {"direction", "sent"}},
+        NET_COUNTER_TCP_TX_BYTES_UNATTRIBUTED},
+       {"vigil_net_unattributed_bytes_total",
+        {{"protocol", "tcp"}, {"direction", "received"}},
+        NET_COUNTER_TCP_RX_BYTES_UNATTRIBUTED},
+       {"vigil_net_byte_claims_abandoned_total", {}, NET_COUNTER_BYTES_RACE_LOST}},
+      out.self);
   out.self.push_back(
       MetricSample{"vigil_net_iter_runs_total", {}, static_cast<double>(iter_passes_), true});
   out.self.push_back(

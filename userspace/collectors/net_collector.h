@@ -25,10 +25,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "userspace/collectors/collector.h"
+#include "userspace/collectors/ring_reader.h"
 #include "userspace/collectors/duty_cycle.h"
 
 struct net_bpf;
-struct ring_buffer;
 struct bpf_link;
 
 namespace vigil {
@@ -42,11 +42,11 @@ absl::StatusOr<NetMessageMode> parseNetMessageMode(absl::string_view text);
 
 struct NetOptions {
   uint32_t only_tgid = 0;  // 0: every process
-  // Ring buffer size (power of two, >= page size); resident twice over in the agent's RSS (see
+  // Ring buffer size (power of two, >= page size); resident in the agent's RSS (see
   // ProcessOptions::ring_bytes). 1 MiB holds ~10,000 connection-state events (~100 B each).
-  // 512 KiB (1 MiB less RSS) lost 667 of 40,008 events (counted) in the bench's 10,000-connect
+  // 512 KiB lost 667 of 40,008 events (counted) in the bench's 10,000-connect
   // storm on a quiet machine, where the storm runs fastest; 1 MiB lost none there: no loss
-  // is worth more than that MiB.
+  // is worth more than half a MiB.
   uint32_t ring_bytes = 1u << 20;
   size_t max_buffered_events = 50000;  // events held between collect() calls
   // Wake the reader once this many bytes wait in the ring (0: a quarter of ring_bytes, the
@@ -108,6 +108,7 @@ class NetCollector final : public Collector {
   // holding it. collect() runs one first; public so tests and benchmarks can time it.
   absl::Status iterate();
 
+  size_t ringBytes() const { return ring_ ? ring_->dataBytes() : 0; }
   absl::string_view attachMode() const { return attach_mode_; }
   // The message mode in effect: "off", "sampled" or "continuous" ("off" also when the kernel
   // lacks the per-message tracepoints).
@@ -149,7 +150,7 @@ class NetCollector final : public Collector {
   void detachMessageHooks();
 
   net_bpf* skel_;
-  ring_buffer* ring_ = nullptr;
+  std::unique_ptr<RingReader> ring_;
   const char* attach_mode_;
   NetOptions options_;
   size_t max_buffered_;

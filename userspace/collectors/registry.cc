@@ -65,6 +65,9 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     options.only_tgid = config.only_tgid;
     options.mask_patterns = config.mask_patterns;
     options.force_raw_tp = config.prefer_raw_tp;
+    if (config.process_ring_bytes != 0) {
+      options.ring_bytes = config.process_ring_bytes;
+    }
     auto c = ProcessCollector::create(options);
     if (!c.ok()) {
       return c.status();
@@ -82,6 +85,9 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     options.duty_cycle = config.syscall_duty_cycle;  // one duty cycle for all sampled hooks
     options.interval = config.interval;
     options.preallocate = config.preallocate_maps;
+    if (config.net_ring_bytes != 0) {
+      options.ring_bytes = config.net_ring_bytes;
+    }
     auto c = NetCollector::create(options);
     if (!c.ok()) {
       return c.status();
