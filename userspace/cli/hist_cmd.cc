@@ -91,8 +91,12 @@ int runHist(const Command& self, const Args& args) {
     return collectorFailure(self, absl::PermissionDeniedError("not running as root"));
   }
   installStopHandlers();
-  prepareHeapForBtf();
   CoreBtfUse core_btf(args.has("verbose"));
+  if (!core_btf.active()) {
+    // Only a load against the full vmlinux BTF parses it (with the cache, raw_tp parses none);
+    // otherwise the huge-page heap would only cost faults (trace_hist.h).
+    prepareHeapForBtf();
+  }
 
   std::unique_ptr<Collector> collector;
   absl::Status st;

@@ -54,7 +54,9 @@ LocalCollectors::LocalCollectors(const CollectorConfig& config, kj::AsyncIoConte
 absl::StatusOr<std::unique_ptr<LocalCollectors>> LocalCollectors::create(
     const CollectorConfig& config, kj::AsyncIoContext& io, CoreBtfUse* core_btf) {
   std::unique_ptr<LocalCollectors> lc(new LocalCollectors(config, io));
-  prepareHeapForBtf();  // one libbpf BTF parse per collector: reuse the memory, huge pages
+  if (core_btf == nullptr || !core_btf->active()) {
+    prepareHeapForBtf();  // one libbpf BTF parse per collector: reuse the memory, huge pages
+  }
   // Mounted once here rather than raced for by the loading threads below.
   compat::ensureTracefs();
   std::vector<std::string> names;

@@ -366,7 +366,9 @@ int runTrace(const Command& self, const Args& args) {
     // libbpf parses vmlinux BTF at load: prepared heap memory (huge pages) makes that ~5 ms
     // faster. Here the heap is kept (~3 MiB more peak RSS): handing it back after the parse,
     // as the process kinds do, cost ~7 ms for the net object (docs/cli.md).
-    prepareHeapForBtf(/*keep=*/true);
+    if (!core_btf.active()) {
+      prepareHeapForBtf(/*keep=*/true);  // with the cache the one parse comes after the header
+    }
     NetOptions o;
     o.only_tgid = filters.pid;
     o.wakeup_bytes = 1;  // print each event as it happens
@@ -388,7 +390,9 @@ int runTrace(const Command& self, const Args& args) {
   } else {
     // One object, one parse of vmlinux BTF: the prepared heap makes it ~7 ms faster, and
     // handing the memory back after it (keep = false) keeps the peak RSS where it was.
-    prepareHeapForBtf(/*keep=*/false);
+    if (!core_btf.active()) {
+      prepareHeapForBtf(/*keep=*/false);  // with the cache nothing parses vmlinux BTF
+    }
     ProcessOptions o;
     o.only_tgid = filters.pid;
     o.wakeup_bytes = 1;  // print each event as it happens
