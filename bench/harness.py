@@ -1490,6 +1490,29 @@ def part_cli_measure(env):
     runs = CFG["cli_runs"]
     script = lambda name: os.path.join(BENCH, "scripts", name)
 
+    # vigil's CO-RE BTF cache (docs/kernel-compat.md): in a directory of this run's, built by one
+    # warm-up command, as the first BPF command on a kernel would build it. Every vigil figure
+    # below is with the cache; the "no BTF cache" rows at the end are the first run on a kernel.
+    btf_dir = tempfile.mkdtemp(prefix="vigil-bench-btf.")
+    old_btf_env = os.environ.get("VIGIL_BTF_CACHE_DIR")
+    os.environ["VIGIL_BTF_CACHE_DIR"] = btf_dir
+    try:
+        if have["trace"]:
+            run([vig, "trace", "exec", "--duration", "1ms"], timeout=30)
+            R.detail(part, "vigil's CO-RE BTF cache was built by one `vigil trace exec --duration "
+                     "1ms` before the measurements (%s); the rows marked \"no BTF cache\" set "
+                     "VIGIL_BTF_CACHE_DIR=off." % ", ".join(sorted(os.listdir(btf_dir))))
+        part_cli_tools(env, part, vig, have, runs, script)
+    finally:
+        if old_btf_env is None:
+            os.environ.pop("VIGIL_BTF_CACHE_DIR", None)
+        else:
+            os.environ["VIGIL_BTF_CACHE_DIR"] = old_btf_env
+        shutil.rmtree(btf_dir, ignore_errors=True)
+
+
+def part_cli_tools(env, part, vig, have, runs, script):
+
     # What the wrapper costs: GNU time, a pipe, this process's reader thread, for a command
     # that prints at once. Every figure below includes it, for both tools alike.
     floor = cli_alternate(runs, [("echo", dict(cmd=["/bin/echo", "x"], first_output_re=r"x"))])
@@ -1610,6 +1633,25 @@ def part_cli_measure(env):
             R.row(part, "vigil top --once: first output beyond its 100 ms interval",
                   ms(vg["first"], 0.1), "ms", "no bpftrace peer")
             R.row(part, "vigil top --once: peak RSS", vg["rss"], "MiB")
+
+    # The first run on a kernel: no BTF cache yet, so libbpf relocates against (and for tp_btf
+    # programs parses) the full vmlinux BTF.
+    off = {"VIGIL_BTF_CACHE_DIR": "off"}
+    for label, args, rx, key in (("trace exec", ["trace", "exec"], r"^TIME\s+PID", "trace"),
+                                 ("trace tcp", ["trace", "tcp"], r"^TIME\s+EVENT", "trace"),
+                                 ("hist runq", ["hist", "runq"], r"^Tracing runq", "hist")):
+        if not have[key]:
+            continue
+        R.command(part, "VIGIL_BTF_CACHE_DIR=off vigil %s   (stopped once attached)" %
+                  " ".join(args))
+        res = cli_alternate(runs, [("vg", dict(cmd=[vig] + args, first_output_re=rx,
+                                               stop_after_first=True, env=off))])
+        vg = res["vg"]
+        if vg["failed"]:
+            R.skip(part, "vigil %s, no BTF cache" % label, vg["failed"])
+        else:
+            R.row(part, "vigil %s, no BTF cache: time to probes attached" % label,
+                  ms(vg["first"]), "ms", "first run on a kernel")
 
 
 # ---------------------------------------------------------------------------------------------

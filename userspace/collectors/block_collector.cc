@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "block.skel.h"
 #include "block/block.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/task_comm.h"
@@ -39,7 +40,7 @@ absl::StatusOr<std::unique_ptr<BlockCollector>> BlockCollector::create(
     const BlockOptions& options) {
   // One vmlinux BTF parse for all feature probes, freed before libbpf parses its own at load.
   std::optional<compat::VmlinuxBtfScope> btf_scope(std::in_place);
-  block_bpf* skel = block_bpf::open();
+  block_bpf* skel = block_bpf::open(compat::coreBtfOpenOpts());
   if (skel == nullptr) {
     return bpfError("block: open", -errno);
   }

@@ -17,6 +17,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "net.skel.h"
 #include "net/net.h"
@@ -126,13 +127,13 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
     return absl::FailedPreconditionError(
         "net: this kernel has no BPF ring buffer (needs 5.8+); the net collector is off");
   }
-  bool btf = compat::haveBtfTracepoint("inet_sock_set_state");
+  bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("inet_sock_set_state");
   if (!btf && !haveHook(false, "sock", "inet_sock_set_state")) {
     return absl::FailedPreconditionError(
         "net: tracepoint sock/inet_sock_set_state is missing (kernel older than 4.16?); the net "
         "collector is off");
   }
-  net_bpf* skel = net_bpf::open();
+  net_bpf* skel = net_bpf::open(compat::coreBtfOpenOpts());
   if (skel == nullptr) {
     return bpfError("net: open", -errno);
   }
@@ -196,7 +197,8 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   // The byte iterator is run by iterate(), attached below.
   bpf_program__set_autoattach(skel->progs.vigil_sock_iter, false);
   bool have_iter = options.socket_iterator && haveSocketIterator(*btf_scope);
-  if (!options.socket_iterator) {
+  bool lazy_iter = have_iter && options.lazy_iterator && options.defer_baseline;
+  if (!options.socket_iterator || lazy_iter) {
     bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
   } else if (!have_iter) {
     bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
@@ -229,7 +231,9 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
     return ring.status();
   }
   c->ring_ = std::move(*ring);
-  if (have_iter) {
+  if (lazy_iter) {
+    c->iter_pending_ = true;  // loaded by the first iterate()
+  } else if (have_iter) {
     c->iter_link_ = bpf_program__attach_iter(skel->progs.vigil_sock_iter, nullptr);
     if (c->iter_link_ == nullptr) {
       return bpfError("net: attach iter/task_file", -errno);
@@ -254,7 +258,52 @@ NetCollector::~NetCollector() {
   detachMessageHooks();
   bpf_link__destroy(iter_link_);
   ring_.reset();  // before the skeleton closes the map it reads
+  if (iter_skel_ != nullptr) {
+    net_bpf::destroy(iter_skel_);
+  }
   net_bpf::destroy(skel_);
+}
+
+absl::Status NetCollector::loadIterator() {
+  iter_pending_ = false;
+  net_bpf* skel = net_bpf::open(compat::coreBtfOpenOpts());
+  if (skel == nullptr) {
+    ++iter_failures_;
+    return bpfError("net: open (iterator)", -errno);
+  }
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel->obj) {
+    bpf_program__set_autoload(prog, prog == skel->progs.vigil_sock_iter);
+  }
+  bpf_program__set_autoattach(skel->progs.vigil_sock_iter, false);
+  // Every map, .rodata and .bss included, is the first instance's: the same sockets, counters
+  // and settings, and iterate()'s write to skel_->bss is what the iterator reads.
+  bpf_map* mine = nullptr;
+  bpf_map* theirs = nullptr;
+  int err = 0;
+  while (err == 0 && (mine = bpf_object__next_map(skel->obj, mine)) != nullptr) {
+    theirs = bpf_object__next_map(skel_->obj, theirs);
+    if (theirs == nullptr || strcmp(bpf_map__name(mine), bpf_map__name(theirs)) != 0) {
+      err = -EINVAL;
+      break;
+    }
+    err = bpf_map__reuse_fd(mine, bpf_map__fd(theirs));
+  }
+  if (err == 0) {
+    err = net_bpf::load(skel);
+  }
+  if (err != 0) {
+    net_bpf::destroy(skel);
+    ++iter_failures_;
+    return bpfError("net: iterator", err);
+  }
+  iter_skel_ = skel;
+  iter_link_ = bpf_program__attach_iter(skel->progs.vigil_sock_iter, nullptr);
+  if (iter_link_ == nullptr) {
+    ++iter_failures_;
+    return bpfError("net: attach iter/task_file", -errno);
+  }
+  return absl::OkStatus();
 }
 
 absl::string_view NetCollector::messageMode() const {
@@ -318,6 +367,11 @@ double NetCollector::messageAttachedFraction() const {
 }
 
 absl::Status NetCollector::iterate() {
+  if (iter_pending_) {
+    if (absl::Status st = loadIterator(); !st.ok()) {
+      return st;
+    }
+  }
   if (iter_link_ == nullptr) {
     return absl::OkStatus();  // no iterator on this kernel (logged at create)
   }
@@ -628,6 +682,9 @@ void NetCollector::collect(Snapshot& out) {
                                   true});
   appendProgramStats(skel_->obj, out.self);
   appendRecursionMisses(skel_->obj, out.self);
+  if (iter_skel_ != nullptr) {
+    appendProgramStats(iter_skel_->obj, out.self);  // lazy_iterator: the iterator's instance
+  }
   out.collectors.push_back(CollectorState{"net", true, ""});
 }
 

@@ -75,6 +75,16 @@ struct NetOptions {
   // needs none of that, and saves the program's verification and the CO-RE relocation of the
   // task/cgroup types only it reads (~3 ms).
   bool socket_iterator = true;
+  // raw_tp programs even where tp_btf works (the same code, reading through BPF_CORE_READ):
+  // they verify faster, and with a cached CO-RE BTF (kernel-compat/core_btf.h) and no socket
+  // iterator libbpf then never parses vmlinux BTF. For the CLI; the agent keeps tp_btf.
+  bool force_raw_tp = false;
+  // With defer_baseline: the socket iterator is loaded by the first iterate() call, as a second
+  // instance of the object holding only the iterator and sharing every map with the first,
+  // instead of at create(). The iterator is a tracing program, for which libbpf parses all of
+  // vmlinux BTF to find its attach target; deferred, that parse and its verification come after
+  // the caller's first output (`vigil trace tcp`: ~8 ms sooner, ~10 MiB less peak RSS).
+  bool lazy_iterator = false;
 };
 
 class NetCollector final : public Collector {
@@ -145,6 +155,9 @@ class NetCollector final : public Collector {
   NetOptions options_;
   size_t max_buffered_;
   bpf_link* iter_link_ = nullptr;
+  net_bpf* iter_skel_ = nullptr;  // lazy_iterator: the second instance, iterator only
+  bool iter_pending_ = false;     // lazy_iterator: to load at the first iterate()
+  absl::Status loadIterator();
   bpf_link* send_link_ = nullptr;
   bpf_link* recv_link_ = nullptr;
   uint64_t iter_passes_ = 0, iter_failures_ = 0;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "process.skel.h"
 #include "process/process.h"
@@ -137,10 +138,10 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   // Rather than parsing vmlinux BTF to probe for the four btf_trace_* types (a second ~10 ms
   // parse next to libbpf's own), load with tp_btf and fall back to raw_tp if that load fails.
   process_bpf* skel = nullptr;
-  bool btf = compat::haveKernelBtf();
+  bool btf = !options.force_raw_tp && compat::haveKernelBtf();
   int err = 0;
   while (true) {
-    skel = process_bpf::open();
+    skel = process_bpf::open(compat::coreBtfOpenOpts());
     if (skel == nullptr) {
       return bpfError("process: open", -errno);
     }

@@ -44,6 +44,10 @@ struct ProcessOptions {
   // agent's choice; the reader also drains every 100 ms). `vigil trace` uses 1: a wakeup per
   // event, so each event is printed as it happens.
   uint32_t wakeup_bytes = 0;
+  // raw_tp programs even where tp_btf works (the same workers): with a cached CO-RE BTF
+  // (kernel-compat/core_btf.h) libbpf then parses no vmlinux BTF at all, ~5 ms of `vigil
+  // trace`'s start-up. The agent keeps tp_btf.
+  bool force_raw_tp = false;
 };
 
 // Event types as in bpf/process/process.h, for the counters below.

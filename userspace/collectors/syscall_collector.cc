@@ -17,6 +17,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "syscalls.skel.h"
 #include "userspace/collectors/bpf_util.h"
@@ -87,7 +88,7 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     return absl::InvalidArgumentError(
         "sampled syscall mode needs an interval of at least 100ms to cycle attachment");
   }
-  syscalls_bpf* skel = syscalls_bpf::open();
+  syscalls_bpf* skel = syscalls_bpf::open(compat::coreBtfOpenOpts());
   if (skel == nullptr) {
     return bpfError("syscalls: open", -errno);
   }
