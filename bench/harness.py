@@ -836,20 +836,37 @@ def part_bpfcost(env):
     try:
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write("1")
-        agent = env.start_agent(cont_args)
-        floor = start_floor(env, hooks)
-        floor_ids = {}
-        for line in floor.output().splitlines():
-            m = re.match(r"attached (\S+):(\S+) prog=\S+ id=(\d+)", line)
-            if m:
-                floor_ids[m.group(2).split("/")[-1]] = int(m.group(3))
         vig = {}  # prog id -> (id, name, type, hook); duty-cycled programs come and go
+        floor_ids = {}
+
+        def start_pair(floor_first):
+            """The agent and the empty programs; the one started first runs first on each hook
+            (the first program on a hook pays more, so windows alternate the order)."""
+            nonlocal agent, floor
+            if floor_first:
+                floor = start_floor(env, hooks)
+                agent = env.start_agent(cont_args)
+            else:
+                agent = env.start_agent(cont_args)
+                floor = start_floor(env, hooks)
+            floor_ids.clear()
+            vig.clear()
+            for line in floor.output().splitlines():
+                m = re.match(r"attached (\S+):(\S+) prog=\S+ id=(\d+)", line)
+                if m:
+                    floor_ids[m.group(2).split("/")[-1]] = int(m.group(3))
+
+        def stop_pair():
+            nonlocal agent, floor
+            for p in (floor, agent):
+                if p:
+                    p.stop()
+            agent = floor = None
 
         def relist():
             for h in env.list_vigil_links(agent.pid):
                 vig[h["prog_id"]] = (h["prog_id"], h["prog"], h["type"], h["hook"])
 
-        relist()
         # Workload: redis traffic, process churn and a syscall loop, so every hook fires.
         port = free_port()
         redis = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -859,6 +876,9 @@ def part_bpfcost(env):
         per = {}  # prog name -> list of (vigil ns/event, floor ns/event, ratio)
         try:
             for w in range(CFG["bpfcost_windows"]):
+                start_pair(floor_first=(w % 2 == 1))
+                relist()
+                time.sleep(1)  # the agent's first collection (iterators, first frame) settles
                 s0 = prog_stats()
                 t_end = time.time() + CFG["bpfcost_window_s"]
                 load = [Proc(["redis-benchmark", "-p", str(port), "-c", "20", "-n", "10000000",
@@ -882,6 +902,7 @@ def part_bpfcost(env):
                     if dv_n > 0 and df_n > 0:
                         per.setdefault((name, typ, hook), []).append(
                             (dv_t / dv_n, df_t / df_n, (dv_t / dv_n) / (df_t / df_n), dv_n))
+                stop_pair()
         finally:
             redis.stop()
         for (name, typ, hook), xs in sorted(per.items()):
@@ -996,12 +1017,26 @@ def part_footprint(env):
         time.sleep(min(11, CFG["churn_s"]))  # one more collection interval after the churn
         r1 = rss_kib(agent.pid) / 1024.0
         cpu_pct = (cpu_seconds(agent.pid) - c0) / (time.time() - t0) * 100
+        # The frame after the churn still reports the processes that exited in its last
+        # interval (and /metrics serves it until the next one); one interval later nothing of
+        # the churn should be left.
+        time.sleep(min(10, CFG["churn_s"]))
+        r2 = rss_kib(agent.pid) / 1024.0
         kv = parse_kv(storm.output())
         R.row(part, "exec rate achieved during churn", [float(kv.get("rate", "nan"))], "exec/s")
         R.row(part, "agent RSS before churn", [r0], "MiB")
         R.row(part, "agent RSS during churn (%d s)" % CFG["churn_s"],
               [s[1] for s in samples] or [r1], "MiB")
-        R.row(part, "agent RSS growth, after churn - before", [r1 - r0], "MiB", "should be ~0")
+        R.row(part, "agent RSS growth, one interval after churn - before", [r1 - r0], "MiB",
+              "its frame still holds the last churn interval's exited processes")
+        R.row(part, "agent RSS growth, two intervals after churn - before", [r2 - r0], "MiB",
+              "should be ~0")
+        tail = [m for t, m in samples if t >= CFG["churn_s"] - 60]
+        head = [m for t, m in samples if 10 <= t < 70]
+        if head and tail and CFG["churn_s"] >= 140:
+            R.row(part, "agent RSS drift during churn, last minute - second minute",
+                  [statistics.median(tail) - statistics.median(head)], "MiB",
+                  "medians; should be ~0 (flat)")
         R.row(part, "agent CPU during churn", [cpu_pct], "% of one core")
         if samples:
             R.detail(part, "RSS during churn (s → MiB): " + ", ".join(
@@ -1521,6 +1556,29 @@ def part_cli_measure(env):
     runs = CFG["cli_runs"]
     script = lambda name: os.path.join(BENCH, "scripts", name)
 
+    # vigil's CO-RE BTF cache (docs/kernel-compat.md): in a directory of this run's, built by one
+    # warm-up command, as the first BPF command on a kernel would build it. Every vigil figure
+    # below is with the cache; the "no BTF cache" rows at the end are the first run on a kernel.
+    btf_dir = tempfile.mkdtemp(prefix="vigil-bench-btf.")
+    old_btf_env = os.environ.get("VIGIL_BTF_CACHE_DIR")
+    os.environ["VIGIL_BTF_CACHE_DIR"] = btf_dir
+    try:
+        if have["trace"]:
+            run([vig, "trace", "exec", "--duration", "1ms"], timeout=30)
+            R.detail(part, "vigil's CO-RE BTF cache was built by one `vigil trace exec --duration "
+                     "1ms` before the measurements (%s); the rows marked \"no BTF cache\" set "
+                     "VIGIL_BTF_CACHE_DIR=off." % ", ".join(sorted(os.listdir(btf_dir))))
+        part_cli_tools(env, part, vig, have, runs, script)
+    finally:
+        if old_btf_env is None:
+            os.environ.pop("VIGIL_BTF_CACHE_DIR", None)
+        else:
+            os.environ["VIGIL_BTF_CACHE_DIR"] = old_btf_env
+        shutil.rmtree(btf_dir, ignore_errors=True)
+
+
+def part_cli_tools(env, part, vig, have, runs, script):
+
     # What the wrapper costs: GNU time, a pipe, this process's reader thread, for a command
     # that prints at once. Every figure below includes it, for both tools alike.
     floor = cli_alternate(runs, [("echo", dict(cmd=["/bin/echo", "x"], first_output_re=r"x"))])
@@ -1642,6 +1700,25 @@ def part_cli_measure(env):
                   ms(vg["first"], 0.1), "ms", "no bpftrace peer")
             R.row(part, "vigil top --once: peak RSS", vg["rss"], "MiB")
 
+    # The first run on a kernel: no BTF cache yet, so libbpf relocates against (and for tp_btf
+    # programs parses) the full vmlinux BTF.
+    off = {"VIGIL_BTF_CACHE_DIR": "off"}
+    for label, args, rx, key in (("trace exec", ["trace", "exec"], r"^TIME\s+PID", "trace"),
+                                 ("trace tcp", ["trace", "tcp"], r"^TIME\s+EVENT", "trace"),
+                                 ("hist runq", ["hist", "runq"], r"^Tracing runq", "hist")):
+        if not have[key]:
+            continue
+        R.command(part, "VIGIL_BTF_CACHE_DIR=off vigil %s   (stopped once attached)" %
+                  " ".join(args))
+        res = cli_alternate(runs, [("vg", dict(cmd=[vig] + args, first_output_re=rx,
+                                               stop_after_first=True, env=off))])
+        vg = res["vg"]
+        if vg["failed"]:
+            R.skip(part, "vigil %s, no BTF cache" % label, vg["failed"])
+        else:
+            R.row(part, "vigil %s, no BTF cache: time to probes attached" % label,
+                  ms(vg["first"]), "ms", "first run on a kernel")
+
 
 # ---------------------------------------------------------------------------------------------
 # Output: the table and docs/performance.md
@@ -1686,7 +1763,10 @@ PART_NOTES = {
         "on every hook the agent uses (same attach type) run side by side over the same "
         "workload (redis-benchmark, 200 exec/s, a getppid loop); per window, run_time_ns/run_cnt "
         "deltas of each vigil program and of the empty program on its hook. The empty program "
-        "is the floor: BPF dispatch plus the kernel's own tracepoint work.",
+        "is the floor: BPF dispatch plus the kernel's own tracepoint work. Programs on one hook run "
+        "in the order they were attached, and the first pays more (it meets the task and "
+        "context cold), so the agent and the empty programs are started afresh for each window "
+        "in alternating order (even windows: agent first; odd: empty programs first).",
         "The agent runs in continuous syscall mode here: its syscall programs are the same as "
         "in the default sampled mode, but attached in every window.",
         "The getppid loop measures what a hook adds to the cheapest syscall. With the agent's "
@@ -1697,7 +1777,10 @@ PART_NOTES = {
     "footprint": [
         "RSS from /proc/PID/status (VmRSS) sampled every second; CPU from utime+stime over the "
         "window, at the default 10 s interval. Churn: `vigil-bench-storm exec` forks and execs "
-        "/bin/true at 1,000/s; growth is RSS one interval after the churn minus RSS before it.",
+        "/bin/true at 1,000/s; growth is RSS one and two intervals after the churn minus RSS "
+        "before it (the frame one interval after still reports the processes that exited in "
+        "the churn's last interval); drift compares the medians of the churn's last and second "
+        "minute (flat when the agent's tables and frames are bounded by the exec rate).",
     ],
     "events": [
         "An exec storm and a TCP connect storm against an agent at a 1 s interval; events "

@@ -343,7 +343,7 @@ void fromWire(wire::Frame::Reader frame, Snapshot& s) {
     s.collectors.push_back(CollectorState{c.getName().cStr(), c.getUp(), c.getReason().cStr()});
   }
   for (auto e : frame.getEvents()) {
-    s.events.push_back(s.event_arena.getOrphanage().newOrphanCopy(e));
+    s.events.push_back(s.event_arena->getOrphanage().newOrphanCopy(e));
   }
 }
 

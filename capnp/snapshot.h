@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <memory>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -119,7 +120,8 @@ struct Snapshot {
 
   // Events are built directly as Cap'n Proto structs in this arena, so collectors can fill the
   // event union without a parallel C++ type per event kind.
-  capnp::MallocMessageBuilder event_arena;
+  std::unique_ptr<capnp::MallocMessageBuilder> event_arena =
+      std::make_unique<capnp::MallocMessageBuilder>();
   std::vector<capnp::Orphan<wire::Event>> events;
 
   Snapshot() = default;
@@ -131,8 +133,13 @@ struct Snapshot {
     return p;
   }
   wire::Event::Builder newEvent() {
-    events.push_back(event_arena.getOrphanage().newOrphan<wire::Event>());
+    events.push_back(event_arena->getOrphanage().newOrphan<wire::Event>());
     return events.back().get();
+  }
+  // Frees the events and their arena (the rest stays), e.g. once a frame holds a copy of them.
+  void clearEvents() {
+    events.clear();
+    event_arena = std::make_unique<capnp::MallocMessageBuilder>();
   }
 };
 

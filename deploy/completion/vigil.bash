@@ -20,18 +20,18 @@ _vigil() {
   esac
   local flags=""
   case "${cmd}" in
-    top) flags="--by --sort --pid --container --comm --interval --limit --syscall-mode --once --json" ;;
-    snapshot) flags="--duration --json --pretty --syscall-mode --pid --comm --disable" ;;
+    top) flags="--by --sort --pid --container --comm --interval --limit --syscall-mode --once --json --verbose" ;;
+    snapshot) flags="--duration --json --pretty --syscall-mode --pid --comm --disable --verbose" ;;
     trace)
       if [[ ${COMP_CWORD} -eq 2 && "${cur}" != -* ]]; then
         COMPREPLY=($(compgen -W "exec exit tcp oom signal" -- "${cur}")); return
       fi
-      flags="--pid --comm --container --duration --json --ring-kb" ;;
+      flags="--pid --comm --container --duration --json --ring-kb --verbose" ;;
     hist)
       if [[ ${COMP_CWORD} -eq 2 && "${cur}" != -* ]]; then
         COMPREPLY=($(compgen -W "runq syscall block tcp-connect tcp-rtt" -- "${cur}")); return
       fi
-      flags="--pid --container --device --duration --interval --json" ;;
+      flags="--pid --container --device --duration --interval --json --verbose" ;;
     agents) flags="--aggregator --json --token" ;;
     alerts) flags="--aggregator --json --token --state" ;;
     query) flags="--aggregator --json --token --since --step" ;;

@@ -26,6 +26,8 @@ syscall_duty_cycle: 0.5
 mask_patterns: ["token=\\S+"]
 comm_filter: [nginx, redis-server]
 max_processes: 65536
+process_ring_bytes: 262144
+net_ring_bytes: 2097152
 dynamic_sampling:
   cpu_threshold_percent: 70
   low_interval: 30s
@@ -40,6 +42,8 @@ dynamic_sampling:
   CHECK(s->mask_patterns == std::vector<std::string>{"token=\\S+"});
   CHECK(s->comm_filter.size() == 2);
   CHECK(s->max_processes == 65536);
+  CHECK(s->process_ring_bytes == 262144);
+  CHECK(s->net_ring_bytes == 2097152);
   CHECK(s->sampling.enabled);
   CHECK(s->sampling.cpu_threshold_percent == 70);
   CHECK(s->sampling.low_interval_ms == 30000);
@@ -85,6 +89,16 @@ TEST_CASE("validation names the bad field") {
   s.max_processes = 4194305;
   CHECK_FALSE(validateSettings(s, kCollectors).ok());
   s.max_processes = 4194304;
+  CHECK(validateSettings(s, kCollectors).ok());
+  s = AgentSettings{};
+  s.net_ring_bytes = 3 << 20;
+  CHECK(std::string(validateSettings(s, kCollectors).message()) ==
+        "net_ring_bytes must be 0 (collector default) or a power of two in 4096..268435456, got "
+        "3145728");
+  s.net_ring_bytes = 0;
+  s.process_ring_bytes = 2048;
+  CHECK(std::string(validateSettings(s, kCollectors).message()).find("process_ring_bytes") == 0);
+  s.process_ring_bytes = 1u << 28;
   CHECK(validateSettings(s, kCollectors).ok());
 }
 

@@ -2,12 +2,14 @@
 // on the real kernel, the live view driven through tmux, `vigil agents` against a real
 // aggregator and agent, and `vigil alerts`/`vigil query` against a stand-in HTTP server (see
 // kStandIn) that implements the endpoint contract of those two APIs.
+#include <stdlib.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -19,6 +21,25 @@
 namespace vigil {
 namespace {
 
+// vigil's CO-RE BTF cache (kernel-compat/core_btf.h) goes to a directory of this run's, not to
+// /var/cache/vigil/btf: the first command builds it there, the later ones load against it.
+struct BtfCacheDir {
+  BtfCacheDir() {
+    char tmpl[] = "/tmp/vigil-btf-cache.XXXXXX";
+    if (mkdtemp(tmpl) != nullptr) {
+      path = tmpl;
+      setenv("VIGIL_BTF_CACHE_DIR", tmpl, 1);
+    }
+  }
+  ~BtfCacheDir() {
+    if (!path.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  }
+  std::string path;
+} g_btf_cache_dir;
+
 using namespace std::chrono_literals;
 using nlohmann::json;
 using testing::Child;
@@ -29,11 +50,12 @@ struct Run {
   std::string err;
 };
 
-// Runs `vigil ARGS` through the shell; stdout and stderr captured separately.
-Run vigil(const std::string& args) {
+// Runs `vigil ARGS` through the shell; stdout and stderr captured separately. env: extra
+// environment assignments ("NAME=value ...") for this command.
+Run vigil(const std::string& args, const std::string& env = "") {
   testing::TempDir dir;
-  std::string cmd =
-      testing::binaryPath("vigil") + " " + args + " 2>" + dir.file("err") + "; echo \"__rc=$?\"";
+  std::string cmd = env + (env.empty() ? "" : " ") + testing::binaryPath("vigil") + " " + args +
+                    " 2>" + dir.file("err") + "; echo \"__rc=$?\"";
   Run r;
   r.out = testing::shell(cmd);
   size_t p = r.out.rfind("__rc=");
@@ -155,6 +177,30 @@ TEST_CASE("the bash completion offers every subcommand and each subcommand's fla
       CHECK(offered.find("--" + f.name) != std::string::npos);
     }
   }
+}
+
+TEST_CASE("the first BPF command on a kernel writes the BTF cache, the next loads against it") {
+  if (!testing::bpfAllowed("cli_binary_test")) {
+    return;
+  }
+  testing::TempDir dir;
+  std::string cache = dir.file("btf");
+  std::string env = "VIGIL_BTF_CACHE_DIR=" + cache;
+  Run first = vigil("trace exec --duration 1ms --verbose", env);
+  INFO(first.err << first.out);
+  REQUIRE(first.rc == 0);
+  CHECK(first.err.find("BTF cache: not used (" + cache) != std::string::npos);
+  CHECK(first.err.find("BTF cache: wrote " + cache + "/core-") != std::string::npos);
+  Run second = vigil("hist runq --duration 1ms --verbose", env);
+  INFO(second.err << second.out);
+  REQUIRE(second.rc == 0);
+  CHECK(second.err.find("BTF cache: relocating against " + cache + "/core-") != std::string::npos);
+  CHECK(second.err.find("wrote") == std::string::npos);
+  CHECK(second.out.find("runq latency, host") != std::string::npos);
+  // Off: neither used nor written.
+  Run off = vigil("trace exec --duration 1ms --verbose", "VIGIL_BTF_CACHE_DIR=off");
+  REQUIRE(off.rc == 0);
+  CHECK(off.err.find("BTF cache: off") != std::string::npos);
 }
 
 TEST_CASE("snapshot --duration 2s --json: valid JSON with a burner's CPU seconds and the host") {

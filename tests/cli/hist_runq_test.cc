@@ -1,5 +1,6 @@
 // `vigil hist` against the real kernel: two CPU-bound threads pinned to one CPU must wait for
 // each other on the run queue, and `vigil hist runq --pid` must show those waits (>= 1 ms).
+#include <stdlib.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -22,6 +24,25 @@
 
 namespace vigil {
 namespace {
+
+// vigil's CO-RE BTF cache (kernel-compat/core_btf.h) goes to a directory of this run's, not to
+// /var/cache/vigil/btf: the first command builds it there, the later ones load against it.
+struct BtfCacheDir {
+  BtfCacheDir() {
+    char tmpl[] = "/tmp/vigil-btf-cache.XXXXXX";
+    if (mkdtemp(tmpl) != nullptr) {
+      path = tmpl;
+      setenv("VIGIL_BTF_CACHE_DIR", tmpl, 1);
+    }
+  }
+  ~BtfCacheDir() {
+    if (!path.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  }
+  std::string path;
+} g_btf_cache_dir;
 
 using namespace std::chrono_literals;
 using testing::Child;

@@ -300,6 +300,12 @@ TEST_CASE("the CLI's start-up options see the same connections, adopted after a 
   o.preallocate = false;  // BPF_F_NO_PREALLOC: entries allocated on first use
   o.counter_hooks = false;
   o.defer_baseline = true;
+  // `vigil trace tcp` also loads raw_tp and the iterator only at the first iterate(), as a
+  // second object instance sharing the maps: the same connections must be seen.
+  bool lazy = GENERATE(false, true);
+  INFO("lazy_iterator and force_raw_tp: " << lazy);
+  o.lazy_iterator = lazy;
+  o.force_raw_tp = lazy;
   auto collector = NetCollector::create(o);
   REQUIRE(collector.ok());
   CHECK((*collector)->iterPasses() == 0);  // deferred: nothing adopted yet

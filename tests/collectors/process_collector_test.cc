@@ -1,5 +1,8 @@
 #include "userspace/collectors/process_collector.h"
 
+#include "userspace/collectors/net_collector.h"
+#include "userspace/collectors/registry.h"
+
 #include <capnp/serialize.h>
 #include <kj/async-io.h>
 #include <fcntl.h>
@@ -240,6 +243,67 @@ TEST_CASE("run() drains the ring buffer on the event loop, without collect()") {
     io.provider->getTimer().afterDelay(20 * kj::MILLISECONDS).wait(io.waitScope);
   }
   CHECK(c.seen(ProcEventType::kExec) > before);
+}
+
+TEST_CASE("records that wrap past the end of a one-page ring arrive whole and in order") {
+  if (!testing::bpfAllowed("process_collector_test")) {
+    return;
+  }
+  TestCgroup cgroup("vigil-test-wrap");
+  ProcessOptions options;
+  options.only_cgroup_id = cgroup.id();
+  options.ring_bytes = 4096;  // records of 100-1,100 bytes wrap every few execs
+  auto collector = ProcessCollector::create(options);
+  REQUIRE(collector.ok());
+  ProcessCollector& c = **collector;
+  constexpr int kExecs = 200;
+  std::vector<std::pair<uint32_t, std::string>> expected;
+  Snapshot snap;
+  for (int i = 0; i < kExecs; ++i) {
+    std::string arg = "wrap-" + std::to_string(i) + "-" + std::string((i * 53) % 900, 'x');
+    Child child = Child::fork([&cgroup, &arg]() {
+      if (!cgroup.enter()) {
+        return 100;
+      }
+      execl("/bin/true", "true", arg.c_str(), static_cast<char*>(nullptr));
+      return 127;
+    });
+    auto status = child.wait(10s);
+    REQUIRE(status.has_value());
+    REQUIRE(WEXITSTATUS(*status) == 0);
+    expected.emplace_back(static_cast<uint32_t>(child.pid()), "true " + arg);
+    c.poll(0);  // one child's records at a time: a 4 KiB ring holds them
+  }
+  collectUntil(c, snap, [&]() { return c.seen(ProcEventType::kExec) >= kExecs; });
+  for (const auto& [pid, argv] : expected) {
+    auto execs = eventsFor(snap, pid, wire::Event::EXEC);
+    REQUIRE(execs.size() == 1);
+    CHECK(std::string(execs[0].getExec().getArgv()) == argv);
+  }
+  CHECK(c.lostInKernel(ProcEventType::kExec) == 0);
+  CHECK(c.malformed() == 0);
+  CHECK(c.ringWrappedRecords() > 0);
+}
+
+TEST_CASE("the collector registry sizes the process and net rings from the config") {
+  if (!testing::bpfAllowed("process_collector_test")) {
+    return;
+  }
+  CollectorConfig config;
+  auto process = createCollector("process", config);
+  auto net = createCollector("net", config);
+  REQUIRE(process.ok());
+  REQUIRE(net.ok());
+  CHECK(dynamic_cast<ProcessCollector&>(**process).ringBytes() == ProcessOptions{}.ring_bytes);
+  CHECK(dynamic_cast<NetCollector&>(**net).ringBytes() == NetOptions{}.ring_bytes);
+  config.process_ring_bytes = 64u << 10;
+  config.net_ring_bytes = 4u << 20;
+  process = createCollector("process", config);
+  net = createCollector("net", config);
+  REQUIRE(process.ok());
+  REQUIRE(net.ok());
+  CHECK(dynamic_cast<ProcessCollector&>(**process).ringBytes() == (64u << 10));
+  CHECK(dynamic_cast<NetCollector&>(**net).ringBytes() == (4u << 20));
 }
 
 // Runs `execs` execs of /bin/true from a child placed in `cgroup`, up to 8 in flight.

@@ -6,12 +6,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstdlib>
+#include <map>
 #include <sched.h>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "sched_empty.skel.h"
+#include "sched_probes.skel.h"
 #include "tests/support/test_support.h"
 
 namespace vigil {
@@ -432,6 +437,169 @@ TEST_CASE("cost of the sched programs against empty programs", "[.][cost]") {
     pingPong(100000);
     printCosts("vigil", (*c)->object());
   }
+  close(stats_fd);
+}
+
+}  // namespace
+}  // namespace vigil
+
+namespace vigil {
+namespace {
+
+// --- Cost probes, not a test: run with `sched_collector_test "[cost-probes]"`. -------------
+// Each program of bpf/sched/sched_probes.bpf.c is attached alone on tp_btf/sched_switch next to
+// an empty program, in turn, for VIGIL_PROBE_ROUNDS (5) rounds of VIGIL_PROBE_WINDOW_MS (2000)
+// each, under the bpfcost workload of bench/harness.py (redis-benchmark -c 20 when redis is
+// installed, 200 execs/s, a getppid loop). Prints each probe's ns/event and its ratio to the
+// empty program (medians over the rounds). To mirror `bench/run.sh --only bpfcost`, run an
+// agent alongside without the sched collector (`disabled_collectors: [sched]`,
+// `syscall_mode: continuous`).
+
+struct ProgStats {
+  uint64_t ns = 0;
+  uint64_t runs = 0;
+};
+
+ProgStats progStats(const bpf_program* prog) {
+  bpf_prog_info info = {};
+  uint32_t len = sizeof(info);
+  ProgStats s;
+  if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0) {
+    s.ns = info.run_time_ns;
+    s.runs = info.run_cnt;
+  }
+  return s;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+int envInt(const char* name, int fallback) {
+  const char* v = getenv(name);
+  return v != nullptr && atoi(v) > 0 ? atoi(v) : fallback;
+}
+
+TEST_CASE("cost of sched_switch building blocks against an empty program", "[.][cost-probes]") {
+  if (!testing::bpfAllowed("sched_collector_test")) {
+    return;
+  }
+  const int rounds = envInt("VIGIL_PROBE_ROUNDS", 5);
+  const int window_ms = envInt("VIGIL_PROBE_WINDOW_MS", 2000);
+  const bool probe_first = envInt("VIGIL_PROBE_FIRST", 0) == 1;
+  std::vector<std::string> probes = {"probe_prev_delay",  "probe_next_queued", "probe_next_wait",
+                                     "probe_entry_rmw",   "probe_ts_lookup",   "probe_ts_design",
+                                     "probe_pcpu_design", "probe_pcpu_wide",   "probe_pcpu_nodiv",
+                                     "probe_packed",      "probe_alu"};
+  if (const char* only = getenv("VIGIL_PROBES")) {  // a comma-separated subset
+    probes.clear();
+    std::string list = only;
+    for (size_t at = 0; at <= list.size();) {
+      size_t comma = list.find(',', at);
+      comma = comma == std::string::npos ? list.size() : comma;
+      if (comma > at) {
+        probes.push_back(list.substr(at, comma - at));
+      }
+      at = comma + 1;
+    }
+  }
+  int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  REQUIRE(stats_fd >= 0);
+  sched_probes_bpf* skel = sched_probes_bpf::open();
+  REQUIRE(skel != nullptr);
+  int cpus = libbpf_num_possible_cpus();
+  REQUIRE(cpus > 0);
+  REQUIRE(bpf_map__set_max_entries(skel->maps.probe_tab, cpus << 6) == 0);
+  REQUIRE(bpf_map__set_max_entries(skel->maps.probe_tab_hi, cpus << 6) == 0);
+  REQUIRE(bpf_map__set_max_entries(skel->maps.probe_wide_tab, cpus << 6) == 0);
+  REQUIRE(sched_probes_bpf::load(skel) == 0);
+  bpf_link* fork_link = bpf_program__attach(skel->progs.probe_fork);
+  REQUIRE(fork_link != nullptr);
+
+  // The workload, as bench/harness.py's bpfcost part.
+  std::vector<Child> load;
+  std::string redis_port = std::to_string(testing::freePort());
+  auto which = [](const std::string& name) {
+    std::string path = testing::shell("command -v " + name);
+    path.erase(path.find_last_not_of("\n") + 1);
+    return path;
+  };
+  std::string redis_server = which("redis-server"), redis_benchmark = which("redis-benchmark");
+  bool redis = !redis_server.empty() && !redis_benchmark.empty();
+  if (redis) {
+    load.push_back(Child::spawn({redis_server, "--port", redis_port, "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no"},
+                                "/dev/null"));
+    std::this_thread::sleep_for(500ms);
+    load.push_back(Child::spawn(
+        {redis_benchmark, "-p", redis_port, "-c", "20", "-n", "1000000000", "-t", "set,get", "-q"},
+        "/dev/null"));
+  }
+  int total_s = rounds * static_cast<int>(probes.size()) * window_ms / 1000 + 10;
+  load.push_back(Child::spawn(
+      {testing::binaryPath("vigil-bench-storm"), "exec", std::to_string(200 * total_s), "200"},
+      "/dev/null"));
+  std::string getppid = testing::binaryPath("vigil-bench-getppid");
+  load.push_back(Child::fork([getppid]() {
+    for (;;) {
+      testing::shell(getppid + " 200000 >/dev/null");
+    }
+    return 0;
+  }));
+
+  std::map<std::string, std::vector<double>> ns, empty_ns, ratio;
+  for (int r = 0; r < rounds; ++r) {
+    for (const std::string& name : probes) {
+      bpf_program* prog = bpf_object__find_program_by_name(skel->obj, name.c_str());
+      REQUIRE(prog != nullptr);
+      // Programs on a hook run in attach order; VIGIL_PROBE_FIRST=1 runs the probe first.
+      bpf_link* lp = probe_first ? bpf_program__attach(prog) : nullptr;
+      bpf_link* le = bpf_program__attach(skel->progs.probe_empty);
+      if (!probe_first) {
+        lp = bpf_program__attach(prog);
+      }
+      REQUIRE(le != nullptr);
+      REQUIRE(lp != nullptr);
+      ProgStats p0 = progStats(prog), e0 = progStats(skel->progs.probe_empty);
+      std::this_thread::sleep_for(std::chrono::milliseconds(window_ms));
+      ProgStats p1 = progStats(prog), e1 = progStats(skel->progs.probe_empty);
+      bpf_link__destroy(lp);
+      bpf_link__destroy(le);
+      if (p1.runs > p0.runs && e1.runs > e0.runs) {
+        double a = static_cast<double>(p1.ns - p0.ns) / (p1.runs - p0.runs);
+        double b = static_cast<double>(e1.ns - e0.ns) / (e1.runs - e0.runs);
+        ns[name].push_back(a);
+        empty_ns[name].push_back(b);
+        ratio[name].push_back(a / b);
+      }
+    }
+  }
+  for (Child& c : load) {
+    c.signal(SIGKILL);
+    c.wait(5s);
+  }
+  // A getppid run the loop had started ends by itself within a second.
+  printf("workload: %s200 exec/s, getppid loop; load: %s", redis ? "redis-benchmark -c 20, " : "",
+         testing::readFile("/proc/loadavg").c_str());
+  for (const std::string& name : probes) {
+    printf("%-18s %7.1f ns/event  empty %6.1f  ratio %.2f (%.2f-%.2f)  rounds %zu\n", name.c_str(),
+           median(ns[name]), median(empty_ns[name]), median(ratio[name]),
+           ratio[name].empty() ? 0 : *std::min_element(ratio[name].begin(), ratio[name].end()),
+           ratio[name].empty() ? 0 : *std::max_element(ratio[name].begin(), ratio[name].end()),
+           ratio[name].size());
+  }
+  uint64_t hits[16] = {};
+  int zero = 0;
+  if (bpf_map__lookup_elem(skel->maps.data_hits, &zero, sizeof(zero), hits, sizeof(hits), 0) == 0) {
+    printf(
+        "probe_pcpu_design entries (CPUs 0, 1): fast %llu %llu, other/stale %llu %llu, "
+        "no storage %llu %llu\n",
+        (unsigned long long)hits[0], (unsigned long long)hits[8], (unsigned long long)hits[1],
+        (unsigned long long)hits[9], (unsigned long long)hits[2], (unsigned long long)hits[10]);
+  }
+  bpf_link__destroy(fork_link);
+  sched_probes_bpf::destroy(skel);
   close(stats_fd);
 }
 

@@ -17,21 +17,10 @@
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
 #include "userspace/common/version.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
-
-int64_t unixNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-int64_t monoNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 uint64_t residentBytes() {
   std::ifstream statm("/proc/self/statm");
@@ -45,28 +34,6 @@ double selfCpuSeconds() {
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
          (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-// /metrics renders everything of the last snapshot but its events: keep the rest, and free the
-// event arena (under process churn, 1,000 exec/s, it holds tens of thousands of events) now
-// rather than at the next collection.
-std::unique_ptr<Snapshot> withoutEvents(std::unique_ptr<Snapshot> snap) {
-  auto kept = std::make_unique<Snapshot>();
-  kept->agent = std::move(snap->agent);
-  kept->boot_epoch = snap->boot_epoch;
-  kept->seq = snap->seq;
-  kept->start_unix_ns = snap->start_unix_ns;
-  kept->end_unix_ns = snap->end_unix_ns;
-  kept->config_version = snap->config_version;
-  kept->interval_ms = snap->interval_ms;
-  kept->syscall_duty_cycle = snap->syscall_duty_cycle;
-  kept->processes = std::move(snap->processes);
-  kept->containers = std::move(snap->containers);
-  kept->host = std::move(snap->host);
-  kept->self = std::move(snap->self);
-  kept->histograms = std::move(snap->histograms);
-  kept->collectors = std::move(snap->collectors);
-  return kept;
 }
 
 absl::Status writeReadyFile(const std::string& path, const std::string& content) {
@@ -189,8 +156,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   if (auto st = validateSettings(options.settings, collectorNames()); !st.ok()) {
     return st;
   }
-  std::unique_ptr<Agent> agent(
-      new Agent(std::move(options), io, static_cast<uint64_t>(unixNowNs())));
+  std::unique_ptr<Agent> agent(new Agent(std::move(options), io, static_cast<uint64_t>(unixNs())));
   if (auto st = agent->setUpTls(); !st.ok()) {
     return st;
   }
@@ -203,6 +169,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentOptions options, kj::A
   config.mask_patterns = agent->settings_.mask_patterns;
   config.comm_filter = agent->settings_.comm_filter;
   config.max_processes = agent->settings_.max_processes;
+  config.process_ring_bytes = agent->settings_.process_ring_bytes;
+  config.net_ring_bytes = agent->settings_.net_ring_bytes;
   for (const std::string& p : agent->settings_.mask_patterns) {
     agent->mask_res_.emplace_back(p, std::regex::ECMAScript);
   }
@@ -391,7 +359,7 @@ void Agent::applyFilters(Snapshot& snap) {
 }
 
 void Agent::collectOnce() {
-  int64_t started = monoNowNs();
+  int64_t started = monoNs();
   // The previous snapshot only serves /metrics, which cannot run before this one replaces it
   // (one event loop): drop it first, so two snapshots are never held at once.
   latest_.reset();
@@ -400,7 +368,7 @@ void Agent::collectOnce() {
   snap->boot_epoch = boot_epoch_;
   snap->seq = ++seq_;
   snap->start_unix_ns = last_collect_ns_ ? last_collect_ns_ : static_cast<int64_t>(boot_epoch_);
-  snap->end_unix_ns = unixNowNs();
+  snap->end_unix_ns = unixNs();
   last_collect_ns_ = snap->end_unix_ns;
   snap->interval_ms = intervalInUseMs();
   snap->config_version = settings_.version;
@@ -416,15 +384,18 @@ void Agent::collectOnce() {
   for (const auto& d : disabled_collectors_) {
     snap->collectors.push_back(d);
   }
-  collect_ns_total_ += static_cast<uint64_t>(monoNowNs() - started);
+  collect_ns_total_ += static_cast<uint64_t>(monoNs() - started);
   appendSelfMetrics(snap->self);
 
   {
     capnp::MallocMessageBuilder message;
     toWire(*snap, message);
     uint64_t seq = snap->seq;
-    // The frame holds a copy of the events now: free the snapshot's before packing.
-    latest_ = withoutEvents(std::move(snap));
+    // The frame holds a copy of the events now, and /metrics renders everything of the snapshot
+    // but its events: free them (under process churn, 1,000 exec/s, tens of thousands) before
+    // packing rather than at the next collection.
+    snap->clearEvents();
+    latest_ = std::move(snap);
     uplink_->enqueue(seq, encodeFrame(message, wire::Encoding::PACKED_ZSTD));
   }
   releaseFreeMemory();  // userspace/common/shrink.h
@@ -460,9 +431,13 @@ bool needsReload(absl::string_view name, const CollectorConfig& cur, const Colle
   if (name == "sched") {
     return cur.max_processes != next.max_processes;
   }
+  if (name == "process") {
+    return cur.process_ring_bytes != next.process_ring_bytes;
+  }
   if (name == "net") {
     // Sampled message mode follows the syscall duty cycle.
-    return cur.net_message_mode != next.net_message_mode ||
+    return cur.net_ring_bytes != next.net_ring_bytes ||
+           cur.net_message_mode != next.net_message_mode ||
            (next.net_message_mode == "sampled" &&
             cur.syscall_duty_cycle != next.syscall_duty_cycle);
   }
@@ -487,6 +462,8 @@ absl::Status Agent::applySettings(const AgentSettings& next) {
   cfg.mask_patterns = next.mask_patterns;
   cfg.comm_filter = next.comm_filter;
   cfg.max_processes = next.max_processes;
+  cfg.process_ring_bytes = next.process_ring_bytes;
+  cfg.net_ring_bytes = next.net_ring_bytes;
 
   // Phase 1: load every collector the new config needs while the running set stays untouched,
   // so a failure (the kernel refusing a map or a program) rolls back by dropping what was

@@ -96,6 +96,15 @@ absl::Status validateSettings(const AgentSettings& s, const std::vector<std::str
         absl::StrCat("max_processes must be 0 (collector default) or ", kMinMaxProcesses, "..",
                      kMaxMaxProcesses, ", got ", s.max_processes));
   }
+  for (const auto& [key, bytes] :
+       {std::pair<const char*, uint32_t>{"process_ring_bytes", s.process_ring_bytes},
+        {"net_ring_bytes", s.net_ring_bytes}}) {
+    if (bytes != 0 && (bytes < kMinRingBytes || bytes > kMaxRingBytes || (bytes & (bytes - 1)))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, " must be 0 (collector default) or a power of two in ", kMinRingBytes,
+                       "..", kMaxRingBytes, ", got ", bytes));
+    }
+  }
   if (s.sampling.enabled) {
     if (!(s.sampling.cpu_threshold_percent > 0 && s.sampling.cpu_threshold_percent < 100)) {
       return absl::InvalidArgumentError(
@@ -213,6 +222,10 @@ absl::StatusOr<AgentSettings> parseSettingsYaml(const std::string& text, AgentSe
         s.comm_filter = yamlStrings(v, key);
       } else if (key == "max_processes") {
         s.max_processes = v.as<uint32_t>();
+      } else if (key == "process_ring_bytes") {
+        s.process_ring_bytes = v.as<uint32_t>();
+      } else if (key == "net_ring_bytes") {
+        s.net_ring_bytes = v.as<uint32_t>();
       } else if (key == "dynamic_sampling") {
         if (!v.IsMap()) {
           return absl::InvalidArgumentError(

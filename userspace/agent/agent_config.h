@@ -38,7 +38,16 @@ struct AgentSettings {
   // Capacity of the per-process BPF maps that honour it (0: the collectors' defaults). Changing
   // it reloads those collectors; their maps are preallocated kernel memory.
   uint32_t max_processes = 0;
+  // Ring buffer sizes of the process and net collectors (0: their defaults, 512 KiB and 1 MiB).
+  // Local config only; changing them reloads that collector.
+  uint32_t process_ring_bytes = 0;
+  uint32_t net_ring_bytes = 0;
 };
+
+// Bounds of the ring sizes: a page up to 256 MiB (the kernel accepts up to ~2 GiB; an agent that
+// needs more is losing events for another reason).
+inline constexpr uint32_t kMinRingBytes = 4096;
+inline constexpr uint32_t kMaxRingBytes = 256u << 20;
 
 // Bounds of max_processes: a few processes (what `vigil hist` asks for) up to PID_MAX_LIMIT on
 // 64-bit kernels (4194304, include/linux/threads.h), the most thread groups that can exist.

@@ -11,6 +11,7 @@
 #include "capnp/frame_codec.h"
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
@@ -18,12 +19,6 @@ namespace {
 // Packed frames at least this large (a busy node under process churn) make the delta encoding
 // allocate and free several MiB; the heap is trimmed after them (userspace/common/shrink.h).
 constexpr size_t kTrimAfterPackedBytes = 1 << 20;
-
-int64_t unixNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // Stable across builds and platforms (std::hash is not): FNV-1a, then a splitmix64 finalizer so
 // that similar node names spread evenly.
@@ -178,7 +173,7 @@ void Uplink::enqueue(uint64_t seq, kj::Array<kj::byte> payload) {
   uint64_t epoch = options_.boot_epoch;
   // Spool unless frames are already waiting in memory (they must go first, in order).
   if (spool_ && memory_tail_.empty()) {
-    auto id = spool_->append(epoch, seq, payload.begin(), payload.size(), unixNowNs());
+    auto id = spool_->append(epoch, seq, payload.begin(), payload.size(), unixNs());
     if (id.ok()) {
       if (!stats_.spool_ok) {
         VIGIL_LOG_INFO("spool %s is writable again", spool_->path());

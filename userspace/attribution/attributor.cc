@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
@@ -28,12 +29,6 @@ constexpr int kFileIdKernfs = 0xfe;
 // Walks of the hierarchy (the fallback) are rate-limited; one covers every id it finds.
 constexpr int64_t kWalkIntervalNs = 1'000'000'000;
 constexpr size_t kWalkMaxEntries = 200000;
-
-int64_t monoNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // mountinfo escapes space, tab, newline and backslash as \ooo.
 std::string unescapeOctal(absl::string_view s) {

@@ -2,7 +2,13 @@
 
 #include <unistd.h>
 
+#include <bpf/libbpf.h>
+#include <time.h>
+
+#include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +21,8 @@ namespace {
 const FlagSpec kAggregatorFlag{"aggregator", true, "HOST:PORT",
                                "aggregator HTTP address (default 127.0.0.1:9471)"};
 const FlagSpec kJsonFlag{"json", false, "", "print the aggregator's JSON unchanged"};
+const FlagSpec kVerboseFlag{"verbose", false, "",
+                            "say how the BPF objects were loaded (BTF cache use, fallbacks)"};
 const FlagSpec kTokenFlag{"token", true, "TOKEN",
                           "bearer token for the aggregator's API (default: $VIGIL_TOKEN)"};
 
@@ -46,7 +54,8 @@ std::vector<Command> buildCommands() {
        {"syscall-mode", true, "MODE",
         "continuous (default: every syscall, costs the traced tasks), sampled or off"},
        {"once", false, "", "print one table (after one interval) and exit"},
-       {"json", false, "", "with --once: print the rows as JSON"}},
+       {"json", false, "", "with --once: print the rows as JSON"},
+       kVerboseFlag},
       "  sudo vigil top\n"
       "  sudo vigil top --by container --sort net\n"
       "  sudo vigil top --once --json --interval 2s | jq '.rows[0]'\n"
@@ -67,7 +76,8 @@ std::vector<Command> buildCommands() {
        {"syscall-mode", true, "MODE", "continuous (default), sampled or off"},
        {"pid", true, "PID", "only account this process"},
        {"comm", true, "NAME", "only report these comms (comma-separated)"},
-       {"disable", true, "NAMES", "collectors not to load (comma-separated)"}},
+       {"disable", true, "NAMES", "collectors not to load (comma-separated)"},
+       kVerboseFlag},
       "  sudo vigil snapshot --duration 2s --json | jq '.processes | length'\n"
       "  sudo vigil snapshot --duration 10s --json --pretty > frame.json\n"
       "  sudo vigil snapshot --disable host\n",
@@ -92,7 +102,8 @@ std::vector<Command> buildCommands() {
        {"container", true, "ID", "only events of this container, by id prefix (userspace)"},
        {"duration", true, "DURATION", "stop after this long (default: until Ctrl-C)"},
        {"json", false, "", "one JSON object per line (header goes to stderr)"},
-       {"ring-kb", true, "KB", "ring buffer size in KiB, a power of two >= 4 (default 1024)"}},
+       {"ring-kb", true, "KB", "ring buffer size in KiB, a power of two >= 4 (default 1024)"},
+       kVerboseFlag},
       "  sudo vigil trace exec\n"
       "  sudo vigil trace exec --comm curl --json | jq .argv\n"
       "  sudo vigil trace tcp --pid 1234\n"
@@ -118,7 +129,8 @@ std::vector<Command> buildCommands() {
        {"interval", true, "DURATION",
         "print every interval (then --duration defaults to "
         "until Ctrl-C)"},
-       {"json", false, "", "one JSON object per histogram printed"}},
+       {"json", false, "", "one JSON object per histogram printed"},
+       kVerboseFlag},
       "  sudo vigil hist runq\n"
       "  sudo vigil hist runq --pid 1234 --duration 10s\n"
       "  sudo vigil hist block --device vda --interval 1s\n"
@@ -237,7 +249,29 @@ std::string mainHelp() {
 
 }  // namespace
 
+namespace {
+
+double monotonicMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+const double g_start_ms = monotonicMs();
+
+// VIGIL_LIBBPF_DEBUG=1: libbpf's debug log on stderr, each line stamped with the milliseconds
+// since start, to see where start-up time goes (docs/cli.md, "Start-up cost").
+int libbpfDebugPrint(enum libbpf_print_level, const char* format, va_list args) {
+  fprintf(stderr, "[%8.3f ms] ", monotonicMs() - g_start_ms);
+  return vfprintf(stderr, format, args);
+}
+
+}  // namespace
+
 int runCli(int argc, char** argv) {
+  if (const char* d = getenv("VIGIL_LIBBPF_DEBUG"); d != nullptr && strcmp(d, "1") == 0) {
+    libbpf_set_print(libbpfDebugPrint);
+  }
   if (argc < 2) {
     fputs(mainHelp().c_str(), stderr);
     return kExitUsage;

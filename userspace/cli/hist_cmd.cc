@@ -91,7 +91,12 @@ int runHist(const Command& self, const Args& args) {
     return collectorFailure(self, absl::PermissionDeniedError("not running as root"));
   }
   installStopHandlers();
-  prepareHeapForBtf();
+  CoreBtfUse core_btf(args.has("verbose"));
+  if (!core_btf.active()) {
+    // Only a load against the full vmlinux BTF parses it (with the cache, raw_tp parses none);
+    // otherwise the huge-page heap would only cost faults (trace_hist.h).
+    prepareHeapForBtf();
+  }
 
   std::unique_ptr<Collector> collector;
   absl::Status st;
@@ -103,7 +108,7 @@ int runHist(const Command& self, const Args& args) {
     // faster than tp_btf: every direct task_struct load in a tp_btf program makes this kernel's
     // verifier look a type up by name in vmlinux BTF, a linear scan (docs/cli.md, "Start-up").
     o.force_raw_tp = true;
-    auto c = SchedCollector::create(o);
+    auto c = core_btf.create([&]() { return SchedCollector::create(o); });
     st = c.status();
     if (c.ok()) {
       collector = std::move(*c);
@@ -113,7 +118,8 @@ int runHist(const Command& self, const Args& args) {
     o.mode = SyscallMode::kContinuous;
     o.latency = true;  // full coverage: every syscall, not a sampled window
     o.only_tgid = *pid;
-    auto c = SyscallCollector::create(o);
+    o.force_raw_tp = true;  // as runq: with the cached CO-RE BTF, no vmlinux BTF parse
+    auto c = core_btf.create([&]() { return SyscallCollector::create(o); });
     st = c.status();
     if (c.ok()) {
       collector = std::move(*c);
@@ -124,7 +130,7 @@ int runHist(const Command& self, const Args& args) {
     // raw_tp, as for runq: no tp_btf feature probe (one vmlinux BTF parse less) and a faster
     // verification; the same histogram.
     o.force_raw_tp = true;
-    auto c = BlockCollector::create(o);
+    auto c = core_btf.create([&]() { return BlockCollector::create(o); });
     st = c.status();
     if (c.ok()) {
       collector = std::move(*c);
@@ -136,10 +142,12 @@ int runHist(const Command& self, const Args& args) {
     o.preallocate = false;    // as `trace tcp`: entries allocated on use, not zeroed at load
     o.counter_hooks = false;  // retransmits and resets are not histograms
     o.defer_baseline = true;  // run after the header (below)
+    o.force_raw_tp = true;    // as runq: faster verification, and no vmlinux BTF parse
+    o.lazy_iterator = true;   // tcp-rtt: the iterator after the header (as trace tcp)
     // Connect latency is measured from connect() on, for sockets this run sees open: adopting
     // earlier sockets (the iterator) matters only for tcp-rtt, sampled at close.
     o.socket_iterator = what == "tcp-rtt";
-    auto c = NetCollector::create(o);
+    auto c = core_btf.create([&]() { return NetCollector::create(o); });
     st = c.status();
     if (c.ok()) {
       collector = std::move(*c);
@@ -174,9 +182,14 @@ int runHist(const Command& self, const Args& args) {
   } else if (what == "runq" && !container.empty()) {
     metric = "vigil_cgroup_runqueue_latency_seconds";
   }
+  auto* sched = dynamic_cast<SchedCollector*>(collector.get());
   auto read = [&]() {
     Snapshot snap;
-    collector->collect(snap);
+    if (sched != nullptr) {
+      sched->collectRunqueueHistograms(snap);  // no per-process CPU stats or comm reads
+    } else {
+      collector->collect(snap);
+    }
     Log2Hist h;
     for (const HistogramSample& s : snap.histograms) {
       if (s.name != metric) {
@@ -221,7 +234,8 @@ int runHist(const Command& self, const Args& args) {
       fprintf(stderr, "vigil hist: %s\n", std::string(st.message()).c_str());
     }
   }
-  Log2Hist base;  // empty: the collector started at zero; --interval moves it forward
+  core_btf.finish();  // the first run on this kernel writes the cache, after the header
+  Log2Hist base;      // empty: the collector started at zero; --interval moves it forward
 
   absl::Time end = *duration > absl::ZeroDuration() ? start + *duration : absl::InfiniteFuture();
   if (*interval > absl::ZeroDuration() && !args.has("duration")) {
@@ -232,7 +246,7 @@ int runHist(const Command& self, const Args& args) {
     absl::Time now = absl::Now();
     bool done = stopRequested() || now >= end;
     if (!done && now < next) {
-      absl::SleepFor(std::min(absl::Milliseconds(50), next - now));
+      sleepUnlessStopped(next - now);  // Ctrl-C ends the wait at once
       continue;
     }
     Log2Hist cur = read();

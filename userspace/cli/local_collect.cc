@@ -5,7 +5,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "absl/strings/str_cat.h"
+#include "kernel-compat/core_btf.h"
+#include "kernel-compat/features.h"
 #include "userspace/cli/trace_hist.h"
 #include "userspace/collectors/registry.h"
 #include "userspace/common/version.h"
@@ -48,15 +52,51 @@ LocalCollectors::LocalCollectors(const CollectorConfig& config, kj::AsyncIoConte
       started_unix_ns_(unixNowNs()) {}
 
 absl::StatusOr<std::unique_ptr<LocalCollectors>> LocalCollectors::create(
-    const CollectorConfig& config, kj::AsyncIoContext& io) {
+    const CollectorConfig& config, kj::AsyncIoContext& io, CoreBtfUse* core_btf) {
   std::unique_ptr<LocalCollectors> lc(new LocalCollectors(config, io));
-  prepareHeapForBtf();  // one libbpf BTF parse per collector: reuse the memory, huge pages
+  if (core_btf == nullptr || !core_btf->active()) {
+    prepareHeapForBtf();  // one libbpf BTF parse per collector: reuse the memory, huge pages
+  }
+  // Mounted once here rather than raced for by the loading threads below.
+  compat::ensureTracefs();
+  std::vector<std::string> names;
   for (const std::string& name : collectorNames()) {
     if (config.disabled.contains(name)) {
       lc->down_.push_back(CollectorState{name, false, "disabled by --disable"});
       continue;
     }
-    auto c = createCollector(name, config);
+    names.push_back(name);
+  }
+  // One thread per collector: loading is CPU work (libbpf's BTF parse, the kernel's verifier)
+  // for each object independently, so on a machine with several CPUs `top` and `snapshot` wait
+  // for the slowest object instead of the sum (docs/cli.md, "Start-up cost").
+  std::vector<absl::StatusOr<std::unique_ptr<Collector>>> made;
+  for (size_t i = 0; i < names.size(); ++i) {
+    made.emplace_back(absl::UnknownError("not loaded"));
+  }
+  {
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < names.size(); ++i) {
+      threads.emplace_back(
+          [&made, &names, &config, i]() { made[i] = createCollector(names[i], config); });
+    }
+    for (std::thread& t : threads) {
+      t.join();
+    }
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    auto& c = made[i];
+    if (!c.ok() && !absl::IsPermissionDenied(c.status()) && core_btf != nullptr &&
+        core_btf->active()) {
+      // Loaded against the cached CO-RE BTF and failed: once more with the full vmlinux BTF
+      // (this and any later failure retries without the cache).
+      core_btf->fallBack(c.status());
+    }
+    if (!c.ok() && !absl::IsPermissionDenied(c.status()) && core_btf != nullptr &&
+        core_btf->problems() > 0 && compat::coreBtfPath() == nullptr) {
+      c = createCollector(name, config);
+    }
     if (!c.ok()) {
       if (absl::IsPermissionDenied(c.status())) {
         return c.status();

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "capnp/snapshot.h"
+#include "userspace/cli/trace_hist.h"
 #include "userspace/collectors/collector.h"
 
 namespace vigil::cli {
@@ -21,9 +22,11 @@ class LocalCollectors {
  public:
   // Builds every registered collector not in config.disabled. A collector the kernel cannot
   // run is recorded as down (its reason is in the snapshot and in warnings()); PermissionDenied
-  // from any collector fails the whole call, since nothing BPF can then work.
+  // from any collector fails the whole call, since nothing BPF can then work. core_btf: the
+  // cached CO-RE BTF to load against, with its fallback (trace_hist.h), or nullptr.
   static absl::StatusOr<std::unique_ptr<LocalCollectors>> create(const CollectorConfig& config,
-                                                                 kj::AsyncIoContext& io);
+                                                                 kj::AsyncIoContext& io,
+                                                                 CoreBtfUse* core_btf = nullptr);
 
   // The collectors' background work; drop it to stop.
   kj::Promise<void> run();

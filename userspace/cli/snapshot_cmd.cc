@@ -70,6 +70,7 @@ int runSnapshot(const Command& self, const Args& args) {
   }
   config.only_tgid = *pid;
   config.preallocate_maps = false;  // start-up: docs/cli.md, "Start-up cost"
+  config.prefer_raw_tp = true;      // likewise: no vmlinux BTF parse for three of the objects
   config.interval = absl::ToInt64Milliseconds(*duration) * kj::MILLISECONDS;
   for (absl::string_view c : absl::StrSplit(args.get("comm"), ',', absl::SkipEmpty())) {
     config.comm_filter.emplace_back(c);
@@ -78,11 +79,14 @@ int runSnapshot(const Command& self, const Args& args) {
     config.disabled.insert(std::string(d));
   }
 
-  installLibbpfLogger(false);
+  if (getenv("VIGIL_LIBBPF_DEBUG") == nullptr) {
+    installLibbpfLogger(false);
+  }
+  CoreBtfUse core_btf(args.has("verbose"));
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);
   auto io = kj::setupAsyncIo();
-  auto collectors = LocalCollectors::create(config, io);
+  auto collectors = LocalCollectors::create(config, io, &core_btf);
   if (!collectors.ok()) {
     return collectorFailure(self, collectors.status());
   }
@@ -125,6 +129,7 @@ int runSnapshot(const Command& self, const Args& args) {
     printSummary(*snap);
   }
   fflush(stdout);
+  core_btf.finish();  // the first run on this kernel writes the cache, after the output
   return kExitOk;
 }
 

@@ -258,7 +258,10 @@ int runTop(const Command& self, const Args& args) {
     return usageError(self, "the live view needs a terminal; in scripts use --once (and --json)");
   }
 
-  installLibbpfLogger(false);
+  if (getenv("VIGIL_LIBBPF_DEBUG") == nullptr) {
+    installLibbpfLogger(false);
+  }
+  CoreBtfUse core_btf(args.has("verbose"));
   kj::UnixEventPort::captureSignal(SIGINT);
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGHUP);
@@ -274,6 +277,7 @@ int runTop(const Command& self, const Args& args) {
   config.interval = s.interval;
   config.only_tgid = s.filter.pid;
   config.preallocate_maps = false;  // start-up: docs/cli.md, "Start-up cost"
+  config.prefer_raw_tp = true;      // likewise: no vmlinux BTF parse for three of the objects
   if (!once) {
     // The screen comes up at once; loading the BPF objects takes the next ~100 ms.
     if (auto st = enterTerminal(); !st.ok()) {
@@ -281,7 +285,7 @@ int runTop(const Command& self, const Args& args) {
     }
     writeAll(STDOUT_FILENO, "vigil top: loading BPF collectors...");
   }
-  auto lc = LocalCollectors::create(config, io);
+  auto lc = LocalCollectors::create(config, io, &core_btf);
   if (!lc.ok() || (*lc)->running() == 0) {
     restoreTerminal();
     if (!lc.ok()) {
@@ -293,8 +297,11 @@ int runTop(const Command& self, const Args& args) {
     return fail(self, kExitUnsupported, "no collector could start; see the lines above");
   }
   if (once) {
-    return runOnce(self, io, **lc, s, args.has("json"));
+    int rc = runOnce(self, io, **lc, s, args.has("json"));
+    core_btf.finish();  // the first run on this kernel writes the cache, after the table
+    return rc;
   }
+  core_btf.finish();
   {
     // The key observer must be gone before restoreTerminal() closes its descriptor.
     LiveTop top(io, **lc, s);

@@ -358,6 +358,7 @@ int runTrace(const Command& self, const Args& args) {
     return collectorFailure(self, absl::PermissionDeniedError("not running as root"));
   }
   installStopHandlers();
+  CoreBtfUse core_btf(args.has("verbose"));
 
   std::unique_ptr<ProcessCollector> proc;
   std::unique_ptr<NetCollector> net;
@@ -365,7 +366,9 @@ int runTrace(const Command& self, const Args& args) {
     // libbpf parses vmlinux BTF at load: prepared heap memory (huge pages) makes that ~5 ms
     // faster. Here the heap is kept (~3 MiB more peak RSS): handing it back after the parse,
     // as the process kinds do, cost ~7 ms for the net object (docs/cli.md).
-    prepareHeapForBtf(/*keep=*/true);
+    if (!core_btf.active()) {
+      prepareHeapForBtf(/*keep=*/true);  // with the cache the one parse comes after the header
+    }
     NetOptions o;
     o.only_tgid = filters.pid;
     o.wakeup_bytes = 1;  // print each event as it happens
@@ -374,10 +377,12 @@ int runTrace(const Command& self, const Args& args) {
     o.preallocate = false;
     o.counter_hooks = false;
     o.defer_baseline = true;  // run below, after the header
+    o.force_raw_tp = true;    // verifies faster than tp_btf (docs/cli.md, "Start-up cost")
+    o.lazy_iterator = true;   // the iterator (and its vmlinux BTF parse) after the header
     if (ring_bytes != 0) {
       o.ring_bytes = ring_bytes;
     }
-    auto c = NetCollector::create(o);
+    auto c = core_btf.create([&]() { return NetCollector::create(o); });
     if (!c.ok()) {
       return collectorFailure(self, c.status());
     }
@@ -385,11 +390,14 @@ int runTrace(const Command& self, const Args& args) {
   } else {
     // One object, one parse of vmlinux BTF: the prepared heap makes it ~7 ms faster, and
     // handing the memory back after it (keep = false) keeps the peak RSS where it was.
-    prepareHeapForBtf(/*keep=*/false);
+    if (!core_btf.active()) {
+      prepareHeapForBtf(/*keep=*/false);  // with the cache nothing parses vmlinux BTF
+    }
     ProcessOptions o;
     o.only_tgid = filters.pid;
     o.wakeup_bytes = 1;  // print each event as it happens
     o.only_comm = filters.comm;
+    o.force_raw_tp = true;  // no vmlinux BTF parse with the cached CO-RE BTF (docs/cli.md)
     ProcEventType type = kind == Kind::kExec   ? ProcEventType::kExec
                          : kind == Kind::kExit ? ProcEventType::kExit
                          : kind == Kind::kOom  ? ProcEventType::kOomKill
@@ -399,7 +407,7 @@ int runTrace(const Command& self, const Args& args) {
     // kind, and a smaller ring is ~5 MiB less RSS. Loss is counted and printed; --ring-kb raises
     // it.
     o.ring_bytes = ring_bytes != 0 ? ring_bytes : 1u << 20;
-    auto c = ProcessCollector::create(o);
+    auto c = core_btf.create([&]() { return ProcessCollector::create(o); });
     if (!c.ok()) {
       return collectorFailure(self, c.status());
     }
@@ -415,6 +423,8 @@ int runTrace(const Command& self, const Args& args) {
       fprintf(stderr, "vigil trace: %s\n", std::string(st.message()).c_str());
     }
   }
+
+  core_btf.finish();  // the first run on this kernel writes the cache, after the header
 
   std::unique_ptr<Attributor> attributor;
   if (auto a = Attributor::create(); a.ok()) {

@@ -1,6 +1,7 @@
 #include "userspace/cli/trace_hist.h"
 
 #include <malloc.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 
@@ -13,6 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "kernel-compat/core_btf.h"
+#include "userspace/collectors/core_btf_objects.h"
 
 namespace vigil::cli {
 namespace {
@@ -60,6 +63,20 @@ void installStopHandlers() {
 
 bool stopRequested() { return g_stop != 0; }
 
+bool sleepUnlessStopped(absl::Duration d) {
+  sigset_t stop, old;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  sigprocmask(SIG_BLOCK, &stop, &old);
+  if (g_stop == 0 && d > absl::ZeroDuration()) {
+    struct timespec ts = absl::ToTimespec(d);
+    ppoll(nullptr, 0, &ts, &old);  // returns early (EINTR) when a stop signal is delivered
+  }
+  sigprocmask(SIG_SETMASK, &old, nullptr);
+  return g_stop != 0;
+}
+
 void prepareHeapForBtf(bool keep) {
   constexpr size_t kHuge = size_t{2} << 20;
   constexpr size_t kReserve = size_t{12} << 20;
@@ -81,6 +98,63 @@ void prepareHeapForBtf(bool keep) {
     // libbpf frees after its one parse goes back to the kernel before the ring buffer is
     // mapped, so the peak RSS is what it is without this preparation.
     mallopt(M_TRIM_THRESHOLD, 128 << 10);
+  }
+}
+
+CoreBtfUse::CoreBtfUse(bool verbose) : verbose_(verbose) {
+  compat::CoreBtfCache cache(collectorBpfObjects());
+  if (cache.disabled()) {
+    note("BTF cache: off (VIGIL_BTF_CACHE_DIR=off or no cache directory)");
+    return;
+  }
+  auto path = cache.usablePath();
+  if (path.ok()) {
+    compat::setCoreBtfPath(*path);
+    active_ = true;
+    note(absl::StrCat("BTF cache: relocating against ", *path));
+    return;
+  }
+  need_build_ = true;
+  if (!absl::IsNotFound(path.status())) {
+    ++problems_;
+  }
+  note(absl::StrCat("BTF cache: not used (", path.status().message(),
+                    "); loading against the full vmlinux BTF"));
+}
+
+CoreBtfUse::~CoreBtfUse() { compat::setCoreBtfPath(""); }
+
+bool CoreBtfUse::fallBack(const absl::Status& why) {
+  if (!active_) {
+    return false;
+  }
+  ++problems_;
+  active_ = false;
+  need_build_ = false;  // a fresh file would fail the same way; leave it for inspection
+  compat::setCoreBtfPath("");
+  note(absl::StrCat("BTF cache: loading with the cached BTF failed (", why.message(),
+                    "); retrying with the full vmlinux BTF"));
+  return true;
+}
+
+void CoreBtfUse::finish() {
+  if (!need_build_) {
+    return;
+  }
+  need_build_ = false;
+  compat::CoreBtfCache cache(collectorBpfObjects());
+  absl::Status st = cache.build();
+  if (!st.ok()) {
+    ++problems_;
+    note(absl::StrCat("BTF cache: could not write ", cache.path(), ": ", st.message()));
+    return;
+  }
+  note(absl::StrCat("BTF cache: wrote ", cache.path(), " for the next run"));
+}
+
+void CoreBtfUse::note(const std::string& message) {
+  if (verbose_) {
+    fprintf(stderr, "vigil: %s\n", message.c_str());
   }
 }
 

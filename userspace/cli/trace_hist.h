@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "capnp/snapshot.h"
 
 namespace vigil::cli {
@@ -15,6 +17,10 @@ namespace vigil::cli {
 // that set a flag read by stopRequested().
 void installStopHandlers();
 bool stopRequested();
+// Sleeps for `d` or until SIGINT/SIGTERM arrives, whichever is first (no window in which a
+// signal is missed: the signals are blocked between the check and the wait). Returns
+// stopRequested().
+bool sleepUnlessStopped(absl::Duration d);
 
 // Prepares the heap for libbpf's parse of vmlinux BTF at load (a 5.5 MB read buffer and a 5.5 MB
 // copy, ~2800 page faults: a third of a collector's start-up). Large allocations come from the
@@ -25,6 +31,45 @@ bool stopRequested();
 // false (one object: trace's process kinds) hands it back after the parse, so the peak RSS is
 // as without the preparation (`trace exec`: 17.6 -> 10.8 ms to its header, 17 MiB either way).
 void prepareHeapForBtf(bool keep = true);
+
+// vigil's cached CO-RE BTF (kernel-compat/core_btf.h) for the commands that load collectors.
+// The constructor points the collectors at the cached file for this kernel when it is there and
+// sound, so libbpf relocates against a few hundred types instead of searching all of vmlinux
+// BTF (~0.7 ms per relocated type). After start-up, finish() builds the file if it was missing
+// (the first run on a kernel), off the path to the first output. Any problem means the normal
+// path: with --verbose it is printed, and always counted in problems().
+class CoreBtfUse {
+ public:
+  explicit CoreBtfUse(bool verbose);
+  ~CoreBtfUse();
+  CoreBtfUse(const CoreBtfUse&) = delete;
+  CoreBtfUse& operator=(const CoreBtfUse&) = delete;
+
+  bool active() const { return active_; }
+  int problems() const { return problems_; }
+  // Loading failed while the cached BTF was in use: stop using it and return true (the caller
+  // retries once with libbpf's default, the full vmlinux BTF); false when it was not in use.
+  bool fallBack(const absl::Status& why);
+  // Builds the cache file when it was missing or stale. Idempotent.
+  void finish();
+
+  // Runs create() and, if it fails with the cached BTF in use, once more without it.
+  template <typename Fn>
+  auto create(Fn fn) -> decltype(fn()) {
+    auto r = fn();
+    if (!r.ok() && fallBack(r.status())) {
+      r = fn();
+    }
+    return r;
+  }
+
+ private:
+  void note(const std::string& message);
+  bool verbose_;
+  bool active_ = false;
+  bool need_build_ = false;
+  int problems_ = 0;
+};
 
 // A log2 histogram in nanoseconds-per-unit, as HistogramSample carries it.
 struct Log2Hist {

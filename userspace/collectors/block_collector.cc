@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "block.skel.h"
 #include "block/block.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/task_comm.h"
@@ -39,7 +40,7 @@ absl::StatusOr<std::unique_ptr<BlockCollector>> BlockCollector::create(
     const BlockOptions& options) {
   // One vmlinux BTF parse for all feature probes, freed before libbpf parses its own at load.
   std::optional<compat::VmlinuxBtfScope> btf_scope(std::in_place);
-  block_bpf* skel = block_bpf::open();
+  block_bpf* skel = block_bpf::open(compat::coreBtfOpenOpts());
   if (skel == nullptr) {
     return bpfError("block: open", -errno);
   }
@@ -122,31 +123,14 @@ void BlockCollector::collect(Snapshot& out) {
   }
 
   int counters = bpf_map__fd(skel_->maps.blk_counters);
-  const std::pair<const char*, block_counter> full[] = {
-      {"block_blk_dev", BLOCK_COUNTER_DEV_MAP_FULL},
-      {"block_blk_proc", BLOCK_COUNTER_PROC_MAP_FULL},
-  };
-  for (const auto& [map, idx] : full) {
-    out.self.push_back(MetricSample{"vigil_bpf_map_full_total",
-                                    {{"map", map}},
-                                    static_cast<double>(sumPerCpuCounter(counters, idx)),
-                                    true});
-  }
-  out.self.push_back(
-      MetricSample{"vigil_block_completions_without_issue_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, BLOCK_COUNTER_NO_ISSUE)),
-                   true});
-  out.self.push_back(
-      MetricSample{"vigil_block_completions_unmatched_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, BLOCK_COUNTER_UNKNOWN_RQ)),
-                   true});
-  out.self.push_back(
-      MetricSample{"vigil_block_reissues_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, BLOCK_COUNTER_REISSUE)),
-                   true});
+  appendKernelCounters(
+      counters,
+      {{"vigil_bpf_map_full_total", {{"map", "block_blk_dev"}}, BLOCK_COUNTER_DEV_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "block_blk_proc"}}, BLOCK_COUNTER_PROC_MAP_FULL},
+       {"vigil_block_completions_without_issue_total", {}, BLOCK_COUNTER_NO_ISSUE},
+       {"vigil_block_completions_unmatched_total", {}, BLOCK_COUNTER_UNKNOWN_RQ},
+       {"vigil_block_reissues_total", {}, BLOCK_COUNTER_REISSUE}},
+      out.self);
   appendProgramStats(skel_->obj, out.self);
   out.collectors.push_back(CollectorState{"block", true, ""});
 }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "userspace/collectors/ring_reader.h"
 #include "userspace/common/log.h"
 
 namespace vigil {
@@ -108,22 +109,21 @@ void appendProgramStats(const bpf_object* obj, std::vector<MetricSample>& out) {
   }
 }
 
-int pollRingBuffer(ring_buffer* ring, int timeout_ms) {
-  int n = timeout_ms > 0 ? ring_buffer__poll(ring, timeout_ms) : 0;
-  int m = ring_buffer__consume(ring);
-  return (n < 0 ? 0 : n) + (m < 0 ? 0 : m);
+int pollRingBuffer(RingReader* ring, int timeout_ms) {
+  int n = ring->poll(timeout_ms);
+  return n < 0 ? 0 : n;
 }
 
 namespace {
 
-kj::Promise<void> drainOnReadable(kj::UnixEventPort::FdObserver& observer, ring_buffer* ring) {
+kj::Promise<void> drainOnReadable(kj::UnixEventPort::FdObserver& observer, RingReader* ring) {
   return observer.whenBecomesReadable().then([&observer, ring]() {
     pollRingBuffer(ring, 0);
     return drainOnReadable(observer, ring);
   });
 }
 
-kj::Promise<void> drainOnTimer(kj::Timer& timer, ring_buffer* ring) {
+kj::Promise<void> drainOnTimer(kj::Timer& timer, RingReader* ring) {
   return timer.afterDelay(100 * kj::MILLISECONDS).then([&timer, ring]() {
     pollRingBuffer(ring, 0);
     return drainOnTimer(timer, ring);
@@ -132,9 +132,9 @@ kj::Promise<void> drainOnTimer(kj::Timer& timer, ring_buffer* ring) {
 
 }  // namespace
 
-kj::Promise<void> drainRingBuffer(CollectorContext& context, ring_buffer* ring) {
+kj::Promise<void> drainRingBuffer(CollectorContext& context, RingReader* ring) {
   auto observer = kj::heap<kj::UnixEventPort::FdObserver>(
-      context.event_port, ring_buffer__epoll_fd(ring), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+      context.event_port, ring->fd(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
   auto& ref = *observer;
   return drainOnReadable(ref, ring)
       .exclusiveJoin(drainOnTimer(context.timer, ring))
@@ -153,6 +153,14 @@ uint64_t sumPerCpuCounter(int map_fd, uint32_t idx) {
     sum += v;
   }
   return sum;
+}
+
+void appendKernelCounters(int map_fd, const std::vector<KernelCounter>& counters,
+                          std::vector<MetricSample>& out) {
+  for (const KernelCounter& c : counters) {
+    out.push_back(MetricSample{c.metric, c.labels,
+                               static_cast<double>(sumPerCpuCounter(map_fd, c.slot)), true});
+  }
 }
 
 }  // namespace vigil

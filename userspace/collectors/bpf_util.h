@@ -15,9 +15,10 @@
 #include "userspace/collectors/collector.h"
 
 struct bpf_object;
-struct ring_buffer;
 
 namespace vigil {
+
+class RingReader;
 
 // Routes libbpf's messages to our log (debug level unless `verbose`). The most recent warning is
 // kept so a load failure can say what the verifier or libbpf complained about.
@@ -45,11 +46,11 @@ void appendProgramStats(const bpf_object* obj, std::vector<MetricSample>& out);
 // Waits up to timeout_ms (0: not at all) for a ring buffer, then always consumes it: the
 // kernel side wakes readers only past its wakeup threshold, so records may be there without a
 // wakeup. Returns the number of records handed to the buffer's callback.
-int pollRingBuffer(ring_buffer* ring, int timeout_ms);
+int pollRingBuffer(RingReader* ring, int timeout_ms);
 
-// Drains a ring buffer on the event loop for as long as the promise lives: whenever its epoll
-// fd is readable, and every 100 ms as a safety net for a missed edge.
-kj::Promise<void> drainRingBuffer(CollectorContext& context, ring_buffer* ring);
+// Drains a ring buffer on the event loop for as long as the promise lives: whenever its map fd
+// is readable, and every 100 ms as a safety net for a missed edge.
+kj::Promise<void> drainRingBuffer(CollectorContext& context, RingReader* ring);
 
 // Reads every entry of a (not per-CPU) hash map.
 template <typename Key, typename Value>
@@ -60,6 +61,17 @@ bool processGone(uint32_t tgid);
 
 // Sums slot `idx` of a per-CPU __u64 array across CPUs.
 uint64_t sumPerCpuCounter(int map_fd, uint32_t idx);
+
+// One of a BPF object's own counters (a slot of its per-CPU *_counters array), exported as a
+// self-telemetry counter.
+struct KernelCounter {
+  const char* metric;
+  Labels labels;
+  uint32_t slot;
+};
+// Appends each counter's sum over CPUs to `out`.
+void appendKernelCounters(int map_fd, const std::vector<KernelCounter>& counters,
+                          std::vector<MetricSample>& out);
 
 }  // namespace vigil
 

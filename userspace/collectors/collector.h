@@ -42,6 +42,15 @@ struct CollectorConfig {
   // first use (BPF_F_NO_PREALLOC) instead of zeroing them all at load; a faster start for a
   // short-lived process, a kernel allocation per new entry afterwards. The agent preallocates.
   bool preallocate_maps = true;
+  // true (the CLI's top/snapshot): the process, syscalls and block collectors load their raw_tp
+  // programs even where tp_btf works (same data); with a cached CO-RE BTF (kernel-compat/
+  // core_btf.h) libbpf then parses no vmlinux BTF for them. The agent keeps tp_btf.
+  bool prefer_raw_tp = false;
+  // Ring buffer sizes of the event collectors (0: each collector's default, ProcessOptions and
+  // NetOptions). A power of two of at least a page; resident from load. Events the kernel
+  // cannot reserve room for are counted (vigil_ringbuf_reserve_failures_total).
+  uint32_t process_ring_bytes = 0;
+  uint32_t net_ring_bytes = 0;
 };
 
 // Event-loop facilities a collector may use in run().

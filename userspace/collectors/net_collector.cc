@@ -17,6 +17,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "net.skel.h"
 #include "net/net.h"
@@ -24,15 +25,10 @@
 #include "userspace/collectors/process_collector.h"
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
-
-int64_t clockNs(clockid_t id) {
-  struct timespec ts;
-  clock_gettime(id, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // Whether a tracepoint can be attached: through its BTF type when the kernel has BTF (tp_btf),
 // else through tracefs (the raw_tp target must exist as a classic tracepoint).
@@ -131,13 +127,13 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
     return absl::FailedPreconditionError(
         "net: this kernel has no BPF ring buffer (needs 5.8+); the net collector is off");
   }
-  bool btf = compat::haveBtfTracepoint("inet_sock_set_state");
+  bool btf = !options.force_raw_tp && compat::haveBtfTracepoint("inet_sock_set_state");
   if (!btf && !haveHook(false, "sock", "inet_sock_set_state")) {
     return absl::FailedPreconditionError(
         "net: tracepoint sock/inet_sock_set_state is missing (kernel older than 4.16?); the net "
         "collector is off");
   }
-  net_bpf* skel = net_bpf::open();
+  net_bpf* skel = net_bpf::open(compat::coreBtfOpenOpts());
   if (skel == nullptr) {
     return bpfError("net: open", -errno);
   }
@@ -201,7 +197,8 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
   // The byte iterator is run by iterate(), attached below.
   bpf_program__set_autoattach(skel->progs.vigil_sock_iter, false);
   bool have_iter = options.socket_iterator && haveSocketIterator(*btf_scope);
-  if (!options.socket_iterator) {
+  bool lazy_iter = have_iter && options.lazy_iterator && options.defer_baseline;
+  if (!options.socket_iterator || lazy_iter) {
     bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
   } else if (!have_iter) {
     bpf_program__set_autoload(skel->progs.vigil_sock_iter, false);
@@ -229,12 +226,14 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
     return bpfError("net", err);
   }
   std::unique_ptr<NetCollector> c(new NetCollector(skel, btf ? "tp_btf" : "raw_tp", effective));
-  c->ring_ =
-      ring_buffer__new(bpf_map__fd(skel->maps.events), &NetCollector::onRecord, c.get(), nullptr);
-  if (c->ring_ == nullptr) {
-    return bpfError("net: ring buffer", -errno);
+  auto ring = RingReader::open(bpf_map__fd(skel->maps.events), &NetCollector::onRecord, c.get());
+  if (!ring.ok()) {
+    return ring.status();
   }
-  if (have_iter) {
+  c->ring_ = std::move(*ring);
+  if (lazy_iter) {
+    c->iter_pending_ = true;  // loaded by the first iterate()
+  } else if (have_iter) {
     c->iter_link_ = bpf_program__attach_iter(skel->progs.vigil_sock_iter, nullptr);
     if (c->iter_link_ == nullptr) {
       return bpfError("net: attach iter/task_file", -errno);
@@ -258,10 +257,53 @@ absl::StatusOr<std::unique_ptr<NetCollector>> NetCollector::create(const NetOpti
 NetCollector::~NetCollector() {
   detachMessageHooks();
   bpf_link__destroy(iter_link_);
-  if (ring_ != nullptr) {
-    ring_buffer__free(ring_);
+  ring_.reset();  // before the skeleton closes the map it reads
+  if (iter_skel_ != nullptr) {
+    net_bpf::destroy(iter_skel_);
   }
   net_bpf::destroy(skel_);
+}
+
+absl::Status NetCollector::loadIterator() {
+  iter_pending_ = false;
+  net_bpf* skel = net_bpf::open(compat::coreBtfOpenOpts());
+  if (skel == nullptr) {
+    ++iter_failures_;
+    return bpfError("net: open (iterator)", -errno);
+  }
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel->obj) {
+    bpf_program__set_autoload(prog, prog == skel->progs.vigil_sock_iter);
+  }
+  bpf_program__set_autoattach(skel->progs.vigil_sock_iter, false);
+  // Every map, .rodata and .bss included, is the first instance's: the same sockets, counters
+  // and settings, and iterate()'s write to skel_->bss is what the iterator reads.
+  bpf_map* mine = nullptr;
+  bpf_map* theirs = nullptr;
+  int err = 0;
+  while (err == 0 && (mine = bpf_object__next_map(skel->obj, mine)) != nullptr) {
+    theirs = bpf_object__next_map(skel_->obj, theirs);
+    if (theirs == nullptr || strcmp(bpf_map__name(mine), bpf_map__name(theirs)) != 0) {
+      err = -EINVAL;
+      break;
+    }
+    err = bpf_map__reuse_fd(mine, bpf_map__fd(theirs));
+  }
+  if (err == 0) {
+    err = net_bpf::load(skel);
+  }
+  if (err != 0) {
+    net_bpf::destroy(skel);
+    ++iter_failures_;
+    return bpfError("net: iterator", err);
+  }
+  iter_skel_ = skel;
+  iter_link_ = bpf_program__attach_iter(skel->progs.vigil_sock_iter, nullptr);
+  if (iter_link_ == nullptr) {
+    ++iter_failures_;
+    return bpfError("net: attach iter/task_file", -errno);
+  }
+  return absl::OkStatus();
 }
 
 absl::string_view NetCollector::messageMode() const {
@@ -325,6 +367,11 @@ double NetCollector::messageAttachedFraction() const {
 }
 
 absl::Status NetCollector::iterate() {
+  if (iter_pending_) {
+    if (absl::Status st = loadIterator(); !st.ok()) {
+      return st;
+    }
+  }
   if (iter_link_ == nullptr) {
     return absl::OkStatus();  // no iterator on this kernel (logged at create)
   }
@@ -388,10 +435,10 @@ int NetCollector::onRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-int NetCollector::poll(int timeout_ms) { return pollRingBuffer(ring_, timeout_ms); }
+int NetCollector::poll(int timeout_ms) { return pollRingBuffer(ring_.get(), timeout_ms); }
 
 kj::Promise<void> NetCollector::run(CollectorContext& context) {
-  kj::Promise<void> drain = drainRingBuffer(context, ring_);
+  kj::Promise<void> drain = drainRingBuffer(context, ring_.get());
   if (options_.message_mode != NetMessageMode::kSampled || options_.duty_cycle >= 1) {
     return drain;
   }
@@ -575,40 +622,32 @@ void NetCollector::collect(Snapshot& out) {
                                   {{"direction", "received"}},
                                   counter(NET_COUNTER_RESETS_RECEIVED),
                                   true});
-  struct {
-    const char* what;
-    uint32_t idx;
-  } unattributed[] = {
-      {"retransmit", NET_COUNTER_RETRANSMITS_UNATTRIBUTED},
-      {"reset_sent", NET_COUNTER_RESETS_SENT_UNATTRIBUTED},
-      {"reset_received", NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED},
-      {"passive_open", NET_COUNTER_PASSIVE_UNATTRIBUTED},
-      {"state_change", NET_COUNTER_STATE_UNATTRIBUTED},
-  };
-  for (const auto& u : unattributed) {
-    out.self.push_back(
-        MetricSample{"vigil_net_unattributed_total", {{"what", u.what}}, counter(u.idx), true});
-  }
-  struct {
-    const char* map;
-    uint32_t idx;
-  } full[] = {{"net_proc_stats", NET_COUNTER_PROC_MAP_FULL},
-              {"net_socks", NET_COUNTER_SOCK_MAP_FULL},
-              {"net_hists", NET_COUNTER_HIST_MAP_FULL}};
-  for (const auto& f : full) {
-    out.self.push_back(
-        MetricSample{"vigil_bpf_map_full_total", {{"map", f.map}}, counter(f.idx), true});
-  }
-  out.self.push_back(MetricSample{"vigil_net_unattributed_bytes_total",
-                                  {{"protocol", "tcp"}, {"direction", "sent"}},
-                                  counter(NET_COUNTER_TCP_TX_BYTES_UNATTRIBUTED),
-                                  true});
-  out.self.push_back(MetricSample{"vigil_net_unattributed_bytes_total",
-                                  {{"protocol", "tcp"}, {"direction", "received"}},
-                                  counter(NET_COUNTER_TCP_RX_BYTES_UNATTRIBUTED),
-                                  true});
-  out.self.push_back(MetricSample{
-      "vigil_net_byte_claims_abandoned_total", {}, counter(NET_COUNTER_BYTES_RACE_LOST), true});
+  appendKernelCounters(
+      counters,
+      {{"vigil_net_unattributed_total",
+        {{"what", "retransmit"}},
+        NET_COUNTER_RETRANSMITS_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "reset_sent"}},
+        NET_COUNTER_RESETS_SENT_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "reset_received"}},
+        NET_COUNTER_RESETS_RECEIVED_UNATTRIBUTED},
+       {"vigil_net_unattributed_total",
+        {{"what", "passive_open"}},
+        NET_COUNTER_PASSIVE_UNATTRIBUTED},
+       {"vigil_net_unattributed_total", {{"what", "state_change"}}, NET_COUNTER_STATE_UNATTRIBUTED},
+       {"vigil_bpf_map_full_total", {{"map", "net_proc_stats"}}, NET_COUNTER_PROC_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "net_socks"}}, NET_COUNTER_SOCK_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "net_hists"}}, NET_COUNTER_HIST_MAP_FULL},
+       {"vigil_net_unattributed_bytes_total",
+        {{"protocol", "tcp"}, {"direction", "sent"}},
+        NET_COUNTER_TCP_TX_BYTES_UNATTRIBUTED},
+       {"vigil_net_unattributed_bytes_total",
+        {{"protocol", "tcp"}, {"direction", "received"}},
+        NET_COUNTER_TCP_RX_BYTES_UNATTRIBUTED},
+       {"vigil_net_byte_claims_abandoned_total", {}, NET_COUNTER_BYTES_RACE_LOST}},
+      out.self);
   out.self.push_back(
       MetricSample{"vigil_net_iter_runs_total", {}, static_cast<double>(iter_passes_), true});
   out.self.push_back(
@@ -643,6 +682,9 @@ void NetCollector::collect(Snapshot& out) {
                                   true});
   appendProgramStats(skel_->obj, out.self);
   appendRecursionMisses(skel_->obj, out.self);
+  if (iter_skel_ != nullptr) {
+    appendProgramStats(iter_skel_->obj, out.self);  // lazy_iterator: the iterator's instance
+  }
   out.collectors.push_back(CollectorState{"net", true, ""});
 }
 

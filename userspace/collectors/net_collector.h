@@ -25,10 +25,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "userspace/collectors/collector.h"
+#include "userspace/collectors/ring_reader.h"
 #include "userspace/collectors/duty_cycle.h"
 
 struct net_bpf;
-struct ring_buffer;
 struct bpf_link;
 
 namespace vigil {
@@ -42,11 +42,11 @@ absl::StatusOr<NetMessageMode> parseNetMessageMode(absl::string_view text);
 
 struct NetOptions {
   uint32_t only_tgid = 0;  // 0: every process
-  // Ring buffer size (power of two, >= page size); resident twice over in the agent's RSS (see
+  // Ring buffer size (power of two, >= page size); resident in the agent's RSS (see
   // ProcessOptions::ring_bytes). 1 MiB holds ~10,000 connection-state events (~100 B each).
-  // 512 KiB (1 MiB less RSS) lost 667 of 40,008 events (counted) in the bench's 10,000-connect
+  // 512 KiB lost 667 of 40,008 events (counted) in the bench's 10,000-connect
   // storm on a quiet machine, where the storm runs fastest; 1 MiB lost none there: no loss
-  // is worth more than that MiB.
+  // is worth more than half a MiB.
   uint32_t ring_bytes = 1u << 20;
   size_t max_buffered_events = 50000;  // events held between collect() calls
   // Wake the reader once this many bytes wait in the ring (0: a quarter of ring_bytes, the
@@ -75,6 +75,16 @@ struct NetOptions {
   // needs none of that, and saves the program's verification and the CO-RE relocation of the
   // task/cgroup types only it reads (~3 ms).
   bool socket_iterator = true;
+  // raw_tp programs even where tp_btf works (the same code, reading through BPF_CORE_READ):
+  // they verify faster, and with a cached CO-RE BTF (kernel-compat/core_btf.h) and no socket
+  // iterator libbpf then never parses vmlinux BTF. For the CLI; the agent keeps tp_btf.
+  bool force_raw_tp = false;
+  // With defer_baseline: the socket iterator is loaded by the first iterate() call, as a second
+  // instance of the object holding only the iterator and sharing every map with the first,
+  // instead of at create(). The iterator is a tracing program, for which libbpf parses all of
+  // vmlinux BTF to find its attach target; deferred, that parse and its verification come after
+  // the caller's first output (`vigil trace tcp`: ~8 ms sooner, ~10 MiB less peak RSS).
+  bool lazy_iterator = false;
 };
 
 class NetCollector final : public Collector {
@@ -98,6 +108,7 @@ class NetCollector final : public Collector {
   // holding it. collect() runs one first; public so tests and benchmarks can time it.
   absl::Status iterate();
 
+  size_t ringBytes() const { return ring_ ? ring_->dataBytes() : 0; }
   absl::string_view attachMode() const { return attach_mode_; }
   // The message mode in effect: "off", "sampled" or "continuous" ("off" also when the kernel
   // lacks the per-message tracepoints).
@@ -139,11 +150,14 @@ class NetCollector final : public Collector {
   void detachMessageHooks();
 
   net_bpf* skel_;
-  ring_buffer* ring_ = nullptr;
+  std::unique_ptr<RingReader> ring_;
   const char* attach_mode_;
   NetOptions options_;
   size_t max_buffered_;
   bpf_link* iter_link_ = nullptr;
+  net_bpf* iter_skel_ = nullptr;  // lazy_iterator: the second instance, iterator only
+  bool iter_pending_ = false;     // lazy_iterator: to load at the first iterate()
+  absl::Status loadIterator();
   bpf_link* send_link_ = nullptr;
   bpf_link* recv_link_ = nullptr;
   uint64_t iter_passes_ = 0, iter_failures_ = 0;

@@ -12,12 +12,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "process.skel.h"
 #include "process/process.h"
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
@@ -28,12 +30,6 @@ static_assert(ProcessCollector::kTypes == VIGIL_PEV_TYPE_MAX, "event type count 
 // mean something went wrong (faults, aborts, kills), not an ordinary SIGTERM shutdown.
 constexpr int kFatalSignals[] = {SIGQUIT, SIGILL,  SIGTRAP, SIGABRT, SIGBUS, SIGFPE,
                                  SIGKILL, SIGSEGV, SIGSYS,  SIGXCPU, SIGXFSZ};
-
-int64_t clockNs(clockid_t id) {
-  struct timespec ts;
-  clock_gettime(id, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // True when mark_victim's first argument is a pid rather than a task_struct * (see
 // process.bpf.c). Read from the kernel's BTF: the typedef btf_trace_mark_victim points to the
@@ -142,10 +138,10 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   // Rather than parsing vmlinux BTF to probe for the four btf_trace_* types (a second ~10 ms
   // parse next to libbpf's own), load with tp_btf and fall back to raw_tp if that load fails.
   process_bpf* skel = nullptr;
-  bool btf = compat::haveKernelBtf();
+  bool btf = !options.force_raw_tp && compat::haveKernelBtf();
   int err = 0;
   while (true) {
-    skel = process_bpf::open();
+    skel = process_bpf::open(compat::coreBtfOpenOpts());
     if (skel == nullptr) {
       return bpfError("process: open", -errno);
     }
@@ -199,18 +195,17 @@ absl::StatusOr<std::unique_ptr<ProcessCollector>> ProcessCollector::create(
   std::unique_ptr<ProcessCollector> c(
       new ProcessCollector(skel, btf ? "tp_btf" : "raw_tp", options.max_buffered_events,
                            std::move(masker), std::move(mask_errors)));
-  c->ring_ = ring_buffer__new(bpf_map__fd(skel->maps.events), &ProcessCollector::onRecord, c.get(),
-                              nullptr);
-  if (c->ring_ == nullptr) {
-    return bpfError("process: ring buffer", -errno);
+  auto ring =
+      RingReader::open(bpf_map__fd(skel->maps.events), &ProcessCollector::onRecord, c.get());
+  if (!ring.ok()) {
+    return ring.status();
   }
+  c->ring_ = std::move(*ring);
   return c;
 }
 
 ProcessCollector::~ProcessCollector() {
-  if (ring_ != nullptr) {
-    ring_buffer__free(ring_);
-  }
+  ring_.reset();  // before the skeleton closes the map it reads
   process_bpf::destroy(skel_);
 }
 
@@ -312,10 +307,10 @@ void ProcessCollector::handle(const uint8_t* data, size_t size) {
   buffered_.push_back(std::move(b));
 }
 
-int ProcessCollector::poll(int timeout_ms) { return pollRingBuffer(ring_, timeout_ms); }
+int ProcessCollector::poll(int timeout_ms) { return pollRingBuffer(ring_.get(), timeout_ms); }
 
 kj::Promise<void> ProcessCollector::run(CollectorContext& context) {
-  return drainRingBuffer(context, ring_);
+  return drainRingBuffer(context, ring_.get());
 }
 
 uint64_t ProcessCollector::lostInKernel(ProcEventType t) const {

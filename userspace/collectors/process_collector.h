@@ -14,24 +14,24 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "userspace/collectors/collector.h"
+#include "userspace/collectors/ring_reader.h"
 #include "userspace/masking/masker.h"
 
 struct bpf_object;
 struct process_bpf;
-struct ring_buffer;
 
 namespace vigil {
 
 struct ProcessOptions {
   uint32_t only_tgid = 0;       // 0: every process
   uint64_t only_cgroup_id = 0;  // 0: every cgroup
-  // Ring buffer size (power of two, >= page size). The agent maps the ring's data pages twice
-  // (libbpf's wrap-around mapping), all resident from the start, so the ring costs 2x this in
-  // RSS. 512 KiB holds ~350 execs with a full 1 KiB argv and their fork/exit records (~1,000
-  // typical, ~500 B each), ~130 ms of the bench's exec storm (~3.8 MB/s of records), the same
-  // headroom the net collector's 1 MiB ring gives its faster connect storm; the reader wakes
-  // at a quarter and drains every 100 ms. Reserve failures are counted
-  // (vigil_ringbuf_reserve_failures_total); docs/performance.md, "Footprint".
+  // Ring buffer size (power of two, >= page size). The kernel maps every page of a ring mapping
+  // when it is made, so the ring is resident in the agent's RSS from the start, once
+  // (RingReader maps the data pages once, not twice as libbpf does). 512 KiB holds ~350 execs with
+  // a full 1 KiB argv and their fork/exit records (~1,000 typical, ~500 B each), ~130 ms of the
+  // bench's exec storm (~3.8 MB/s of records), the same headroom the net collector's 1 MiB ring
+  // gives its faster connect storm; the reader wakes at a quarter and drains every 100 ms. Reserve
+  // failures are counted (vigil_ringbuf_reserve_failures_total); docs/performance.md, "Footprint".
   uint32_t ring_bytes = 512u << 10;
   size_t max_buffered_events = 100000;     // events held between collect() calls
   std::vector<std::string> mask_patterns;  // extra masking regexes (docs/masking.md)
@@ -44,6 +44,10 @@ struct ProcessOptions {
   // agent's choice; the reader also drains every 100 ms). `vigil trace` uses 1: a wakeup per
   // event, so each event is printed as it happens.
   uint32_t wakeup_bytes = 0;
+  // raw_tp programs even where tp_btf works (the same workers): with a cached CO-RE BTF
+  // (kernel-compat/core_btf.h) libbpf then parses no vmlinux BTF at all, ~5 ms of `vigil
+  // trace`'s start-up. The agent keeps tp_btf.
+  bool force_raw_tp = false;
 };
 
 // Event types as in bpf/process/process.h, for the counters below.
@@ -77,6 +81,9 @@ class ProcessCollector final : public Collector {
   uint64_t lostInKernel(ProcEventType t) const;
   uint64_t generatedInKernel(ProcEventType t) const;
   uint64_t malformed() const { return malformed_; }
+  // Records that wrapped past the end of the ring and were joined (RingReader).
+  uint64_t ringWrappedRecords() const { return ring_ ? ring_->wrappedRecords() : 0; }
+  size_t ringBytes() const { return ring_ ? ring_->dataBytes() : 0; }
 
   absl::string_view attachMode() const { return attach_mode_; }
 
@@ -104,7 +111,7 @@ class ProcessCollector final : public Collector {
   void handle(const uint8_t* data, size_t size);
 
   process_bpf* skel_;
-  ring_buffer* ring_ = nullptr;
+  std::unique_ptr<RingReader> ring_;
   const char* attach_mode_;
   size_t max_buffered_;
   std::unique_ptr<Masker> masker_;

@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     options.interval = config.interval;
     options.only_tgid = config.only_tgid;
     options.max_processes = config.max_processes;
+    options.force_raw_tp = config.prefer_raw_tp;
     // Timing every syscall costs two clock reads and a task-storage lookup per syscall, 2-3x an
     // empty program; one in kDefaultLatencySampleEvery stays within the per-event budget
     // (docs/syscall-sampling.md). syscall_latency asks for every syscall.
@@ -51,7 +52,9 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     return std::unique_ptr<Collector>(std::move(*c));
   }
   if (name == "block") {
-    auto c = BlockCollector::create(BlockOptions{config.only_tgid});
+    BlockOptions options{config.only_tgid};
+    options.force_raw_tp = config.prefer_raw_tp;
+    auto c = BlockCollector::create(options);
     if (!c.ok()) {
       return c.status();
     }
@@ -61,6 +64,10 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     ProcessOptions options;
     options.only_tgid = config.only_tgid;
     options.mask_patterns = config.mask_patterns;
+    options.force_raw_tp = config.prefer_raw_tp;
+    if (config.process_ring_bytes != 0) {
+      options.ring_bytes = config.process_ring_bytes;
+    }
     auto c = ProcessCollector::create(options);
     if (!c.ok()) {
       return c.status();
@@ -78,6 +85,9 @@ absl::StatusOr<std::unique_ptr<Collector>> createCollector(const std::string& na
     options.duty_cycle = config.syscall_duty_cycle;  // one duty cycle for all sampled hooks
     options.interval = config.interval;
     options.preallocate = config.preallocate_maps;
+    if (config.net_ring_bytes != 0) {
+      options.ring_bytes = config.net_ring_bytes;
+    }
     auto c = NetCollector::create(options);
     if (!c.ok()) {
       return c.status();

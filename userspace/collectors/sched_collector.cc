@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "sched.skel.h"
 #include "sched/sched.h"
@@ -71,7 +72,7 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
              libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) == 1 && haveSchedInfo();
   sched_bpf* skel = nullptr;
   while (true) {
-    skel = sched_bpf::open();
+    skel = sched_bpf::open(compat::coreBtfOpenOpts());
     if (skel == nullptr) {
       return bpfError("sched: open", -errno);
     }
@@ -155,6 +156,14 @@ void SchedCollector::collect(Snapshot& out) {
   }
   appendProgramStats(skel_->obj, out.self);
   out.collectors.push_back(CollectorState{"sched", true, ""});
+}
+
+void SchedCollector::collectRunqueueHistograms(Snapshot& out) {
+  if (attach_mode_ == absl::string_view("tp_btf")) {
+    collect(out);  // the tp_btf design derives these histograms from the per-process totals
+    return;
+  }
+  collectRunqueue(out, {});
 }
 
 void SchedCollector::collectHashes(Snapshot& out) {

@@ -47,6 +47,10 @@ class SchedCollector final : public Collector {
 
   absl::string_view name() const override { return "sched"; }
   void collect(Snapshot& out) override;
+  // Only the run-queue histograms (host, per cgroup, per process; the latter without comm
+  // labels), skipping the per-process CPU stats and their /proc comm lookups: for `vigil hist
+  // runq`, whose output waits on this read. raw_tp design only; tp_btf falls back to collect().
+  void collectRunqueueHistograms(Snapshot& out);
 
   // The loaded BPF object (for cost measurements).
   const bpf_object* object() const;

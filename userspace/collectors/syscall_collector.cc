@@ -17,20 +17,16 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "kernel-compat/core_btf.h"
 #include "kernel-compat/features.h"
 #include "syscalls.skel.h"
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/task_comm.h"
 #include "userspace/common/log.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
-
-int64_t monoNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 uint64_t scaled(uint64_t raw, double fraction) {
   if (fraction <= 0) {
@@ -92,7 +88,7 @@ absl::StatusOr<std::unique_ptr<SyscallCollector>> SyscallCollector::create(
     return absl::InvalidArgumentError(
         "sampled syscall mode needs an interval of at least 100ms to cycle attachment");
   }
-  syscalls_bpf* skel = syscalls_bpf::open();
+  syscalls_bpf* skel = syscalls_bpf::open(compat::coreBtfOpenOpts());
   if (skel == nullptr) {
     return bpfError("syscalls: open", -errno);
   }
@@ -433,32 +429,17 @@ void SyscallCollector::collect(Snapshot& out) {
   }
 
   int counters = bpf_map__fd(skel_->maps.sys_counters);
-  const std::pair<const char*, syscall_counter> full[] = {
-      {"syscalls_sys_proc", SYSCALL_COUNTER_PROC_MAP_FULL},
-      {"syscalls_sys_errno", SYSCALL_COUNTER_ERRNO_MAP_FULL},
-      {"syscalls_sys_start", SYSCALL_COUNTER_START_FAILED},
-  };
-  for (const auto& [map, idx] : full) {
-    out.self.push_back(MetricSample{"vigil_bpf_map_full_total",
-                                    {{"map", map}},
-                                    static_cast<double>(sumPerCpuCounter(counters, idx)),
-                                    true});
-  }
-  out.self.push_back(
-      MetricSample{"vigil_syscall_latency_samples_skipped_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_SAMPLE_BUSY)),
-                   true});
-  out.self.push_back(
-      MetricSample{"vigil_syscall_current_task_lookups_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_IDS_MISS)),
-                   true});
-  out.self.push_back(
-      MetricSample{"vigil_syscall_cache_flushes_total",
-                   {},
-                   static_cast<double>(sumPerCpuCounter(counters, SYSCALL_COUNTER_CACHE_FLUSH)),
-                   true});
+  appendKernelCounters(
+      counters,
+      {{"vigil_bpf_map_full_total", {{"map", "syscalls_sys_proc"}}, SYSCALL_COUNTER_PROC_MAP_FULL},
+       {"vigil_bpf_map_full_total",
+        {{"map", "syscalls_sys_errno"}},
+        SYSCALL_COUNTER_ERRNO_MAP_FULL},
+       {"vigil_bpf_map_full_total", {{"map", "syscalls_sys_start"}}, SYSCALL_COUNTER_START_FAILED},
+       {"vigil_syscall_latency_samples_skipped_total", {}, SYSCALL_COUNTER_SAMPLE_BUSY},
+       {"vigil_syscall_current_task_lookups_total", {}, SYSCALL_COUNTER_IDS_MISS},
+       {"vigil_syscall_cache_flushes_total", {}, SYSCALL_COUNTER_CACHE_FLUSH}},
+      out.self);
   out.self.push_back(MetricSample{
       "vigil_syscall_latency_sample_ratio",
       {},
