@@ -228,7 +228,7 @@ class SessionImpl final : public wire::IngestSession::Server {
     // may still be on its way into the log. Kept compressed, so an idle session costs about one
     // compressed frame of memory. If its commit fails, the committer fences this agent's later
     // frames until it registers again, so no delta built on it is ever logged without it; if the
-    // commit thread refuses it (malformed), the session takes no more deltas (delta_broken_).
+    // commit thread refuses it (malformed), it stops being the base (see kRejected below).
     base_seq_ = seq;
     base_encoding_ = log_encoding;
     base_payload_ = kj::heapArray<kj::byte>(log_payload);
@@ -244,7 +244,13 @@ class SessionImpl final : public wire::IngestSession::Server {
             .then([this, context](CommitItem r) mutable -> kj::Promise<void> {
               switch (r.outcome) {
                 case CommitItem::Outcome::kRejected:
-                  delta_broken_ = true;
+                  // A refused frame is no base for a later delta (one naming it is then refused
+                  // as delta_unknown_base and the agent resyncs); deltas already queued behind it
+                  // were expanded against the agent's own bytes and are checked on their own.
+                  if (base_seq_ == r.seq) {
+                    base_seq_ = 0;
+                    base_payload_ = nullptr;
+                  }
                   ingest_.reject(r.reject_reason);
                   VIGIL_LOG_WARN("refused frame from %s (%s): %s", info_.agent_id, peer_, r.error);
                   return KJ_EXCEPTION(FAILED, "frame refused", r.reject_reason, r.error);

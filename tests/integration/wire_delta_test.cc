@@ -294,11 +294,12 @@ TEST_CASE(
   o.max_in_flight = 8;
   o.keyframe_every = 4;
   Uplink uplink(*io.provider, o, nullptr);
-  // Frame 6 claims another agent: refused on its merits and dropped. Frames are checked on the
-  // aggregator's commit thread, after the loop expanded the deltas pipelined behind frame 6
-  // against its bytes: those that were already queued are valid frames of node-d and are
-  // logged; the first push after the refusal is refused (delta_session_broken) and the uplink
-  // must resync from a keyframe, not drop anything.
+  // Frame 6 claims another agent: refused on its merits and dropped. Frame 7 is a delta against
+  // it. The aggregator checks frames on its commit thread, after the event loop expanded the
+  // deltas queued behind frame 6 against its bytes: a delta that arrived before the refusal is a
+  // valid frame of node-d and is logged; one that arrives after it names a base the session no
+  // longer has (delta_unknown_base), and the uplink must resync, not drop it. Which of the two
+  // happens depends on timing; either way every other seq is logged exactly once.
   constexpr uint64_t kFrames = 20;
   for (uint64_t seq = 1; seq <= kFrames; ++seq) {
     uplink.enqueue(seq, compressPacked(packedOf(seq, seq == 6 ? "node-x" : "node-d")));
@@ -312,13 +313,13 @@ TEST_CASE(
   CHECK(st.frames_acked == kFrames - 1);
   CHECK(st.frames_refused == 1);
   CHECK(st.frames_duplicate == 0);
-  CHECK(st.delta_resyncs == 1);
+  CHECK(st.delta_resyncs <= 1);
   CHECK(st.deltas_sent >= 10);
   // Every frame here is single-segment (encodeFrame), so every delta is pointer-predicted.
   CHECK(st.pointer_deltas_sent == st.deltas_sent);
   CHECK(st.keyframes_sent >= 5);
   CHECK(server.rejected("agent_id_mismatch") == 1);
-  CHECK(server.rejected("delta_session_broken") >= 1);
+  CHECK(server.rejected("delta_unknown_base") == st.delta_resyncs);
 
   std::set<uint64_t> seen;
   for (const auto& r : server.records()) {
