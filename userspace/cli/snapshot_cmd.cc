@@ -100,12 +100,14 @@ int runSnapshot(const Command& self, const Args& args) {
   auto stop = io.unixEventPort.onSignal(SIGINT)
                   .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
                   .then([&interrupted](siginfo_t) { interrupted = true; });
-  // The window opened before the collectors loaded (their counts start at their load): end it
-  // one interval after that, so duration_seconds bounds every count and is what was asked.
+  // The window opened before the collectors loaded (their counts start at their load), so
+  // duration_seconds bounds every count. It ends one interval after it opened, as asked, but
+  // never less than three quarters of an interval after the last collector loaded: on a busy
+  // host loading can take seconds, and a window that closed right after it would hold nothing.
+  // duration_seconds then says how long the window really was.
+  int64_t interval_ns = config.interval / kj::NANOSECONDS;
   int64_t loaded_ns = unixNowNs() - (*collectors)->startedUnixNs();
-  kj::Duration remaining =
-      config.interval -
-      std::min<int64_t>(loaded_ns, config.interval / kj::NANOSECONDS) * kj::NANOSECONDS;
+  kj::Duration remaining = std::max(interval_ns - loaded_ns, interval_ns * 3 / 4) * kj::NANOSECONDS;
   auto window = sleepFromNow(io.provider->getTimer(), remaining);
   window.exclusiveJoin(kj::mv(stop)).exclusiveJoin((*collectors)->run()).wait(io.waitScope);
   auto snap = (*collectors)->collect();
