@@ -78,6 +78,24 @@ const ProcessStats* find(const Snapshot& snap, pid_t pid) {
   return it == snap.processes.end() ? nullptr : &it->second;
 }
 
+// Waits for both children to exit 0, then collects once (after reading the ring for up to
+// poll_ms when non-zero) and returns each child's stats, both required present.
+std::pair<const ProcessStats*, const ProcessStats*> collectBoth(NetCollector& collector,
+                                                                Snapshot& snap, Child& a, Child& b,
+                                                                int poll_ms = 0) {
+  REQUIRE(exitCode(a) == 0);
+  REQUIRE(exitCode(b) == 0);
+  if (poll_ms > 0) {
+    collector.poll(poll_ms);
+  }
+  collector.collect(snap);
+  const ProcessStats* pa = find(snap, a.pid());
+  const ProcessStats* pb = find(snap, b.pid());
+  REQUIRE(pa != nullptr);
+  REQUIRE(pb != nullptr);
+  return {pa, pb};
+}
+
 std::vector<wire::TcpStateEvent::Reader> tcpEvents(const Snapshot& snap, pid_t pid) {
   std::vector<wire::TcpStateEvent::Reader> out;
   for (const auto& o : snap.events) {
@@ -178,16 +196,8 @@ TEST_CASE("10 MiB over loopback TCP: tx and rx bytes, one connect sample, one pa
     close(fd);
     return 0;
   });
-  REQUIRE(exitCode(client) == 0);
-  REQUIRE(exitCode(server) == 0);
   Snapshot snap;
-  (*collector)->poll(100);
-  (*collector)->collect(snap);
-
-  const ProcessStats* c = find(snap, client.pid());
-  const ProcessStats* s = find(snap, server.pid());
-  REQUIRE(c != nullptr);
-  REQUIRE(s != nullptr);
+  auto [c, s] = collectBoth(**collector, snap, client, server, 100);
   INFO("client tx " << c->tcp_tx_bytes << ", server rx " << s->tcp_rx_bytes);
   CHECK(c->tcp_tx_bytes == Approx(kBytes).epsilon(0.01));
   CHECK(s->tcp_rx_bytes == Approx(kBytes).epsilon(0.01));
@@ -399,15 +409,8 @@ TEST_CASE("a short-lived accepted connection gets its bytes attributed to the ac
     close(fd);
     return 0;
   });
-  REQUIRE(exitCode(server) == 0);
-  REQUIRE(exitCode(client) == 0);
   Snapshot snap;
-  (*collector)->poll(100);
-  (*collector)->collect(snap);
-  const ProcessStats* s = find(snap, server.pid());
-  const ProcessStats* c = find(snap, client.pid());
-  REQUIRE(s != nullptr);
-  REQUIRE(c != nullptr);
+  auto [s, c] = collectBoth(**collector, snap, server, client, 100);
   INFO("server rx " << s->tcp_rx_bytes << " tx " << s->tcp_tx_bytes << "; client rx "
                     << c->tcp_rx_bytes << " tx " << c->tcp_tx_bytes);
   CHECK(s->tcp_passive_opens == 1);
@@ -692,14 +695,8 @@ TEST_CASE("UDP datagrams over loopback count as UDP bytes of sender and receiver
     }
     return 0;
   });
-  REQUIRE(exitCode(sender) == 0);
-  REQUIRE(exitCode(receiver) == 0);
   Snapshot snap;
-  (*collector)->collect(snap);
-  const ProcessStats* s = find(snap, sender.pid());
-  const ProcessStats* r = find(snap, receiver.pid());
-  REQUIRE(s != nullptr);
-  REQUIRE(r != nullptr);
+  auto [s, r] = collectBoth(**collector, snap, sender, receiver);
   CHECK(s->udp_tx_bytes == 10000);
   CHECK(r->udp_rx_bytes == 10000);
   CHECK(s->tcp_tx_bytes == 0);
@@ -809,14 +806,8 @@ TEST_CASE("an abortive close is one reset sent by the server and one received by
     ssize_t n = read(fd, &b, 1);
     return n < 0 && errno == ECONNRESET ? 0 : 2;
   });
-  REQUIRE(exitCode(server) == 0);
-  REQUIRE(exitCode(client) == 0);
   Snapshot snap;
-  (*collector)->collect(snap);
-  const ProcessStats* c = find(snap, client.pid());
-  const ProcessStats* s = find(snap, server.pid());
-  REQUIRE(c != nullptr);
-  REQUIRE(s != nullptr);
+  auto [c, s] = collectBoth(**collector, snap, client, server);
   CHECK(s->tcp_resets_sent == 1);
   CHECK(c->tcp_resets_received == 1);
   CHECK(c->tcp_resets_sent == 0);
