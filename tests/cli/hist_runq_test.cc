@@ -25,24 +25,8 @@
 namespace vigil {
 namespace {
 
-// vigil's CO-RE BTF cache (kernel-compat/core_btf.h) goes to a directory of this run's, not to
-// /var/cache/vigil/btf: the first command builds it there, the later ones load against it.
-struct BtfCacheDir {
-  BtfCacheDir() {
-    char tmpl[] = "/tmp/vigil-btf-cache.XXXXXX";
-    if (mkdtemp(tmpl) != nullptr) {
-      path = tmpl;
-      setenv("VIGIL_BTF_CACHE_DIR", tmpl, 1);
-    }
-  }
-  ~BtfCacheDir() {
-    if (!path.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(path, ec);
-    }
-  }
-  std::string path;
-} g_btf_cache_dir;
+// vigil's BTF cache goes to a directory of this run's (tests/support/test_support.h).
+const testing::BtfCacheDir g_btf_cache_dir;
 
 using namespace std::chrono_literals;
 using testing::Child;

@@ -45,6 +45,21 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+BtfCacheDir::BtfCacheDir() {
+  char tmpl[] = "/tmp/vigil-btf-cache.XXXXXX";
+  if (mkdtemp(tmpl) != nullptr) {
+    path_ = tmpl;
+    setenv("VIGIL_BTF_CACHE_DIR", tmpl, 1);
+  }
+}
+
+BtfCacheDir::~BtfCacheDir() {
+  if (!path_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+}
+
 Child Child::spawn(const std::vector<std::string>& argv, const std::string& log_path) {
   pid_t pid = ::fork();
   REQUIRE(pid >= 0);

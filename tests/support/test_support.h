@@ -35,6 +35,19 @@ class TempDir {
   std::string path_;
 };
 
+// Points vigil's CO-RE BTF cache (kernel-compat/core_btf.h, VIGIL_BTF_CACHE_DIR) at a directory
+// of this test run instead of /var/cache/vigil/btf, removed by the destructor. Meant as a global of
+// a test binary that runs `vigil`: its first BPF command builds the cache there, later ones load
+// against it. Unlike TempDir it makes no assertion (it is constructed before any test runs).
+class BtfCacheDir {
+ public:
+  BtfCacheDir();
+  ~BtfCacheDir();
+
+ private:
+  std::string path_;
+};
+
 // A child process; killed (SIGKILL) on destruction unless it already exited.
 class Child {
  public:
