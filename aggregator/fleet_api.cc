@@ -14,6 +14,7 @@
 #include "aggregator/ingest.h"
 #include "aggregator/notify/notifier.h"
 #include "userspace/common/log.h"
+#include "userspace/common/clock.h"
 
 namespace vigil::aggregator {
 namespace {
@@ -93,7 +94,7 @@ absl::StatusOr<std::map<std::string, ApiToken>> loadApiTokens(const std::string&
 void FleetApi::audit(const Caller& c, const HttpRequest& r, const std::string& target,
                      const std::string& result) {
   AuditEntry e;
-  e.time_ms = unixNanos() / 1000000;
+  e.time_ms = unixNs() / 1000000;
   e.who = c.who;
   e.role = c.role;
   e.remote = r.remote;

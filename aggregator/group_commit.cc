@@ -7,15 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "userspace/common/log.h"
+#include "userspace/common/clock.h"
 
 namespace vigil::aggregator {
 namespace {
-
-int64_t monoNanos() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 double threadCpuSeconds() {
   struct timespec ts;
@@ -130,7 +125,7 @@ std::string GroupCommitter::fenceKey(const std::string& agent_id, uint64_t epoch
 
 kj::Promise<CommitItem> GroupCommitter::submit(CommitItem item) {
   item.ticket = next_ticket_++;
-  item.queued_mono_ns = monoNanos();
+  item.queued_mono_ns = monoNs();
   auto paf = kj::newPromiseAndFulfiller<CommitItem>();
   uint64_t ticket = item.ticket;
   {
@@ -207,7 +202,7 @@ std::vector<std::unique_ptr<CommitItem>> GroupCommitter::takeBatch(std::string* 
   // that queued during the previous commit are past their linger already and go at once.
   int64_t deadline = queue_.front()->queued_mono_ns + options_.linger_us * 1000;
   while (!full()) {
-    int64_t now = monoNanos();
+    int64_t now = monoNs();
     if (now >= deadline) {
       break;
     }
@@ -323,9 +318,9 @@ std::vector<std::pair<std::shared_ptr<const Snapshot>, int64_t>> GroupCommitter:
     items.push_back(item.get());
     bytes += item->payload.size();
   }
-  int64_t t0 = monoNanos();
+  int64_t t0 = monoNs();
   absl::Status st = log_.appendBatch(reqs);
-  double commit_s = static_cast<double>(monoNanos() - t0) / 1e9;
+  double commit_s = static_cast<double>(monoNs() - t0) / 1e9;
   if (st.ok()) {
     for (size_t i = 0; i < reqs.size(); ++i) {
       bool appended = reqs[i].outcome == AppendRequest::Outcome::kAppended;

@@ -9,14 +9,9 @@
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
 #include "userspace/common/log.h"
+#include "userspace/common/clock.h"
 
 namespace vigil::aggregator {
-
-int64_t unixNanos() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 class Ingest::ErrorHandler final : public kj::TaskSet::ErrorHandler {
  public:
@@ -238,7 +233,7 @@ class SessionImpl final : public wire::IngestSession::Server {
     item.seq = seq;
     item.encoding = log_encoding;
     item.payload = kj::mv(log_payload);
-    item.received_ns = unixNanos();
+    item.received_ns = unixNs();
     auto done =
         ingest_.committer_->submit(kj::mv(item))
             .then([this, context](CommitItem r) mutable -> kj::Promise<void> {
@@ -284,7 +279,7 @@ class SessionImpl final : public wire::IngestSession::Server {
   }
 
   kj::Promise<void> heartbeat(HeartbeatContext context) override {
-    ingest_.store_.heartbeat(info_.agent_id, unixNanos());
+    ingest_.store_.heartbeat(info_.agent_id, unixNs());
     context.getResults().setHeartbeatIntervalMs(ingest_.options_.heartbeat_interval_ms);
     return kj::READY_NOW;
   }
@@ -408,9 +403,9 @@ class AggregatorImpl final : public wire::Aggregator::Server {
     }
     if (conn_->agent_id.empty()) {
       conn_->agent_id = info.agent_id;
-      ingest_.store_.agentConnected(info, epoch, unixNanos());
+      ingest_.store_.agentConnected(info, epoch, unixNs());
     } else {
-      ingest_.store_.heartbeat(info.agent_id, unixNanos());
+      ingest_.store_.heartbeat(info.agent_id, unixNs());
     }
     ingest_.committer_->unfence(info.agent_id, epoch);
     ingest_.controls_.insert_or_assign(
@@ -474,7 +469,7 @@ kj::Promise<void> Ingest::livenessLoop() {
   return timer_.afterDelay(step * kj::MILLISECONDS).then([this, hb]() {
     // Two missed heartbeat intervals (plus a quarter for scheduling slack) mean offline.
     int64_t max_silence = (2LL * hb + hb / 4) * 1000000;
-    for (const std::string& id : store_.expireSilent(unixNanos(), max_silence)) {
+    for (const std::string& id : store_.expireSilent(unixNs(), max_silence)) {
       stats_.agents_went_offline++;
       VIGIL_LOG_WARN("agent %s is offline: no heartbeat or frame for two intervals (%d ms)", id,
                      2 * hb);
@@ -575,7 +570,7 @@ kj::Promise<void> Ingest::serve(kj::AuthenticatedStream stream) {
       .then([this, state]() {
         stats_.connections_open--;
         if (!state->agent_id.empty()) {
-          store_.agentDisconnected(state->agent_id, unixNanos());
+          store_.agentDisconnected(state->agent_id, unixNs());
           auto it = controls_.find(state->agent_id);
           if (it != controls_.end() && it->second.conn_id == state->id) {
             controls_.erase(it);

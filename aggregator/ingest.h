@@ -98,6 +98,4 @@ class Ingest {
   kj::TaskSet tasks_;
 };
 
-int64_t unixNanos();
-
 }  // namespace vigil::aggregator

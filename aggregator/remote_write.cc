@@ -10,6 +10,7 @@
 #include "capnp/frame_codec.h"
 #include "proto/remote_write.pb.h"
 #include "userspace/common/log.h"
+#include "userspace/common/clock.h"
 
 namespace vigil::aggregator {
 
@@ -240,7 +241,7 @@ bool RemoteWriter::buildBatch() {
   }
   if (!more && frames == 0) {
     // Caught up: this is when an agent that stopped sending is declared gone.
-    int64_t now = unixNanos() / 1000000;
+    int64_t now = unixNs() / 1000000;
     batcher_.expireAgents(now - options_.agent_stale_after_ms, now);
   }
   auto head = log_.headId();
@@ -321,7 +322,7 @@ kj::Promise<void> RemoteWriter::handleStatus(int status) {
     stats_.samples_sent += p.samples;
     stats_.frames_sent += p.frames;
     stats_.stale_markers += p.stale_markers;
-    stats_.last_success_ms = unixNanos() / 1000000;
+    stats_.last_success_ms = unixNs() / 1000000;
     cursor_ = p.end_id;
     pending_.reset();
     backoff_ms_ = 0;

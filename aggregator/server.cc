@@ -10,6 +10,7 @@
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
 #include "userspace/common/log.h"
+#include "userspace/common/clock.h"
 
 namespace vigil::aggregator {
 namespace {}  // namespace
@@ -228,7 +229,7 @@ absl::Status Server::loadRules() {
       rules_loaded_once_ = true;
       size_t n = rules->rules.size();
       recent_.setRetention(historyNeeded(*rules));
-      engine_->setRules(std::move(*rules), unixNanos() / 1000000);
+      engine_->setRules(std::move(*rules), unixNs() / 1000000);
       rule_reloads_ok_++;
       last_reload_ok_ = true;
       last_reload_error_.clear();
@@ -249,7 +250,7 @@ kj::Promise<void> Server::alertLoop() {
   return io_.provider->getTimer()
       .afterDelay(options_.alert_eval_interval_ms * kj::MILLISECONDS)
       .then([this]() {
-        alertTick(unixNanos() / 1000000);
+        alertTick(unixNs() / 1000000);
         return alertLoop();
       });
 }
@@ -301,7 +302,7 @@ kj::Maybe<kj::Promise<HttpReply>> Server::handleInjection(const HttpRequest& req
       labels.emplace_back(k, v.get<std::string>());
     }
   }
-  int64_t ts = j.value("timestamp_ms", unixNanos() / 1000000);
+  int64_t ts = j.value("timestamp_ms", unixNs() / 1000000);
   injected_.add(j["metric"].get<std::string>(), labels, Sample{ts, j["value"].get<double>()});
   return kj::Promise<HttpReply>(HttpReply::text(200, "ok\n"));
 }
@@ -334,7 +335,7 @@ absl::Status Server::replayLog() {
     }
   }
   for (const auto& [id, rec] : store_.agents()) {
-    store_.agentDisconnected(id, unixNanos());
+    store_.agentDisconnected(id, unixNs());
   }
   if (frames > 0 || bad > 0) {
     VIGIL_LOG_INFO("replayed %d frame(s) from the ingest log (%d undecodable)", frames, bad);
@@ -344,8 +345,8 @@ absl::Status Server::replayLog() {
 
 kj::Promise<void> Server::retentionLoop() {
   return io_.provider->getTimer().afterDelay(60 * kj::SECONDS).then([this]() {
-    series_.enforceRetention(unixNanos() / 1000000);
-    auto r = log_->enforceRetention(unixNanos());
+    series_.enforceRetention(unixNs() / 1000000);
+    auto r = log_->enforceRetention(unixNs());
     if (!r.ok()) {
       VIGIL_LOG_WARN("ingest log retention failed: %s", r.status().message());
     } else if (r->records_dropped > 0) {
@@ -363,7 +364,7 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
   if (request.path == "/metrics") {
     bool om = request.accept.find("application/openmetrics-text") != std::string::npos;
     PromWriter out(om);
-    store_.render(out, unixNanos());
+    store_.render(out, unixNs());
     ingest_->writeMetrics(out);
     series_.writeMetrics(out);
     query_api_.writeMetrics(out);
@@ -407,13 +408,13 @@ kj::Promise<HttpReply> Server::handleHttp(const HttpRequest& request) {
     out.sample("vigil_alert_history_overflow_total", {}, static_cast<double>(recent_.overflow()));
     return HttpReply{200, PromWriter::contentType(om), out.finish()};
   }
-  KJ_IF_MAYBE (reply, fleet_->handle(request, unixNanos() / 1000000)) {
+  KJ_IF_MAYBE (reply, fleet_->handle(request, unixNs() / 1000000)) {
     return kj::mv(*reply);
   }
   KJ_IF_MAYBE (reply, handleInjection(request)) {
     return kj::mv(*reply);
   }
-  if (auto reply = query_api_.handle(request, unixNanos() / 1000000)) {
+  if (auto reply = query_api_.handle(request, unixNs() / 1000000)) {
     return kj::mv(*reply);
   }
   // POST /api/v1/agents/<id>/config: push a config (JSON, see aggregator/fleet.h) to one agent.

@@ -13,23 +13,9 @@
 #include "userspace/cli/trace_hist.h"
 #include "userspace/collectors/registry.h"
 #include "userspace/common/version.h"
+#include "userspace/common/clock.h"
 
 namespace vigil::cli {
-namespace {
-
-int64_t monoNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-}  // namespace
-
-int64_t unixNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 kj::Promise<void> sleepFromNow(kj::Timer& timer, kj::Duration delay) {
   return timer.atTime(kj::systemPreciseMonotonicClock().now() + delay);
@@ -49,7 +35,7 @@ AgentInfo localInfo() {
 LocalCollectors::LocalCollectors(const CollectorConfig& config, kj::AsyncIoContext& io)
     : config_(config),
       context_{io.provider->getTimer(), io.unixEventPort},
-      started_unix_ns_(unixNowNs()) {}
+      started_unix_ns_(unixNs()) {}
 
 absl::StatusOr<std::unique_ptr<LocalCollectors>> LocalCollectors::create(
     const CollectorConfig& config, kj::AsyncIoContext& io, CoreBtfUse* core_btf) {
@@ -135,7 +121,7 @@ std::unique_ptr<Snapshot> LocalCollectors::collect() {
   snap->boot_epoch = static_cast<uint64_t>(started_unix_ns_);
   snap->seq = ++seq_;
   snap->start_unix_ns = started_unix_ns_;
-  snap->end_unix_ns = unixNowNs();
+  snap->end_unix_ns = unixNs();
   snap->interval_ms = static_cast<uint32_t>(config_.interval / kj::MILLISECONDS);
   snap->syscall_duty_cycle = config_.syscall_mode == "continuous" ? 1.0
                              : config_.syscall_mode == "off"      ? 0.0

@@ -16,8 +16,6 @@
 
 namespace vigil::cli {
 
-int64_t unixNowNs();
-
 class LocalCollectors {
  public:
   // Builds every registered collector not in config.disabled. A collector the kernel cannot
@@ -59,7 +57,6 @@ class LocalCollectors {
 
 // Host name, kernel release and vigil version.
 AgentInfo localInfo();
-int64_t unixNowNs();
 
 // A timer promise for `delay` from the real present. The event loop's notion of "now" is only
 // refreshed when it polls, so after a slow synchronous step (loading BPF under load can take

@@ -13,6 +13,7 @@
 #include "userspace/cli/local_collect.h"
 #include "userspace/cli/snapshot_json.h"
 #include "userspace/collectors/bpf_util.h"
+#include "userspace/common/clock.h"
 
 namespace vigil::cli {
 namespace {
@@ -106,7 +107,7 @@ int runSnapshot(const Command& self, const Args& args) {
   // host loading can take seconds, and a window that closed right after it would hold nothing.
   // duration_seconds then says how long the window really was.
   int64_t interval_ns = config.interval / kj::NANOSECONDS;
-  int64_t loaded_ns = unixNowNs() - (*collectors)->startedUnixNs();
+  int64_t loaded_ns = unixNs() - (*collectors)->startedUnixNs();
   kj::Duration remaining = std::max(interval_ns - loaded_ns, interval_ns * 3 / 4) * kj::NANOSECONDS;
   auto window = sleepFromNow(io.provider->getTimer(), remaining);
   window.exclusiveJoin(kj::mv(stop)).exclusiveJoin((*collectors)->run()).wait(io.waitScope);

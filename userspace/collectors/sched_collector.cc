@@ -24,6 +24,7 @@
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/collectors/task_comm.h"
 #include "userspace/common/shrink.h"
+#include "userspace/common/clock.h"
 
 namespace vigil {
 namespace {
@@ -31,12 +32,6 @@ namespace {
 constexpr uint64_t kMicrosecond = 1000;
 constexpr uint32_t kCgroupIdleCollects = 30;  // 5 minutes at the default 10 s interval
 constexpr size_t kMaxCgroups = 1024;  // per-cgroup histograms kept (tp_btf), as the raw_tp map
-
-uint64_t monotonicNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
-}
 
 // True when the kernel maintains sched_info (run_delay, pcount): /proc/self/schedstat exists
 // (CONFIG_SCHED_INFO) and counts this process's arrivals on a CPU, which are never zero here.
@@ -77,7 +72,7 @@ absl::StatusOr<std::unique_ptr<SchedCollector>> SchedCollector::create(
       return bpfError("sched: open", -errno);
     }
     skel->rodata->targ_tgid = options.only_tgid;
-    skel->rodata->load_ns = monotonicNs();
+    skel->rodata->load_ns = static_cast<uint64_t>(monoNs());
     if (options.max_processes != 0) {
       // The per-process map of whichever design loads: proc_stats (raw_tp) or exited (tp_btf).
       bpf_map__set_max_entries(skel->maps.proc_stats, options.max_processes);
@@ -217,9 +212,7 @@ void SchedCollector::addRunningSlices(Snapshot& out) {
   // going backwards until the kernel's total catches up.
   std::vector<sched_cpu_state> cpus(possibleCpus());
   uint32_t zero = 0;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
+  uint64_t now = static_cast<uint64_t>(monoNs());
   if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.cpu_state), &zero, cpus.data()) == 0) {
     for (const sched_cpu_state& c : cpus) {
       if (c.tgid == 0 || c.switched_in_ns == 0 || now <= c.switched_in_ns) {
