@@ -1526,6 +1526,9 @@ def part_aggregator(env):
 # Part 6: wire efficiency
 
 
+LOADED_FRAME = "host frame under load (redis, 200 exec/s)"
+
+
 def part_wire(env):
     part = "wire"
     if not env.have("vigil-bench-wire"):
@@ -1540,9 +1543,30 @@ def part_wire(env):
         runs.append(("this host's frame (agent's collectors)", live))
         # Events (exec, exit, TCP state changes) are new data in every frame, not samples.
         runs.append(("this host's frame, samples only", live + ["--no_events"]))
+        # A busier host: a server under load and short-lived processes, so most counters move
+        # between frames and new processes appear in every one.
+        if shutil_which("redis-server") and shutil_which("redis-benchmark") and \
+                env.have("vigil-bench-storm"):
+            runs.append((LOADED_FRAME, live))
     for label, cmd in runs:
         R.command(part, cmd)
-        rc, out, _ = run(cmd, timeout=120)
+        load = []
+        if label == LOADED_FRAME:
+            port = free_port()
+            load.append(Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"]))
+            wait_for(lambda: run(["redis-cli", "-p", str(port), "ping"], timeout=5)[1].strip()
+                     == "PONG", 15)
+            load.append(Proc(["redis-benchmark", "-p", str(port), "-c", "20", "-n", "100000000",
+                              "-t", "set,get", "-q"]))
+            load.append(Proc([env.exe("vigil-bench-storm"), "exec", "100000", "200"]))
+            R.command(part, "under load: redis-server, `redis-benchmark -c 20 -t set,get` and "
+                      "`vigil-bench-storm exec 100000 200` (200 exec/s) running throughout")
+        try:
+            rc, out, _ = run(cmd, timeout=120)
+        finally:
+            for p in reversed(load):
+                p.stop(signal.SIGINT)
         kv = parse_kv(out)
         if rc != 0 or "series" not in kv:
             R.skip(part, label, "vigil-bench-wire failed: " + out[-200:])
