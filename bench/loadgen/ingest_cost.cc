@@ -4,7 +4,13 @@
 // --agents agents and --rounds intervals, encodes them as the load generator does
 // (packed + zstd), and then feeds each round through the aggregator's own code:
 //
+//   expand      (rounds 2+) what aggregator/ingest.cc does on the event loop for a delta push
+//               (Encoding.pointerZstdDelta, as agents send 29 frames in 30): decompress the stored
+//               base (the previous frame as logged, zstd level 1), expandPointerDelta, recompress
+//               the expanded frame at level 1 for the log, keep a copy as the next base
 //   decode      decodeFrame (zstd, unpack, validation traversal)
+//   decode_expanded  (rounds 2+) decodeFrame of an expanded delta (packed, no zstd): what the
+//               commit thread does for a delta push instead of `decode`
 //   from_wire   fromWire into a Snapshot
 //   store       Store::apply (the fleet view behind /metrics and the fleet API)
 //   series      SeriesStore::appendFrame (render to series, Gorilla append)
@@ -13,7 +19,9 @@
 // Round 1 creates every series; the later rounds are the steady state. Prints one line per step
 // with microseconds per frame and core-seconds per million samples. The RPC layer (reading the
 // socket, the Cap'n Proto RPC messages, acks) is not in these figures; the load-generator runs
-// measure it.
+// measure it. The load generator's side is printed apart: `encode` (keyframe: build, toWire,
+// packed + zstd) and `encode_delta` (build, toWire, pack, encodePointerDelta against the previous
+// frame, as the agent's uplink and the load generator do it).
 #include <time.h>
 #include <unistd.h>
 
@@ -83,6 +91,10 @@ int main(int argc, char** argv) {
   vigil::aggregator::SeriesStore series;
   int64_t t0 = nowNs() - static_cast<int64_t>(rounds) * 10000000000LL;
   size_t series_per_frame = 0;
+  // Per agent: the previous round's packed frame (the load generator's delta base) and the
+  // aggregator's stored base (its log payload: zstd level 1 of the expanded frame).
+  std::vector<kj::Array<kj::byte>> prev_packed(agents);
+  std::vector<kj::Array<kj::byte>> stored_base(agents);
   for (uint32_t round = 1; round <= rounds; ++round) {
     // Build and encode this round's frames as the load generator does (measured apart: it is
     // the load generator's cost, not the aggregator's).
@@ -108,6 +120,73 @@ int main(int argc, char** argv) {
       ids.push_back(so.agent_id);
     }
     double encode_s = threadCpu() - e0;
+    // The same frames as deltas against the previous round (load generator side), then expanded
+    // as the aggregator's event loop does (aggregator side). Round 1 has no base.
+    double encode_delta_s = 0;
+    Step expand{"expand"};
+    Step decode_expanded{"decode_expanded"};
+    double delta_bytes = 0;
+    if (round >= 2) {
+      std::vector<kj::Array<kj::byte>> deltas(agents);
+      std::vector<kj::Array<kj::byte>> packed(agents);
+      double d0 = threadCpu();
+      for (uint32_t a = 0; a < agents; ++a) {
+        vigil::Snapshot snap;
+        vigil::bench::SynthOptions so;
+        so.agent_id = "bench-" + std::to_string(a);
+        so.boot_epoch = 1000000 + a;
+        so.seed = a + 1;
+        vigil::bench::buildSyntheticSnapshot(so, round, snap);
+        snap.end_unix_ns = t0 + static_cast<int64_t>(round) * 10000000000LL;
+        snap.start_unix_ns = snap.end_unix_ns - 10000000000LL;
+        capnp::MallocMessageBuilder message;
+        vigil::toWire(snap, message);
+        packed[a] = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED);
+        KJ_IF_MAYBE (d, vigil::encodePointerDelta(prev_packed[a], packed[a])) {
+          deltas[a] = kj::mv(*d);
+        } else {
+          fprintf(stderr, "encodePointerDelta refused the frame of agent %u\n", a);
+          return 1;
+        }
+      }
+      encode_delta_s = threadCpu() - d0;
+      for (uint32_t a = 0; a < agents; ++a) {
+        delta_bytes += deltas[a].size();
+        double c0 = threadCpu();
+        auto base = vigil::packedBytes(stored_base[a], vigil::wire::Encoding::PACKED_ZSTD);
+        if (!base.ok()) {
+          fprintf(stderr, "base: %s\n", std::string(base.status().message()).c_str());
+          return 1;
+        }
+        auto expanded = vigil::expandPointerDelta(*base, deltas[a]);
+        if (!expanded.ok()) {
+          fprintf(stderr, "expand: %s\n", std::string(expanded.status().message()).c_str());
+          return 1;
+        }
+        auto log_payload = vigil::compressPacked(*expanded, 1);
+        stored_base[a] = kj::heapArray<kj::byte>(log_payload);  // ingest.cc's base_payload_
+        double c1 = threadCpu();
+        expand.seconds += c1 - c0;
+        if (expanded->size() != packed[a].size() ||
+            memcmp(expanded->begin(), packed[a].begin(), packed[a].size()) != 0) {
+          fprintf(stderr, "expand: agent %u's delta did not expand to its frame\n", a);
+          return 1;
+        }
+        auto frame = vigil::decodeFrame(*expanded, vigil::wire::Encoding::PACKED);
+        decode_expanded.seconds += threadCpu() - c1;
+        if (!frame.ok()) {
+          fprintf(stderr, "decode_expanded: %s\n", std::string(frame.status().message()).c_str());
+          return 1;
+        }
+      }
+    }
+    for (uint32_t a = 0; a < agents; ++a) {
+      auto p = vigil::packedBytes(payloads[a], vigil::wire::Encoding::PACKED_ZSTD);
+      prev_packed[a] = kj::mv(*p);
+      if (round == 1) {
+        stored_base[a] = vigil::compressPacked(prev_packed[a], 1);
+      }
+    }
     Step decode{"decode"}, from_wire{"from_wire"}, apply{"store"}, append{"series"}, logged{"log"};
     std::vector<std::shared_ptr<const vigil::Snapshot>> snaps;
     snaps.reserve(agents);
@@ -164,17 +243,37 @@ int main(int argc, char** argv) {
     double total = free_s;
     printf("round %u (%s), %u frames of %zu series:\n", round,
            round == 1 ? "creates series" : "steady", agents, series_per_frame);
+    if (round >= 2) {
+      printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples (event loop, delta pushes)\n",
+             expand.name, expand.seconds / agents * 1e6, expand.seconds / samples_m);
+    }
     for (const Step* s : {&decode, &from_wire, &apply, &append, &logged}) {
-      printf("  %-10s %8.1f us/frame  %6.3f core-s per 1M samples\n", s->name,
+      printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples\n", s->name,
              s->seconds / agents * 1e6, s->seconds / samples_m);
       total += s->seconds;
     }
-    printf("  %-10s %8.1f us/frame  %6.3f core-s per 1M samples\n", "free", free_s / agents * 1e6,
+    printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples\n", "free", free_s / agents * 1e6,
            free_s / samples_m);
-    printf("  %-10s %8.1f us/frame  %6.3f core-s per 1M samples\n", "total", total / agents * 1e6,
+    printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples\n", "total", total / agents * 1e6,
            total / samples_m);
-    printf("  %-10s %8.1f us/frame  %6.3f core-s per 1M samples (load generator side)\n", "encode",
+    if (round >= 2) {
+      printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples (commit thread, delta pushes)\n",
+             decode_expanded.name, decode_expanded.seconds / agents * 1e6,
+             decode_expanded.seconds / samples_m);
+      // A delta push: expand + decode_expanded instead of decode; the other steps are the same.
+      double total_delta = total - decode.seconds + expand.seconds + decode_expanded.seconds;
+      printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples (a delta push)\n", "total_delta",
+             total_delta / agents * 1e6, total_delta / samples_m);
+    }
+    printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples (load generator side)\n", "encode",
            encode_s / agents * 1e6, encode_s / samples_m);
+    if (round >= 2) {
+      printf(
+          "  %-15s %8.1f us/frame  %6.3f core-s per 1M samples (load generator side, %.0f B "
+          "per delta)\n",
+          "encode_delta", encode_delta_s / agents * 1e6, encode_delta_s / samples_m,
+          delta_bytes / agents);
+    }
   }
   printf("series=%zu series_memory_bytes=%zu\n", series.numSeries(), series.memoryBytes());
   std::filesystem::remove_all(dir);

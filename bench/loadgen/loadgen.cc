@@ -6,7 +6,21 @@
 //
 //   vigil-bench-loadgen --addr=127.0.0.1:PORT --agents=N [--interval_ms=10000]
 //                       [--warmup_s=12] [--duration_s=30] [--connect_per_s=2000]
-//                       [--frame_time=now|synthetic]
+//                       [--frame_time=now|synthetic] [--keyframe_every=30]
+//
+// Frames are encoded the way userspace/agent/uplink.cc (encodeForSend) sends them: a
+// self-contained PACKED_ZSTD keyframe first on every session and then every --keyframe_every
+// frames, and in between a delta against the agent's previous frame on the session
+// (Encoding.pointerZstdDelta with encodePointerDelta when the aggregator's register answer says
+// acceptsPointerDelta, packedZstdDelta otherwise), naming that frame in baseSeq.
+// --keyframe_every=1 sends keyframes only (what this tool did before 2026-11-26). A delta the
+// aggregator refuses ("frame refused" with a delta_* reason) is handled as the agent does: the
+// agent registers again (a refused delta breaks the session) and resends that frame as a
+// keyframe; delta_bad and delta_not_accepted switch the agent to keyframes for good. Refusals
+// are counted (delta_refused=). Unlike the agent, a delta is sent even when it would not be
+// smaller than the keyframe (the agent compares with its spooled, already compressed frame; the
+// load generator would have to compress every frame twice to know, and on these frames a delta
+// is always several times smaller).
 //
 // Frames end "now" (wall clock at the push), so the aggregator's series store takes every
 // sample as it would from real agents. --frame_time=synthetic keeps the synthetic frame's fixed
@@ -50,6 +64,7 @@ struct Options {
   uint32_t duration_s = 30;
   uint32_t connect_per_s = 2000;
   bool frame_time_now = true;
+  uint32_t keyframe_every = 30;
 };
 
 struct Stats {
@@ -64,6 +79,19 @@ struct Stats {
   uint64_t late = 0;
   uint64_t payload_bytes = 0;
   std::vector<double> latency_ms;
+  // Pushes sent in the window, by encoding, the thread CPU spent building and encoding them
+  // (synthetic snapshot, toWire, pack, zstd or delta), and their payload bytes.
+  uint64_t keyframes = 0;
+  uint64_t deltas = 0;
+  double keyframe_cpu_s = 0;
+  double delta_cpu_s = 0;
+  uint64_t keyframe_bytes = 0;
+  uint64_t delta_bytes = 0;
+  // Over the whole run (not reset at the window): deltas refused and the re-registrations that
+  // followed (resyncs), and other refused pushes.
+  uint64_t delta_refused = 0;
+  uint64_t resyncs = 0;
+  uint64_t resync_failed = 0;
 };
 
 class ErrorCounter final : public kj::TaskSet::ErrorHandler {
@@ -91,6 +119,12 @@ class NoConfig final : public vigil::wire::AgentControl::Server {
   }
 };
 
+double threadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
 double selfCpuSeconds() {
   rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -108,6 +142,14 @@ class LoadGen {
     uint64_t seq = 0;
     uint64_t epoch = 0;
     bool in_flight = false;
+    // Delta state of the session, as the agent keeps it (uplink.cc Connection).
+    bool accepts_delta = false;
+    bool accepts_pointer_delta = false;
+    bool delta_disabled = false;  // the aggregator could not expand our deltas: keyframes only
+    bool resync = false;          // a delta was refused: register again before the next push
+    uint64_t base_seq = 0;
+    kj::Array<kj::byte> base_packed;
+    uint32_t since_keyframe = 0;
     kj::Own<kj::AsyncIoStream> stream;
     kj::Own<capnp::TwoPartyClient> client;
     vigil::wire::IngestSession::Client session = nullptr;
@@ -134,6 +176,8 @@ class LoadGen {
     double ramp_s = (timer.now() - start_) / kj::MILLISECONDS / 1000.0;
     timer.afterDelay(o_.warmup_s * kj::SECONDS).wait(io_.waitScope);
     stats_.acked = stats_.late = stats_.payload_bytes = 0;
+    stats_.keyframes = stats_.deltas = stats_.keyframe_bytes = stats_.delta_bytes = 0;
+    stats_.keyframe_cpu_s = stats_.delta_cpu_s = 0;
     stats_.latency_ms.clear();
     measuring_ = true;
     kj::TimePoint m0 = timer.now();
@@ -155,22 +199,8 @@ class LoadGen {
           Agent& a = *agents_[i];
           a.stream = kj::mv(stream);
           a.client = kj::heap<capnp::TwoPartyClient>(*a.stream);
-          auto req = a.client->bootstrap().castAs<vigil::wire::Aggregator>().registerRequest();
-          auto hello = req.initHello();
-          auto id = hello.initAgent();
-          std::string name = "bench-" + std::to_string(i);
-          id.setAgentId(name);
-          id.setNodeName(name);
-          id.setVersion("0.1.0-loadgen");
-          id.setKernel("6.18");
-          hello.setBootEpoch(a.epoch);
-          hello.setProtocolVersion(0);
-          req.setControl(kj::heap<NoConfig>());
-          return req.send().then(
-              [this, i](capnp::Response<vigil::wire::Aggregator::RegisterResults> resp) {
-                Agent& a = *agents_[i];
-                a.session = resp.getSession();
-                a.seq = resp.getLastSeq();
+          return registerAgent(i).then(
+              [this, i]() {
                 stats_.registered++;
                 // Spread first pushes evenly over one interval.
                 int64_t offset_us = static_cast<int64_t>(i) * o_.interval_ms * 1000 / o_.agents;
@@ -189,6 +219,35 @@ class LoadGen {
         });
   }
 
+  // Aggregator.register, as the agent does; a new session has no delta base.
+  kj::Promise<void> registerAgent(uint32_t i) {
+    Agent& a = *agents_[i];
+    auto req = a.client->bootstrap().castAs<vigil::wire::Aggregator>().registerRequest();
+    auto hello = req.initHello();
+    auto id = hello.initAgent();
+    std::string name = "bench-" + std::to_string(i);
+    id.setAgentId(name);
+    id.setNodeName(name);
+    id.setVersion("0.1.0-loadgen");
+    id.setKernel("6.18");
+    hello.setBootEpoch(a.epoch);
+    hello.setProtocolVersion(0);
+    req.setControl(kj::heap<NoConfig>());
+    return req.send().then(
+        [this, i](capnp::Response<vigil::wire::Aggregator::RegisterResults> resp) {
+          Agent& a = *agents_[i];
+          a.session = resp.getSession();
+          // Frames the aggregator already holds are done (the seq only moves forward).
+          a.seq = std::max(a.seq, resp.getLastSeq());
+          a.accepts_delta = resp.getAcceptsDelta();
+          a.accepts_pointer_delta = resp.getAcceptsPointerDelta();
+          a.resync = false;
+          a.base_seq = 0;
+          a.base_packed = nullptr;
+          a.since_keyframe = 0;
+        });
+  }
+
   kj::Promise<void> pushLoop(uint32_t i) {
     auto& timer = io_.provider->getTimer();
     kj::TimePoint next = timer.now() + o_.interval_ms * kj::MILLISECONDS;
@@ -199,6 +258,24 @@ class LoadGen {
       if (measuring_) {
         stats_.late++;
       }
+    } else if (a.resync) {
+      // A refused delta broke the session: register again, then resend that frame as a
+      // keyframe (sendOne rebuilds it from its seq).
+      a.in_flight = true;
+      stats_.resyncs++;
+      tasks_.add(registerAgent(i).then(
+          [this, i]() {
+            agents_[i]->in_flight = false;
+            sendOne(i);
+          },
+          [this, i](kj::Exception&& e) {
+            agents_[i]->in_flight = false;
+            stats_.resync_failed++;
+            if (stats_.resync_failed <= 3) {
+              fprintf(stderr, "vigil-bench-loadgen: register after a refused delta failed: %s\n",
+                      e.getDescription().cStr());
+            }
+          }));
     } else {
       sendOne(i);
     }
@@ -208,6 +285,7 @@ class LoadGen {
   void sendOne(uint32_t i) {
     Agent& a = *agents_[i];
     a.seq++;
+    double cpu0 = threadCpuSeconds();
     vigil::Snapshot snap;
     vigil::bench::SynthOptions so;
     so.agent_id = "bench-" + std::to_string(i);
@@ -226,15 +304,31 @@ class LoadGen {
     }
     capnp::MallocMessageBuilder message;
     vigil::toWire(snap, message);
-    auto payload = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED_ZSTD);
+    uint64_t base_seq = 0;
+    kj::Array<kj::byte> payload;
+    auto encoding = encodeForSend(a, message, payload, base_seq);
     auto req = a.session.pushRequest();
     req.setSeq(a.seq);
-    req.setEncoding(vigil::wire::Encoding::PACKED_ZSTD);
+    req.setEncoding(encoding);
+    req.setBaseSeq(base_seq);
     req.setPayload(payload);
     size_t bytes = payload.size();
+    if (measuring_) {
+      double cpu = threadCpuSeconds() - cpu0;
+      if (encoding == vigil::wire::Encoding::PACKED_ZSTD) {
+        stats_.keyframes++;
+        stats_.keyframe_cpu_s += cpu;
+        stats_.keyframe_bytes += bytes;
+      } else {
+        stats_.deltas++;
+        stats_.delta_cpu_s += cpu;
+        stats_.delta_bytes += bytes;
+      }
+    }
     a.in_flight = true;
     kj::TimePoint sent = io_.provider->getTimer().now();
     bool counted = measuring_;
+    uint64_t seq = a.seq;
     tasks_.add(req.send().then(
         [this, i, sent, counted, bytes](capnp::Response<vigil::wire::IngestSession::PushResults>) {
           agents_[i]->in_flight = false;
@@ -245,13 +339,71 @@ class LoadGen {
                                         1000.0);
           }
         },
-        [this, i](kj::Exception&& e) {
-          agents_[i]->in_flight = false;
+        [this, i, seq](kj::Exception&& e) {
+          Agent& a = *agents_[i];
+          a.in_flight = false;
+          const char* what = e.getDescription().cStr();
+          if (e.getType() == kj::Exception::Type::FAILED &&
+              strstr(what, "frame refused") != nullptr && strstr(what, "delta_") != nullptr) {
+            // As uplink.cc: the aggregator could not use our delta. Register again and resend
+            // this frame as a keyframe; after delta_bad or delta_not_accepted, keyframes only.
+            stats_.delta_refused++;
+            if (strstr(what, "delta_bad") != nullptr ||
+                strstr(what, "delta_not_accepted") != nullptr) {
+              a.delta_disabled = true;
+            }
+            if (stats_.delta_refused <= 3) {
+              fprintf(stderr, "vigil-bench-loadgen: delta refused, resyncing: %s\n", what);
+            }
+            a.resync = true;
+            if (a.seq == seq) {
+              a.seq--;  // sendOne after the resync builds this frame again
+            }
+            return;
+          }
+          // Any other failure: the next frame is a keyframe (the push may not have reached the
+          // aggregator's session state as our base).
+          a.base_seq = 0;
+          a.base_packed = nullptr;
           stats_.push_failed++;
           if (stats_.push_failed <= 3) {
-            fprintf(stderr, "vigil-bench-loadgen: push failed: %s\n", e.getDescription().cStr());
+            fprintf(stderr, "vigil-bench-loadgen: push failed: %s\n", what);
           }
         }));
+  }
+
+  // The payload of the agent's next push, as uplink.cc's encodeForSend chooses it: a keyframe
+  // at the start of a session and every keyframe_every frames, a delta against the previous
+  // frame of the session otherwise. Keeps this frame's packed bytes as the next base.
+  vigil::wire::Encoding encodeForSend(Agent& a, capnp::MessageBuilder& message,
+                                      kj::Array<kj::byte>& out, uint64_t& base_seq) {
+    base_seq = 0;
+    if (o_.keyframe_every <= 1 || !a.accepts_delta || a.delta_disabled) {
+      out = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED_ZSTD);
+      return vigil::wire::Encoding::PACKED_ZSTD;
+    }
+    auto packed = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED);
+    vigil::wire::Encoding encoding = vigil::wire::Encoding::PACKED_ZSTD;
+    if (a.base_seq != 0 && a.base_seq < a.seq && a.since_keyframe + 1 < o_.keyframe_every) {
+      if (a.accepts_pointer_delta) {
+        KJ_IF_MAYBE (d, vigil::encodePointerDelta(a.base_packed, packed)) {
+          out = kj::mv(*d);
+          encoding = vigil::wire::Encoding::POINTER_ZSTD_DELTA;
+        }
+      }
+      if (encoding == vigil::wire::Encoding::PACKED_ZSTD) {
+        out = vigil::encodeDelta(a.base_packed, packed);
+        encoding = vigil::wire::Encoding::PACKED_ZSTD_DELTA;
+      }
+      base_seq = a.base_seq;
+      a.since_keyframe++;
+    } else {
+      out = vigil::compressPacked(packed);
+      a.since_keyframe = 0;
+    }
+    a.base_seq = a.seq;
+    a.base_packed = kj::mv(packed);
+    return encoding;
   }
 
   void report(double ramp_s, double window_s) {
@@ -279,9 +431,20 @@ class LoadGen {
            stats_.acked ? static_cast<double>(stats_.payload_bytes) / stats_.acked : 0.0);
     printf("ack_ms_p50=%.2f\nack_ms_p99=%.2f\nack_ms_max=%.2f\n", pct(0.5), pct(0.99),
            l.empty() ? 0.0 : l.back());
+    printf("keyframe_every=%u\n", o_.keyframe_every);
+    printf("keyframes_sent=%lu\ndeltas_sent=%lu\n", stats_.keyframes, stats_.deltas);
+    printf("keyframe_bytes_mean=%.0f\ndelta_bytes_mean=%.0f\n",
+           stats_.keyframes ? static_cast<double>(stats_.keyframe_bytes) / stats_.keyframes : 0.0,
+           stats_.deltas ? static_cast<double>(stats_.delta_bytes) / stats_.deltas : 0.0);
+    // CPU of this process to build and encode one push (snapshot, toWire, pack, zstd or delta).
+    printf("build_us_per_keyframe=%.1f\nbuild_us_per_delta=%.1f\n",
+           stats_.keyframes ? stats_.keyframe_cpu_s / stats_.keyframes * 1e6 : 0.0,
+           stats_.deltas ? stats_.delta_cpu_s / stats_.deltas * 1e6 : 0.0);
+    printf("delta_refused=%lu\nresyncs=%lu\nresync_failed=%lu\n", stats_.delta_refused,
+           stats_.resyncs, stats_.resync_failed);
     bool sustained = stats_.registered == o_.agents && stats_.late == 0 &&
-                     stats_.push_failed == 0 && stats_.acked >= 0.98 * expected &&
-                     pct(0.99) < o_.interval_ms;
+                     stats_.push_failed == 0 && stats_.delta_refused == 0 &&
+                     stats_.acked >= 0.98 * expected && pct(0.99) < o_.interval_ms;
     printf("sustained=%d\n", sustained ? 1 : 0);
     fflush(stdout);
   }
@@ -328,16 +491,19 @@ int main(int argc, char** argv) {
       o.connect_per_s = std::max(1ul, std::stoul(v));
     } else if (flagValue(argv[i], "frame_time", &v) && (v == "now" || v == "synthetic")) {
       o.frame_time_now = v == "now";
+    } else if (flagValue(argv[i], "keyframe_every", &v)) {
+      o.keyframe_every = static_cast<uint32_t>(std::stoul(v));
     } else {
       fprintf(stderr,
               "usage: vigil-bench-loadgen --addr=HOST:PORT --agents=N [--interval_ms=10000] "
               "[--warmup_s=12] [--duration_s=30] [--connect_per_s=2000] "
-              "[--frame_time=now|synthetic]\n");
+              "[--frame_time=now|synthetic] [--keyframe_every=30]\n");
       return 2;
     }
   }
-  if (o.agents == 0 || o.interval_ms == 0) {
-    fprintf(stderr, "vigil-bench-loadgen: --agents and --interval_ms must be positive\n");
+  if (o.agents == 0 || o.interval_ms == 0 || o.keyframe_every == 0) {
+    fprintf(stderr,
+            "vigil-bench-loadgen: --agents, --interval_ms and --keyframe_every must be positive\n");
     return 2;
   }
   // One fd per simulated agent plus a few: raise the soft limit to the hard one, then try higher
