@@ -1372,8 +1372,14 @@ def aggregator_step_costs(env, part):
     where = {"decode": "vigil-commit thread", "from_wire": "vigil-commit thread",
              "log": "vigil-commit thread", "store": "event loop",
              "series": "vigil-series thread", "free": "where the frame is dropped",
-             "total": "all steps, without RPC", "encode": "load generator side, not aggregator"}
-    for name in ("decode", "from_wire", "log", "store", "series", "free", "total", "encode"):
+             "total": "all steps of a keyframe push, without RPC",
+             "expand": "event loop, delta pushes: base decompress, expand, recompress for the log",
+             "decode_expanded": "vigil-commit thread, delta pushes (instead of decode)",
+             "total_delta": "all steps of a delta push, without RPC",
+             "encode": "load generator side (keyframe), not aggregator",
+             "encode_delta": "load generator side (pointer delta), not aggregator"}
+    for name in ("expand", "decode", "decode_expanded", "from_wire", "log", "store", "series",
+                 "free", "total", "total_delta", "encode", "encode_delta"):
         if name in steps:
             R.row(part, "ingest step CPU, steady state: %s" % name, steps[name],
                   "core-s per 1M samples", where.get(name, ""))
@@ -1419,7 +1425,8 @@ def part_aggregator(env):
             rss_idle = rss_kib(agg.pid)
             cmd = [env.exe("vigil-bench-loadgen"), "--addr=127.0.0.1:%s" % kv["rpc_port"],
                    "--agents=%d" % n, "--interval_ms=%d" % interval_ms,
-                   "--warmup_s=%d" % CFG["agg_warmup_s"], "--duration_s=%d" % CFG["agg_window_s"]]
+                   "--warmup_s=%d" % CFG["agg_warmup_s"], "--duration_s=%d" % CFG["agg_window_s"],
+                   "--keyframe_every=30"]  # as agents send: a keyframe, then 29 pointer deltas
             R.command(part, " ".join(cmd[:1] + ["--addr=127.0.0.1:PORT"] + cmd[2:]))
             lg = Proc(cmd, preexec=raise_nofile)
             if not wait_for(lambda: "measure_start=1" in lg.output() or not lg.alive(), 300):
@@ -1489,6 +1496,13 @@ def part_aggregator(env):
             R.row(part, label + ": load generator CPU (same machine)",
                   [float(r["loadgen_cpu_seconds"]) / float(r["window_seconds"]) * 100],
                   "% of one core")
+            if "deltas_sent" in r:
+                R.detail(part, "%s: %s keyframes (%s B) and %s pointer deltas (%s B) in the window; "
+                         "load generator CPU to build a push: %s us (keyframe), %s us (delta); "
+                         "deltas refused: %s" % (
+                             label, r["keyframes_sent"], r["keyframe_bytes_mean"],
+                             r["deltas_sent"], r["delta_bytes_mean"], r["build_us_per_keyframe"],
+                             r["build_us_per_delta"], r["delta_refused"]))
             R.row(part, label + ": aggregator RSS", [rss_end / 1024.0], "MiB")
             R.row(part, label + ": bytes per active series",
                   [(rss_end - rss_idle) * 1024.0 / max(series, 1)], "B",
@@ -1994,10 +2008,13 @@ PART_NOTES = {
     ],
     "aggregator": [
         "`vigil-bench-loadgen` opens one real Cap'n Proto RPC connection per simulated agent "
-        "over loopback, registers, and pushes a synthetic ~500-series frame (packed+zstd, built "
-        "per push with that agent's id and seq, stamped with the current time so the series "
-        "store takes every sample) every 10 s, one push in flight per agent, spread "
-        "evenly over the interval. Frames go through the aggregator's group commit (one fsync "
+        "over loopback, registers, and pushes a synthetic ~500-series frame (built per push "
+        "with that agent's id and seq, stamped with the current time so the series store takes "
+        "every sample) every 10 s, one push in flight per agent, spread evenly over the "
+        "interval. Frames are encoded as agents send them (`--keyframe_every=30`, the agent's "
+        "default): a packed+zstd keyframe first and every 30th frame, pointer deltas against the "
+        "agent's previous frame in between, which the aggregator expands on its event loop "
+        "(runs before 2026-11-26 sent keyframes only and never exercised that path). Frames go through the aggregator's group commit (one fsync "
         "per batch, acks after the commit); frames per commit is the mean batch size the "
         "aggregator logs at shutdown. CPU per million samples is aggregator CPU seconds over the "
         "window divided by millions of samples acknowledged in it. Sustained means: all agents registered, no push was still "

@@ -399,7 +399,11 @@ class LoadGen {
       a.since_keyframe++;
     } else {
       out = vigil::compressPacked(packed);
-      a.since_keyframe = 0;
+      // Real agents start at different times, so a fleet's keyframes are spread over the
+      // keyframe period; simulated agents all start within one interval, so after the first
+      // keyframe of a session each agent starts its count at a different point (keyframes then
+      // make up 1/keyframe_every of any window's pushes).
+      a.since_keyframe = a.base_seq == 0 ? a.index % o_.keyframe_every : 0;
     }
     a.base_seq = a.seq;
     a.base_packed = kj::mv(packed);
