@@ -8,6 +8,7 @@
 //               (Encoding.pointerZstdDelta, as agents send 29 frames in 30): decompress the stored
 //               base (the previous frame as logged, zstd level 1), expandPointerDelta, recompress
 //               the expanded frame at level 1 for the log, keep a copy as the next base
+//               (its parts: expand.base, expand.delta, expand.log)
 //   decode      decodeFrame (zstd, unpack, validation traversal)
 //   decode_expanded  (rounds 2+) decodeFrame of an expanded delta (packed, no zstd): what the
 //               commit thread does for a delta push instead of `decode`
@@ -125,6 +126,8 @@ int main(int argc, char** argv) {
     double encode_delta_s = 0;
     Step expand{"expand"};
     Step decode_expanded{"decode_expanded"};
+    // expand's parts (printed as expand.base, expand.delta, expand.log)
+    Step expand_base{"expand.base"}, expand_delta{"expand.delta"}, expand_log{"expand.log"};
     double delta_bytes = 0;
     if (round >= 2) {
       std::vector<kj::Array<kj::byte>> deltas(agents);
@@ -158,7 +161,9 @@ int main(int argc, char** argv) {
           fprintf(stderr, "base: %s\n", std::string(base.status().message()).c_str());
           return 1;
         }
+        double cb = threadCpu();
         auto expanded = vigil::expandPointerDelta(*base, deltas[a]);
+        double cd = threadCpu();
         if (!expanded.ok()) {
           fprintf(stderr, "expand: %s\n", std::string(expanded.status().message()).c_str());
           return 1;
@@ -167,6 +172,9 @@ int main(int argc, char** argv) {
         stored_base[a] = kj::heapArray<kj::byte>(log_payload);  // ingest.cc's base_payload_
         double c1 = threadCpu();
         expand.seconds += c1 - c0;
+        expand_base.seconds += cb - c0;
+        expand_delta.seconds += cd - cb;
+        expand_log.seconds += c1 - cd;
         if (expanded->size() != packed[a].size() ||
             memcmp(expanded->begin(), packed[a].begin(), packed[a].size()) != 0) {
           fprintf(stderr, "expand: agent %u's delta did not expand to its frame\n", a);
@@ -246,6 +254,10 @@ int main(int argc, char** argv) {
     if (round >= 2) {
       printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples (event loop, delta pushes)\n",
              expand.name, expand.seconds / agents * 1e6, expand.seconds / samples_m);
+      for (const Step* s : {&expand_base, &expand_delta, &expand_log}) {
+        printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples\n", s->name,
+               s->seconds / agents * 1e6, s->seconds / samples_m);
+      }
     }
     for (const Step* s : {&decode, &from_wire, &apply, &append, &logged}) {
       printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples\n", s->name,
