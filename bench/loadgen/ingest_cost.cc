@@ -129,6 +129,8 @@ int main(int argc, char** argv) {
     // expand's parts (printed as expand.base, expand.delta, expand.log)
     Step expand_base{"expand.base"}, expand_delta{"expand.delta"}, expand_log{"expand.log"};
     double delta_bytes = 0;
+    double packed_bytes = 0;  // the frames' packed size (what a packed base would hold)
+    double stored_bytes = 0;  // the stored base (the log payload)
     if (round >= 2) {
       std::vector<kj::Array<kj::byte>> deltas(agents);
       std::vector<kj::Array<kj::byte>> packed(agents);
@@ -155,6 +157,7 @@ int main(int argc, char** argv) {
       encode_delta_s = threadCpu() - d0;
       for (uint32_t a = 0; a < agents; ++a) {
         delta_bytes += deltas[a].size();
+        packed_bytes += packed[a].size();
         double c0 = threadCpu();
         auto base = vigil::packedBytes(stored_base[a], vigil::wire::Encoding::PACKED_ZSTD);
         if (!base.ok()) {
@@ -170,6 +173,7 @@ int main(int argc, char** argv) {
         }
         auto log_payload = vigil::compressPacked(*expanded, 1);
         stored_base[a] = kj::heapArray<kj::byte>(log_payload);  // ingest.cc's base_payload_
+        stored_bytes += stored_base[a].size();
         double c1 = threadCpu();
         expand.seconds += c1 - c0;
         expand_base.seconds += cb - c0;
@@ -285,6 +289,8 @@ int main(int argc, char** argv) {
           "per delta)\n",
           "encode_delta", encode_delta_s / agents * 1e6, encode_delta_s / samples_m,
           delta_bytes / agents);
+      printf("  frame sizes: packed %.0f B, stored base (zstd level 1) %.0f B, delta %.0f B\n",
+             packed_bytes / agents, stored_bytes / agents, delta_bytes / agents);
     }
   }
   printf("series=%zu series_memory_bytes=%zu\n", series.numSeries(), series.memoryBytes());
