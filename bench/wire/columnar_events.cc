@@ -569,6 +569,20 @@ absl::StatusOr<std::vector<capnp::Orphan<Event>>> decodeEventColumns(
   return out;
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> splitEventColumns(
+    const std::string& columns) {
+  ColumnReader in(columns.data(), columns.size(), "header");
+  COLUMN_READ(count, in.varint());
+  (void)count;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (int c = 0; c < kColumnCount; ++c) {
+    COLUMN_READ(len, in.varint());
+    COLUMN_READ(bytes, in.bytes(len));
+    out.emplace_back(columnName(c), std::move(bytes));
+  }
+  return out;
+}
+
 #undef COLUMN_READ
 
 bool sameEvent(Event::Reader a, Event::Reader b) {

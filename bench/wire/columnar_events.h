@@ -23,6 +23,7 @@
 #include <capnp/orphan.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -41,6 +42,11 @@ std::string encodeEventColumns(const std::vector<wire::Event::Reader>& previous,
 absl::StatusOr<std::vector<capnp::Orphan<wire::Event>>> decodeEventColumns(
     const std::vector<wire::Event::Reader>& previous, const std::string& columns,
     capnp::Orphanage orphanage);
+
+// The columns of encodeEventColumns's output by name, in order ("kind", "time", ...), for a
+// breakdown of where the bytes go. Malformed input is an error, as in decodeEventColumns.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> splitEventColumns(
+    const std::string& columns);
 
 // True when `a` and `b` hold the same value in every field (their canonical Cap'n Proto forms
 // are equal: union member, every scalar, every text and data byte, set versus unset pointers).

@@ -423,7 +423,27 @@ bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
   };
   double events_total = 0, in_delta = 0, raw = 0, zstd_alone = 0, zstd_prefix = 0;
   double json_gzip = 0, json_gzip_marginal = 0;
+  // Per column: raw bytes and bytes after zstd of that column alone (where the bytes go).
+  std::vector<std::string> column_names;
+  std::vector<double> column_raw, column_zstd;
   for (size_t i = 1; i < n; ++i) {
+    auto split = vigil::bench::splitEventColumns(columns[i]);
+    if (!split.ok()) {
+      fprintf(stderr, "vigil-bench-wire: event columns of frame %zu do not split: %s\n", i,
+              std::string(split.status().message()).c_str());
+      return false;
+    }
+    column_names.resize(split->size());
+    column_raw.resize(split->size());
+    column_zstd.resize(split->size());
+    for (size_t c = 0; c < split->size(); ++c) {
+      column_names[c] = (*split)[c].first;
+      column_raw[c] += static_cast<double>((*split)[c].second.size());
+      if (!(*split)[c].second.empty()) {
+        column_zstd[c] += static_cast<double>(
+            vigil::compressPacked(bytes((*split)[c].second), delta_level).size());
+      }
+    }
     events_total += static_cast<double>(frames[i]->events.size());
     KJ_IF_MAYBE (with, vigil::encodePointerDelta(full[i - 1], full[i], delta_level)) {
       KJ_IF_MAYBE (without, vigil::encodePointerDelta(samples[i - 1], samples[i], delta_level)) {
@@ -447,6 +467,17 @@ bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
         static_cast<double>(gz_with.size()) - static_cast<double>(gzip(with_events.dump()).size());
   }
   const double deltas = static_cast<double>(n - 1);
+  // Events per frame by kind (the union member).
+  static const char* const kKinds[] = {"exec", "exit", "fork", "oom_kill", "signal", "tcp_state"};
+  double kinds[6] = {};
+  for (size_t i = 1; i < n; ++i) {
+    for (const auto& e : frames[i]->events) {
+      kinds[std::min<unsigned>(e.getReader().which(), 5)]++;
+    }
+  }
+  for (int k = 0; k < 6; ++k) {
+    printf("exp_events_%s_per_frame=%.1f\n", kKinds[k], kinds[k] / deltas);
+  }
   const double per_event = events_total > 0 ? 1.0 / events_total : 0;
   printf("exp_events_per_frame=%.1f\n", events_total / deltas);
   printf("exp_events_round_trip_checked=%zu\n", verified);
@@ -456,6 +487,14 @@ bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
   printf("exp_events_columnar_zstd_prefix_bytes_per_event=%.2f\n", zstd_prefix * per_event);
   printf("exp_events_json_gzip_bytes_per_event=%.2f\n", json_gzip * per_event);
   printf("exp_events_json_gzip_in_frame_bytes_per_event=%.2f\n", json_gzip_marginal * per_event);
+  for (size_t c = 0; c < column_names.size(); ++c) {
+    if (column_raw[c] > 0) {
+      printf("exp_events_column_%s_raw_bytes_per_event=%.2f\n", column_names[c].c_str(),
+             column_raw[c] * per_event);
+      printf("exp_events_column_%s_zstd_bytes_per_event=%.2f\n", column_names[c].c_str(),
+             column_zstd[c] * per_event);
+    }
+  }
   printf("exp_events_columnar_vs_in_delta=%.3f\n", in_delta > 0 ? zstd_prefix / in_delta : 0);
   printf("exp_events_columnar_vs_json_gzip=%.3f\n", events_total > 0 ? zstd_prefix / json_gzip : 0);
 
