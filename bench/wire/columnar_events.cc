@@ -2,6 +2,7 @@
 
 #include <capnp/message.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -170,6 +171,77 @@ Dictionary startingDictionary(const std::vector<Event::Reader>& previous) {
   return d;
 }
 
+// Predicts the pids of events from the events before them, the same way on both sides. Under
+// process churn the events of a new process follow its parent's fork (fork, exec, exit of the
+// child, then the parent's next fork), so a pid is usually one of a few recent ones and a fork's
+// child is usually one past the previous child. A pid is coded as its position in a short
+// move-to-front list of recent pids (a fork's child enters at the front), or, when it is not
+// there, kRecent + zigzag(pid - the front pid); a child pid as zigzag(child - (previous child
+// + 1)). Seeded with the previous frame's events.
+class PidModel {
+ public:
+  static constexpr size_t kRecent = 16;
+
+  explicit PidModel(const std::vector<Event::Reader>& previous) {
+    for (const auto& e : previous) {
+      saw(e);
+    }
+  }
+  uint64_t code(uint32_t pid) const {
+    for (size_t i = 0; i < recent_.size(); ++i) {
+      if (recent_[i] == pid) {
+        return i;
+      }
+    }
+    return kRecent + zigzag(diff(pid, front()));
+  }
+  uint32_t pid(uint64_t code) const {
+    if (code < recent_.size()) {
+      return recent_[code];
+    }
+    // Positions past the list's current length cannot occur in valid input; decode them like
+    // the escape so a malformed code still yields a pid rather than reading out of bounds.
+    uint64_t z = code >= kRecent ? code - kRecent : code;
+    return static_cast<uint32_t>(front() + static_cast<uint64_t>(unzigzag(z)));
+  }
+  uint64_t childCode(uint32_t child) const { return zigzag(diff(child, next_child_)); }
+  uint32_t child(uint64_t code) const {
+    return static_cast<uint32_t>(next_child_ + static_cast<uint64_t>(unzigzag(code)));
+  }
+  // An exit's lifetime predicted as the time since its fork event, when that was seen (in this
+  // frame or the previous one); 0 otherwise.
+  int64_t lifetimeGuess(uint32_t pid, int64_t exit_time) const {
+    auto it = fork_time_.find(pid);
+    return it == fork_time_.end() ? 0 : exit_time - it->second;
+  }
+  // Updates the model with an event once it is coded.
+  void saw(Event::Reader e) {
+    toFront(e.getPid());
+    if (e.isFork() && e.hasFork()) {
+      toFront(e.getFork().getChildPid());
+      next_child_ = e.getFork().getChildPid() + 1;
+      fork_time_[e.getFork().getChildPid()] = e.getTimestampNs();
+    } else if (e.isExit()) {
+      fork_time_.erase(e.getPid());
+    }
+  }
+
+ private:
+  uint32_t front() const { return recent_.empty() ? 0 : recent_[0]; }
+  void toFront(uint32_t pid) {
+    auto it = std::find(recent_.begin(), recent_.end(), pid);
+    if (it != recent_.end()) {
+      recent_.erase(it);
+    } else if (recent_.size() == kRecent) {
+      recent_.pop_back();
+    }
+    recent_.insert(recent_.begin(), pid);
+  }
+  std::vector<uint32_t> recent_;
+  uint32_t next_child_ = 0;
+  absl::flat_hash_map<uint32_t, int64_t> fork_time_;  // child pid -> its fork event's time
+};
+
 class Encoder {
  public:
   explicit Encoder(const std::vector<Event::Reader>& previous)
@@ -205,7 +277,7 @@ std::string encodeEventColumns(const std::vector<Event::Reader>& previous,
                                const std::vector<Event::Reader>& events) {
   Encoder enc(previous);
   int64_t last_time = previous.empty() ? 0 : previous.back().getTimestampNs();
-  uint32_t last_pid = 0;
+  PidModel pids(previous);
   uint32_t last_ppid = 0;
   uint64_t last_cgroup = 0;
   for (const auto& e : events) {
@@ -238,17 +310,17 @@ std::string encodeEventColumns(const std::vector<Event::Reader>& previous,
     enc.putSigned(kTime, e.getTimestampNs() - last_time);
     last_time = e.getTimestampNs();
     const uint32_t pid = e.getPid();
-    enc.putSigned(kPid, diff(pid, last_pid));
+    enc.put(kPid, pids.code(pid));
     enc.putSigned(kTid, diff(e.getTid(), pid));
     enc.putSigned(kPpid, diff(e.getPpid(), last_ppid));
     enc.putSigned(kCgroup, diff(e.getCgroupId(), last_cgroup));
-    last_pid = pid;
     last_ppid = e.getPpid();
     last_cgroup = e.getCgroupId();
     enc.putString(kComm, e.hasComm(), str(e.getComm()));
     enc.putString(kContainer, e.hasContainerId(), str(e.getContainerId()));
     enc.putString(kPod, e.hasPodUid(), str(e.getPodUid()));
     if (!present) {
+      pids.saw(e);
       continue;
     }
     switch (e.which()) {
@@ -262,11 +334,12 @@ std::string encodeEventColumns(const std::vector<Event::Reader>& previous,
         auto x = e.getExit();
         enc.putSigned(kExit, x.getExitCode());
         enc.putSigned(kExit, x.getSignal());
-        enc.put(kExit, x.getLifetimeNs());
+        enc.putSigned(kExit, diff(x.getLifetimeNs(), static_cast<uint64_t>(pids.lifetimeGuess(
+                                                         pid, e.getTimestampNs()))));
         break;
       }
       case Event::FORK:
-        enc.putSigned(kFork, diff(e.getFork().getChildPid(), pid));
+        enc.put(kFork, pids.childCode(e.getFork().getChildPid()));
         break;
       case Event::OOM_KILL: {
         auto x = e.getOomKill();
@@ -303,6 +376,7 @@ std::string encodeEventColumns(const std::vector<Event::Reader>& previous,
         break;
       }
     }
+    pids.saw(e);
   }
   std::string out;
   putVarint(out, events.size());
@@ -404,7 +478,7 @@ absl::StatusOr<std::vector<capnp::Orphan<Event>>> decodeEventColumns(
 
   std::vector<capnp::Orphan<Event>> out;
   int64_t last_time = previous.empty() ? 0 : previous.back().getTimestampNs();
-  uint32_t last_pid = 0;
+  PidModel pids(previous);
   uint32_t last_ppid = 0;
   uint64_t last_cgroup = 0;
   for (uint64_t i = 0; i < count; ++i) {
@@ -421,8 +495,8 @@ absl::StatusOr<std::vector<capnp::Orphan<Event>>> decodeEventColumns(
     COLUMN_READ(dt, dec.column(kTime).signedVarint());
     last_time += dt;
     e.setTimestampNs(last_time);
-    COLUMN_READ(dpid, dec.column(kPid).signedVarint());
-    const uint32_t pid = static_cast<uint32_t>(last_pid + static_cast<uint64_t>(dpid));
+    COLUMN_READ(pid_code, dec.column(kPid).varint());
+    const uint32_t pid = pids.pid(pid_code);
     e.setPid(pid);
     COLUMN_READ(dtid, dec.column(kTid).signedVarint());
     e.setTid(static_cast<uint32_t>(pid + static_cast<uint64_t>(dtid)));
@@ -430,7 +504,6 @@ absl::StatusOr<std::vector<capnp::Orphan<Event>>> decodeEventColumns(
     e.setPpid(static_cast<uint32_t>(last_ppid + static_cast<uint64_t>(dppid)));
     COLUMN_READ(dcg, dec.column(kCgroup).signedVarint());
     e.setCgroupId(last_cgroup + static_cast<uint64_t>(dcg));
-    last_pid = pid;
     last_ppid = e.getPpid();
     last_cgroup = e.getCgroupId();
     absl::Status st = setString(dec, kComm, [&](const std::string& s) { e.setComm(s); });
@@ -466,6 +539,7 @@ absl::StatusOr<std::vector<capnp::Orphan<Event>>> decodeEventColumns(
           e.adoptTcpState(capnp::Orphan<wire::TcpStateEvent>());
           break;
       }
+      pids.saw(e.asReader());
       continue;
     }
     switch (which) {
@@ -483,15 +557,16 @@ absl::StatusOr<std::vector<capnp::Orphan<Event>>> decodeEventColumns(
         x.setCoreDumped(flag);
         COLUMN_READ(code, dec.column(kExit).signedVarint());
         COLUMN_READ(sig, dec.column(kExit).signedVarint());
-        COLUMN_READ(life, dec.column(kExit).varint());
+        COLUMN_READ(life, dec.column(kExit).signedVarint());
         x.setExitCode(static_cast<int32_t>(code));
         x.setSignal(static_cast<int32_t>(sig));
-        x.setLifetimeNs(life);
+        x.setLifetimeNs(static_cast<uint64_t>(pids.lifetimeGuess(pid, e.getTimestampNs())) +
+                        static_cast<uint64_t>(life));
         break;
       }
       case Event::FORK: {
-        COLUMN_READ(child, dec.column(kFork).signedVarint());
-        e.initFork().setChildPid(static_cast<uint32_t>(pid + static_cast<uint64_t>(child)));
+        COLUMN_READ(child, dec.column(kFork).varint());
+        e.initFork().setChildPid(pids.child(child));
         break;
       }
       case Event::OOM_KILL: {
@@ -559,6 +634,7 @@ absl::StatusOr<std::vector<capnp::Orphan<Event>>> decodeEventColumns(
     if (!st.ok()) {
       return st;
     }
+    pids.saw(e.asReader());
   }
   for (int c = 0; c < kColumnCount; ++c) {
     if (!dec.column(c).done()) {

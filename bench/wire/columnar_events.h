@@ -7,11 +7,15 @@
 //             is ExecEvent.argvTruncated or ExitEvent.coreDumped
 //   time      zigzag varint of timestampNs minus the previous event's (the first event: minus
 //             the previous frame's last event)
-//   pid       zigzag of pid minus the previous event's pid; tid and ppid the same against pid
-//             and the previous ppid; cgroup the same against the previous cgroupId
+//   pid       the pid's code in a model of recent pids (PidModel in the .cc: position in a
+//             move-to-front list where each fork's child enters first, else an escape + zigzag
+//             difference); tid, ppid and cgroup as zigzag differences against the pid, the
+//             previous event's ppid and the previous event's cgroupId
 //   comm, container, pod, filename, argv   string references (below), one column each
 //   payload   one column per event kind (exit, fork, oomKill, signal, tcpState): its integers
-//             as varints (zigzag for signed ones, pids against the event's pid), its strings
+//             as varints (zigzag for signed ones, pids against the event's pid, a fork's
+//             child against one past the previous fork's child, an exit's lifetime against
+//             the time since its fork event when that is known), its strings
 //             and byte strings as references in the same column
 //   literals  the bytes of strings first seen in this frame (varint length + bytes)
 // A string reference is 0 for an unset field (so set-but-empty and unset stay distinct), i + 1

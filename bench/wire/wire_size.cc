@@ -495,7 +495,8 @@ bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
              column_zstd[c] * per_event);
     }
   }
-  printf("exp_events_columnar_vs_in_delta=%.3f\n", in_delta > 0 ? zstd_prefix / in_delta : 0);
+  printf("exp_events_columnar_vs_in_delta=%.3f\n",
+         events_total > 0 && in_delta > 0 ? zstd_prefix / in_delta : 0);
   printf("exp_events_columnar_vs_json_gzip=%.3f\n", events_total > 0 ? zstd_prefix / json_gzip : 0);
 
   // 2. Folding. Frames are folded in order (aggregates are cumulative); folded_counts[i] holds
