@@ -498,6 +498,36 @@ bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
   printf("exp_events_columnar_vs_in_delta=%.3f\n",
          events_total > 0 && in_delta > 0 ? zstd_prefix / in_delta : 0);
   printf("exp_events_columnar_vs_json_gzip=%.3f\n", events_total > 0 ? zstd_prefix / json_gzip : 0);
+  // CPU cost for the last frame's events (best of 20): columns + zstd with the prefix on the
+  // agent's side, zstd expansion + decoding into Cap'n Proto events on the aggregator's.
+  {
+    auto previous = eventReaders(*frames[n - 2]);
+    auto events = eventReaders(*frames[n - 1]);
+    auto best_us = [](auto&& fn) {
+      double best = 1e18;
+      for (int i = 0; i < 20; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        fn();
+        best = std::min(
+            best, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                      .count());
+      }
+      return best;
+    };
+    const double encode_us = best_us([&]() {
+      std::string c = vigil::bench::encodeEventColumns(previous, events);
+      (void)vigil::encodeDelta(bytes(columns[n - 2]), bytes(c), delta_level);
+    });
+    auto d = vigil::encodeDelta(bytes(columns[n - 2]), bytes(columns[n - 1]), delta_level);
+    const double decode_us = best_us([&]() {
+      auto c = vigil::expandDelta(bytes(columns[n - 2]), d);
+      std::string text(reinterpret_cast<const char*>(c->begin()), c->size());
+      capnp::MallocMessageBuilder arena;
+      (void)vigil::bench::decodeEventColumns(previous, text, arena.getOrphanage());
+    });
+    printf("exp_events_columnar_encode_us=%.0f\n", encode_us);
+    printf("exp_events_columnar_decode_us=%.0f\n", decode_us);
+  }
 
   // 2. Folding. Frames are folded in order (aggregates are cumulative); folded_counts[i] holds
   // the aggregates of frame i and how many processes each had folded by then.
