@@ -8,15 +8,12 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "aggregator/query_api.h"
+#include "userspace/common/clock.h"
 #include "userspace/common/frame_metrics.h"
 
 namespace vigil::aggregator {
 
-int64_t unixMillis() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t unixMillis() { return unixNs() / 1000000; }
 
 // Chunk bit layout (most significant bit first within each byte):
 //   sample 0: timestamp as 64 raw bits, value as 64 raw bits.

@@ -13,8 +13,6 @@
 #include "userspace/common/clock.h"
 
 namespace vigil::aggregator {
-namespace {}  // namespace
-
 Server::Server(ServerOptions options, kj::AsyncIoContext& io)
     : options_(std::move(options)),
       io_(io),

@@ -2042,6 +2042,13 @@ PART_NOTES = {
         "Samples are the Prometheus series the frame renders to. The first frame of every "
         "session (agent start, reconnect, failover) is a keyframe, so an agent that reconnects "
         "often pays the keyframe figure more often.",
+        "\"Host frame under load\" is the live run again while redis-server serves "
+        "`redis-benchmark -c 20` and `vigil-bench-storm exec` starts 200 short-lived processes "
+        "a second: every frame then holds hundreds of processes that were not in the previous "
+        "one (started and gone within the interval) and their exec, fork and exit events, all "
+        "new data that no delta can take from the previous frame, while JSON+gzip still "
+        "compresses their repeated structure well. It is the least favourable real frame "
+        "measured here.",
     ],
     "cli": [
         "bcc's tools compile their BPF C at run time against kernel headers, which this kernel "
