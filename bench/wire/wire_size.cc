@@ -10,6 +10,8 @@
 //           [--legacy_units] (the frame as agents before ProcessSample.cpuUs / Metric.scaled
 //           wrote it: on-CPU time in ns, float64 metric values, containers and histograms in
 //           the collectors' order; the JSON then carries ns too)
+//           [--experiments [--fold_keep=K]] (exp_* lines: columnar events and folding of
+//           short-lived processes beyond the K busiest, default 32; see runExperiments)
 //   WIRE_DEBUG=1 prints each delta and the last delta's size with each part of the frame left out.
 //
 // It builds rounds+1 consecutive frames. The keyframe is packed + zstd of the last one; each
@@ -36,8 +38,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "bench/common/synth_frame.h"
+#include "bench/wire/columnar_events.h"
+#include "bench/wire/fold_short_lived.h"
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
 #include "nlohmann/json.hpp"
@@ -81,7 +86,24 @@ void putIf(json& o, const char* key, T v) {
   }
 }
 
-json structuredJson(const vigil::Snapshot& s, bool cpu_in_ns = false) {
+// Events are data the frame carries too: Cap'n Proto's own JSON codec, fields at their default
+// omitted (as for zero counters below).
+json eventsJson(const vigil::Snapshot& s) {
+  json events = json::array();
+  capnp::JsonCodec codec;
+  codec.setHasMode(capnp::HasMode::NON_DEFAULT);
+  for (const auto& e : s.events) {
+    events.push_back(json::parse(codec.encode(e.getReader()).cStr()));
+  }
+  return events;
+}
+
+// folded: for --experiments, the aggregates of folded short-lived processes (pseudo-pid ->
+// processes folded into it); they get a "folded_processes" field and no pid. With `folded` given
+// (even empty) processes are written in pid order, as in the frame, so a folded and an unfolded
+// JSON differ only in the folding, not in hash-map order.
+json structuredJson(const vigil::Snapshot& s, bool cpu_in_ns = false,
+                    const absl::flat_hash_map<uint32_t, uint64_t>* folded = nullptr) {
   json f;
   f["agent"] = {{"agent_id", s.agent.agent_id},
                 {"node_name", s.agent.node_name},
@@ -96,9 +118,26 @@ json structuredJson(const vigil::Snapshot& s, bool cpu_in_ns = false) {
   f["syscall_duty_cycle"] = s.syscall_duty_cycle;
   f["config_version"] = s.config_version;
   json procs = json::array();
+  std::vector<std::pair<uint32_t, const vigil::ProcessStats*>> ordered;
   for (const auto& [pid, p] : s.processes) {
+    ordered.emplace_back(pid, &p);
+  }
+  if (folded != nullptr) {
+    std::sort(ordered.begin(), ordered.end());
+  }
+  for (const auto& [pid, pp] : ordered) {
+    const vigil::ProcessStats& p = *pp;
     json o;
-    o["pid"] = p.pid;
+    uint64_t folded_count = 0;
+    if (folded != nullptr) {
+      auto it = folded->find(pid);
+      folded_count = it == folded->end() ? 0 : it->second;
+    }
+    if (folded_count > 0) {
+      o["folded_processes"] = folded_count;
+    } else {
+      o["pid"] = p.pid;
+    }
     o["comm"] = p.comm;
     putIf(o, "cgroup_id", p.cgroup_id);
     putIf(o, "cmdline", p.cmdline);
@@ -196,15 +235,7 @@ json structuredJson(const vigil::Snapshot& s, bool cpu_in_ns = false) {
     cols.push_back(o);
   }
   f["collectors"] = cols;
-  // Events are data the frame carries too: Cap'n Proto's own JSON codec, fields at their default
-  // omitted (as above for zero counters).
-  json events = json::array();
-  capnp::JsonCodec codec;
-  codec.setHasMode(capnp::HasMode::NON_DEFAULT);
-  for (const auto& e : s.events) {
-    events.push_back(json::parse(codec.encode(e.getReader()).cStr()));
-  }
-  f["events"] = events;
+  f["events"] = eventsJson(s);
   return f;
 }
 
@@ -271,6 +302,321 @@ bool flagValue(const std::string& arg, const char* name, std::string* out) {
   return false;
 }
 
+// What a sequence of packed frames costs on the wire, as the agent would send it: the last frame
+// as a keyframe (packed + zstd), each frame after the first as a pointer delta against the one
+// before it (encodePointerDelta refuses a delta that does not expand back to the frame), and the
+// steady state of one keyframe per keyframe_every frames.
+struct WireCost {
+  double keyframe = 0;
+  double delta_avg = 0;
+  double steady = 0;
+};
+
+bool wireCost(const std::vector<kj::Array<kj::byte>>& packed, int delta_level, int keyframe_every,
+              WireCost* cost) {
+  double sum = 0;
+  for (size_t i = 1; i < packed.size(); ++i) {
+    KJ_IF_MAYBE (d, vigil::encodePointerDelta(packed[i - 1], packed[i], delta_level)) {
+      sum += static_cast<double>(d->size());
+    } else {
+      return false;
+    }
+  }
+  cost->keyframe = static_cast<double>(vigil::compressPacked(packed.back()).size());
+  cost->delta_avg = sum / static_cast<double>(packed.size() - 1);
+  cost->steady = (cost->keyframe + (keyframe_every - 1) * cost->delta_avg) / keyframe_every;
+  return true;
+}
+
+// The packed frame of `s` as the agent encodes it, optionally without its events, and with the
+// processes replaced by `processes` when given (the folded form). An aggregate's folded count
+// travels in ProcessSample.cpuNs, a UInt64 of the data section current agents leave 0: the
+// stand-in for the new field a shipped form would add, so its bytes are counted.
+kj::Array<kj::byte> packFrame(vigil::Snapshot& s, bool with_events,
+                              absl::flat_hash_map<uint32_t, vigil::ProcessStats>* processes,
+                              const absl::flat_hash_map<uint32_t, uint64_t>* folded) {
+  if (processes != nullptr) {
+    std::swap(s.processes, *processes);
+  }
+  capnp::MallocMessageBuilder m;
+  vigil::toWire(s, m);
+  if (processes != nullptr) {
+    std::swap(s.processes, *processes);
+  }
+  auto f = m.getRoot<vigil::wire::Frame>();
+  if (!with_events) {
+    f.initEvents(0);
+  }
+  if (folded != nullptr) {
+    for (auto p : f.getProcesses()) {
+      auto it = folded->find(p.getPid());
+      if (it != folded->end()) {
+        p.setCpuNs(it->second);
+      }
+    }
+  }
+  return vigil::encodeFrame(m, vigil::wire::Encoding::PACKED);
+}
+
+std::vector<vigil::wire::Event::Reader> eventReaders(const vigil::Snapshot& s) {
+  std::vector<vigil::wire::Event::Reader> out;
+  for (const auto& e : s.events) {
+    out.push_back(e.getReader());
+  }
+  return out;
+}
+
+// --experiments: what two changes would save on these frames (docs/transport.md, "Under load").
+//  1. Columnar events (bench/wire/columnar_events.h): each frame's events as columns + zstd,
+//     alone and with the previous frame's columns as the zstd prefix, against the bytes the events
+//     add to today's pointer delta (delta with events minus delta without, same frames) and
+//     against JSON+gzip of the events. Every frame's columns are decoded back and compared field
+//     by field with the original events; a mismatch fails the run.
+//  2. Folding short-lived processes (bench/wire/fold_short_lived.h) beyond the K busiest: the
+//     samples-only and whole steady state, against JSON+gzip of the unfolded frame (the data as
+//     collected) and of the folded frame (the same folding applied to JSON).
+//  3. Both: folded samples-only frames plus the columnar events sent beside them.
+// Prints exp_* key=value lines; returns false when a round-trip check fails.
+bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
+                    const absl::flat_hash_set<uint32_t>& pids_before_first, int delta_level,
+                    int keyframe_every, size_t fold_keep) {
+  const size_t n = frames.size();
+  // Today's frames, with and without events.
+  std::vector<kj::Array<kj::byte>> full, samples;
+  for (auto& f : frames) {
+    full.push_back(packFrame(*f, true, nullptr, nullptr));
+    samples.push_back(packFrame(*f, false, nullptr, nullptr));
+  }
+  WireCost today, today_samples;
+  if (!wireCost(full, delta_level, keyframe_every, &today) ||
+      !wireCost(samples, delta_level, keyframe_every, &today_samples)) {
+    fprintf(stderr, "vigil-bench-wire: a frame has no pointer-predicted delta\n");
+    return false;
+  }
+
+  // 1. Columnar events. columns[i] is frame i's events against frame i-1's (frame 0: against
+  // none).
+  std::vector<std::string> columns;
+  size_t verified = 0;
+  for (size_t i = 0; i < n; ++i) {
+    auto previous =
+        i == 0 ? std::vector<vigil::wire::Event::Reader>{} : eventReaders(*frames[i - 1]);
+    auto events = eventReaders(*frames[i]);
+    columns.push_back(vigil::bench::encodeEventColumns(previous, events));
+    capnp::MallocMessageBuilder arena;
+    auto back = vigil::bench::decodeEventColumns(previous, columns.back(), arena.getOrphanage());
+    if (!back.ok() || back->size() != events.size()) {
+      fprintf(stderr, "vigil-bench-wire: event columns of frame %zu do not decode: %s\n", i,
+              back.ok() ? "wrong count" : std::string(back.status().message()).c_str());
+      return false;
+    }
+    for (size_t k = 0; k < events.size(); ++k) {
+      if (!vigil::bench::sameEvent(events[k], (*back)[k].getReader())) {
+        fprintf(stderr, "vigil-bench-wire: event %zu of frame %zu does not round-trip\n", k, i);
+        return false;
+      }
+      verified++;
+    }
+  }
+  auto bytes = [](const std::string& s) {
+    return kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+  };
+  double events_total = 0, in_delta = 0, raw = 0, zstd_alone = 0, zstd_prefix = 0;
+  double json_gzip = 0, json_gzip_marginal = 0;
+  // Per column: raw bytes and bytes after zstd of that column alone (where the bytes go).
+  std::vector<std::string> column_names;
+  std::vector<double> column_raw, column_zstd;
+  for (size_t i = 1; i < n; ++i) {
+    auto split = vigil::bench::splitEventColumns(columns[i]);
+    if (!split.ok()) {
+      fprintf(stderr, "vigil-bench-wire: event columns of frame %zu do not split: %s\n", i,
+              std::string(split.status().message()).c_str());
+      return false;
+    }
+    column_names.resize(split->size());
+    column_raw.resize(split->size());
+    column_zstd.resize(split->size());
+    for (size_t c = 0; c < split->size(); ++c) {
+      column_names[c] = (*split)[c].first;
+      column_raw[c] += static_cast<double>((*split)[c].second.size());
+      if (!(*split)[c].second.empty()) {
+        column_zstd[c] += static_cast<double>(
+            vigil::compressPacked(bytes((*split)[c].second), delta_level).size());
+      }
+    }
+    events_total += static_cast<double>(frames[i]->events.size());
+    KJ_IF_MAYBE (with, vigil::encodePointerDelta(full[i - 1], full[i], delta_level)) {
+      KJ_IF_MAYBE (without, vigil::encodePointerDelta(samples[i - 1], samples[i], delta_level)) {
+        in_delta += static_cast<double>(with->size()) - static_cast<double>(without->size());
+      }
+    }
+    raw += static_cast<double>(columns[i].size());
+    zstd_alone += static_cast<double>(vigil::compressPacked(bytes(columns[i]), delta_level).size());
+    auto d = vigil::encodeDelta(bytes(columns[i - 1]), bytes(columns[i]), delta_level);
+    auto d_back = vigil::expandDelta(bytes(columns[i - 1]), d);
+    if (!d_back.ok() || d_back->asPtr() != bytes(columns[i])) {
+      fprintf(stderr, "vigil-bench-wire: event columns of frame %zu do not expand back\n", i);
+      return false;
+    }
+    zstd_prefix += static_cast<double>(d.size());
+    json_gzip += static_cast<double>(gzip(eventsJson(*frames[i]).dump()).size());
+    json with_events = structuredJson(*frames[i]);
+    std::string gz_with = gzip(with_events.dump());
+    with_events["events"] = json::array();
+    json_gzip_marginal +=
+        static_cast<double>(gz_with.size()) - static_cast<double>(gzip(with_events.dump()).size());
+  }
+  const double deltas = static_cast<double>(n - 1);
+  // Events per frame by kind (the union member).
+  static const char* const kKinds[] = {"exec", "exit", "fork", "oom_kill", "signal", "tcp_state"};
+  double kinds[6] = {};
+  for (size_t i = 1; i < n; ++i) {
+    for (const auto& e : frames[i]->events) {
+      kinds[std::min<unsigned>(e.getReader().which(), 5)]++;
+    }
+  }
+  for (int k = 0; k < 6; ++k) {
+    printf("exp_events_%s_per_frame=%.1f\n", kKinds[k], kinds[k] / deltas);
+  }
+  const double per_event = events_total > 0 ? 1.0 / events_total : 0;
+  printf("exp_events_per_frame=%.1f\n", events_total / deltas);
+  printf("exp_events_round_trip_checked=%zu\n", verified);
+  printf("exp_events_in_delta_bytes_per_event=%.2f\n", in_delta * per_event);
+  printf("exp_events_columnar_raw_bytes_per_event=%.2f\n", raw * per_event);
+  printf("exp_events_columnar_zstd_bytes_per_event=%.2f\n", zstd_alone * per_event);
+  printf("exp_events_columnar_zstd_prefix_bytes_per_event=%.2f\n", zstd_prefix * per_event);
+  printf("exp_events_json_gzip_bytes_per_event=%.2f\n", json_gzip * per_event);
+  printf("exp_events_json_gzip_in_frame_bytes_per_event=%.2f\n", json_gzip_marginal * per_event);
+  for (size_t c = 0; c < column_names.size(); ++c) {
+    if (column_raw[c] > 0) {
+      printf("exp_events_column_%s_raw_bytes_per_event=%.2f\n", column_names[c].c_str(),
+             column_raw[c] * per_event);
+      printf("exp_events_column_%s_zstd_bytes_per_event=%.2f\n", column_names[c].c_str(),
+             column_zstd[c] * per_event);
+    }
+  }
+  printf("exp_events_columnar_vs_in_delta=%.3f\n",
+         events_total > 0 && in_delta > 0 ? zstd_prefix / in_delta : 0);
+  printf("exp_events_columnar_vs_json_gzip=%.3f\n", events_total > 0 ? zstd_prefix / json_gzip : 0);
+  // CPU cost for the last frame's events (best of 20): columns + zstd with the prefix on the
+  // agent's side, zstd expansion + decoding into Cap'n Proto events on the aggregator's.
+  {
+    auto previous = eventReaders(*frames[n - 2]);
+    auto events = eventReaders(*frames[n - 1]);
+    auto best_us = [](auto&& fn) {
+      double best = 1e18;
+      for (int i = 0; i < 20; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        fn();
+        best = std::min(
+            best, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                      .count());
+      }
+      return best;
+    };
+    const double encode_us = best_us([&]() {
+      std::string c = vigil::bench::encodeEventColumns(previous, events);
+      (void)vigil::encodeDelta(bytes(columns[n - 2]), bytes(c), delta_level);
+    });
+    auto d = vigil::encodeDelta(bytes(columns[n - 2]), bytes(columns[n - 1]), delta_level);
+    const double decode_us = best_us([&]() {
+      auto c = vigil::expandDelta(bytes(columns[n - 2]), d);
+      std::string text(reinterpret_cast<const char*>(c->begin()), c->size());
+      capnp::MallocMessageBuilder arena;
+      (void)vigil::bench::decodeEventColumns(previous, text, arena.getOrphanage());
+    });
+    printf("exp_events_columnar_encode_us=%.0f\n", encode_us);
+    printf("exp_events_columnar_decode_us=%.0f\n", decode_us);
+  }
+
+  // 2. Folding. Frames are folded in order (aggregates are cumulative); folded_counts[i] holds
+  // the aggregates of frame i and how many processes each had folded by then.
+  vigil::bench::ShortLivedFolder folder(fold_keep);
+  std::vector<absl::flat_hash_map<uint32_t, vigil::ProcessStats>> folded(n);
+  std::vector<absl::flat_hash_map<uint32_t, uint64_t>> folded_counts(n);
+  double folded_per_frame = 0;
+  for (size_t i = 0; i < n; ++i) {
+    absl::flat_hash_set<uint32_t> previous_pids = pids_before_first;
+    if (i > 0) {
+      previous_pids.clear();
+      for (const auto& [pid, p] : frames[i - 1]->processes) {
+        previous_pids.insert(pid);
+      }
+    }
+    folded[i] = folder.fold(frames[i]->processes, previous_pids);
+    for (const auto& [pid, p] : folded[i]) {
+      if (uint64_t c = folder.foldedCount(pid); c > 0) {
+        folded_counts[i][pid] = c;
+      }
+    }
+    if (i > 0) {
+      folded_per_frame += static_cast<double>(folder.lastFolded());
+    }
+  }
+  std::vector<kj::Array<kj::byte>> folded_full, folded_samples;
+  for (size_t i = 0; i < n; ++i) {
+    folded_full.push_back(packFrame(*frames[i], true, &folded[i], &folded_counts[i]));
+    folded_samples.push_back(packFrame(*frames[i], false, &folded[i], &folded_counts[i]));
+  }
+  WireCost fold_cost, fold_samples_cost;
+  if (!wireCost(folded_full, delta_level, keyframe_every, &fold_cost) ||
+      !wireCost(folded_samples, delta_level, keyframe_every, &fold_samples_cost)) {
+    fprintf(stderr, "vigil-bench-wire: a folded frame has no pointer-predicted delta\n");
+    return false;
+  }
+  // JSON+gzip of the last frame: as collected, and folded the same way.
+  vigil::Snapshot& last = *frames.back();
+  const absl::flat_hash_map<uint32_t, uint64_t> none_folded;
+  json plain = structuredJson(last, false, &none_folded);
+  std::swap(last.processes, folded.back());
+  json folded_json = structuredJson(last, false, &folded_counts.back());
+  std::swap(last.processes, folded.back());
+  const double json_full = static_cast<double>(gzip(plain.dump()).size());
+  const double json_folded_full = static_cast<double>(gzip(folded_json.dump()).size());
+  plain["events"] = json::array();
+  folded_json["events"] = json::array();
+  const double json_samples = static_cast<double>(gzip(plain.dump()).size());
+  const double json_folded_samples = static_cast<double>(gzip(folded_json.dump()).size());
+  printf("exp_fold_keep_busiest=%zu\n", fold_keep);
+  printf("exp_fold_processes_folded_per_frame=%.1f\n", folded_per_frame / deltas);
+  printf("exp_fold_aggregates=%zu\n", folder.aggregates());
+  printf("exp_fold_processes_last_frame=%zu\n", folded.back().size());
+  printf("exp_samples_delta_bytes_avg=%.1f\n", today_samples.delta_avg);
+  printf("exp_samples_folded_delta_bytes_avg=%.1f\n", fold_samples_cost.delta_avg);
+  printf("exp_samples_steady_bytes_avg=%.1f\n", today_samples.steady);
+  printf("exp_samples_folded_steady_bytes_avg=%.1f\n", fold_samples_cost.steady);
+  printf("exp_json_samples_gzip_bytes=%.0f\n", json_samples);
+  printf("exp_json_samples_folded_gzip_bytes=%.0f\n", json_folded_samples);
+  printf("exp_samples_steady_ratio=%.3f\n", today_samples.steady / json_samples);
+  printf("exp_samples_folded_steady_ratio_vs_json_as_collected=%.3f\n",
+         fold_samples_cost.steady / json_samples);
+  printf("exp_samples_folded_steady_ratio_vs_json_folded=%.3f\n",
+         fold_samples_cost.steady / json_folded_samples);
+  printf("exp_full_delta_bytes_avg=%.1f\n", today.delta_avg);
+  printf("exp_full_folded_delta_bytes_avg=%.1f\n", fold_cost.delta_avg);
+  printf("exp_json_full_gzip_bytes=%.0f\n", json_full);
+  printf("exp_json_full_folded_gzip_bytes=%.0f\n", json_folded_full);
+  printf("exp_full_steady_ratio=%.3f\n", today.steady / json_full);
+  printf("exp_full_folded_steady_ratio_vs_json_as_collected=%.3f\n", fold_cost.steady / json_full);
+  printf("exp_full_folded_steady_ratio_vs_json_folded=%.3f\n", fold_cost.steady / json_folded_full);
+
+  // Columnar events without folding: today's samples-only frames plus the events' columns
+  // (keyframe: zstd alone; delta: zstd with the previous columns as prefix).
+  auto with_columns = [&](const WireCost& samples_cost) {
+    const double key = samples_cost.keyframe +
+                       static_cast<double>(vigil::compressPacked(bytes(columns.back())).size());
+    const double delta = samples_cost.delta_avg + zstd_prefix / deltas;
+    return (key + (keyframe_every - 1) * delta) / keyframe_every;
+  };
+  printf("exp_full_columnar_steady_ratio=%.3f\n", with_columns(today_samples) / json_full);
+  // 3. Both.
+  printf("exp_full_folded_columnar_steady_ratio_vs_json_as_collected=%.3f\n",
+         with_columns(fold_samples_cost) / json_full);
+  printf("exp_full_folded_columnar_steady_ratio_vs_json_folded=%.3f\n",
+         with_columns(fold_samples_cost) / json_folded_full);
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -282,6 +628,8 @@ int main(int argc, char** argv) {
   int delta_level = 3;
   bool no_events = false;
   bool legacy_units = false;
+  bool experiments = false;
+  size_t fold_keep = 32;
   vigil::bench::SynthOptions synth;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -300,6 +648,10 @@ int main(int argc, char** argv) {
       rounds = std::max(1, std::stoi(v));
     } else if (a == "--legacy_units") {
       legacy_units = true;
+    } else if (a == "--experiments") {
+      experiments = true;
+    } else if (flagValue(a, "fold_keep", &v)) {
+      fold_keep = std::stoul(v);
     } else if (a == "--no_events") {
       no_events = true;
     } else if (flagValue(a, "delta_level", &v)) {
@@ -317,6 +669,8 @@ int main(int argc, char** argv) {
   // frames[0] is the base of frames[1], and so on; the last frame is the one measured as a
   // keyframe and against JSON.
   std::vector<std::unique_ptr<vigil::Snapshot>> frames;
+  // The pids of the collection before frames[0] (--experiments: which processes are new in it).
+  absl::flat_hash_set<uint32_t> pids_before_first;
   if (live) {
     vigil::CollectorConfig config;
     std::vector<std::unique_ptr<vigil::Collector>> collectors;
@@ -346,6 +700,10 @@ int main(int argc, char** argv) {
       snap->interval_ms = interval_ms;
       if (round > 0) {
         frames.push_back(std::move(snap));
+      } else {
+        for (const auto& [pid, p] : snap->processes) {
+          pids_before_first.insert(pid);
+        }
       }
     }
   } else {
@@ -353,6 +711,9 @@ int main(int argc, char** argv) {
       auto snap = std::make_unique<vigil::Snapshot>();
       vigil::bench::buildSyntheticSnapshot(synth, seq - rounds + i, *snap);
       frames.push_back(std::move(snap));
+    }
+    for (const auto& [pid, p] : frames.front()->processes) {
+      pids_before_first.insert(pid);
     }
   }
 
@@ -624,6 +985,10 @@ int main(int argc, char** argv) {
          legacy_steady / static_cast<double>(structured_ns_gz.size()));
   printf("steady_ratio_vs_json_structured_ns_gzip=%.3f\n",
          steady / static_cast<double>(structured_ns_gz.size()));
+  if (experiments &&
+      !runExperiments(frames, pids_before_first, delta_level, keyframe_every, fold_keep)) {
+    return 1;
+  }
   if (getenv("WIRE_DEBUG") != nullptr) {
     // Experiment: the last delta if the frame left out the processes whose samples are identical
     // to the base's (what an "unchanged since seq N" scheme would save at most; the list of the
