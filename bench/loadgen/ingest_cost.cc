@@ -99,12 +99,8 @@ int main(int argc, char** argv) {
   for (uint32_t round = 1; round <= rounds; ++round) {
     // Build and encode this round's frames as the load generator does (measured apart: it is
     // the load generator's cost, not the aggregator's).
-    std::vector<kj::Array<kj::byte>> payloads;
-    std::vector<std::string> ids;
-    payloads.reserve(agents);
-    double e0 = threadCpu();
-    for (uint32_t a = 0; a < agents; ++a) {
-      vigil::Snapshot snap;
+    // Agent a's synthetic frame of this round, as the load generator builds it.
+    auto buildFrame = [&](uint32_t a, vigil::Snapshot& snap) {
       vigil::bench::SynthOptions so;
       so.agent_id = "bench-" + std::to_string(a);
       so.boot_epoch = 1000000 + a;
@@ -112,13 +108,21 @@ int main(int argc, char** argv) {
       vigil::bench::buildSyntheticSnapshot(so, round, snap);
       snap.end_unix_ns = t0 + static_cast<int64_t>(round) * 10000000000LL;
       snap.start_unix_ns = snap.end_unix_ns - 10000000000LL;
+    };
+    std::vector<kj::Array<kj::byte>> payloads;
+    std::vector<std::string> ids;
+    payloads.reserve(agents);
+    double e0 = threadCpu();
+    for (uint32_t a = 0; a < agents; ++a) {
+      vigil::Snapshot snap;
+      buildFrame(a, snap);
       if (series_per_frame == 0) {
         series_per_frame = vigil::bench::countSeries(snap);
       }
       capnp::MallocMessageBuilder message;
       vigil::toWire(snap, message);
       payloads.push_back(vigil::encodeFrame(message, vigil::wire::Encoding::PACKED_ZSTD));
-      ids.push_back(so.agent_id);
+      ids.push_back("bench-" + std::to_string(a));
     }
     double encode_s = threadCpu() - e0;
     // The same frames as deltas against the previous round (load generator side), then expanded
@@ -137,13 +141,7 @@ int main(int argc, char** argv) {
       double d0 = threadCpu();
       for (uint32_t a = 0; a < agents; ++a) {
         vigil::Snapshot snap;
-        vigil::bench::SynthOptions so;
-        so.agent_id = "bench-" + std::to_string(a);
-        so.boot_epoch = 1000000 + a;
-        so.seed = a + 1;
-        vigil::bench::buildSyntheticSnapshot(so, round, snap);
-        snap.end_unix_ns = t0 + static_cast<int64_t>(round) * 10000000000LL;
-        snap.start_unix_ns = snap.end_unix_ns - 10000000000LL;
+        buildFrame(a, snap);
         capnp::MallocMessageBuilder message;
         vigil::toWire(snap, message);
         packed[a] = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED);
