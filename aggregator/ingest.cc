@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "aggregator/delta_base.h"
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
 #include "userspace/common/log.h"
@@ -202,7 +203,11 @@ class SessionImpl final : public wire::IngestSession::Server {
     if (encoding == wire::Encoding::PACKED_ZSTD_DELTA ||
         encoding == wire::Encoding::POINTER_ZSTD_DELTA) {
       auto expanded =
-          expand(seq, params.getBaseSeq(), payload, encoding == wire::Encoding::POINTER_ZSTD_DELTA);
+          ingest_.options_.accept_delta
+              ? base_.expand(seq, params.getBaseSeq(), payload,
+                             encoding == wire::Encoding::POINTER_ZSTD_DELTA)
+              : absl::StatusOr<kj::Array<kj::byte>>(absl::FailedPreconditionError(
+                    "delta_not_accepted: this aggregator runs without delta frames"));
       if (!expanded.ok()) {
         delta_broken_ = true;
         std::string msg(expanded.status().message());
@@ -218,15 +223,13 @@ class SessionImpl final : public wire::IngestSession::Server {
       ingest_.stats_.delta_frames++;
     } else {
       log_payload = kj::heapArray<kj::byte>(payload);
+      base_.setSelfContained(seq, log_encoding, log_payload);
     }
-    // The base of this session's next delta: pipelined deltas name the frame before them, which
-    // may still be on its way into the log. Kept compressed, so an idle session costs about one
-    // compressed frame of memory. If its commit fails, the committer fences this agent's later
-    // frames until it registers again, so no delta built on it is ever logged without it; if the
-    // commit thread refuses it (malformed), it stops being the base (see kRejected below).
-    base_seq_ = seq;
-    base_encoding_ = log_encoding;
-    base_payload_ = kj::heapArray<kj::byte>(log_payload);
+    // The frame is now the base of this session's next delta (base_.expand made an expanded
+    // delta the base): pipelined deltas name the frame before them, which may still be on its
+    // way into the log. If its commit fails, the committer fences this agent's later frames until
+    // it registers again, so no delta built on it is ever logged without it; if the commit thread
+    // refuses it (malformed), it stops being the base (see kRejected below).
     // Durable first: the ack below is sent only once the batch holding the frame committed.
     item.agent_id = info_.agent_id;
     item.boot_epoch = boot_epoch_;
@@ -242,10 +245,7 @@ class SessionImpl final : public wire::IngestSession::Server {
                   // A refused frame is no base for a later delta (one naming it is then refused
                   // as delta_unknown_base and the agent resyncs); deltas already queued behind it
                   // were expanded against the agent's own bytes and are checked on their own.
-                  if (base_seq_ == r.seq) {
-                    base_seq_ = 0;
-                    base_payload_ = nullptr;
-                  }
+                  base_.forget(r.seq);
                   ingest_.reject(r.reject_reason);
                   VIGIL_LOG_WARN("refused frame from %s (%s): %s", info_.agent_id, peer_, r.error);
                   return KJ_EXCEPTION(FAILED, "frame refused", r.reject_reason, r.error);
@@ -304,48 +304,12 @@ class SessionImpl final : public wire::IngestSession::Server {
     return answer;
   }
 
-  // Expands a delta push to the frame's packed bytes, or says why not as "reason: detail".
-  absl::StatusOr<kj::Array<kj::byte>> expand(uint64_t seq, uint64_t base_seq,
-                                             kj::ArrayPtr<const kj::byte> payload,
-                                             bool pointer_delta) {
-    if (!ingest_.options_.accept_delta) {
-      return absl::FailedPreconditionError(
-          "delta_not_accepted: this aggregator runs without delta frames");
-    }
-    if (base_seq == 0 || base_seq >= seq) {
-      return absl::InvalidArgumentError(absl::StrCat("delta_out_of_order: delta frame ", seq,
-                                                     " names base ", base_seq,
-                                                     ", not an earlier frame"));
-    }
-    if (base_seq_ == 0 || base_seq != base_seq_) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "delta_unknown_base: delta frame ", seq, " is based on frame ", base_seq,
-          base_seq_ == 0
-              ? ", but this session has accepted no frame yet"
-              : absl::StrCat(", but this session's last accepted frame is ", base_seq_)));
-    }
-    auto base = packedBytes(base_payload_, base_encoding_);
-    if (!base.ok()) {
-      return absl::InternalError(absl::StrCat(
-          "delta_unknown_base: the stored base does not decode: ", base.status().message()));
-    }
-    auto expanded =
-        pointer_delta ? expandPointerDelta(*base, payload) : expandDelta(*base, payload);
-    if (!expanded.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("delta_bad: frame ", seq, ": ", expanded.status().message()));
-    }
-    return expanded;
-  }
-
   Ingest& ingest_;
   AgentInfo info_;
   uint64_t boot_epoch_;
   std::string peer_;
-  // Delta state of this session: the last frame it accepted, as logged.
-  uint64_t base_seq_ = 0;
-  wire::Encoding base_encoding_ = wire::Encoding::PACKED;
-  kj::Array<kj::byte> base_payload_;
+  // Delta state of this session: the last frame it accepted.
+  DeltaBase base_{&ingest_.stats_.delta_base_bytes};
   bool delta_broken_ = false;
   // Settles when the session's latest push has been answered (whatever the answer).
   kj::Promise<void> tail_ = kj::READY_NOW;
@@ -658,6 +622,10 @@ void Ingest::writeMetrics(PromWriter& out) const {
              "Delta frames (Encoding packedZstdDelta) expanded against their base and accepted "
              "into the log as self-contained frames (duplicates included).");
   out.sample("vigil_aggregator_delta_frames_total", {}, stats_.delta_frames);
+  out.family("vigil_aggregator_delta_base_bytes", MetricType::kGauge,
+             "Bytes held as the base of the sessions' next delta frames: a keyframe's payload, "
+             "or an expanded pointer delta's unpacked words (no decompression per delta).");
+  out.sample("vigil_aggregator_delta_base_bytes", {}, stats_.delta_base_bytes);
   out.family("vigil_aggregator_payload_bytes_total", MetricType::kCounter,
              "Compressed frame payload bytes received.");
   out.sample("vigil_aggregator_payload_bytes_total", {}, stats_.payload_bytes);

@@ -103,11 +103,12 @@ void Server::logIngestSummary() const {
   VIGIL_LOG_INFO(
       "ingest summary: frames_accepted=%d frames_duplicate=%d commit_batches=%d "
       "commit_frames=%d mean_batch_frames=%.2f commit_seconds_sum=%.3f worker_cpu_seconds=%.3f "
-      "series_cpu_seconds=%.3f queue_max_frames=%d queue_full=%d series=%d series_memory_bytes=%d",
+      "series_cpu_seconds=%.3f queue_max_frames=%d queue_full=%d series=%d series_memory_bytes=%d "
+      "delta_frames=%d delta_base_bytes=%d",
       in.frames_accepted, in.frames_duplicate, c.batches, c.frames,
       c.batches ? static_cast<double>(c.frames) / static_cast<double>(c.batches) : 0.0,
       c.commit_seconds_sum, c.worker_cpu_seconds, c.series_cpu_seconds, c.queued_max, c.queue_full,
-      series_.numSeries(), series_.memoryBytes());
+      series_.numSeries(), series_.memoryBytes(), in.delta_frames, in.delta_base_bytes);
 }
 
 absl::Status Server::setupAlerting() {

@@ -1426,7 +1426,10 @@ def part_aggregator(env):
             cmd = [env.exe("vigil-bench-loadgen"), "--addr=127.0.0.1:%s" % kv["rpc_port"],
                    "--agents=%d" % n, "--interval_ms=%d" % interval_ms,
                    "--warmup_s=%d" % CFG["agg_warmup_s"], "--duration_s=%d" % CFG["agg_window_s"],
-                   "--keyframe_every=30"]  # as agents send: a keyframe, then 29 pointer deltas
+                   "--keyframe_every=30",  # as agents send: a keyframe, then 29 pointer deltas
+                   # Each simulated agent's frames built before the run: on the bench machine the
+                   # agents' encoding would otherwise compete with the aggregator for its 2 cores.
+                   "--frames=prebuilt"]
             R.command(part, " ".join(cmd[:1] + ["--addr=127.0.0.1:PORT"] + cmd[2:]))
             lg = Proc(cmd, preexec=raise_nofile)
             if not wait_for(lambda: "measure_start=1" in lg.output() or not lg.alive(), 300):
@@ -1503,6 +1506,15 @@ def part_aggregator(env):
                              label, r["keyframes_sent"], r["keyframe_bytes_mean"],
                              r["deltas_sent"], r["delta_bytes_mean"], r["build_us_per_keyframe"],
                              r["build_us_per_delta"], r["delta_refused"]))
+            if r.get("frames") == "prebuilt":
+                R.detail(part, "%s: frames prebuilt before the run: %s per agent, %s MiB, %s s "
+                         "(%s CPU-s); in the window %s pushes from the prebuilt streams and %s "
+                         "built at the push; %s agents left their stream; frames were %s s old "
+                         "when pushed (planned times)" % (
+                             label, r["prebuild_frames_per_agent"], r["prebuild_mib"],
+                             r["prebuild_seconds"], r["prebuild_cpu_seconds"],
+                             r["pushes_from_pool"], r["pushes_built"], r["agents_left_pool"],
+                             r["frame_age_s_mean"]))
             R.row(part, label + ": aggregator RSS", [rss_end / 1024.0], "MiB")
             R.row(part, label + ": bytes per active series",
                   [(rss_end - rss_idle) * 1024.0 / max(series, 1)], "B",
@@ -2008,13 +2020,18 @@ PART_NOTES = {
     ],
     "aggregator": [
         "`vigil-bench-loadgen` opens one real Cap'n Proto RPC connection per simulated agent "
-        "over loopback, registers, and pushes a synthetic ~500-series frame (built per push "
-        "with that agent's id and seq, stamped with the current time so the series store takes "
-        "every sample) every 10 s, one push in flight per agent, spread evenly over the "
-        "interval. Frames are encoded as agents send them (`--keyframe_every=30`, the agent's "
-        "default): a packed+zstd keyframe first and every 30th frame, pointer deltas against the "
-        "agent's previous frame in between, which the aggregator expands on its event loop "
-        "(runs before 2026-11-26 sent keyframes only and never exercised that path). Frames go through the aggregator's group commit (one fsync "
+        "over loopback, registers, and pushes a synthetic ~500-series frame (with that agent's "
+        "id and seq, stamped with recent times so the series store takes every sample) every "
+        "10 s, one push in flight per agent, spread evenly over the interval. Frames are encoded "
+        "as agents send them (`--keyframe_every=30`, the agent's default): a packed+zstd "
+        "keyframe first and every 30th frame, pointer deltas against the agent's previous frame "
+        "in between, which the aggregator expands on its event loop (runs before 2026-11-26 sent "
+        "keyframes only and never exercised that path). Since 2026-11-27 each simulated agent's "
+        "frames are built and encoded before the run (`--frames=prebuilt`: real agents encode on "
+        "their own nodes, and doing it for 10,000 of them took more than half of one of the "
+        "aggregator's two cores); their times are the planned push times, so frames are older "
+        "when pushed by about the prebuild time (printed), and an agent whose session breaks "
+        "builds per push from then on (counted). Frames go through the aggregator's group commit (one fsync "
         "per batch, acks after the commit); frames per commit is the mean batch size the "
         "aggregator logs at shutdown. CPU per million samples is aggregator CPU seconds over the "
         "window divided by millions of samples acknowledged in it. Sustained means: all agents registered, no push was still "

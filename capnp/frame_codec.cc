@@ -12,6 +12,72 @@
 #include "absl/strings/str_cat.h"
 
 namespace vigil {
+namespace {
+
+// One zstd context of each kind per thread, reused: creating a decompression context allocates
+// and initialises about 100 KiB, and ZSTD_compress/ZSTD_decompress create one per call. On the
+// aggregator's event loop that was a measurable part of every delta (docs/aggregator-scale.md).
+// Every use resets the context first, so no parameter or prefix leaks from one call to the next.
+struct ZstdContexts {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();        // ZSTD_compressCCtx (level only)
+  ZSTD_CCtx* delta_cctx = ZSTD_createCCtx();  // encodeDelta (parameters and a prefix)
+  ZstdContexts() = default;
+  ZstdContexts(const ZstdContexts&) = delete;
+  ZstdContexts& operator=(const ZstdContexts&) = delete;
+  ~ZstdContexts() {
+    ZSTD_freeDCtx(dctx);
+    ZSTD_freeCCtx(cctx);
+    ZSTD_freeCCtx(delta_cctx);
+  }
+};
+
+ZstdContexts& zstdContexts() {
+  thread_local ZstdContexts contexts;
+  return contexts;
+}
+
+// The content size a delta payload declares, after the checks expandDelta documents.
+absl::StatusOr<size_t> deltaContentSize(kj::ArrayPtr<const kj::byte> payload) {
+  if (payload.size() > kMaxPayloadBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "delta payload of ", payload.size(), " bytes exceeds the limit of ", kMaxPayloadBytes));
+  }
+  unsigned long long size = ZSTD_getFrameContentSize(payload.begin(), payload.size());
+  if (size == ZSTD_CONTENTSIZE_ERROR) {
+    return absl::InvalidArgumentError("delta payload is not zstd data");
+  }
+  if (size == ZSTD_CONTENTSIZE_UNKNOWN || size > kMaxDecodedBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("zstd delta declares an unknown or oversized content size (limit ",
+                     kMaxDecodedBytes, " bytes)"));
+  }
+  return static_cast<size_t>(size);
+}
+
+// Decompresses `payload` against `prefix` into exactly `out` (sized by deltaContentSize).
+absl::Status decompressDelta(kj::ArrayPtr<const kj::byte> prefix,
+                             kj::ArrayPtr<const kj::byte> payload, kj::ArrayPtr<kj::byte> out) {
+  ZSTD_DCtx* dctx = zstdContexts().dctx;
+  if (dctx == nullptr) {
+    return absl::ResourceExhaustedError("out of memory for a zstd context");
+  }
+  ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
+  ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, kMaxDeltaWindowLog);
+  size_t rc = ZSTD_DCtx_refPrefix(dctx, prefix.begin(), prefix.size());
+  if (ZSTD_isError(rc)) {
+    return absl::InternalError(absl::StrCat("zstd refPrefix: ", ZSTD_getErrorName(rc)));
+  }
+  size_t n = ZSTD_decompressDCtx(dctx, out.begin(), out.size(), payload.begin(), payload.size());
+  if (ZSTD_isError(n) || n != out.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("delta does not expand against its base: ",
+                     ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 kj::Array<kj::byte> encodeFrame(capnp::MessageBuilder& message, wire::Encoding encoding,
                                 int zstd_level) {
@@ -33,9 +99,13 @@ kj::Array<kj::byte> encodeFrame(capnp::MessageBuilder& message, wire::Encoding e
 }
 
 kj::Array<kj::byte> compressPacked(kj::ArrayPtr<const kj::byte> packed, int zstd_level) {
+  ZSTD_CCtx* cctx = zstdContexts().cctx;
+  KJ_ASSERT(cctx != nullptr, "out of memory for a zstd context");
   size_t bound = ZSTD_compressBound(packed.size());
   auto out = kj::heapArray<kj::byte>(bound);
-  size_t n = ZSTD_compress(out.begin(), bound, packed.begin(), packed.size(), zstd_level);
+  // Level only, like ZSTD_compress: ZSTD_compressCCtx ignores any parameter set on the context.
+  size_t n =
+      ZSTD_compressCCtx(cctx, out.begin(), bound, packed.begin(), packed.size(), zstd_level);
   KJ_ASSERT(!ZSTD_isError(n), "zstd compression failed", ZSTD_getErrorName(n));
   return kj::heapArray<kj::byte>(out.slice(0, n));
 }
@@ -59,8 +129,13 @@ absl::StatusOr<kj::Array<kj::byte>> packedBytes(kj::ArrayPtr<const kj::byte> pay
             absl::StrCat("zstd frame declares an unknown or oversized content size (limit ",
                          kMaxDecodedBytes, " bytes)"));
       }
+      ZSTD_DCtx* dctx = zstdContexts().dctx;
+      if (dctx == nullptr) {
+        return absl::ResourceExhaustedError("out of memory for a zstd context");
+      }
+      ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
       auto out = kj::heapArray<kj::byte>(size);
-      size_t n = ZSTD_decompress(out.begin(), size, payload.begin(), payload.size());
+      size_t n = ZSTD_decompressDCtx(dctx, out.begin(), size, payload.begin(), payload.size());
       if (ZSTD_isError(n) || n != size) {
         return absl::InvalidArgumentError(
             absl::StrCat("zstd decompression failed: ",
@@ -79,9 +154,9 @@ absl::StatusOr<kj::Array<kj::byte>> packedBytes(kj::ArrayPtr<const kj::byte> pay
 
 kj::Array<kj::byte> encodeDelta(kj::ArrayPtr<const kj::byte> base_packed,
                                 kj::ArrayPtr<const kj::byte> packed, int zstd_level) {
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ZSTD_CCtx* cctx = zstdContexts().delta_cctx;
   KJ_ASSERT(cctx != nullptr, "out of memory for a zstd context");
-  KJ_DEFER(ZSTD_freeCCtx(cctx));
+  ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
   // The window must reach back over the whole base from the end of the frame.
   int window_log = 10;
   while (window_log < kMaxDeltaWindowLog &&
@@ -102,35 +177,14 @@ kj::Array<kj::byte> encodeDelta(kj::ArrayPtr<const kj::byte> base_packed,
 
 absl::StatusOr<kj::Array<kj::byte>> expandDelta(kj::ArrayPtr<const kj::byte> base_packed,
                                                 kj::ArrayPtr<const kj::byte> payload) {
-  if (payload.size() > kMaxPayloadBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "delta payload of ", payload.size(), " bytes exceeds the limit of ", kMaxPayloadBytes));
+  auto size = deltaContentSize(payload);
+  if (!size.ok()) {
+    return size.status();
   }
-  unsigned long long size = ZSTD_getFrameContentSize(payload.begin(), payload.size());
-  if (size == ZSTD_CONTENTSIZE_ERROR) {
-    return absl::InvalidArgumentError("delta payload is not zstd data");
-  }
-  if (size == ZSTD_CONTENTSIZE_UNKNOWN || size > kMaxDecodedBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("zstd delta declares an unknown or oversized content size (limit ",
-                     kMaxDecodedBytes, " bytes)"));
-  }
-  ZSTD_DCtx* dctx = ZSTD_createDCtx();
-  if (dctx == nullptr) {
-    return absl::ResourceExhaustedError("out of memory for a zstd context");
-  }
-  KJ_DEFER(ZSTD_freeDCtx(dctx));
-  ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, kMaxDeltaWindowLog);
-  size_t rc = ZSTD_DCtx_refPrefix(dctx, base_packed.begin(), base_packed.size());
-  if (ZSTD_isError(rc)) {
-    return absl::InternalError(absl::StrCat("zstd refPrefix: ", ZSTD_getErrorName(rc)));
-  }
-  auto out = kj::heapArray<kj::byte>(size);
-  size_t n = ZSTD_decompressDCtx(dctx, out.begin(), size, payload.begin(), payload.size());
-  if (ZSTD_isError(n) || n != size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("delta does not expand against its base: ",
-                     ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short output"));
+  auto out = kj::heapArray<kj::byte>(*size);
+  absl::Status st = decompressDelta(base_packed, payload, out);
+  if (!st.ok()) {
+    return st;
   }
   return out;
 }
@@ -288,6 +342,11 @@ absl::StatusOr<kj::Array<uint64_t>> unpackWords(kj::ArrayPtr<const kj::byte> in)
     uint64_t word;
     memcpy(&word, bytes, 8);
     out.add(word);
+    if (out.size() == 1 && static_cast<uint32_t>(word) == 0 &&
+        (word >> 32) < kMaxDecodedBytes / 8) {
+      // A single-segment table: the message's size is known, so grow once.
+      out.reserve((word >> 32) + 1);
+    }
     if (tag == 0 || tag == 0xff) {
       if (i >= in.size()) {
         return absl::InvalidArgumentError("packed frame ends inside a run");
@@ -330,7 +389,20 @@ absl::Status predictPointers(kj::ArrayPtr<uint64_t> words, bool inverse) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<kj::Array<uint64_t>> predictedWords(kj::ArrayPtr<const kj::byte> packed) {
+kj::Array<kj::byte> repack(kj::ArrayPtr<const uint64_t> words) {
+  auto segment =
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(words.begin() + 1), words.size() - 1);
+  kj::ArrayPtr<const capnp::word> segments[] = {segment};
+  // Packing never grows a message by more than one tag byte per word and a count per run; room
+  // for the unpacked size plus an eighth and the header means no regrowth on the way.
+  kj::VectorOutputStream packed(words.size() * 9 + 64);
+  capnp::writePackedMessage(packed, kj::arrayPtr(segments, 1));
+  return kj::heapArray<kj::byte>(packed.getArray());
+}
+
+}  // namespace
+
+absl::StatusOr<kj::Array<uint64_t>> pointerPredictedWords(kj::ArrayPtr<const kj::byte> packed) {
   auto words = unpackWords(packed);
   if (!words.ok()) {
     return words.status();
@@ -342,30 +414,57 @@ absl::StatusOr<kj::Array<uint64_t>> predictedWords(kj::ArrayPtr<const kj::byte> 
   return kj::mv(*words);
 }
 
-kj::Array<kj::byte> repack(kj::ArrayPtr<const uint64_t> words) {
-  auto segment =
-      kj::arrayPtr(reinterpret_cast<const capnp::word*>(words.begin() + 1), words.size() - 1);
-  kj::ArrayPtr<const capnp::word> segments[] = {segment};
-  kj::VectorOutputStream packed;
-  capnp::writePackedMessage(packed, kj::arrayPtr(segments, 1));
-  return kj::heapArray<kj::byte>(packed.getArray());
+absl::StatusOr<kj::Array<kj::byte>> packedFromPredicted(kj::ArrayPtr<const uint64_t> predicted) {
+  auto words = kj::heapArray<uint64_t>(predicted);
+  absl::Status st = predictPointers(words, /*inverse=*/true);
+  if (!st.ok()) {
+    return st;
+  }
+  return repack(words);
 }
 
-}  // namespace
+absl::StatusOr<ExpandedPointerDelta> expandPointerDeltaWords(
+    kj::ArrayPtr<const uint64_t> base_predicted, kj::ArrayPtr<const kj::byte> payload,
+    bool keep_predicted) {
+  auto size = deltaContentSize(payload);
+  if (!size.ok()) {
+    return size.status();
+  }
+  if (*size % 8 != 0) {
+    return absl::InvalidArgumentError("pointer delta does not expand to whole words");
+  }
+  // Straight into words: no byte buffer to copy from.
+  auto words = kj::heapArray<uint64_t>(*size / 8);
+  absl::Status st = decompressDelta(base_predicted.asBytes(), payload, words.asBytes());
+  if (!st.ok()) {
+    return st;
+  }
+  ExpandedPointerDelta out;
+  if (keep_predicted) {
+    out.predicted = kj::heapArray<uint64_t>(words.asPtr());
+  }
+  st = predictPointers(words, /*inverse=*/true);
+  if (!st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pointer delta does not expand to a message: ", st.message()));
+  }
+  out.packed = repack(words);
+  return out;
+}
 
 kj::Maybe<kj::Array<kj::byte>> encodePointerDelta(kj::ArrayPtr<const kj::byte> base_packed,
                                                   kj::ArrayPtr<const kj::byte> packed,
                                                   int zstd_level) {
-  auto base = predictedWords(base_packed);
-  auto frame = predictedWords(packed);
+  auto base = pointerPredictedWords(base_packed);
+  auto frame = pointerPredictedWords(packed);
   if (!base.ok() || !frame.ok()) {
     return nullptr;
   }
   auto delta = encodeDelta(base->asBytes(), frame->asBytes(), zstd_level);
   // Never send what would not expand to exactly these bytes (e.g. packed by another packer).
-  auto back = expandPointerDelta(base_packed, delta);
-  if (!back.ok() || back->size() != packed.size() ||
-      memcmp(back->begin(), packed.begin(), packed.size()) != 0) {
+  auto back = expandPointerDeltaWords(*base, delta, /*keep_predicted=*/false);
+  if (!back.ok() || back->packed.size() != packed.size() ||
+      memcmp(back->packed.begin(), packed.begin(), packed.size()) != 0) {
     return nullptr;
   }
   return kj::mv(delta);
@@ -373,26 +472,16 @@ kj::Maybe<kj::Array<kj::byte>> encodePointerDelta(kj::ArrayPtr<const kj::byte> b
 
 absl::StatusOr<kj::Array<kj::byte>> expandPointerDelta(kj::ArrayPtr<const kj::byte> base_packed,
                                                        kj::ArrayPtr<const kj::byte> payload) {
-  auto base = predictedWords(base_packed);
+  auto base = pointerPredictedWords(base_packed);
   if (!base.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("the base frame has no pointer-predicted form: ", base.status().message()));
   }
-  auto flat = expandDelta(base->asBytes(), payload);
-  if (!flat.ok()) {
-    return flat.status();
+  auto expanded = expandPointerDeltaWords(*base, payload, /*keep_predicted=*/false);
+  if (!expanded.ok()) {
+    return expanded.status();
   }
-  if (flat->size() % 8 != 0) {
-    return absl::InvalidArgumentError("pointer delta does not expand to whole words");
-  }
-  auto words = kj::heapArray<uint64_t>(flat->size() / 8);
-  memcpy(words.begin(), flat->begin(), flat->size());
-  absl::Status st = predictPointers(words, /*inverse=*/true);
-  if (!st.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pointer delta does not expand to a message: ", st.message()));
-  }
-  return repack(words);
+  return kj::mv(expanded->packed);
 }
 
 absl::StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(kj::ArrayPtr<const kj::byte> payload,

@@ -105,4 +105,29 @@ kj::Maybe<kj::Array<kj::byte>> encodePointerDelta(kj::ArrayPtr<const kj::byte> b
 absl::StatusOr<kj::Array<kj::byte>> expandPointerDelta(kj::ArrayPtr<const kj::byte> base_packed,
                                                        kj::ArrayPtr<const kj::byte> payload);
 
+// A receiver that expands delta after delta can keep its base in the form the next delta is
+// taken against: the frame's pointer-predicted words (its unpacked words, segment table first,
+// pointers replaced as above). Then a delta costs one decompression, one inverse walk and the
+// packing, instead of also unpacking and walking the base every time; the price is memory (the
+// unpacked size of a frame instead of its compressed size).
+
+// The pointer-predicted words of a single-segment frame given as packed bytes, or an error
+// naming why it has none.
+absl::StatusOr<kj::Array<uint64_t>> pointerPredictedWords(kj::ArrayPtr<const kj::byte> packed);
+
+// The packed bytes of a frame given as its pointer-predicted words.
+absl::StatusOr<kj::Array<kj::byte>> packedFromPredicted(kj::ArrayPtr<const uint64_t> predicted);
+
+struct ExpandedPointerDelta {
+  kj::Array<kj::byte> packed;      // the frame, as expandPointerDelta returns it
+  kj::Array<uint64_t> predicted;   // its pointer-predicted words, when asked for
+};
+
+// expandPointerDelta against a base given as its pointer-predicted words; refuses what
+// expandPointerDelta refuses, with the same texts. With `keep_predicted` the result also holds
+// the frame's own pointer-predicted words (the base of the next delta).
+absl::StatusOr<ExpandedPointerDelta> expandPointerDeltaWords(
+    kj::ArrayPtr<const uint64_t> base_predicted, kj::ArrayPtr<const kj::byte> payload,
+    bool keep_predicted);
+
 }  // namespace vigil

@@ -5,10 +5,11 @@
 // (packed + zstd), and then feeds each round through the aggregator's own code:
 //
 //   expand      (rounds 2+) what aggregator/ingest.cc does on the event loop for a delta push
-//               (Encoding.pointerZstdDelta, as agents send 29 frames in 30): decompress the stored
-//               base (the previous frame as logged, zstd level 1), expandPointerDelta, recompress
-//               the expanded frame at level 1 for the log, keep a copy as the next base
-//               (its parts: expand.base, expand.delta, expand.log)
+//               (Encoding.pointerZstdDelta, as agents send 29 frames in 30), with the same code
+//               (aggregator/delta_base.h): expand the delta against the session's base, which
+//               then becomes the expanded frame's pointer-predicted words (in round 2 the base is
+//               still the keyframe's payload and is brought into that form first), and compress
+//               the expanded frame at level 1 for the log (its parts: expand.delta, expand.log)
 //   decode      decodeFrame (zstd, unpack, validation traversal)
 //   decode_expanded  (rounds 2+) decodeFrame of an expanded delta (packed, no zstd): what the
 //               commit thread does for a delta push instead of `decode`
@@ -33,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "aggregator/delta_base.h"
 #include "aggregator/ingest_log.h"
 #include "aggregator/series_store.h"
 #include "aggregator/store.h"
@@ -93,9 +95,13 @@ int main(int argc, char** argv) {
   int64_t t0 = nowNs() - static_cast<int64_t>(rounds) * 10000000000LL;
   size_t series_per_frame = 0;
   // Per agent: the previous round's packed frame (the load generator's delta base) and the
-  // aggregator's stored base (its log payload: zstd level 1 of the expanded frame).
+  // aggregator session's delta base.
   std::vector<kj::Array<kj::byte>> prev_packed(agents);
-  std::vector<kj::Array<kj::byte>> stored_base(agents);
+  int64_t base_bytes = 0;
+  std::vector<std::unique_ptr<vigil::aggregator::DeltaBase>> bases;
+  for (uint32_t a = 0; a < agents; ++a) {
+    bases.push_back(std::make_unique<vigil::aggregator::DeltaBase>(&base_bytes));
+  }
   for (uint32_t round = 1; round <= rounds; ++round) {
     // Build and encode this round's frames as the load generator does (measured apart: it is
     // the load generator's cost, not the aggregator's).
@@ -130,11 +136,11 @@ int main(int argc, char** argv) {
     double encode_delta_s = 0;
     Step expand{"expand"};
     Step decode_expanded{"decode_expanded"};
-    // expand's parts (printed as expand.base, expand.delta, expand.log)
-    Step expand_base{"expand.base"}, expand_delta{"expand.delta"}, expand_log{"expand.log"};
+    // expand's parts (printed as expand.delta, expand.log)
+    Step expand_delta{"expand.delta"}, expand_log{"expand.log"};
     double delta_bytes = 0;
-    double packed_bytes = 0;  // the frames' packed size (what a packed base would hold)
-    double stored_bytes = 0;  // the stored base (the log payload)
+    double packed_bytes = 0;  // the frames' packed size
+    double log_bytes = 0;     // the log copy of an expanded delta (zstd level 1)
     if (round >= 2) {
       std::vector<kj::Array<kj::byte>> deltas(agents);
       std::vector<kj::Array<kj::byte>> packed(agents);
@@ -157,25 +163,17 @@ int main(int argc, char** argv) {
         delta_bytes += deltas[a].size();
         packed_bytes += packed[a].size();
         double c0 = threadCpu();
-        auto base = vigil::packedBytes(stored_base[a], vigil::wire::Encoding::PACKED_ZSTD);
-        if (!base.ok()) {
-          fprintf(stderr, "base: %s\n", std::string(base.status().message()).c_str());
-          return 1;
-        }
-        double cb = threadCpu();
-        auto expanded = vigil::expandPointerDelta(*base, deltas[a]);
+        auto expanded = bases[a]->expand(round, round - 1, deltas[a], /*pointer_delta=*/true);
         double cd = threadCpu();
         if (!expanded.ok()) {
           fprintf(stderr, "expand: %s\n", std::string(expanded.status().message()).c_str());
           return 1;
         }
         auto log_payload = vigil::compressPacked(*expanded, 1);
-        stored_base[a] = kj::heapArray<kj::byte>(log_payload);  // ingest.cc's base_payload_
-        stored_bytes += stored_base[a].size();
+        log_bytes += log_payload.size();
         double c1 = threadCpu();
         expand.seconds += c1 - c0;
-        expand_base.seconds += cb - c0;
-        expand_delta.seconds += cd - cb;
+        expand_delta.seconds += cd - c0;
         expand_log.seconds += c1 - cd;
         if (expanded->size() != packed[a].size() ||
             memcmp(expanded->begin(), packed[a].begin(), packed[a].size()) != 0) {
@@ -194,7 +192,8 @@ int main(int argc, char** argv) {
       auto p = vigil::packedBytes(payloads[a], vigil::wire::Encoding::PACKED_ZSTD);
       prev_packed[a] = kj::mv(*p);
       if (round == 1) {
-        stored_base[a] = vigil::compressPacked(prev_packed[a], 1);
+        // ingest.cc keeps a keyframe push's payload as the base.
+        bases[a]->setSelfContained(1, vigil::wire::Encoding::PACKED_ZSTD, payloads[a]);
       }
     }
     Step decode{"decode"}, from_wire{"from_wire"}, apply{"store"}, append{"series"}, logged{"log"};
@@ -256,7 +255,7 @@ int main(int argc, char** argv) {
     if (round >= 2) {
       printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples (event loop, delta pushes)\n",
              expand.name, expand.seconds / agents * 1e6, expand.seconds / samples_m);
-      for (const Step* s : {&expand_base, &expand_delta, &expand_log}) {
+      for (const Step* s : {&expand_delta, &expand_log}) {
         printf("  %-15s %8.1f us/frame  %6.3f core-s per 1M samples\n", s->name,
                s->seconds / agents * 1e6, s->seconds / samples_m);
       }
@@ -287,8 +286,11 @@ int main(int argc, char** argv) {
           "per delta)\n",
           "encode_delta", encode_delta_s / agents * 1e6, encode_delta_s / samples_m,
           delta_bytes / agents);
-      printf("  frame sizes: packed %.0f B, stored base (zstd level 1) %.0f B, delta %.0f B\n",
-             packed_bytes / agents, stored_bytes / agents, delta_bytes / agents);
+      printf(
+          "  frame sizes: packed %.0f B, log copy (zstd level 1) %.0f B, delta %.0f B, delta "
+          "base held by the session (pointer-predicted words) %.0f B\n",
+          packed_bytes / agents, log_bytes / agents, delta_bytes / agents,
+          static_cast<double>(base_bytes) / agents);
     }
   }
   printf("series=%zu series_memory_bytes=%zu\n", series.numSeries(), series.memoryBytes());

@@ -7,6 +7,8 @@
 //   vigil-bench-loadgen --addr=127.0.0.1:PORT --agents=N [--interval_ms=10000]
 //                       [--warmup_s=12] [--duration_s=30] [--connect_per_s=2000]
 //                       [--frame_time=now|synthetic] [--keyframe_every=30]
+//                       [--frames=prebuilt|per_push] [--prebuild_threads=2]
+//                       [--prebuild_max_mb=1024]
 //
 // Frames are encoded the way userspace/agent/uplink.cc (encodeForSend) sends them: a
 // self-contained PACKED_ZSTD keyframe first on every session and then every --keyframe_every
@@ -27,6 +29,29 @@
 // 2023 timestamps (older than any retention window: the series store skips such frames, which
 // is what load generators before 2026-11-26 measured without saying so).
 //
+// Prebuilt frames (--frames=prebuilt, the default). Real agents build and encode their frames on
+// their own nodes; this process plays 10,000 of them on the aggregator's own cores, and building
+// and delta-encoding every push (about 0.3 ms each) took more than half a core at 1M samples/s,
+// CPU the aggregator under test then did not have. So before connecting, it builds every
+// simulated agent's frames for the whole run (its own stream: the same synthetic content, its own
+// agent id, boot epoch and seq in the bytes, a keyframe first and every --keyframe_every frames,
+// pointer deltas against the previous frame in between, exactly as the per-push path encodes
+// them), on --prebuild_threads threads, and during the run a push only copies its payload into
+// the request. What differs from per-push building, and is printed:
+//   - a frame's times are its planned push time (first push of the agent + (seq - 1) intervals,
+//     counted from when the prebuild started), not the clock at the push: frames end up to the
+//     prebuild's duration plus the connection ramp before they are pushed (frame_age_s_mean);
+//     the aggregator only needs them increasing and inside its retention window;
+//   - the streams assume the session that starts at seq 1 and is never broken: an agent whose
+//     register answer resumes elsewhere, that is refused a delta (it registers again and resends
+//     the frame as a keyframe, as before), whose push fails, or that runs past the end of its
+//     stream builds its frames per push from then on (agents_left_pool, pushes_built; the build
+//     CPU is in build_us_per_*);
+//   - the streams take memory (prebuild_bytes): the frames per agent cover the connection ramp,
+//     warm-up and window plus two, fewer if they would not fit --prebuild_max_mb.
+// --frames=per_push builds and encodes each frame at its push, stamped with the clock then (the
+// load generator's behaviour before 2026-11-27).
+//
 // After all agents registered and the warm-up, it measures for duration_s and prints key=value
 // lines: acked frames, samples/s, ack latency percentiles (send to response, as seen by this
 // process's event loop), late pushes (a push was still unacknowledged when the next was due:
@@ -42,10 +67,12 @@
 #include <kj/time.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/common/synth_frame.h"
@@ -65,6 +92,9 @@ struct Options {
   uint32_t connect_per_s = 2000;
   bool frame_time_now = true;
   uint32_t keyframe_every = 30;
+  bool prebuilt = true;  // --frames=prebuilt (see the top of this file)
+  uint32_t prebuild_threads = 2;
+  uint32_t prebuild_max_mb = 1024;
 };
 
 struct Stats {
@@ -92,6 +122,39 @@ struct Stats {
   uint64_t delta_refused = 0;
   uint64_t resyncs = 0;
   uint64_t resync_failed = 0;
+  // --frames=prebuilt: pushes in the window sent from the prebuilt streams and built at the push,
+  // the age of the pool's frames when pushed, and (whole run) agents that left their stream.
+  uint64_t pushes_from_pool = 0;
+  uint64_t pushes_built = 0;
+  double frame_age_s_sum = 0;
+  uint64_t agents_left_pool = 0;
+};
+
+// The frames one simulated agent pushes, built before the run (--frames=prebuilt): the payloads
+// back to back, frame seq k ending at ends[k - 1], a keyframe or a pointer delta against frame
+// k - 1.
+struct Stream {
+  std::vector<kj::byte> bytes;
+  std::vector<uint32_t> ends;
+  std::vector<uint8_t> keyframe;
+
+  uint64_t frames() const { return ends.size(); }
+  kj::ArrayPtr<const kj::byte> frame(uint64_t seq) const {
+    size_t begin = seq == 1 ? 0 : ends[seq - 2];
+    return kj::arrayPtr(bytes.data() + begin, ends[seq - 1] - begin);
+  }
+  void truncate(uint64_t n) {
+    if (n < frames()) {
+      bytes.resize(ends[n - 1]);
+      ends.resize(n);
+      keyframe.resize(n);
+      bytes.shrink_to_fit();
+    }
+  }
+  size_t memoryBytes() const {
+    return sizeof(*this) + bytes.capacity() + ends.capacity() * sizeof(uint32_t) +
+           keyframe.capacity();
+  }
 };
 
 class ErrorCounter final : public kj::TaskSet::ErrorHandler {
@@ -125,6 +188,18 @@ double threadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
+double wallSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+int64_t realtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
 double selfCpuSeconds() {
   rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -147,6 +222,8 @@ class LoadGen {
     bool accepts_pointer_delta = false;
     bool delta_disabled = false;  // the aggregator could not expand our deltas: keyframes only
     bool resync = false;          // a delta was refused: register again before the next push
+    uint32_t registrations = 0;
+    bool on_pool = false;  // pushes come from streams_[index] (--frames=prebuilt)
     uint64_t base_seq = 0;
     kj::Array<kj::byte> base_packed;
     uint32_t since_keyframe = 0;
@@ -158,6 +235,9 @@ class LoadGen {
   void run() {
     auto& timer = io_.provider->getTimer();
     auto addr = io_.provider->getNetwork().parseAddress(o_.host, o_.port).wait(io_.waitScope);
+    if (o_.prebuilt) {
+      prebuild();
+    }
     start_ = timer.now();
     agents_.resize(o_.agents);
     for (uint32_t i = 0; i < o_.agents; ++i) {
@@ -178,6 +258,8 @@ class LoadGen {
     stats_.acked = stats_.late = stats_.payload_bytes = 0;
     stats_.keyframes = stats_.deltas = stats_.keyframe_bytes = stats_.delta_bytes = 0;
     stats_.keyframe_cpu_s = stats_.delta_cpu_s = 0;
+    stats_.pushes_from_pool = stats_.pushes_built = 0;
+    stats_.frame_age_s_sum = 0;
     stats_.latency_ms.clear();
     measuring_ = true;
     kj::TimePoint m0 = timer.now();
@@ -245,7 +327,135 @@ class LoadGen {
           a.base_seq = 0;
           a.base_packed = nullptr;
           a.since_keyframe = 0;
+          // The prebuilt stream is the session that starts at seq 1 with a keyframe; a second
+          // session, or one that resumes elsewhere, builds per push.
+          a.registrations++;
+          bool was_on_pool = a.on_pool;
+          a.on_pool = o_.prebuilt && a.registrations == 1 && a.seq == 0 &&
+                      (o_.keyframe_every <= 1 || (a.accepts_delta && a.accepts_pointer_delta));
+          if (o_.prebuilt && !a.on_pool && (was_on_pool || a.registrations == 1)) {
+            stats_.agents_left_pool++;
+          }
         });
+  }
+
+  // Agent i's frame `seq` ends at its planned push time: its first push (spread over one
+  // interval, as startAgent does) plus seq - 1 intervals.
+  int64_t plannedEndNs(uint32_t i, uint64_t seq) const {
+    int64_t offset_ns = static_cast<int64_t>(i) * o_.interval_ms * 1000000 / o_.agents;
+    return planned_origin_ns_ + offset_ns +
+           static_cast<int64_t>(seq - 1) * o_.interval_ms * 1000000;
+  }
+
+  // Agent i's synthetic frame `seq` as a message: its times are the planned ones
+  // (--frames=prebuilt, also for frames built at the push then, so an agent's times never go
+  // back), the clock now (--frames=per_push), or the synthetic 2023 ones.
+  void buildMessage(uint32_t i, uint64_t seq, capnp::MessageBuilder& message,
+                    size_t* series = nullptr) const {
+    vigil::Snapshot snap;
+    vigil::bench::SynthOptions so;
+    so.agent_id = "bench-" + std::to_string(i);
+    so.boot_epoch = 1000000 + i;
+    so.seed = i + 1;
+    vigil::bench::buildSyntheticSnapshot(so, seq, snap);
+    if (o_.frame_time_now) {
+      snap.end_unix_ns = o_.prebuilt ? plannedEndNs(i, seq) : realtimeNs();
+      snap.start_unix_ns = snap.end_unix_ns - static_cast<int64_t>(o_.interval_ms) * 1000000;
+      snap.interval_ms = o_.interval_ms;
+    }
+    if (series != nullptr) {
+      *series = vigil::bench::countSeries(snap);
+    }
+    vigil::toWire(snap, message);
+  }
+
+  // Agent i's stream of n frames, encoded as encodeForSend does for a session that starts at
+  // seq 1: a keyframe first (then the agent's keyframe count starts at index mod keyframe_every)
+  // and every keyframe_every frames, pointer deltas against the previous frame in between.
+  void buildStream(uint32_t i, uint64_t n) {
+    Stream& s = streams_[i];
+    s.ends.reserve(n);
+    s.keyframe.reserve(n);
+    kj::Array<kj::byte> prev;
+    uint32_t since_keyframe = 0;
+    for (uint64_t seq = 1; seq <= n; ++seq) {
+      capnp::MallocMessageBuilder message;
+      buildMessage(i, seq, message);
+      auto packed = vigil::encodeFrame(message, vigil::wire::Encoding::PACKED);
+      kj::Array<kj::byte> payload;
+      bool keyframe = seq == 1 || o_.keyframe_every <= 1 || since_keyframe + 1 >= o_.keyframe_every;
+      if (!keyframe) {
+        KJ_IF_MAYBE (d, vigil::encodePointerDelta(prev, packed)) {
+          payload = kj::mv(*d);
+          since_keyframe++;
+        } else {
+          keyframe = true;
+        }
+      }
+      if (keyframe) {
+        payload = vigil::compressPacked(packed);
+        since_keyframe = seq == 1 ? i % o_.keyframe_every : 0;
+      }
+      s.bytes.insert(s.bytes.end(), payload.begin(), payload.end());
+      s.ends.push_back(static_cast<uint32_t>(s.bytes.size()));
+      s.keyframe.push_back(keyframe ? 1 : 0);
+      prev = kj::mv(packed);
+    }
+    s.bytes.shrink_to_fit();
+  }
+
+  // Builds every agent's stream before the run (see the top of this file).
+  void prebuild() {
+    // The first agents push from the start of the connection ramp to the end of the window;
+    // 10 s more for a slow ramp (registration is answered by the aggregator under test).
+    double run_s = static_cast<double>(o_.agents) / o_.connect_per_s + 10.0 + o_.warmup_s +
+                   o_.duration_s;
+    uint64_t per_agent = static_cast<uint64_t>(run_s * 1000.0 / o_.interval_ms) + 2;
+    double w0 = wallSeconds();
+    double cpu0 = selfCpuSeconds();
+    planned_origin_ns_ = realtimeNs();
+    streams_.resize(o_.agents);
+    {
+      capnp::MallocMessageBuilder message;
+      buildMessage(0, 1, message, &series_per_frame_);
+    }
+    // Agent 0 first: its size says how many frames per agent fit the memory budget.
+    buildStream(0, per_agent);
+    double bytes_per_frame =
+        static_cast<double>(streams_[0].memoryBytes()) / static_cast<double>(per_agent);
+    double budget = static_cast<double>(o_.prebuild_max_mb) * 1048576.0;
+    uint64_t fit = static_cast<uint64_t>(budget / (bytes_per_frame * o_.agents));
+    if (fit < per_agent) {
+      fprintf(stderr,
+              "vigil-bench-loadgen: %lu frames per agent do not fit --prebuild_max_mb=%u; "
+              "prebuilding %lu, later frames are built per push\n",
+              per_agent, o_.prebuild_max_mb, std::max<uint64_t>(fit, 1));
+      per_agent = std::max<uint64_t>(fit, 1);
+      streams_[0].truncate(per_agent);
+    }
+    uint32_t threads = std::max<uint32_t>(1, o_.prebuild_threads);
+    std::vector<std::thread> workers;
+    for (uint32_t t = 0; t < threads; ++t) {
+      workers.emplace_back([this, t, threads, per_agent]() {
+        for (uint32_t i = 1 + t; i < o_.agents; i += threads) {
+          buildStream(i, per_agent);
+        }
+      });
+    }
+    for (auto& w : workers) {
+      w.join();
+    }
+    prebuild_frames_ = per_agent;
+    prebuild_seconds_ = wallSeconds() - w0;
+    prebuild_cpu_seconds_ = selfCpuSeconds() - cpu0;
+    for (const Stream& st : streams_) {
+      prebuild_bytes_ += st.memoryBytes();
+    }
+    fprintf(stderr,
+            "vigil-bench-loadgen: prebuilt %lu frames for each of %u agents (%.1f MiB) in %.1f s, "
+            "%.1f CPU-s\n",
+            prebuild_frames_, o_.agents, static_cast<double>(prebuild_bytes_) / 1048576.0,
+            prebuild_seconds_, prebuild_cpu_seconds_);
   }
 
   kj::Promise<void> pushLoop(uint32_t i) {
@@ -286,33 +496,55 @@ class LoadGen {
     Agent& a = *agents_[i];
     a.seq++;
     double cpu0 = threadCpuSeconds();
-    vigil::Snapshot snap;
-    vigil::bench::SynthOptions so;
-    so.agent_id = "bench-" + std::to_string(i);
-    so.boot_epoch = a.epoch;
-    so.seed = i + 1;
-    vigil::bench::buildSyntheticSnapshot(so, a.seq, snap);
-    if (o_.frame_time_now) {
-      timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      snap.end_unix_ns = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-      snap.start_unix_ns = snap.end_unix_ns - static_cast<int64_t>(o_.interval_ms) * 1000000;
-      snap.interval_ms = o_.interval_ms;
-    }
-    if (series_per_frame_ == 0) {
-      series_per_frame_ = vigil::bench::countSeries(snap);
-    }
-    capnp::MallocMessageBuilder message;
-    vigil::toWire(snap, message);
-    uint64_t base_seq = 0;
-    kj::Array<kj::byte> payload;
-    auto encoding = encodeForSend(a, message, payload, base_seq);
     auto req = a.session.pushRequest();
+    vigil::wire::Encoding encoding;
+    uint64_t base_seq = 0;
+    size_t bytes = 0;
+    bool from_pool = false;
+    if (a.on_pool) {
+      const Stream& s = streams_[i];
+      // A delta in the stream is based on the previous frame, which must be this session's last
+      // push.
+      if (a.seq <= s.frames() && (s.keyframe[a.seq - 1] || a.base_seq + 1 == a.seq)) {
+        from_pool = true;
+      } else {
+        // Past the end of the stream, or the chain broke: build per push from here, starting
+        // with a keyframe.
+        a.on_pool = false;
+        a.base_seq = 0;
+        a.base_packed = nullptr;
+        stats_.agents_left_pool++;
+      }
+    }
+    if (from_pool) {
+      const Stream& s = streams_[i];
+      bool keyframe = s.keyframe[a.seq - 1] != 0;
+      encoding = keyframe ? vigil::wire::Encoding::PACKED_ZSTD
+                          : vigil::wire::Encoding::POINTER_ZSTD_DELTA;
+      base_seq = keyframe ? 0 : a.seq - 1;
+      auto payload = s.frame(a.seq);
+      req.setPayload(payload);
+      bytes = payload.size();
+      a.base_seq = a.seq;
+      if (measuring_) {
+        stats_.pushes_from_pool++;
+        stats_.frame_age_s_sum +=
+            static_cast<double>(realtimeNs() - plannedEndNs(i, a.seq)) / 1e9;
+      }
+    } else {
+      capnp::MallocMessageBuilder message;
+      buildMessage(i, a.seq, message, series_per_frame_ == 0 ? &series_per_frame_ : nullptr);
+      kj::Array<kj::byte> payload;
+      encoding = encodeForSend(a, message, payload, base_seq);
+      req.setPayload(payload);
+      bytes = payload.size();
+      if (measuring_) {
+        stats_.pushes_built++;
+      }
+    }
     req.setSeq(a.seq);
     req.setEncoding(encoding);
     req.setBaseSeq(base_seq);
-    req.setPayload(payload);
-    size_t bytes = payload.size();
     if (measuring_) {
       double cpu = threadCpuSeconds() - cpu0;
       if (encoding == vigil::wire::Encoding::PACKED_ZSTD) {
@@ -362,9 +594,13 @@ class LoadGen {
             return;
           }
           // Any other failure: the next frame is a keyframe (the push may not have reached the
-          // aggregator's session state as our base).
+          // aggregator's session state as our base), built per push.
           a.base_seq = 0;
           a.base_packed = nullptr;
+          if (a.on_pool) {
+            a.on_pool = false;
+            stats_.agents_left_pool++;
+          }
           stats_.push_failed++;
           if (stats_.push_failed <= 3) {
             fprintf(stderr, "vigil-bench-loadgen: push failed: %s\n", what);
@@ -446,6 +682,21 @@ class LoadGen {
            stats_.deltas ? stats_.delta_cpu_s / stats_.deltas * 1e6 : 0.0);
     printf("delta_refused=%lu\nresyncs=%lu\nresync_failed=%lu\n", stats_.delta_refused,
            stats_.resyncs, stats_.resync_failed);
+    printf("frames=%s\n", o_.prebuilt ? "prebuilt" : "per_push");
+    if (o_.prebuilt) {
+      printf("# frames were built before the run, one stream per simulated agent, times planned, "
+             "not read at the push (see the top of bench/loadgen/loadgen.cc)\n");
+      printf("prebuild_frames_per_agent=%lu\nprebuild_bytes=%zu\nprebuild_mib=%.1f\n"
+             "prebuild_seconds=%.1f\nprebuild_cpu_seconds=%.1f\n",
+             prebuild_frames_, prebuild_bytes_, static_cast<double>(prebuild_bytes_) / 1048576.0,
+             prebuild_seconds_, prebuild_cpu_seconds_);
+      printf("pushes_from_pool=%lu\npushes_built=%lu\nagents_left_pool=%lu\n",
+             stats_.pushes_from_pool, stats_.pushes_built, stats_.agents_left_pool);
+      printf("frame_age_s_mean=%.1f\n",
+             stats_.pushes_from_pool
+                 ? stats_.frame_age_s_sum / static_cast<double>(stats_.pushes_from_pool)
+                 : 0.0);
+    }
     bool sustained = stats_.registered == o_.agents && stats_.late == 0 &&
                      stats_.push_failed == 0 && stats_.delta_refused == 0 &&
                      stats_.acked >= 0.98 * expected && pct(0.99) < o_.interval_ms;
@@ -462,6 +713,14 @@ class LoadGen {
   kj::TimePoint start_ = kj::origin<kj::TimePoint>();
   bool measuring_ = false;
   size_t series_per_frame_ = 0;
+  // --frames=prebuilt: one stream per agent, and what building them took. Planned frame times
+  // count from planned_origin_ns_ (CLOCK_REALTIME when the prebuild started).
+  std::vector<Stream> streams_;
+  int64_t planned_origin_ns_ = 0;
+  uint64_t prebuild_frames_ = 0;
+  size_t prebuild_bytes_ = 0;
+  double prebuild_seconds_ = 0;
+  double prebuild_cpu_seconds_ = 0;
 };
 
 bool flagValue(const char* arg, const char* name, std::string* out) {
@@ -497,11 +756,18 @@ int main(int argc, char** argv) {
       o.frame_time_now = v == "now";
     } else if (flagValue(argv[i], "keyframe_every", &v)) {
       o.keyframe_every = static_cast<uint32_t>(std::stoul(v));
+    } else if (flagValue(argv[i], "frames", &v) && (v == "prebuilt" || v == "per_push")) {
+      o.prebuilt = v == "prebuilt";
+    } else if (flagValue(argv[i], "prebuild_threads", &v)) {
+      o.prebuild_threads = static_cast<uint32_t>(std::stoul(v));
+    } else if (flagValue(argv[i], "prebuild_max_mb", &v)) {
+      o.prebuild_max_mb = static_cast<uint32_t>(std::stoul(v));
     } else {
       fprintf(stderr,
               "usage: vigil-bench-loadgen --addr=HOST:PORT --agents=N [--interval_ms=10000] "
               "[--warmup_s=12] [--duration_s=30] [--connect_per_s=2000] "
-              "[--frame_time=now|synthetic] [--keyframe_every=30]\n");
+              "[--frame_time=now|synthetic] [--keyframe_every=30] [--frames=prebuilt|per_push] "
+              "[--prebuild_threads=2] [--prebuild_max_mb=1024]\n");
       return 2;
     }
   }

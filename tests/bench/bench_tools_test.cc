@@ -115,6 +115,34 @@ TEST_CASE("the load generator registers every agent and gets its frames acknowle
   CHECK(acked >= 40);
   CHECK(acked <= 80);
   CHECK(kvValue(out, "series_per_frame") != "0");
+  // Frames prebuilt (the default): every push in the window came from the agents' streams, as
+  // keyframes and pointer deltas the aggregator expanded.
+  CHECK(kvValue(out, "frames") == "prebuilt");
+  CHECK(kvValue(out, "pushes_built") == "0");
+  CHECK(kvValue(out, "agents_left_pool") == "0");
+  CHECK(kvValue(out, "delta_refused") == "0");
+  CHECK(std::stoi("0" + kvValue(out, "pushes_from_pool")) >= acked);  // sent, acked or not
+  CHECK(std::stoi("0" + kvValue(out, "deltas_sent")) > 0);
+  CHECK(std::stoul("0" + kvValue(out, "prebuild_bytes")) > 0);
+}
+
+TEST_CASE("the load generator building frames per push gets them acknowledged too") {
+  testing::TempDir dir;
+  auto agg = testing::Child::spawn(
+      {testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
+       "--data_dir=" + dir.file("data"), "--ready_file=" + dir.file("agg.ready")},
+      dir.file("agg.log"));
+  auto rpc = testing::readReadyPort(dir.file("agg.ready"), "rpc_port", milliseconds(10000));
+  REQUIRE(rpc.has_value());
+  std::string out = testing::shell(
+      testing::binaryPath("vigil-bench-loadgen") + " --addr=127.0.0.1:" + std::to_string(*rpc) +
+      " --agents=20 --interval_ms=1000 --warmup_s=1 --duration_s=3 --frames=per_push");
+  CHECK(kvValue(out, "frames") == "per_push");
+  CHECK(kvValue(out, "registered") == "20");
+  CHECK(kvValue(out, "sustained") == "1");
+  CHECK(kvValue(out, "delta_refused") == "0");
+  CHECK(std::stoi("0" + kvValue(out, "deltas_sent")) > 0);
+  CHECK(kvValue(out, "prebuild_bytes").empty());
 }
 
 }  // namespace

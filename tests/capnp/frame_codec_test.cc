@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "capnp/snapshot.h"
 
@@ -573,6 +574,104 @@ TEST_CASE(
   auto byte_back = expandDelta(ma, encodeDelta(ma, mb));
   REQUIRE(byte_back.ok());
   CHECK(sameBytes(*byte_back, mb));
+}
+
+TEST_CASE(
+    "a chain of pointer deltas expands against kept pointer-predicted words to the same bytes "
+    "as against packed bases, and refuses what expandPointerDelta refuses with the same texts") {
+  std::vector<kj::Array<kj::byte>> frames;
+  for (uint64_t seq = 10; seq < 14; ++seq) {
+    Snapshot s;
+    fillHost(s, seq);
+    if (seq == 12) {
+      s.processes.erase(104);  // a process exits: every pointer after it moves
+      s.process(90).comm = "early";
+    }
+    frames.push_back(packedOf(s));
+  }
+  auto first = pointerPredictedWords(frames[0]);
+  REQUIRE(first.ok());
+  // The predicted words hold the frame: back to exactly its packed bytes.
+  auto again = packedFromPredicted(*first);
+  REQUIRE(again.ok());
+  CHECK(sameBytes(*again, frames[0]));
+  kj::Array<uint64_t> base = kj::mv(*first);
+  for (size_t i = 1; i < frames.size(); ++i) {
+    auto delta = pointerDeltaOf(frames[i - 1], frames[i]);
+    REQUIRE(delta.size() > 0);
+    auto by_words = expandPointerDeltaWords(base, delta, /*keep_predicted=*/true);
+    REQUIRE(by_words.ok());
+    CHECK(sameBytes(by_words->packed, frames[i]));
+    auto by_packed = expandPointerDelta(frames[i - 1], delta);
+    REQUIRE(by_packed.ok());
+    CHECK(sameBytes(*by_packed, frames[i]));
+    // The kept words are the next base, and equal what the frame's bytes predict.
+    auto expected = pointerPredictedWords(frames[i]);
+    REQUIRE(expected.ok());
+    REQUIRE(by_words->predicted.size() == expected->size());
+    CHECK(memcmp(by_words->predicted.begin(), expected->begin(), expected->size() * 8) == 0);
+    base = kj::mv(by_words->predicted);
+  }
+  auto without = expandPointerDeltaWords(base, pointerDeltaOf(frames[3], frames[3]), false);
+  REQUIRE(without.ok());
+  CHECK(without->predicted.size() == 0);
+  CHECK(sameBytes(without->packed, frames[3]));
+
+  // Refusals: a delta against another base (the checksum), garbage, content that is not whole
+  // words, words that do not walk; each with the text expandPointerDelta gives.
+  auto delta = pointerDeltaOf(frames[2], frames[3]);
+  auto wrong = expandPointerDeltaWords(base, delta, true);
+  REQUIRE_FALSE(wrong.ok());
+  CHECK(std::string(wrong.status().message()).find("does not expand against its base") !=
+        std::string::npos);
+  kj::byte garbage[64];
+  for (size_t i = 0; i < sizeof(garbage); ++i) {
+    garbage[i] = static_cast<kj::byte>(i * 37 + 11);
+  }
+  auto g = expandPointerDeltaWords(base, kj::arrayPtr(garbage, sizeof(garbage)), true);
+  REQUIRE_FALSE(g.ok());
+  CHECK(std::string(g.status().message()) == "delta payload is not zstd data");
+  kj::byte odd[13] = {1, 2, 3};
+  auto o = expandPointerDeltaWords(base, compressPacked(kj::arrayPtr(odd, sizeof(odd))), true);
+  REQUIRE_FALSE(o.ok());
+  CHECK(std::string(o.status().message()).find("whole words") != std::string::npos);
+  uint64_t far[2] = {uint64_t{1} << 32, 2 | (5 << 3)};
+  auto f = expandPointerDeltaWords(
+      base, compressPacked(kj::arrayPtr(reinterpret_cast<const kj::byte*>(far), sizeof(far))),
+      true);
+  REQUIRE_FALSE(f.ok());
+  CHECK(std::string(f.status().message()).find("do not walk") != std::string::npos);
+  CHECK_FALSE(packedFromPredicted(kj::arrayPtr(far, 2)).ok());
+  CHECK_FALSE(pointerPredictedWords(kj::arrayPtr(garbage, sizeof(garbage))).ok());
+}
+
+TEST_CASE("compression and decompression give the same bytes when called again and again") {
+  // The zstd contexts are reused per thread: a prefix or parameter left from one call must not
+  // change the next one.
+  Snapshot a;
+  fillHost(a, 10);
+  Snapshot b;
+  fillHost(b, 11);
+  auto pa = packedOf(a);
+  auto pb = packedOf(b);
+  auto plain = compressPacked(pb);
+  auto delta = encodeDelta(pa, pb);
+  for (int round = 0; round < 3; ++round) {
+    CHECK(sameBytes(compressPacked(pb), plain));
+    CHECK(sameBytes(encodeDelta(pa, pb), delta));
+    auto expanded = expandDelta(pa, delta);
+    REQUIRE(expanded.ok());
+    CHECK(sameBytes(*expanded, pb));
+    // A self-contained frame decompresses right after a delta that used a prefix.
+    auto back = packedBytes(plain, wire::Encoding::PACKED_ZSTD);
+    REQUIRE(back.ok());
+    CHECK(sameBytes(*back, pb));
+  }
+  // A failed expansion leaves nothing behind for the next call.
+  CHECK_FALSE(expandDelta(pb, delta).ok());
+  auto after = expandDelta(pa, delta);
+  REQUIRE(after.ok());
+  CHECK(sameBytes(*after, pb));
 }
 
 }  // namespace
