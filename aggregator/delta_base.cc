@@ -71,8 +71,8 @@ absl::StatusOr<kj::Array<kj::byte>> DeltaBase::expand(uint64_t seq, uint64_t bas
     return kj::mv(expanded->packed);
   }
   // A byte delta (older agents) is taken against the base's packed bytes.
-  auto packed = predicted_.size() > 0 ? packedFromPredicted(predicted_)
-                                      : packedBytes(payload_, encoding_);
+  auto packed =
+      predicted_.size() > 0 ? packedFromPredicted(predicted_) : packedBytes(payload_, encoding_);
   if (!packed.ok()) {
     return undecodable(packed.status());
   }

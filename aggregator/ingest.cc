@@ -202,12 +202,11 @@ class SessionImpl final : public wire::IngestSession::Server {
     item.decode = true;
     if (encoding == wire::Encoding::PACKED_ZSTD_DELTA ||
         encoding == wire::Encoding::POINTER_ZSTD_DELTA) {
-      auto expanded =
-          ingest_.options_.accept_delta
-              ? base_.expand(seq, params.getBaseSeq(), payload,
-                             encoding == wire::Encoding::POINTER_ZSTD_DELTA)
-              : absl::StatusOr<kj::Array<kj::byte>>(absl::FailedPreconditionError(
-                    "delta_not_accepted: this aggregator runs without delta frames"));
+      auto expanded = ingest_.options_.accept_delta
+                          ? base_.expand(seq, params.getBaseSeq(), payload,
+                                         encoding == wire::Encoding::POINTER_ZSTD_DELTA)
+                          : absl::StatusOr<kj::Array<kj::byte>>(absl::FailedPreconditionError(
+                                "delta_not_accepted: this aggregator runs without delta frames"));
       if (!expanded.ok()) {
         delta_broken_ = true;
         std::string msg(expanded.status().message());

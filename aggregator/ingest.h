@@ -38,7 +38,7 @@ struct IngestStats {
   uint64_t connections_open = 0;
   uint64_t frames_accepted = 0;
   uint64_t frames_duplicate = 0;
-  uint64_t delta_frames = 0;  // accepted delta pushes (expanded before logging)
+  uint64_t delta_frames = 0;     // accepted delta pushes (expanded before logging)
   int64_t delta_base_bytes = 0;  // held by all sessions' delta bases (aggregator/delta_base.h)
   uint64_t payload_bytes = 0;
   absl::flat_hash_map<std::string, uint64_t> rejected;            // by reason

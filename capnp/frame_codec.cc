@@ -104,8 +104,7 @@ kj::Array<kj::byte> compressPacked(kj::ArrayPtr<const kj::byte> packed, int zstd
   size_t bound = ZSTD_compressBound(packed.size());
   auto out = kj::heapArray<kj::byte>(bound);
   // Level only, like ZSTD_compress: ZSTD_compressCCtx ignores any parameter set on the context.
-  size_t n =
-      ZSTD_compressCCtx(cctx, out.begin(), bound, packed.begin(), packed.size(), zstd_level);
+  size_t n = ZSTD_compressCCtx(cctx, out.begin(), bound, packed.begin(), packed.size(), zstd_level);
   KJ_ASSERT(!ZSTD_isError(n), "zstd compression failed", ZSTD_getErrorName(n));
   return kj::heapArray<kj::byte>(out.slice(0, n));
 }

@@ -119,8 +119,8 @@ absl::StatusOr<kj::Array<uint64_t>> pointerPredictedWords(kj::ArrayPtr<const kj:
 absl::StatusOr<kj::Array<kj::byte>> packedFromPredicted(kj::ArrayPtr<const uint64_t> predicted);
 
 struct ExpandedPointerDelta {
-  kj::Array<kj::byte> packed;      // the frame, as expandPointerDelta returns it
-  kj::Array<uint64_t> predicted;   // its pointer-predicted words, when asked for
+  kj::Array<kj::byte> packed;     // the frame, as expandPointerDelta returns it
+  kj::Array<uint64_t> predicted;  // its pointer-predicted words, when asked for
 };
 
 // expandPointerDelta against a base given as its pointer-predicted words; refuses what

@@ -408,8 +408,8 @@ class LoadGen {
   void prebuild() {
     // The first agents push from the start of the connection ramp to the end of the window;
     // 10 s more for a slow ramp (registration is answered by the aggregator under test).
-    double run_s = static_cast<double>(o_.agents) / o_.connect_per_s + 10.0 + o_.warmup_s +
-                   o_.duration_s;
+    double run_s =
+        static_cast<double>(o_.agents) / o_.connect_per_s + 10.0 + o_.warmup_s + o_.duration_s;
     uint64_t per_agent = static_cast<uint64_t>(run_s * 1000.0 / o_.interval_ms) + 2;
     double w0 = wallSeconds();
     double cpu0 = selfCpuSeconds();
@@ -519,8 +519,8 @@ class LoadGen {
     if (from_pool) {
       const Stream& s = streams_[i];
       bool keyframe = s.keyframe[a.seq - 1] != 0;
-      encoding = keyframe ? vigil::wire::Encoding::PACKED_ZSTD
-                          : vigil::wire::Encoding::POINTER_ZSTD_DELTA;
+      encoding =
+          keyframe ? vigil::wire::Encoding::PACKED_ZSTD : vigil::wire::Encoding::POINTER_ZSTD_DELTA;
       base_seq = keyframe ? 0 : a.seq - 1;
       auto payload = s.frame(a.seq);
       req.setPayload(payload);
@@ -528,8 +528,7 @@ class LoadGen {
       a.base_seq = a.seq;
       if (measuring_) {
         stats_.pushes_from_pool++;
-        stats_.frame_age_s_sum +=
-            static_cast<double>(realtimeNs() - plannedEndNs(i, a.seq)) / 1e9;
+        stats_.frame_age_s_sum += static_cast<double>(realtimeNs() - plannedEndNs(i, a.seq)) / 1e9;
       }
     } else {
       capnp::MallocMessageBuilder message;
@@ -684,12 +683,14 @@ class LoadGen {
            stats_.resyncs, stats_.resync_failed);
     printf("frames=%s\n", o_.prebuilt ? "prebuilt" : "per_push");
     if (o_.prebuilt) {
-      printf("# frames were built before the run, one stream per simulated agent, times planned, "
-             "not read at the push (see the top of bench/loadgen/loadgen.cc)\n");
-      printf("prebuild_frames_per_agent=%lu\nprebuild_bytes=%zu\nprebuild_mib=%.1f\n"
-             "prebuild_seconds=%.1f\nprebuild_cpu_seconds=%.1f\n",
-             prebuild_frames_, prebuild_bytes_, static_cast<double>(prebuild_bytes_) / 1048576.0,
-             prebuild_seconds_, prebuild_cpu_seconds_);
+      printf(
+          "# frames were built before the run, one stream per simulated agent, times planned, "
+          "not read at the push (see the top of bench/loadgen/loadgen.cc)\n");
+      printf(
+          "prebuild_frames_per_agent=%lu\nprebuild_bytes=%zu\nprebuild_mib=%.1f\n"
+          "prebuild_seconds=%.1f\nprebuild_cpu_seconds=%.1f\n",
+          prebuild_frames_, prebuild_bytes_, static_cast<double>(prebuild_bytes_) / 1048576.0,
+          prebuild_seconds_, prebuild_cpu_seconds_);
       printf("pushes_from_pool=%lu\npushes_built=%lu\nagents_left_pool=%lu\n",
              stats_.pushes_from_pool, stats_.pushes_built, stats_.agents_left_pool);
       printf("frame_age_s_mean=%.1f\n",

@@ -149,8 +149,9 @@ TEST_CASE(
   base.setSelfContained(1, wire::Encoding::PACKED_ZSTD, kj::arrayPtr(junk, sizeof(junk)));
   auto undecodable = base.expand(2, 1, pointerDelta(f1, f2), true);
   REQUIRE_FALSE(undecodable.ok());
-  CHECK(text(undecodable.status()).rfind("delta_unknown_base: the stored base does not decode",
-                                            0) == 0);
+  CHECK(
+      text(undecodable.status()).rfind("delta_unknown_base: the stored base does not decode", 0) ==
+      0);
   base.setSelfContained(1, wire::Encoding::PACKED, kj::arrayPtr(junk, sizeof(junk)));
   auto no_words = base.expand(2, 1, pointerDelta(f1, f2), true);
   REQUIRE_FALSE(no_words.ok());
