@@ -148,8 +148,13 @@ bool prepareFrame(CommitItem& item) {
     return false;
   }
   auto snap = std::make_shared<Snapshot>();
-  fromWire((*decoded)->frame(), *snap);
+  absl::Status events = fromWire((*decoded)->frame(), *snap);
   decoded->reset();
+  if (!events.ok()) {
+    item.reject_reason = "malformed_frame";
+    item.error = std::string(events.message());
+    return false;
+  }
   if (snap->agent.agent_id != item.agent_id) {
     item.reject_reason = "agent_id_mismatch";
     item.error = absl::StrCat("frame claims agent '", snap->agent.agent_id,
@@ -384,6 +389,7 @@ class AggregatorImpl final : public wire::Aggregator::Server {
     results.setHeartbeatIntervalMs(ingest_.options_.heartbeat_interval_ms);
     results.setAcceptsDelta(ingest_.options_.accept_delta);
     results.setAcceptsPointerDelta(ingest_.options_.accept_delta);
+    results.setAcceptsEventColumns(true);
     results.setSession(kj::heap<SessionImpl>(ingest_, std::move(info), epoch, peer_));
     return kj::READY_NOW;
   }

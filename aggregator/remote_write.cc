@@ -174,9 +174,8 @@ absl::StatusOr<std::unique_ptr<RemoteWriter>> RemoteWriter::create(kj::Timer& ti
       auto decoded = decodeFrame(
           kj::arrayPtr(reinterpret_cast<const kj::byte*>(r.payload.data()), r.payload.size()),
           r.encoding);
-      if (decoded.ok()) {
-        Snapshot snap;
-        fromWire((*decoded)->frame(), snap);
+      Snapshot snap;
+      if (decoded.ok() && fromWire((*decoded)->frame(), snap).ok()) {
         w->batcher_.prime(snap);
       }
     }
@@ -226,12 +225,11 @@ bool RemoteWriter::buildBatch() {
           r.encoding);
       end_id = r.id;
       frames++;
-      if (!decoded.ok()) {
+      Snapshot snap;
+      if (!decoded.ok() || !fromWire((*decoded)->frame(), snap).ok()) {
         stats_.frames_undecodable++;
         continue;
       }
-      Snapshot snap;
-      fromWire((*decoded)->frame(), snap);
       batcher_.addFrame(snap);
       if (batcher_.samples() >= options_.max_samples_per_send) {
         more = false;

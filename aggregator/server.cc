@@ -323,12 +323,11 @@ absl::Status Server::replayLog() {
       auto decoded = decodeFrame(
           kj::arrayPtr(reinterpret_cast<const kj::byte*>(r.payload.data()), r.payload.size()),
           r.encoding);
-      if (!decoded.ok()) {
+      Snapshot snap;
+      if (!decoded.ok() || !fromWire((*decoded)->frame(), snap).ok()) {
         bad++;  // was valid when accepted; a decoder change must not stop the restart
         continue;
       }
-      Snapshot snap;
-      fromWire((*decoded)->frame(), snap);
       store_.apply(snap, r.received_ns);
       frames++;
     }

@@ -1613,6 +1613,10 @@ def part_wire(env):
               [float(kv["steady_ratio_vs_json_structured_gzip"])], "x", "goal <= 0.2")
         R.row(part, label + ": steady state / JSON+gzip (series list)",
               [float(kv["steady_ratio_vs_json_series_gzip"])], "x", "goal <= 0.2")
+        if "event_list_steady_ratio_vs_json_structured_gzip" in kv:
+            R.row(part, label + ": same frames, events as a list / JSON+gzip (structured)",
+                  [float(kv["event_list_steady_ratio_vs_json_structured_gzip"])], "x",
+                  "before Frame.eventColumns")
         if "legacy_steady_ratio_vs_json_structured_ns_gzip" in kv:
             R.row(part, label + ": same frames, previous form (ns, float64, byte delta) / JSON+gzip",
                   [float(kv["legacy_steady_ratio_vs_json_structured_ns_gzip"])], "x",
@@ -2059,7 +2063,9 @@ PART_NOTES = {
         "pointers predicted from a depth-first walk, zstd-compressed with the previous frame's "
         "words (same transform) as the zstd prefix (`encodePointerDelta`; each one checked to "
         "expand back to the frame's packed bytes byte for byte); the **byte delta** is the "
-        "older form (packed bytes against packed bytes), and **previous form** is the steady "
+        "older form (packed bytes against packed bytes); the frame carries its events as "
+        "columns (`Frame.eventColumns`), and **events as a list** is the steady state of the "
+        "same frames with the `Frame.events` list agents wrote before; **previous form** is the steady "
         "state of the same frames as agents sent them before `ProcessSample.cpuUs`, "
         "`Metric.scaled` and pointer deltas (on-CPU time in ns, float64 metric values, byte "
         "deltas; its JSON carries ns too). The synthetic frame's counters advance by an amount "

@@ -6,6 +6,8 @@
 #include <tuple>
 #include <vector>
 
+#include "capnp/event_columns.h"
+
 namespace vigil {
 namespace {
 
@@ -241,10 +243,14 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message, WireForm form) {
     o.setSumUnits(h.sum_units);
   }
 
-  auto events = frame.initEvents(s.events.size());
-  for (size_t j = 0; j < s.events.size(); ++j) {
-    events.setWithCaveats(j, s.events[j].getReader());
+  // Events: columns for current agents, the Event list for the forms that stand for older ones.
+  std::vector<wire::Event::Reader> events;
+  events.reserve(s.events.size());
+  for (const auto& e : s.events) {
+    events.push_back(e.getReader());
   }
+  writeFrameEvents(events, form == WireForm::kCurrent ? EventForm::kColumns : EventForm::kList,
+                   frame);
 
   auto cols = frame.initCollectors(s.collectors.size());
   for (size_t j = 0; j < s.collectors.size(); ++j) {
@@ -254,7 +260,7 @@ void toWire(const Snapshot& s, capnp::MessageBuilder& message, WireForm form) {
   }
 }
 
-void fromWire(wire::Frame::Reader frame, Snapshot& s) {
+absl::Status fromWire(wire::Frame::Reader frame, Snapshot& s) {
   auto agent = frame.getAgent();
   s.agent.agent_id = agent.getAgentId().cStr();
   s.agent.node_name = agent.getNodeName().cStr();
@@ -342,9 +348,7 @@ void fromWire(wire::Frame::Reader frame, Snapshot& s) {
   for (auto c : frame.getCollectors()) {
     s.collectors.push_back(CollectorState{c.getName().cStr(), c.getUp(), c.getReason().cStr()});
   }
-  for (auto e : frame.getEvents()) {
-    s.events.push_back(s.event_arena->getOrphanage().newOrphanCopy(e));
-  }
+  return readFrameEvents(frame, s.event_arena->getOrphanage(), s.events);
 }
 
 }  // namespace vigil

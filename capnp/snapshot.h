@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "capnp/vigil.capnp.h"
 
 namespace vigil {
@@ -143,19 +144,24 @@ struct Snapshot {
   }
 };
 
-// How toWire writes a frame. kLegacyForBench is for vigil-bench-wire only: the units and order of
-// agents before ProcessSample.cpuUs / Metric.scaled (ns, float64, containers and histograms in
-// the collectors' order), to measure what the current form saves on the same data.
-enum class WireForm { kCurrent, kLegacyForBench };
+// How toWire writes a frame. kCurrent: events as Frame.eventColumns. kEventList: the same but the
+// events as the Frame.events list, the form of agents before eventColumns (and what the agent
+// sends an aggregator that does not accept columns). kLegacyForBench is for vigil-bench-wire only:
+// the units and order of agents before ProcessSample.cpuUs / Metric.scaled (ns, float64,
+// containers and histograms in the collectors' order, events as a list), to measure what the
+// current form saves on the same data.
+enum class WireForm { kCurrent, kEventList, kLegacyForBench };
 
 // Writes a Frame into `message` (its root).
 void toWire(const Snapshot& snapshot, capnp::MessageBuilder& message,
             WireForm form = WireForm::kCurrent);
 
-// Reads a Frame's samples into `out` (events stay in the frame; read them from there).
-// Precision on the wire: on-CPU time travels in microseconds (ProcessSample.cpuUs), so cpu_ns
-// comes back as floor(cpu_ns / 1000) * 1000; every other value comes back exactly.
-void fromWire(wire::Frame::Reader frame, Snapshot& out);
+// Reads a Frame into `out`, its events in whichever form the frame carries them
+// (readFrameEvents in event_columns.h). Precision on the wire: on-CPU time travels in
+// microseconds (ProcessSample.cpuUs), so cpu_ns comes back as floor(cpu_ns / 1000) * 1000; every
+// other value comes back exactly. Malformed event columns, or a frame carrying events in both
+// forms, are an error naming the problem (`out` then holds the samples but no events).
+absl::Status fromWire(wire::Frame::Reader frame, Snapshot& out);
 
 // Metric.scaled / Metric.scaleDigits: the exact decimal form of a float64, when there is one with
 // at most kMaxScaleDigits digits after the point whose float64 division gives back `v` bit for

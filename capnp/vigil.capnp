@@ -306,6 +306,8 @@ struct Frame {
   containers @7 :List(ContainerSample);
   histograms @8 :List(Histogram);
   events @9 :List(Event);
+  # The frame's events as structs: how agents before eventColumns (@15) sent them. Current agents
+  # leave it empty and write eventColumns.
 
   self @10 :List(Metric);
   # The agent's own counters: ring buffer drops, map-full counts, spool drops, BPF run time.
@@ -321,6 +323,71 @@ struct Frame {
   # Syscall counters are scaled by its inverse and are estimates when it is below 1.
 
   collectors @14 :List(CollectorStatus);
+
+  eventColumns @15 :EventColumns;
+  # The frame's events column by column (see EventColumns), what current agents write instead of
+  # `events`. A frame sets at most one of the two forms: a reader refuses a frame with a
+  # non-empty `events` list and eventColumns set. Agents before eventColumns write only `events`.
+}
+
+struct EventColumns {
+  # The events of one frame, column by column: every field of every event, losslessly, in a
+  # third of the bytes of the Event structs once compressed, because each column holds one kind
+  # of value and is coded against what precedes it. The coding needs nothing outside the frame
+  # (frames stay self-contained in the spool and the ingest log); capnp/event_columns.h is the
+  # reference codec and docs/transport.md ("Event columns") describes it.
+  #
+  # Each Data field is a sequence of LEB128 varints (zigzag for signed differences). Every column
+  # is consumed exactly: a column that ends early or has bytes left after `count` events makes
+  # the frame malformed. A field added to Event later needs a column added here.
+
+  count @0 :UInt32;
+  # Number of events.
+
+  kind @1 :Data;
+  # One byte per event: (Event union member << 2) | (payload struct set << 1) | flag, the flag
+  # being ExecEvent.argvTruncated or ExitEvent.coreDumped.
+
+  time @2 :Data;
+  # timestampNs minus the previous event's (the first event's minus 0).
+
+  pid @3 :Data;
+  # The pid's position in a move-to-front list of the 16 most recent pids (each fork's child
+  # enters it first), or 16 + zigzag(pid - the list's front) when it is not in the list.
+
+  tid @4 :Data;
+  # tid - pid.
+  ppid @5 :Data;
+  # ppid - the previous event's ppid.
+  cgroup @6 :Data;
+  # cgroupId - the previous event's cgroupId (modulo 2^64).
+
+  comm @7 :Data;
+  containerId @8 :Data;
+  podUid @9 :Data;
+  filename @10 :Data;
+  argv @11 :Data;
+  # String references: 0 for an unset field (set-but-empty stays distinct), i + 1 for string i of
+  # the frame's string table, table size + 1 for a new string, whose bytes come next in
+  # `literals` and which joins the table. Filename and argv are the exec payload's.
+
+  exit @12 :Data;
+  # Per exit with a payload: zigzag exitCode, zigzag signal, zigzag(lifetimeNs - the time since
+  # the exiting pid's fork event in this frame, or - 0 when there is none).
+  fork @13 :Data;
+  # Per fork with a payload: zigzag(childPid - (the previous fork's child + 1)).
+  oomKill @14 :Data;
+  # Per OOM kill with a payload: victimPid - pid, victimComm (string reference), victimCgroupId,
+  # totalVmKb, anonRssKb.
+  signal @15 :Data;
+  # Per signal with a payload: signal, targetPid - pid, senderPid - pid, result (all zigzag).
+  tcpState @16 :Data;
+  # Per TCP state change with a payload: family, saddr and daddr (string references), sport,
+  # dport, oldState, newState, durationNs, txBytes, rxBytes, lifetimeNs, zigzag socketError,
+  # srttUs.
+
+  literals @17 :Data;
+  # The bytes of each new string, in order of first use: varint length, then the bytes.
 }
 
 enum Encoding {
@@ -420,10 +487,13 @@ interface Aggregator {
   # The bootstrap capability of vigil-aggregator's RPC port.
   register @0 (hello :Hello, control :AgentControl)
       -> (session :IngestSession, heartbeatIntervalMs :UInt32, lastSeq :UInt64,
-          acceptsDelta :Bool, acceptsPointerDelta :Bool);
+          acceptsDelta :Bool, acceptsPointerDelta :Bool, acceptsEventColumns :Bool);
   # lastSeq is the highest seq already accepted for (agentId, bootEpoch), so a reconnecting agent
   # can skip what was delivered.
   # acceptsDelta: the session accepts packedZstdDelta pushes. Aggregators older than that field
   # leave it false, so an agent never sends them a delta they would refuse.
   # acceptsPointerDelta: the session also accepts pointerZstdDelta pushes (same rules).
+  # acceptsEventColumns: the aggregator reads Frame.eventColumns. An older one would drop those
+  # events without noticing, so the agent sends it its frames with the events as the Frame.events
+  # list instead.
 }

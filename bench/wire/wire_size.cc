@@ -10,14 +10,17 @@
 //           [--legacy_units] (the frame as agents before ProcessSample.cpuUs / Metric.scaled
 //           wrote it: on-CPU time in ns, float64 metric values, containers and histograms in
 //           the collectors' order; the JSON then carries ns too)
-//           [--experiments [--fold_keep=K]] (exp_* lines: columnar events and folding of
-//           short-lived processes beyond the K busiest, default 32; see runExperiments)
+//           [--experiments [--fold_keep=K]] (exp_* lines: where the events' bytes go, column by
+//           column, and folding of short-lived processes beyond the K busiest, default 32; see
+//           runExperiments)
 //   WIRE_DEBUG=1 prints each delta and the last delta's size with each part of the frame left out.
 //
 // It builds rounds+1 consecutive frames. The keyframe is packed + zstd of the last one; each
 // delta is a frame against the one before it as the agent sends it (encodePointerDelta, checked
 // to expand back byte for byte; byte_delta_* is the older encodeDelta on the same frames, and
-// legacy_* the frame form and delta of agents before this tool's last change); the steady state is
+// event_list_* the same frames with their events as the Frame.events list, the form of agents
+// before Frame.eventColumns; legacy_* the frame form and delta of agents before ProcessSample.cpuUs
+// / Metric.scaled, events as a list too); the steady state is
 // (keyframe + (K-1) x mean delta) / K, what a session sends on average with a keyframe every K
 // frames.
 //
@@ -41,8 +44,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "bench/common/synth_frame.h"
-#include "bench/wire/columnar_events.h"
 #include "bench/wire/fold_short_lived.h"
+#include "capnp/event_columns.h"
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
 #include "nlohmann/json.hpp"
@@ -328,25 +331,30 @@ bool wireCost(const std::vector<kj::Array<kj::byte>>& packed, int delta_level, i
   return true;
 }
 
-// The packed frame of `s` as the agent encodes it, optionally without its events, and with the
-// processes replaced by `processes` when given (the folded form). An aggregate's folded count
-// travels in ProcessSample.cpuNs, a UInt64 of the data section current agents leave 0: the
+// The packed frame of `s` as the agent encodes it (in `form`), optionally without its events, and
+// with the processes replaced by `processes` when given (the folded form). An aggregate's folded
+// count travels in ProcessSample.cpuNs, a UInt64 of the data section current agents leave 0: the
 // stand-in for the new field a shipped form would add, so its bytes are counted.
 kj::Array<kj::byte> packFrame(vigil::Snapshot& s, bool with_events,
                               absl::flat_hash_map<uint32_t, vigil::ProcessStats>* processes,
-                              const absl::flat_hash_map<uint32_t, uint64_t>* folded) {
+                              const absl::flat_hash_map<uint32_t, uint64_t>* folded,
+                              vigil::WireForm form = vigil::WireForm::kCurrent) {
   if (processes != nullptr) {
     std::swap(s.processes, *processes);
   }
+  std::vector<capnp::Orphan<vigil::wire::Event>> held;
+  if (!with_events) {
+    std::swap(s.events, held);
+  }
   capnp::MallocMessageBuilder m;
-  vigil::toWire(s, m);
+  vigil::toWire(s, m, form);
+  if (!with_events) {
+    std::swap(s.events, held);
+  }
   if (processes != nullptr) {
     std::swap(s.processes, *processes);
   }
   auto f = m.getRoot<vigil::wire::Frame>();
-  if (!with_events) {
-    f.initEvents(0);
-  }
   if (folded != nullptr) {
     for (auto p : f.getProcesses()) {
       auto it = folded->find(p.getPid());
@@ -366,99 +374,92 @@ std::vector<vigil::wire::Event::Reader> eventReaders(const vigil::Snapshot& s) {
   return out;
 }
 
-// --experiments: what two changes would save on these frames (docs/transport.md, "Under load").
-//  1. Columnar events (bench/wire/columnar_events.h): each frame's events as columns + zstd,
-//     alone and with the previous frame's columns as the zstd prefix, against the bytes the events
-//     add to today's pointer delta (delta with events minus delta without, same frames) and
-//     against JSON+gzip of the events. Every frame's columns are decoded back and compared field
-//     by field with the original events; a mismatch fails the run.
+// --experiments (docs/transport.md, "Under load"):
+//  1. Events: the bytes the events add to the pointer delta the agent sends (delta with events
+//     minus delta without, same frames), as columns (what the agent sends) and as the Event list
+//     (agents before columns), against JSON+gzip of the events; where the columns' bytes go
+//     (each column zstd'd alone); and a check that every frame's events come back from the frame
+//     exactly (fromWire, compared field by field with the collected events; a mismatch fails
+//     the run).
 //  2. Folding short-lived processes (bench/wire/fold_short_lived.h) beyond the K busiest: the
 //     samples-only and whole steady state, against JSON+gzip of the unfolded frame (the data as
 //     collected) and of the folded frame (the same folding applied to JSON).
-//  3. Both: folded samples-only frames plus the columnar events sent beside them.
 // Prints exp_* key=value lines; returns false when a round-trip check fails.
 bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
                     const absl::flat_hash_set<uint32_t>& pids_before_first, int delta_level,
                     int keyframe_every, size_t fold_keep) {
   const size_t n = frames.size();
-  // Today's frames, with and without events.
-  std::vector<kj::Array<kj::byte>> full, samples;
+  // The frames as sent (events as columns), as agents before columns sent them (events as a
+  // list), and without events.
+  std::vector<kj::Array<kj::byte>> full, listed, samples;
   for (auto& f : frames) {
     full.push_back(packFrame(*f, true, nullptr, nullptr));
+    listed.push_back(packFrame(*f, true, nullptr, nullptr, vigil::WireForm::kEventList));
     samples.push_back(packFrame(*f, false, nullptr, nullptr));
   }
-  WireCost today, today_samples;
+  WireCost today, today_listed, today_samples;
   if (!wireCost(full, delta_level, keyframe_every, &today) ||
+      !wireCost(listed, delta_level, keyframe_every, &today_listed) ||
       !wireCost(samples, delta_level, keyframe_every, &today_samples)) {
     fprintf(stderr, "vigil-bench-wire: a frame has no pointer-predicted delta\n");
     return false;
   }
 
-  // 1. Columnar events. columns[i] is frame i's events against frame i-1's (frame 0: against
-  // none).
-  std::vector<std::string> columns;
+  // 1. Events. Every frame's events back from the frame as the aggregator reads it.
   size_t verified = 0;
   for (size_t i = 0; i < n; ++i) {
-    auto previous =
-        i == 0 ? std::vector<vigil::wire::Event::Reader>{} : eventReaders(*frames[i - 1]);
-    auto events = eventReaders(*frames[i]);
-    columns.push_back(vigil::bench::encodeEventColumns(previous, events));
-    capnp::MallocMessageBuilder arena;
-    auto back = vigil::bench::decodeEventColumns(previous, columns.back(), arena.getOrphanage());
-    if (!back.ok() || back->size() != events.size()) {
-      fprintf(stderr, "vigil-bench-wire: event columns of frame %zu do not decode: %s\n", i,
-              back.ok() ? "wrong count" : std::string(back.status().message()).c_str());
+    auto decoded = vigil::decodeFrame(full[i], vigil::wire::Encoding::PACKED);
+    vigil::Snapshot back;
+    absl::Status st = decoded.ok() ? vigil::fromWire((*decoded)->frame(), back) : decoded.status();
+    if (!st.ok() || back.events.size() != frames[i]->events.size()) {
+      fprintf(stderr, "vigil-bench-wire: the events of frame %zu do not decode: %s\n", i,
+              st.ok() ? "wrong count" : std::string(st.message()).c_str());
       return false;
     }
-    for (size_t k = 0; k < events.size(); ++k) {
-      if (!vigil::bench::sameEvent(events[k], (*back)[k].getReader())) {
+    for (size_t k = 0; k < back.events.size(); ++k) {
+      if (!vigil::sameEvent(frames[i]->events[k].getReader(), back.events[k].getReader())) {
         fprintf(stderr, "vigil-bench-wire: event %zu of frame %zu does not round-trip\n", k, i);
         return false;
       }
       verified++;
     }
   }
-  auto bytes = [](const std::string& s) {
-    return kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(s.data()), s.size());
-  };
-  double events_total = 0, in_delta = 0, raw = 0, zstd_alone = 0, zstd_prefix = 0;
+  double events_total = 0, in_delta = 0, list_in_delta = 0, raw = 0;
   double json_gzip = 0, json_gzip_marginal = 0;
   // Per column: raw bytes and bytes after zstd of that column alone (where the bytes go).
-  std::vector<std::string> column_names;
-  std::vector<double> column_raw, column_zstd;
+  static const char* const kColumnNames[] = {
+      "kind", "time",         "pid",     "tid",       "ppid",    "cgroup",
+      "comm", "container_id", "pod_uid", "filename",  "argv",    "exit",
+      "fork", "oom_kill",     "signal",  "tcp_state", "literals"};
+  constexpr size_t kColumns = sizeof(kColumnNames) / sizeof(kColumnNames[0]);
+  double column_raw[kColumns] = {}, column_zstd[kColumns] = {};
   for (size_t i = 1; i < n; ++i) {
-    auto split = vigil::bench::splitEventColumns(columns[i]);
-    if (!split.ok()) {
-      fprintf(stderr, "vigil-bench-wire: event columns of frame %zu do not split: %s\n", i,
-              std::string(split.status().message()).c_str());
+    auto decoded = vigil::decodeFrame(full[i], vigil::wire::Encoding::PACKED);
+    if (!decoded.ok()) {
       return false;
     }
-    column_names.resize(split->size());
-    column_raw.resize(split->size());
-    column_zstd.resize(split->size());
-    for (size_t c = 0; c < split->size(); ++c) {
-      column_names[c] = (*split)[c].first;
-      column_raw[c] += static_cast<double>((*split)[c].second.size());
-      if (!(*split)[c].second.empty()) {
-        column_zstd[c] += static_cast<double>(
-            vigil::compressPacked(bytes((*split)[c].second), delta_level).size());
+    auto c = (*decoded)->frame().getEventColumns();
+    const capnp::Data::Reader cols[kColumns] = {
+        c.getKind(),     c.getTime(),    c.getPid(),         c.getTid(),     c.getPpid(),
+        c.getCgroup(),   c.getComm(),    c.getContainerId(), c.getPodUid(),  c.getFilename(),
+        c.getArgv(),     c.getExit(),    c.getFork(),        c.getOomKill(), c.getSignal(),
+        c.getTcpState(), c.getLiterals()};
+    for (size_t k = 0; k < kColumns; ++k) {
+      column_raw[k] += static_cast<double>(cols[k].size());
+      raw += static_cast<double>(cols[k].size());
+      if (cols[k].size() > 0) {
+        column_zstd[k] += static_cast<double>(vigil::compressPacked(cols[k], delta_level).size());
       }
     }
     events_total += static_cast<double>(frames[i]->events.size());
-    KJ_IF_MAYBE (with, vigil::encodePointerDelta(full[i - 1], full[i], delta_level)) {
-      KJ_IF_MAYBE (without, vigil::encodePointerDelta(samples[i - 1], samples[i], delta_level)) {
+    KJ_IF_MAYBE (without, vigil::encodePointerDelta(samples[i - 1], samples[i], delta_level)) {
+      KJ_IF_MAYBE (with, vigil::encodePointerDelta(full[i - 1], full[i], delta_level)) {
         in_delta += static_cast<double>(with->size()) - static_cast<double>(without->size());
       }
+      KJ_IF_MAYBE (with, vigil::encodePointerDelta(listed[i - 1], listed[i], delta_level)) {
+        list_in_delta += static_cast<double>(with->size()) - static_cast<double>(without->size());
+      }
     }
-    raw += static_cast<double>(columns[i].size());
-    zstd_alone += static_cast<double>(vigil::compressPacked(bytes(columns[i]), delta_level).size());
-    auto d = vigil::encodeDelta(bytes(columns[i - 1]), bytes(columns[i]), delta_level);
-    auto d_back = vigil::expandDelta(bytes(columns[i - 1]), d);
-    if (!d_back.ok() || d_back->asPtr() != bytes(columns[i])) {
-      fprintf(stderr, "vigil-bench-wire: event columns of frame %zu do not expand back\n", i);
-      return false;
-    }
-    zstd_prefix += static_cast<double>(d.size());
     json_gzip += static_cast<double>(gzip(eventsJson(*frames[i]).dump()).size());
     json with_events = structuredJson(*frames[i]);
     std::string gz_with = gzip(with_events.dump());
@@ -482,26 +483,24 @@ bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
   printf("exp_events_per_frame=%.1f\n", events_total / deltas);
   printf("exp_events_round_trip_checked=%zu\n", verified);
   printf("exp_events_in_delta_bytes_per_event=%.2f\n", in_delta * per_event);
-  printf("exp_events_columnar_raw_bytes_per_event=%.2f\n", raw * per_event);
-  printf("exp_events_columnar_zstd_bytes_per_event=%.2f\n", zstd_alone * per_event);
-  printf("exp_events_columnar_zstd_prefix_bytes_per_event=%.2f\n", zstd_prefix * per_event);
+  printf("exp_events_list_in_delta_bytes_per_event=%.2f\n", list_in_delta * per_event);
+  printf("exp_events_columns_raw_bytes_per_event=%.2f\n", raw * per_event);
   printf("exp_events_json_gzip_bytes_per_event=%.2f\n", json_gzip * per_event);
   printf("exp_events_json_gzip_in_frame_bytes_per_event=%.2f\n", json_gzip_marginal * per_event);
-  for (size_t c = 0; c < column_names.size(); ++c) {
-    if (column_raw[c] > 0) {
-      printf("exp_events_column_%s_raw_bytes_per_event=%.2f\n", column_names[c].c_str(),
-             column_raw[c] * per_event);
-      printf("exp_events_column_%s_zstd_bytes_per_event=%.2f\n", column_names[c].c_str(),
-             column_zstd[c] * per_event);
+  for (size_t k = 0; k < kColumns; ++k) {
+    if (column_raw[k] > 0) {
+      printf("exp_events_column_%s_raw_bytes_per_event=%.2f\n", kColumnNames[k],
+             column_raw[k] * per_event);
+      printf("exp_events_column_%s_zstd_bytes_per_event=%.2f\n", kColumnNames[k],
+             column_zstd[k] * per_event);
     }
   }
-  printf("exp_events_columnar_vs_in_delta=%.3f\n",
-         events_total > 0 && in_delta > 0 ? zstd_prefix / in_delta : 0);
-  printf("exp_events_columnar_vs_json_gzip=%.3f\n", events_total > 0 ? zstd_prefix / json_gzip : 0);
-  // CPU cost for the last frame's events (best of 20): columns + zstd with the prefix on the
-  // agent's side, zstd expansion + decoding into Cap'n Proto events on the aggregator's.
+  printf("exp_events_columns_vs_list_in_delta=%.3f\n",
+         list_in_delta > 0 ? in_delta / list_in_delta : 0);
+  printf("exp_events_columns_vs_json_gzip=%.3f\n", json_gzip > 0 ? in_delta / json_gzip : 0);
+  // CPU cost for the last frame's events (best of 20): writing the columns on the agent's side,
+  // decoding them into Cap'n Proto events on the aggregator's.
   {
-    auto previous = eventReaders(*frames[n - 2]);
     auto events = eventReaders(*frames[n - 1]);
     auto best_us = [](auto&& fn) {
       double best = 1e18;
@@ -515,18 +514,19 @@ bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
       return best;
     };
     const double encode_us = best_us([&]() {
-      std::string c = vigil::bench::encodeEventColumns(previous, events);
-      (void)vigil::encodeDelta(bytes(columns[n - 2]), bytes(c), delta_level);
+      capnp::MallocMessageBuilder m;
+      vigil::writeEventColumns(events, m.initRoot<vigil::wire::EventColumns>());
     });
-    auto d = vigil::encodeDelta(bytes(columns[n - 2]), bytes(columns[n - 1]), delta_level);
+    capnp::MallocMessageBuilder written;
+    vigil::writeEventColumns(events, written.initRoot<vigil::wire::EventColumns>());
     const double decode_us = best_us([&]() {
-      auto c = vigil::expandDelta(bytes(columns[n - 2]), d);
-      std::string text(reinterpret_cast<const char*>(c->begin()), c->size());
       capnp::MallocMessageBuilder arena;
-      (void)vigil::bench::decodeEventColumns(previous, text, arena.getOrphanage());
+      std::vector<capnp::Orphan<vigil::wire::Event>> out;
+      (void)vigil::readEventColumns(written.getRoot<vigil::wire::EventColumns>().asReader(),
+                                    arena.getOrphanage(), out);
     });
-    printf("exp_events_columnar_encode_us=%.0f\n", encode_us);
-    printf("exp_events_columnar_decode_us=%.0f\n", decode_us);
+    printf("exp_events_columns_encode_us=%.0f\n", encode_us);
+    printf("exp_events_columns_decode_us=%.0f\n", decode_us);
   }
 
   // 2. Folding. Frames are folded in order (aggregates are cumulative); folded_counts[i] holds
@@ -600,20 +600,7 @@ bool runExperiments(std::vector<std::unique_ptr<vigil::Snapshot>>& frames,
   printf("exp_full_folded_steady_ratio_vs_json_as_collected=%.3f\n", fold_cost.steady / json_full);
   printf("exp_full_folded_steady_ratio_vs_json_folded=%.3f\n", fold_cost.steady / json_folded_full);
 
-  // Columnar events without folding: today's samples-only frames plus the events' columns
-  // (keyframe: zstd alone; delta: zstd with the previous columns as prefix).
-  auto with_columns = [&](const WireCost& samples_cost) {
-    const double key = samples_cost.keyframe +
-                       static_cast<double>(vigil::compressPacked(bytes(columns.back())).size());
-    const double delta = samples_cost.delta_avg + zstd_prefix / deltas;
-    return (key + (keyframe_every - 1) * delta) / keyframe_every;
-  };
-  printf("exp_full_columnar_steady_ratio=%.3f\n", with_columns(today_samples) / json_full);
-  // 3. Both.
-  printf("exp_full_folded_columnar_steady_ratio_vs_json_as_collected=%.3f\n",
-         with_columns(fold_samples_cost) / json_full);
-  printf("exp_full_folded_columnar_steady_ratio_vs_json_folded=%.3f\n",
-         with_columns(fold_samples_cost) / json_folded_full);
+  printf("exp_full_event_list_steady_ratio=%.3f\n", today_listed.steady / json_full);
   return true;
 }
 
@@ -793,6 +780,28 @@ int main(int argc, char** argv) {
     legacy_delta_avg /= static_cast<double>(lp.size() - 1);
     legacy_keyframe = vigil::compressPacked(lp.back()).size();
   }
+  // The same frames with their events as the Frame.events list (agents before eventColumns, and
+  // what the agent sends an aggregator that does not accept columns), measured the same way.
+  double event_list_delta_avg = 0;
+  size_t event_list_keyframe = 0;
+  {
+    std::vector<kj::Array<kj::byte>> ep;
+    for (auto& f : frames) {
+      capnp::MallocMessageBuilder m;
+      vigil::toWire(*f, m, vigil::WireForm::kEventList);
+      ep.push_back(vigil::encodeFrame(m, vigil::wire::Encoding::PACKED));
+    }
+    for (size_t i = 1; i < ep.size(); ++i) {
+      KJ_IF_MAYBE (d, vigil::encodePointerDelta(ep[i - 1], ep[i], delta_level)) {
+        event_list_delta_avg += static_cast<double>(d->size());
+      } else {
+        fprintf(stderr, "vigil-bench-wire: event-list frame %zu has no pointer delta\n", i);
+        return 1;
+      }
+    }
+    event_list_delta_avg /= static_cast<double>(ep.size() - 1);
+    event_list_keyframe = vigil::compressPacked(ep.back()).size();
+  }
   // CPU cost of the last delta on each side (best of 20): the agent's encode, the aggregator's
   // expand plus the level-1 recompression it logs.
   auto best_us = [](auto&& fn) {
@@ -887,6 +896,10 @@ int main(int argc, char** argv) {
     for (int part = 0; part < 6; ++part) {
       kj::Array<kj::byte> pk[2];
       for (int k = 0; k < 2; ++k) {
+        if (part == 5) {
+          pk[k] = packFrame(*frames[frames.size() - 2 + k], false, nullptr, nullptr);
+          continue;
+        }
         capnp::MallocMessageBuilder m;
         vigil::toWire(*frames[frames.size() - 2 + k], m);
         auto f = m.getRoot<vigil::wire::Frame>();
@@ -903,11 +916,8 @@ int main(int argc, char** argv) {
           case 3:
             f.initContainers(0);
             break;
-          case 4:
-            f.initHistograms(0);
-            break;
           default:
-            f.initEvents(0);
+            f.initHistograms(0);
             break;
         }
         pk[k] = vigil::encodeFrame(m, vigil::wire::Encoding::PACKED);
@@ -978,6 +988,13 @@ int main(int argc, char** argv) {
   double legacy_steady =
       (static_cast<double>(legacy_keyframe) + (keyframe_every - 1) * legacy_delta_avg) /
       static_cast<double>(keyframe_every);
+  double event_list_steady =
+      (static_cast<double>(event_list_keyframe) + (keyframe_every - 1) * event_list_delta_avg) /
+      static_cast<double>(keyframe_every);
+  printf("event_list_packed_zstd_bytes=%zu\n", event_list_keyframe);
+  printf("event_list_delta_bytes_avg=%.1f\n", event_list_delta_avg);
+  printf("event_list_steady_bytes_avg=%.1f\n", event_list_steady);
+  printf("event_list_steady_ratio_vs_json_structured_gzip=%.3f\n", event_list_steady / sg);
   printf("legacy_packed_zstd_bytes=%zu\n", legacy_keyframe);
   printf("legacy_delta_bytes_avg=%.1f\n", legacy_delta_avg);
   printf("legacy_steady_bytes_avg=%.1f\n", legacy_steady);

@@ -228,7 +228,7 @@ TEST_CASE(
             r.encoding);
         REQUIRE(decoded.ok());
         Snapshot snap;
-        fromWire((*decoded)->frame(), snap);
+        REQUIRE(fromWire((*decoded)->frame(), snap).ok());
         CHECK(snap.agent.agent_id == r.agent_id);
         CHECK(snap.seq == r.seq);
       }

@@ -46,7 +46,7 @@ TEST_CASE("a synthetic frame has about 500 series and survives the agent's encod
   auto decoded = decodeFrame(payload, wire::Encoding::PACKED_ZSTD);
   REQUIRE(decoded.ok());
   auto back = std::make_unique<Snapshot>();
-  fromWire((*decoded)->frame(), *back);
+  REQUIRE(fromWire((*decoded)->frame(), *back).ok());
   CHECK(back->agent.agent_id == "bench-7");
   CHECK(back->boot_epoch == 42);
   CHECK(back->seq == 3);

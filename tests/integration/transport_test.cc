@@ -598,7 +598,7 @@ std::vector<LoggedFrame> decodedFrames(const std::string& db, const std::string&
                                static_cast<wire::Encoding>(encoding));
     REQUIRE(decoded.ok());
     Snapshot snap;
-    fromWire((*decoded)->frame(), snap);
+    REQUIRE(fromWire((*decoded)->frame(), snap).ok());
     LoggedFrame f;
     f.row = row;
     f.seq = snap.seq;
@@ -611,7 +611,8 @@ std::vector<LoggedFrame> decodedFrames(const std::string& db, const std::string&
     for (const CollectorState& c : snap.collectors) {
       f.collectors[c.name] = c;
     }
-    for (wire::Event::Reader e : (*decoded)->frame().getEvents()) {
+    for (const auto& o : snap.events) {
+      wire::Event::Reader e = o.getReader();
       if (e.isExec()) {
         f.exec_argvs.push_back(e.getExec().getArgv());
       }

@@ -15,6 +15,7 @@
 #include "aggregator/ingest.h"
 #include "aggregator/ingest_log.h"
 #include "aggregator/store.h"
+#include "capnp/event_columns.h"
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
 #include "tests/support/test_support.h"
@@ -103,6 +104,7 @@ struct Client {
   wire::IngestSession::Client session = nullptr;
   bool accepts_delta = false;
   bool accepts_pointer_delta = false;
+  bool accepts_event_columns = false;
 
   Client(kj::AsyncIoContext& context, uint port) : io(context) {
     auto addr = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(io.waitScope);
@@ -120,6 +122,7 @@ struct Client {
     session = resp.getSession();
     accepts_delta = resp.getAcceptsDelta();
     accepts_pointer_delta = resp.getAcceptsPointerDelta();
+    accepts_event_columns = resp.getAcceptsEventColumns();
   }
 
   // "" when acknowledged (a "dup" when as a duplicate), else the error text.
@@ -386,6 +389,162 @@ TEST_CASE("an aggregator without delta frames is sent keyframes only, and refuse
   CHECK(uplink.stats().delta_resyncs == 0);
   CHECK(server.records().size() == 9);
   CHECK(server.ingest->stats().delta_frames == 0);
+}
+
+// fillFrame plus a fork, exec and exit of one short-lived child, in `form`, as a keyframe payload.
+kj::Array<kj::byte> frameWithEvents(uint64_t seq, WireForm form) {
+  Snapshot s;
+  fillFrame(s, seq);
+  const int64_t t = 1'764'000'000'000'000'000 + static_cast<int64_t>(seq) * 1'000'000'000;
+  auto fork = s.newEvent();
+  fork.setTimestampNs(t);
+  fork.setPid(100);
+  fork.setComm("worker");
+  fork.initFork().setChildPid(static_cast<uint32_t>(5000 + seq));
+  auto exec = s.newEvent();
+  exec.setTimestampNs(t + 300'000);
+  exec.setPid(static_cast<uint32_t>(5000 + seq));
+  exec.setPpid(100);
+  exec.setComm("true");
+  exec.initExec().setArgv("true --seq " + std::to_string(seq));
+  auto exit = s.newEvent();
+  exit.setTimestampNs(t + 900'000);
+  exit.setPid(static_cast<uint32_t>(5000 + seq));
+  exit.initExit().setLifetimeNs(600'000);
+  capnp::MallocMessageBuilder message;
+  toWire(s, message, form);
+  return encodeFrame(message, wire::Encoding::PACKED_ZSTD);
+}
+
+// The events of a logged record, through the one reader every consumer uses.
+std::vector<std::string> loggedArgvs(const aggregator::LogRecord& r) {
+  auto decoded = decodeFrame(
+      kj::arrayPtr(reinterpret_cast<const kj::byte*>(r.payload.data()), r.payload.size()),
+      r.encoding);
+  REQUIRE(decoded.ok());
+  Snapshot snap;
+  REQUIRE(fromWire((*decoded)->frame(), snap).ok());
+  REQUIRE(snap.events.size() == 3);
+  std::vector<std::string> out;
+  for (const auto& e : snap.events) {
+    if (e.getReader().isExec()) {
+      out.push_back(e.getReader().getExec().getArgv().cStr());
+    }
+  }
+  return out;
+}
+
+TEST_CASE("the aggregator takes events as columns or as a list, and refuses malformed columns") {
+  auto io = kj::setupAsyncIo();
+  Server server(io);
+  Client c(io, server.port);
+  c.registerSession();
+  CHECK(c.accepts_event_columns);
+  CHECK(c.push(1, wire::Encoding::PACKED_ZSTD, frameWithEvents(1, WireForm::kCurrent)) == "");
+  CHECK(c.push(2, wire::Encoding::PACKED_ZSTD, frameWithEvents(2, WireForm::kEventList)) == "");
+
+  // Columns whose time column was cut short, and a frame carrying both forms.
+  auto damaged = [](uint64_t seq, bool both) {
+    auto decoded =
+        decodeFrame(frameWithEvents(seq, WireForm::kCurrent), wire::Encoding::PACKED_ZSTD);
+    REQUIRE(decoded.ok());
+    capnp::MallocMessageBuilder m;
+    m.setRoot((*decoded)->frame());
+    auto frame = m.getRoot<wire::Frame>();
+    if (both) {
+      frame.initEvents(1)[0].setPid(1);
+    } else {
+      auto time = frame.getEventColumns().getTime();
+      std::vector<kj::byte> cut(time.begin(), time.end() - 1);
+      frame.getEventColumns().setTime(kj::arrayPtr(cut.data(), cut.size()));
+    }
+    return encodeFrame(m, wire::Encoding::PACKED_ZSTD);
+  };
+  std::string refused = c.push(3, wire::Encoding::PACKED_ZSTD, damaged(3, false));
+  CHECK(has(refused, "malformed_frame"));
+  CHECK(has(refused, "event column time is truncated"));
+  refused = c.push(4, wire::Encoding::PACKED_ZSTD, damaged(4, true));
+  CHECK(has(refused, "malformed_frame"));
+  CHECK(has(refused, "frame carries events both as a list (1) and as columns"));
+  CHECK(server.rejected("malformed_frame") == 2);
+
+  // What was logged reads back with the same events, whichever form it came in.
+  auto records = server.records();
+  REQUIRE(records.size() == 2);
+  CHECK(loggedArgvs(records[0]) == std::vector<std::string>{"true --seq 1"});
+  CHECK(loggedArgvs(records[1]) == std::vector<std::string>{"true --seq 2"});
+}
+
+// An aggregator from before Frame.eventColumns: its register reply leaves acceptsEventColumns
+// (and deltas) unset, and it keeps what is pushed to it.
+class OldAggregator final : public wire::Aggregator::Server {
+ public:
+  std::vector<kj::Array<kj::byte>> payloads;
+
+ protected:
+  kj::Promise<void> register_(RegisterContext context) override {
+    context.getResults().setSession(kj::heap<Session>(*this));
+    return kj::READY_NOW;
+  }
+
+ private:
+  class Session final : public wire::IngestSession::Server {
+   public:
+    explicit Session(OldAggregator& owner) : owner_(owner) {}
+
+   protected:
+    kj::Promise<void> push(PushContext context) override {
+      auto params = context.getParams();
+      owner_.payloads.push_back(kj::heapArray<kj::byte>(params.getPayload()));
+      context.getResults().initAck().setSeq(params.getSeq());
+      return kj::READY_NOW;
+    }
+    kj::Promise<void> heartbeat(HeartbeatContext context) override {
+      context.getResults().setHeartbeatIntervalMs(1000);
+      return kj::READY_NOW;
+    }
+
+   private:
+    OldAggregator& owner_;
+  };
+};
+
+TEST_CASE("an aggregator that does not read event columns is sent the events as a list") {
+  auto io = kj::setupAsyncIo();
+  auto aggregator = kj::heap<OldAggregator>();
+  OldAggregator& old = *aggregator;
+  capnp::TwoPartyServer rpc(kj::mv(aggregator));
+  auto addr = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
+  auto listener = addr->listen();
+  const uint port = listener->getPort();
+  auto serving = rpc.listen(*listener).eagerlyEvaluate(nullptr);
+
+  UplinkOptions o;
+  o.aggregators = {"127.0.0.1:" + std::to_string(port)};
+  o.identity.agent_id = o.identity.node_name = "node-d";
+  o.boot_epoch = kEpoch;
+  o.replay_rate = 0;
+  Uplink uplink(*io.provider, o, nullptr);
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    uplink.enqueue(seq, frameWithEvents(seq, WireForm::kCurrent));
+  }
+  auto running = uplink.run().eagerlyEvaluate(nullptr);
+  for (int i = 0; i < 500 && uplink.stats().frames_acked < 3; ++i) {
+    io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  REQUIRE(uplink.stats().frames_acked == 3);
+  CHECK(uplink.stats().event_list_frames_sent == 3);
+  REQUIRE(old.payloads.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    auto decoded = decodeFrame(old.payloads[i], wire::Encoding::PACKED_ZSTD);
+    REQUIRE(decoded.ok());
+    auto frame = (*decoded)->frame();
+    // What an old aggregator reads: the list, with every event.
+    CHECK(!frame.hasEventColumns());
+    REQUIRE(frame.getEvents().size() == 3);
+    CHECK(std::string(frame.getEvents()[1].getExec().getArgv().cStr()) ==
+          "true --seq " + std::to_string(i + 1));
+  }
 }
 
 }  // namespace

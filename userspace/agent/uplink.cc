@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "capnp/event_columns.h"
 #include "capnp/frame_codec.h"
 #include "userspace/common/log.h"
 #include "userspace/common/shrink.h"
@@ -99,6 +100,7 @@ struct Uplink::Connection final : public kj::TaskSet::ErrorHandler {
   // Delta state of the current session: the packed bytes of the last frame pushed on it.
   bool accepts_delta = false;
   bool accepts_pointer_delta = false;  // Encoding.pointerZstdDelta too
+  bool accepts_event_columns = false;  // reads Frame.eventColumns (else: the events list)
   bool delta_disabled = false;         // the aggregator could not expand our deltas: keyframes only
   bool resync = false;                 // a delta was refused: register again before the next push
   uint64_t base_seq = 0;
@@ -422,6 +424,7 @@ kj::Promise<void> Uplink::registerEpoch(Connection& conn, uint64_t epoch) {
         // A new session has no base: its first frame is a keyframe.
         conn.accepts_delta = resp.getAcceptsDelta();
         conn.accepts_pointer_delta = resp.getAcceptsPointerDelta();
+        conn.accepts_event_columns = resp.getAcceptsEventColumns();
         conn.resync = false;
         conn.base_seq = 0;
         conn.base_packed = nullptr;
@@ -449,18 +452,31 @@ kj::Promise<void> Uplink::registerEpoch(Connection& conn, uint64_t epoch) {
 wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
                                      kj::Array<kj::byte>& out, uint64_t& base_seq) {
   base_seq = 0;
+  // An aggregator that does not read Frame.eventColumns would drop those events: it gets the
+  // frame with an events list. A payload that does not decode is sent as spooled, for the
+  // aggregator to refuse with a reason.
+  kj::ArrayPtr<const kj::byte> payload = next.payload;
+  kj::Array<kj::byte> as_list;
+  if (!conn.accepts_event_columns) {
+    auto listed = withEventList(next.payload);
+    if (listed.ok() && listed->size() > 0) {
+      as_list = kj::mv(*listed);
+      payload = as_list;
+      stats_.event_list_frames_sent++;
+    }
+  }
   if (options_.keyframe_every == 0 || !conn.accepts_delta || conn.delta_disabled) {
-    out = kj::heapArray<kj::byte>(next.payload);
+    out = kj::heapArray<kj::byte>(payload);
     stats_.keyframes_sent++;
     return wire::Encoding::PACKED_ZSTD;
   }
-  auto packed = packedBytes(next.payload, wire::Encoding::PACKED_ZSTD);
+  auto packed = packedBytes(payload, wire::Encoding::PACKED_ZSTD);
   if (!packed.ok()) {
     // Not ours to judge here: send it as spooled (the aggregator refuses it with a reason) and
     // start the next push with a keyframe.
     conn.base_seq = 0;
     conn.base_packed = nullptr;
-    out = kj::heapArray<kj::byte>(next.payload);
+    out = kj::heapArray<kj::byte>(payload);
     stats_.keyframes_sent++;
     return wire::Encoding::PACKED_ZSTD;
   }
@@ -481,7 +497,7 @@ wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
       delta = encodeDelta(conn.base_packed, *packed);
     }
     // A frame that shares little with its base is cheaper whole (and restarts the count).
-    if (delta.size() < next.payload.size()) {
+    if (delta.size() < payload.size()) {
       out = kj::mv(delta);
       base_seq = conn.base_seq;
       encoding = delta_encoding;
@@ -494,7 +510,7 @@ wire::Encoding Uplink::encodeForSend(Connection& conn, const Pending& next,
       stats_.pointer_deltas_sent++;
     }
   } else {
-    out = kj::heapArray<kj::byte>(next.payload);
+    out = kj::heapArray<kj::byte>(payload);
     conn.since_keyframe = 0;
     stats_.keyframes_sent++;
   }
@@ -670,6 +686,7 @@ void Uplink::appendSelfMetrics(std::vector<MetricSample>& out) const {
       stats_.deltas_sent - stats_.pointer_deltas_sent, true);
   add("vigil_agent_uplink_frames_sent_total", {{"encoding", "pointer_delta"}},
       stats_.pointer_deltas_sent, true);
+  add("vigil_agent_uplink_event_list_frames_total", {}, stats_.event_list_frames_sent, true);
   add("vigil_agent_uplink_delta_resyncs_total", {}, stats_.delta_resyncs, true);
   add("vigil_agent_uplink_rate_limited_total", {}, stats_.rate_limited_waits, true);
   add("vigil_agent_duplicate_acks_total", {}, stats_.frames_duplicate, true);

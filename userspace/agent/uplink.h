@@ -75,7 +75,8 @@ struct UplinkStats {
   uint64_t payload_bytes_sent = 0;
   uint64_t keyframes_sent = 0;
   uint64_t deltas_sent = 0;
-  uint64_t pointer_deltas_sent = 0;  // of deltas_sent: Encoding.pointerZstdDelta
+  uint64_t pointer_deltas_sent = 0;     // of deltas_sent: Encoding.pointerZstdDelta
+  uint64_t event_list_frames_sent = 0;  // rewritten with an events list for an older aggregator
   uint64_t delta_resyncs = 0;  // deltas refused for their base: registered again, keyframe sent
   uint64_t rate_limited_waits = 0;
   bool connected = false;
