@@ -41,20 +41,11 @@
 #include "bench/common/synth_frame.h"
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
+#include "userspace/common/clock.h"
 
 namespace {
 
-double threadCpu() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-int64_t nowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+double threadCpu() { return static_cast<double>(vigil::clockNs(CLOCK_THREAD_CPUTIME_ID)) / 1e9; }
 
 struct Step {
   const char* name;
@@ -92,7 +83,7 @@ int main(int argc, char** argv) {
   }
   vigil::aggregator::Store store;
   vigil::aggregator::SeriesStore series;
-  int64_t t0 = nowNs() - static_cast<int64_t>(rounds) * 10000000000LL;
+  int64_t t0 = vigil::unixNs() - static_cast<int64_t>(rounds) * 10000000000LL;
   size_t series_per_frame = 0;
   // Per agent: the previous round's packed frame (the load generator's delta base) and the
   // aggregator session's delta base.
@@ -225,7 +216,7 @@ int main(int argc, char** argv) {
         r.encoding = vigil::wire::Encoding::PACKED_ZSTD;
         r.payload = payloads[a].begin();
         r.size = payloads[a].size();
-        r.now_ns = nowNs();
+        r.now_ns = vigil::unixNs();
         reqs.push_back(r);
       }
       double c0 = threadCpu();
@@ -238,7 +229,7 @@ int main(int argc, char** argv) {
     }
     for (uint32_t a = 0; a < agents; ++a) {
       double c0 = threadCpu();
-      store.apply(*snaps[a], nowNs(), /*notify=*/false);
+      store.apply(*snaps[a], vigil::unixNs(), /*notify=*/false);
       double c1 = threadCpu();
       series.appendFrame(*snaps[a]);
       double c2 = threadCpu();

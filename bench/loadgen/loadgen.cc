@@ -79,6 +79,7 @@
 #include "capnp/frame_codec.h"
 #include "capnp/snapshot.h"
 #include "capnp/vigil.capnp.h"
+#include "userspace/common/clock.h"
 
 namespace {
 
@@ -183,21 +184,7 @@ class NoConfig final : public vigil::wire::AgentControl::Server {
 };
 
 double threadCpuSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-double wallSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-int64_t realtimeNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  return static_cast<double>(vigil::clockNs(CLOCK_THREAD_CPUTIME_ID)) / 1e9;
 }
 
 double selfCpuSeconds() {
@@ -359,7 +346,7 @@ class LoadGen {
     so.seed = i + 1;
     vigil::bench::buildSyntheticSnapshot(so, seq, snap);
     if (o_.frame_time_now) {
-      snap.end_unix_ns = o_.prebuilt ? plannedEndNs(i, seq) : realtimeNs();
+      snap.end_unix_ns = o_.prebuilt ? plannedEndNs(i, seq) : vigil::unixNs();
       snap.start_unix_ns = snap.end_unix_ns - static_cast<int64_t>(o_.interval_ms) * 1000000;
       snap.interval_ms = o_.interval_ms;
     }
@@ -411,9 +398,9 @@ class LoadGen {
     double run_s =
         static_cast<double>(o_.agents) / o_.connect_per_s + 10.0 + o_.warmup_s + o_.duration_s;
     uint64_t per_agent = static_cast<uint64_t>(run_s * 1000.0 / o_.interval_ms) + 2;
-    double w0 = wallSeconds();
+    double w0 = (static_cast<double>(vigil::monoNs()) / 1e9);
     double cpu0 = selfCpuSeconds();
-    planned_origin_ns_ = realtimeNs();
+    planned_origin_ns_ = vigil::unixNs();
     streams_.resize(o_.agents);
     {
       capnp::MallocMessageBuilder message;
@@ -446,7 +433,7 @@ class LoadGen {
       w.join();
     }
     prebuild_frames_ = per_agent;
-    prebuild_seconds_ = wallSeconds() - w0;
+    prebuild_seconds_ = (static_cast<double>(vigil::monoNs()) / 1e9) - w0;
     prebuild_cpu_seconds_ = selfCpuSeconds() - cpu0;
     for (const Stream& st : streams_) {
       prebuild_bytes_ += st.memoryBytes();
@@ -528,7 +515,8 @@ class LoadGen {
       a.base_seq = a.seq;
       if (measuring_) {
         stats_.pushes_from_pool++;
-        stats_.frame_age_s_sum += static_cast<double>(realtimeNs() - plannedEndNs(i, a.seq)) / 1e9;
+        stats_.frame_age_s_sum +=
+            static_cast<double>(vigil::unixNs() - plannedEndNs(i, a.seq)) / 1e9;
       }
     } else {
       capnp::MallocMessageBuilder message;
