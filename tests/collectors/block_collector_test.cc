@@ -131,7 +131,11 @@ TEST_CASE("writing and fsyncing 64 MiB with O_DIRECT is attributed to the writer
     }
     if (mm && write) {
       hist = true;
-      CHECK(h.count >= p.block_write_ops);
+      // Every 1 MiB O_DIRECT write completed before write() returned, so each has its latency
+      // recorded. The child is also charged with a few small writes (usually 2 of its ops, 8 KiB)
+      // whose completion can still be in flight when the collector reads: a CI run once saw 65
+      // completions for 66 ops, so only the data writes are a firm lower bound.
+      CHECK(h.count >= kTotal / kMiB);
       CHECK(h.unit_ns == 1000);
       CHECK(h.sum_units > 0);
     }
