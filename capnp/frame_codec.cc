@@ -455,11 +455,19 @@ kj::Maybe<kj::Array<kj::byte>> encodePointerDelta(kj::ArrayPtr<const kj::byte> b
                                                   kj::ArrayPtr<const kj::byte> packed,
                                                   int zstd_level) {
   auto base = pointerPredictedWords(base_packed);
-  auto frame = pointerPredictedWords(packed);
-  if (!base.ok() || !frame.ok()) {
+  if (!base.ok()) {
     return nullptr;
   }
-  auto delta = encodeDelta(base->asBytes(), frame->asBytes(), zstd_level);
+  kj::Array<kj::byte> delta;
+  {
+    // The frame's words are dropped before the check below expands the delta again: under
+    // churn each copy is several MiB, and the agent's peak RSS is this function's.
+    auto frame = pointerPredictedWords(packed);
+    if (!frame.ok()) {
+      return nullptr;
+    }
+    delta = encodeDelta(base->asBytes(), frame->asBytes(), zstd_level);
+  }
   // Never send what would not expand to exactly these bytes (e.g. packed by another packer).
   auto back = expandPointerDeltaWords(*base, delta, /*keep_predicted=*/false);
   if (!back.ok() || back->packed.size() != packed.size() ||

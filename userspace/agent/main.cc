@@ -15,6 +15,7 @@
 #include "userspace/agent/agent.h"
 #include "userspace/collectors/bpf_util.h"
 #include "userspace/common/log.h"
+#include "userspace/common/shrink.h"
 
 ABSL_FLAG(std::string, aggregator, "127.0.0.1:9470",
           "Aggregator RPC address host:port (comma-separated list for sharding).");
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "vigil-agent: eBPF node agent. Collects per-process kernel metrics and ships them to "
       "vigil-aggregator.\nExample: sudo vigil-agent --aggregator=127.0.0.1:9470 --interval=10s");
+  vigil::keepLargeBuffersOutOfHeap();
   absl::ParseCommandLine(argc, argv);
   vigil::setLogProgram("vigil-agent");
   bool verbose = absl::GetFlag(FLAGS_verbose);

@@ -46,4 +46,14 @@ bool shrinkVectorIfSparse(std::vector<T>& v) {
 // agent's heap size. Called once per collection, and by the uplink after encoding a large frame.
 inline void releaseFreeMemory() { malloc_trim(0); }
 
+// Serves every allocation of 128 KiB or more with its own mmap, returned to the kernel on free.
+// glibc's default threshold is dynamic: after the first multi-MiB buffer is freed it rises to
+// that size (up to 32 MiB), and from then on such buffers come from the heap, where their freed
+// pages stay resident until the next malloc_trim. Under process churn the agent grows and frees
+// buffers of several MiB all through the interval (the event buffer doubling, a frame's unpacked
+// and predicted words), so with the dynamic threshold RSS held ~40 MiB during a 1,000 exec/s
+// churn and ~28 MiB with this fixed one (docs/performance.md, "Footprint"). The cost is an
+// mmap/munmap pair per large buffer, a handful per collection. Call once, before allocating.
+inline void keepLargeBuffersOutOfHeap() { mallopt(M_MMAP_THRESHOLD, 128 << 10); }
+
 }  // namespace vigil
