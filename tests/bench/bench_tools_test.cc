@@ -94,7 +94,9 @@ TEST_CASE("the floor attaches empty programs to the named hooks and lists one pr
   CHECK(WEXITSTATUS(*status) == 0);
 }
 
-TEST_CASE("the load generator registers every agent and gets its frames acknowledged") {
+// Runs the load generator with 20 agents for 3 s at one frame per second against a fresh
+// aggregator (with its ingest log) and returns what it printed.
+std::string runLoadgen(const std::string& extra_flags) {
   testing::TempDir dir;
   auto agg = testing::Child::spawn(
       {testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
@@ -102,9 +104,13 @@ TEST_CASE("the load generator registers every agent and gets its frames acknowle
       dir.file("agg.log"));
   auto rpc = testing::readReadyPort(dir.file("agg.ready"), "rpc_port", milliseconds(10000));
   REQUIRE(rpc.has_value());
-  std::string out = testing::shell(testing::binaryPath("vigil-bench-loadgen") +
-                                   " --addr=127.0.0.1:" + std::to_string(*rpc) +
-                                   " --agents=20 --interval_ms=1000 --warmup_s=1 --duration_s=3");
+  return testing::shell(
+      testing::binaryPath("vigil-bench-loadgen") + " --addr=127.0.0.1:" + std::to_string(*rpc) +
+      " --agents=20 --interval_ms=1000 --warmup_s=1 --duration_s=3" + extra_flags);
+}
+
+TEST_CASE("the load generator registers every agent and gets its frames acknowledged") {
+  std::string out = runLoadgen("");
   CHECK(kvValue(out, "registered") == "20");
   CHECK(kvValue(out, "connect_failed") == "0");
   CHECK(kvValue(out, "push_failed") == "0");
@@ -127,16 +133,7 @@ TEST_CASE("the load generator registers every agent and gets its frames acknowle
 }
 
 TEST_CASE("the load generator building frames per push gets them acknowledged too") {
-  testing::TempDir dir;
-  auto agg = testing::Child::spawn(
-      {testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
-       "--data_dir=" + dir.file("data"), "--ready_file=" + dir.file("agg.ready")},
-      dir.file("agg.log"));
-  auto rpc = testing::readReadyPort(dir.file("agg.ready"), "rpc_port", milliseconds(10000));
-  REQUIRE(rpc.has_value());
-  std::string out = testing::shell(
-      testing::binaryPath("vigil-bench-loadgen") + " --addr=127.0.0.1:" + std::to_string(*rpc) +
-      " --agents=20 --interval_ms=1000 --warmup_s=1 --duration_s=3 --frames=per_push");
+  std::string out = runLoadgen(" --frames=per_push");
   CHECK(kvValue(out, "frames") == "per_push");
   CHECK(kvValue(out, "registered") == "20");
   CHECK(kvValue(out, "sustained") == "1");
