@@ -8,7 +8,7 @@
 //                       [--warmup_s=12] [--duration_s=30] [--connect_per_s=2000]
 //                       [--frame_time=now|synthetic] [--keyframe_every=30]
 //                       [--frames=prebuilt|per_push] [--prebuild_threads=2]
-//                       [--prebuild_max_mb=1024]
+//                       [--prebuild_max_mb=1024] [--test_wrong_base_at_seq=0]
 //
 // Frames are encoded the way userspace/agent/uplink.cc (encodeForSend) sends them: a
 // self-contained PACKED_ZSTD keyframe first on every session and then every --keyframe_every
@@ -51,6 +51,10 @@
 //     warm-up and window plus two, fewer if they would not fit --prebuild_max_mb.
 // --frames=per_push builds and encodes each frame at its push, stamped with the clock then (the
 // load generator's behaviour before 2026-11-27).
+//
+// --test_wrong_base_at_seq=N (a self-test of the path above, for tests/bench): agent 0's delta
+// for frame N names frame N - 2 as its base, which the aggregator refuses (delta_unknown_base),
+// so that agent resyncs and leaves its prebuilt stream mid-run.
 //
 // After all agents registered and the warm-up, it measures for duration_s and prints key=value
 // lines: acked frames, samples/s, ack latency percentiles (send to response, as seen by this
@@ -96,6 +100,7 @@ struct Options {
   bool prebuilt = true;  // --frames=prebuilt (see the top of this file)
   uint32_t prebuild_threads = 2;
   uint32_t prebuild_max_mb = 1024;
+  uint64_t test_wrong_base_at_seq = 0;  // 0: off
 };
 
 struct Stats {
@@ -509,6 +514,9 @@ class LoadGen {
       encoding =
           keyframe ? vigil::wire::Encoding::PACKED_ZSTD : vigil::wire::Encoding::POINTER_ZSTD_DELTA;
       base_seq = keyframe ? 0 : a.seq - 1;
+      if (!keyframe && i == 0 && a.seq >= 3 && a.seq == o_.test_wrong_base_at_seq) {
+        base_seq = a.seq - 2;
+      }
       auto payload = s.frame(a.seq);
       req.setPayload(payload);
       bytes = payload.size();
@@ -751,12 +759,14 @@ int main(int argc, char** argv) {
       o.prebuild_threads = static_cast<uint32_t>(std::stoul(v));
     } else if (flagValue(argv[i], "prebuild_max_mb", &v)) {
       o.prebuild_max_mb = static_cast<uint32_t>(std::stoul(v));
+    } else if (flagValue(argv[i], "test_wrong_base_at_seq", &v)) {
+      o.test_wrong_base_at_seq = std::stoull(v);
     } else {
       fprintf(stderr,
               "usage: vigil-bench-loadgen --addr=HOST:PORT --agents=N [--interval_ms=10000] "
               "[--warmup_s=12] [--duration_s=30] [--connect_per_s=2000] "
               "[--frame_time=now|synthetic] [--keyframe_every=30] [--frames=prebuilt|per_push] "
-              "[--prebuild_threads=2] [--prebuild_max_mb=1024]\n");
+              "[--prebuild_threads=2] [--prebuild_max_mb=1024] [--test_wrong_base_at_seq=0]\n");
       return 2;
     }
   }

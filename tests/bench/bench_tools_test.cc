@@ -9,6 +9,7 @@
 #include <chrono>
 #include <memory>
 #include <regex>
+#include <sstream>
 #include <string>
 
 #include "bench/common/synth_frame.h"
@@ -95,8 +96,9 @@ TEST_CASE("the floor attaches empty programs to the named hooks and lists one pr
 }
 
 // Runs the load generator with 20 agents for 3 s at one frame per second against a fresh
-// aggregator (with its ingest log) and returns what it printed.
-std::string runLoadgen(const std::string& extra_flags) {
+// aggregator (with its ingest log) and returns what it printed. With `agent0_log`, also what the
+// aggregator logged for agent 0: "frames distinct_seqs max_seq".
+std::string runLoadgen(const std::string& extra_flags, std::string* agent0_log = nullptr) {
   testing::TempDir dir;
   auto agg = testing::Child::spawn(
       {testing::binaryPath("vigil-aggregator"), "--rpc_port=0", "--http_port=0",
@@ -104,9 +106,15 @@ std::string runLoadgen(const std::string& extra_flags) {
       dir.file("agg.log"));
   auto rpc = testing::readReadyPort(dir.file("agg.ready"), "rpc_port", milliseconds(10000));
   REQUIRE(rpc.has_value());
-  return testing::shell(
+  std::string out = testing::shell(
       testing::binaryPath("vigil-bench-loadgen") + " --addr=127.0.0.1:" + std::to_string(*rpc) +
       " --agents=20 --interval_ms=1000 --warmup_s=1 --duration_s=3" + extra_flags);
+  if (agent0_log != nullptr) {
+    *agent0_log = testing::shell("sqlite3 -separator ' ' " + dir.file("data/ingest.db") +
+                                 " \"SELECT COUNT(*), COUNT(DISTINCT seq), MAX(seq) FROM frames"
+                                 " WHERE agent_id='bench-0'\"");
+  }
+  return out;
 }
 
 TEST_CASE("the load generator registers every agent and gets its frames acknowledged") {
@@ -140,6 +148,29 @@ TEST_CASE("the load generator building frames per push gets them acknowledged to
   CHECK(kvValue(out, "delta_refused") == "0");
   CHECK(std::stoi("0" + kvValue(out, "deltas_sent")) > 0);
   CHECK(kvValue(out, "prebuild_bytes").empty());
+}
+
+TEST_CASE("a simulated agent whose delta is refused resyncs and leaves its prebuilt stream") {
+  std::string agent0;
+  std::string out = runLoadgen(" --test_wrong_base_at_seq=3", &agent0);
+  INFO(out);
+  CHECK(kvValue(out, "frames") == "prebuilt");
+  CHECK(kvValue(out, "registered") == "20");
+  CHECK(kvValue(out, "delta_refused") == "1");
+  CHECK(kvValue(out, "resyncs") == "1");
+  CHECK(kvValue(out, "resync_failed") == "0");
+  CHECK(kvValue(out, "push_failed") == "0");
+  CHECK(kvValue(out, "agents_left_pool") == "1");
+  CHECK(std::stoi("0" + kvValue(out, "pushes_built")) > 0);  // agent 0, from its resync on
+  CHECK(kvValue(out, "sustained") == "0");                   // a refusal is not sustained
+  // Agent 0's frames all reached the log once each, the refused one resent as a keyframe.
+  std::istringstream in(agent0);
+  int frames = 0, distinct = 0, max_seq = 0;
+  in >> frames >> distinct >> max_seq;
+  INFO(agent0);
+  CHECK(max_seq >= 4);
+  CHECK(frames == max_seq);
+  CHECK(distinct == max_seq);
 }
 
 }  // namespace
