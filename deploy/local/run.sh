@@ -35,7 +35,13 @@ stop() {
   $SUDO kill -TERM "$AGENT_PID" 2>/dev/null
   kill -TERM "$AGG_PID" 2>/dev/null
   wait "$AGENT_PID" "$AGG_PID" 2>/dev/null
-  left=$($SUDO bpftool prog show 2>/dev/null | grep -c 'name vigil_' || true)
+  # The kernel frees a program shortly after its last reference goes (deferred work), so a
+  # check right after the agent exits can still list them: look again for up to 3 s.
+  for _ in $(seq 1 30); do
+    left=$($SUDO bpftool prog show 2>/dev/null | grep -c 'name vigil_' || true)
+    [[ "$left" == "0" ]] && break
+    sleep 0.1
+  done
   if [[ "$left" == "0" ]]; then
     echo "vigil: stopped; no vigil BPF programs left in the kernel (bpftool prog show)"
   else
