@@ -12,12 +12,6 @@
 namespace vigil::aggregator {
 namespace {
 
-double threadCpuSeconds() {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
 void observe(const std::vector<double>& bounds, std::vector<uint64_t>& buckets, double v) {
   if (buckets.size() != bounds.size() + 1) {
     buckets.assign(bounds.size() + 1, 0);

@@ -45,8 +45,6 @@
 
 namespace {
 
-double threadCpu() { return static_cast<double>(vigil::clockNs(CLOCK_THREAD_CPUTIME_ID)) / 1e9; }
-
 struct Step {
   const char* name;
   double seconds = 0;
@@ -109,7 +107,7 @@ int main(int argc, char** argv) {
     std::vector<kj::Array<kj::byte>> payloads;
     std::vector<std::string> ids;
     payloads.reserve(agents);
-    double e0 = threadCpu();
+    double e0 = vigil::threadCpuSeconds();
     for (uint32_t a = 0; a < agents; ++a) {
       vigil::Snapshot snap;
       buildFrame(a, snap);
@@ -121,7 +119,7 @@ int main(int argc, char** argv) {
       payloads.push_back(vigil::encodeFrame(message, vigil::wire::Encoding::PACKED_ZSTD));
       ids.push_back("bench-" + std::to_string(a));
     }
-    double encode_s = threadCpu() - e0;
+    double encode_s = vigil::threadCpuSeconds() - e0;
     // The same frames as deltas against the previous round (load generator side), then expanded
     // as the aggregator's event loop does (aggregator side). Round 1 has no base.
     double encode_delta_s = 0;
@@ -135,7 +133,7 @@ int main(int argc, char** argv) {
     if (round >= 2) {
       std::vector<kj::Array<kj::byte>> deltas(agents);
       std::vector<kj::Array<kj::byte>> packed(agents);
-      double d0 = threadCpu();
+      double d0 = vigil::threadCpuSeconds();
       for (uint32_t a = 0; a < agents; ++a) {
         vigil::Snapshot snap;
         buildFrame(a, snap);
@@ -149,20 +147,20 @@ int main(int argc, char** argv) {
           return 1;
         }
       }
-      encode_delta_s = threadCpu() - d0;
+      encode_delta_s = vigil::threadCpuSeconds() - d0;
       for (uint32_t a = 0; a < agents; ++a) {
         delta_bytes += deltas[a].size();
         packed_bytes += packed[a].size();
-        double c0 = threadCpu();
+        double c0 = vigil::threadCpuSeconds();
         auto expanded = bases[a]->expand(round, round - 1, deltas[a], /*pointer_delta=*/true);
-        double cd = threadCpu();
+        double cd = vigil::threadCpuSeconds();
         if (!expanded.ok()) {
           fprintf(stderr, "expand: %s\n", std::string(expanded.status().message()).c_str());
           return 1;
         }
         auto log_payload = vigil::compressPacked(*expanded, 1);
         log_bytes += log_payload.size();
-        double c1 = threadCpu();
+        double c1 = vigil::threadCpuSeconds();
         expand.seconds += c1 - c0;
         expand_delta.seconds += cd - c0;
         expand_log.seconds += c1 - cd;
@@ -172,7 +170,7 @@ int main(int argc, char** argv) {
           return 1;
         }
         auto frame = vigil::decodeFrame(*expanded, vigil::wire::Encoding::PACKED);
-        decode_expanded.seconds += threadCpu() - c1;
+        decode_expanded.seconds += vigil::threadCpuSeconds() - c1;
         if (!frame.ok()) {
           fprintf(stderr, "decode_expanded: %s\n", std::string(frame.status().message()).c_str());
           return 1;
@@ -191,9 +189,9 @@ int main(int argc, char** argv) {
     std::vector<std::shared_ptr<const vigil::Snapshot>> snaps;
     snaps.reserve(agents);
     for (uint32_t a = 0; a < agents; ++a) {
-      double c0 = threadCpu();
+      double c0 = vigil::threadCpuSeconds();
       auto frame = vigil::decodeFrame(payloads[a], vigil::wire::Encoding::PACKED_ZSTD);
-      double c1 = threadCpu();
+      double c1 = vigil::threadCpuSeconds();
       if (!frame.ok()) {
         fprintf(stderr, "decode: %s\n", std::string(frame.status().message()).c_str());
         return 1;
@@ -201,7 +199,7 @@ int main(int argc, char** argv) {
       auto snap = std::make_shared<vigil::Snapshot>();
       vigil::fromWire((*frame)->frame(), *snap);
       frame->reset();
-      double c2 = threadCpu();
+      double c2 = vigil::threadCpuSeconds();
       decode.seconds += c1 - c0;
       from_wire.seconds += c2 - c1;
       snaps.push_back(std::move(snap));
@@ -219,26 +217,26 @@ int main(int argc, char** argv) {
         r.now_ns = vigil::unixNs();
         reqs.push_back(r);
       }
-      double c0 = threadCpu();
+      double c0 = vigil::threadCpuSeconds();
       absl::Status st = (*log)->appendBatch(reqs);
-      logged.seconds += threadCpu() - c0;
+      logged.seconds += vigil::threadCpuSeconds() - c0;
       if (!st.ok()) {
         fprintf(stderr, "log: %s\n", std::string(st.message()).c_str());
         return 1;
       }
     }
     for (uint32_t a = 0; a < agents; ++a) {
-      double c0 = threadCpu();
+      double c0 = vigil::threadCpuSeconds();
       store.apply(*snaps[a], vigil::unixNs(), /*notify=*/false);
-      double c1 = threadCpu();
+      double c1 = vigil::threadCpuSeconds();
       series.appendFrame(*snaps[a]);
-      double c2 = threadCpu();
+      double c2 = vigil::threadCpuSeconds();
       apply.seconds += c1 - c0;
       append.seconds += c2 - c1;
     }
-    double c0 = threadCpu();
+    double c0 = vigil::threadCpuSeconds();
     snaps.clear();
-    double free_s = threadCpu() - c0;
+    double free_s = vigil::threadCpuSeconds() - c0;
     double samples_m = static_cast<double>(agents) * static_cast<double>(series_per_frame) / 1e6;
     double total = free_s;
     printf("round %u (%s), %u frames of %zu series:\n", round,

@@ -188,10 +188,6 @@ class NoConfig final : public vigil::wire::AgentControl::Server {
   }
 };
 
-double threadCpuSeconds() {
-  return static_cast<double>(vigil::clockNs(CLOCK_THREAD_CPUTIME_ID)) / 1e9;
-}
-
 double selfCpuSeconds() {
   rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -403,7 +399,7 @@ class LoadGen {
     double run_s =
         static_cast<double>(o_.agents) / o_.connect_per_s + 10.0 + o_.warmup_s + o_.duration_s;
     uint64_t per_agent = static_cast<uint64_t>(run_s * 1000.0 / o_.interval_ms) + 2;
-    double w0 = (static_cast<double>(vigil::monoNs()) / 1e9);
+    int64_t w0 = vigil::monoNs();
     double cpu0 = selfCpuSeconds();
     planned_origin_ns_ = vigil::unixNs();
     streams_.resize(o_.agents);
@@ -438,7 +434,7 @@ class LoadGen {
       w.join();
     }
     prebuild_frames_ = per_agent;
-    prebuild_seconds_ = (static_cast<double>(vigil::monoNs()) / 1e9) - w0;
+    prebuild_seconds_ = static_cast<double>(vigil::monoNs() - w0) / 1e9;
     prebuild_cpu_seconds_ = selfCpuSeconds() - cpu0;
     for (const Stream& st : streams_) {
       prebuild_bytes_ += st.memoryBytes();
@@ -487,7 +483,7 @@ class LoadGen {
   void sendOne(uint32_t i) {
     Agent& a = *agents_[i];
     a.seq++;
-    double cpu0 = threadCpuSeconds();
+    double cpu0 = vigil::threadCpuSeconds();
     auto req = a.session.pushRequest();
     vigil::wire::Encoding encoding;
     uint64_t base_seq = 0;
@@ -541,7 +537,7 @@ class LoadGen {
     req.setEncoding(encoding);
     req.setBaseSeq(base_seq);
     if (measuring_) {
-      double cpu = threadCpuSeconds() - cpu0;
+      double cpu = vigil::threadCpuSeconds() - cpu0;
       if (encoding == vigil::wire::Encoding::PACKED_ZSTD) {
         stats_.keyframes++;
         stats_.keyframe_cpu_s += cpu;

@@ -19,4 +19,9 @@ inline int64_t monoNs() { return clockNs(CLOCK_MONOTONIC); }
 // CLOCK_REALTIME: Unix time, for timestamps that leave the host.
 inline int64_t unixNs() { return clockNs(CLOCK_REALTIME); }
 
+// CPU time of the calling thread, in seconds.
+inline double threadCpuSeconds() {
+  return static_cast<double>(clockNs(CLOCK_THREAD_CPUTIME_ID)) / 1e9;
+}
+
 }  // namespace vigil
